@@ -1,0 +1,210 @@
+"""The ``ivt`` command line.
+
+    ivt tiny-model OUT --family qwen3_vl
+    ivt data shapes --workspace W --split test --n 200 --seed 0
+    ivt eval --workspace W --model PATH --dataset shapes --split test --steps 2 --stop fixed --json
+    ivt runs --workspace W
+
+Errors a user can fix are printed as one line (``ivt: error: ...``) with exit code 2; nothing half-written stays.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from ivt_core.errors import IVTError, NotFoundError
+from ivt_core.stopping import LABEL_FREE_POLICIES
+
+TOY_MODEL = Path(__file__).resolve().parent.parent / "assets" / "toy-model"
+
+
+def _quiet_libraries() -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def _non_negative(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}") from None
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {number}")
+    return number
+
+
+def _positive(value: str) -> int:
+    number = _non_negative(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
+    return number
+
+
+def cmd_tiny_model(args: argparse.Namespace) -> int:
+    from ivt_core.tinykit import TinySpec, build_tiny_model
+
+    out = build_tiny_model(args.out, args.family, TinySpec(seed=args.seed))
+    print(f"wrote a tiny random {args.family} checkpoint to {out}", file=sys.stderr)
+    return 0
+
+
+def cmd_data_shapes(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from ivt_core.data.shapes_split import write_shapes_split
+    from ivt_core.workspace import Workspace
+
+    workspace = Workspace.open(args.workspace)
+    with tqdm(total=args.n, desc=f"shapes {args.split}", unit="scene", file=sys.stderr) as bar:
+        count = write_shapes_split(workspace, args.split, args.n, args.seed, args.name, progress=bar.update)
+    print(f"wrote {count} {args.split} samples to dataset {args.name!r} in {workspace.root}", file=sys.stderr)
+    return 0
+
+
+def cmd_data_list(args: argparse.Namespace) -> int:
+    from ivt_core.store.samples import list_datasets
+    from ivt_core.workspace import Workspace
+
+    db = Workspace.open(args.workspace).connect()
+    for dataset in list_datasets(db):
+        splits = ", ".join(f"{k}: {v}" for k, v in sorted(dataset["splits"].items())) or "empty"
+        print(f"{dataset['name']} ({dataset['kind']}): {splits}")
+    return 0
+
+
+def _model_path(args: argparse.Namespace) -> Path:
+    if args.model:
+        return Path(args.model)
+    if (TOY_MODEL / "config.json").is_file():
+        return TOY_MODEL
+    raise NotFoundError("no --model given and the shipped toy model is missing from assets/; pass --model PATH")
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from ivt_core.evaluate import EvalRequest, evaluate, load_eval_samples
+    from ivt_core.grounders.base import Sampling
+    from ivt_core.grounders.transformers_grounder import TransformersGrounder
+    from ivt_core.loop import LoopConfig
+    from ivt_core.workspace import Workspace
+
+    loop = LoopConfig(steps=args.steps, policy=args.stop, batch_size=args.batch_size,
+                      sampling=Sampling(max_new_tokens=args.max_new_tokens)).check()
+    request = EvalRequest(args.dataset, args.split, loop, args.limit)
+    workspace = Workspace.open(args.workspace)
+    samples = load_eval_samples(workspace, request)
+    model_path = _model_path(args)
+    grounder = TransformersGrounder.load(model_path, args.adapter, args.load_in_4bit, args.device, args.coords)
+    with tqdm(total=len(samples), desc=f"eval T={args.steps}", unit="sample", file=sys.stderr) as bar:
+        result = evaluate(workspace, grounder, model_path, request, args.adapter, samples, progress=bar.update)
+    metrics = result.metrics
+    if metrics["parse_failure_rate"] > 0:
+        print(f"warning: {metrics['parse_failure_rate']:.0%} of answers had no readable box "
+              "(counted as misses)", file=sys.stderr)
+    if args.json:
+        print(json.dumps({"run_id": result.run_id, **metrics}))
+    else:
+        print(_summary(result.run_id, metrics))
+    return 0
+
+
+def _summary(run_id: int, m: dict) -> str:
+    lines = [f"run {run_id}: {m['n']} samples", f"{'':<28}{'Acc@0.5':>9}{'Acc@0.7':>9}{'Acc@0.9':>9}{'mIoU':>8}"]
+
+    def row(label: str, d: dict) -> str:
+        return f"{label:<28}{d['acc@0.5']:>9.3f}{d['acc@0.7']:>9.3f}{d['acc@0.9']:>9.3f}{d['miou']:>8.3f}"
+
+    lines.append(row("step 0", m["step0"]))
+    lines.append(row("final step", m["final"]))
+    for name, d in m["policies"].items():
+        lines.append(row(f"stop: {name}", d))
+    lines.append(row(m["oracle"]["label"], m["oracle"]))
+    outcomes = ", ".join(f"{k} {v:.0%}" for k, v in m["outcomes"].items())
+    lines.append(f"degradation per step {m['degradation']:.3f}; {outcomes}; "
+                 f"unparsable {m['parse_failure_rate']:.0%}")
+    return "\n".join(lines)
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from ivt_core.store.runs import list_runs
+    from ivt_core.workspace import Workspace
+
+    db = Workspace.open(args.workspace).connect()
+    for run in list_runs(db):
+        m = run["metrics"] or {}
+        score = (f"step0 Acc@0.5 {m['step0']['acc@0.5']:.3f}, final {m['final']['acc@0.5']:.3f}"
+                 if m else run["status"])
+        print(f"{run['id']:>4}  {run['dataset']}/{run['split']}  T={run['steps']} {run['policy']:<9} "
+              f"n={run['n_samples']}  {score}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from ivt_core.families import FAMILIES
+
+    parser = argparse.ArgumentParser(prog="ivt", description="IVT Studio: iterative visual thinking workbench.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("tiny-model", help="write a tiny random-weight VLM checkpoint (offline, for tests)")
+    p.add_argument("out", help="folder to write the checkpoint to")
+    p.add_argument("--family", required=True, choices=sorted(FAMILIES), help="model architecture")
+    p.add_argument("--seed", type=_non_negative, default=0, help="seed of the random weights")
+    p.set_defaults(func=cmd_tiny_model)
+
+    data = sub.add_parser("data", help="create and list datasets").add_subparsers(dest="data_command", required=True)
+    p = data.add_parser("shapes", help="generate a shapes-world split into a workspace")
+    p.add_argument("--workspace", default=None, help="workspace folder (default: $IVT_WORKSPACE or ./workspace)")
+    p.add_argument("--split", required=True, choices=["train", "val", "test"])
+    p.add_argument("--n", type=_non_negative, required=True, help="number of samples")
+    p.add_argument("--seed", type=_non_negative, default=0, help="world seed (same seed, same scenes)")
+    p.add_argument("--name", default="shapes", help="dataset name in the workspace")
+    p.set_defaults(func=cmd_data_shapes)
+    p = data.add_parser("list", help="list the datasets of a workspace")
+    p.add_argument("--workspace", default=None)
+    p.set_defaults(func=cmd_data_list)
+
+    p = sub.add_parser("eval", help="run the IVT loop on a dataset split and store the run")
+    p.add_argument("--workspace", default=None, help="workspace folder (default: $IVT_WORKSPACE or ./workspace)")
+    p.add_argument("--model", default=None, help="local checkpoint folder (default: the shipped toy model)")
+    p.add_argument("--adapter", default=None, help="LoRA adapter folder to put on the model")
+    p.add_argument("--4bit", dest="load_in_4bit", action="store_true", help="load the base model in 4-bit NF4")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+    p.add_argument("--coords", default=None, help="box convention for models outside the known families")
+    p.add_argument("--dataset", required=True, help="dataset name in the workspace")
+    p.add_argument("--split", required=True, help="split to evaluate")
+    p.add_argument("--steps", type=_non_negative, default=2, help="refinement steps T after step 0 (0: single shot)")
+    p.add_argument("--stop", default="fixed", choices=list(LABEL_FREE_POLICIES), help="stopping policy")
+    p.add_argument("--limit", type=_positive, default=None, help="evaluate only the first N samples")
+    p.add_argument("--batch-size", type=_positive, default=8, help="samples advancing together")
+    p.add_argument("--max-new-tokens", type=_positive, default=256, help="answer length limit per step")
+    p.add_argument("--json", action="store_true", help="print the metrics as one JSON object on stdout")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("runs", help="list the runs of a workspace")
+    p.add_argument("--workspace", default=None)
+    p.set_defaults(func=cmd_runs)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    _quiet_libraries()
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except IVTError as exc:
+        print(f"ivt: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("ivt: interrupted; nothing half-written was kept", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,104 @@
+"""Evaluating a model on a dataset split: load, check, run the loop, store the run, compute the metrics.
+
+Everything that can be checked is checked before the run row is written (the split exists, every image opens,
+the model folder is a VLM). The run's trajectories are written batch by batch; if anything fails half-way the
+run is deleted with all it wrote, so the store never holds a half-written run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from PIL import Image, UnidentifiedImageError
+
+from ivt_core.data.sample import Sample, load_image
+from ivt_core.errors import InvalidInputError, NotFoundError
+from ivt_core.grounders.base import Grounder
+from ivt_core.loop import LoopConfig, run_loop
+from ivt_core.metrics import run_metrics
+from ivt_core.store.models import register_model
+from ivt_core.store.runs import add_trajectories, create_run, delete_run, finish_run, load_trajectories
+from ivt_core.store.samples import get_samples
+from ivt_core.workspace import Workspace
+
+
+@dataclass(frozen=True)
+class EvalRequest:
+    dataset: str
+    split: str
+    loop: LoopConfig
+    limit: int | None = None
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    run_id: int
+    metrics: dict
+
+
+def check_images(workspace: Workspace, samples: list[Sample]) -> None:
+    """Raise NotFoundError / InvalidInputError naming the first sample whose image is missing or unreadable."""
+    for sample in samples:
+        path = workspace.resolve(sample.image_path)
+        if not path.is_file():
+            raise NotFoundError(f"image of sample {sample.id} not found: {path} (restore it or re-import the dataset)")
+        try:
+            with Image.open(path) as image:
+                image.verify()
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+            raise InvalidInputError(f"image of sample {sample.id} is unreadable: {path} ({exc})") from exc
+
+
+def load_eval_samples(workspace: Workspace, request: EvalRequest) -> list[Sample]:
+    """The samples a request covers, checked. Raises IVTError subclasses saying what to fix."""
+    request.loop.check()
+    if request.limit is not None and request.limit < 1:
+        raise InvalidInputError(f"--limit must be at least 1, got {request.limit}")
+    db = workspace.connect()
+    try:
+        samples = get_samples(db, request.dataset, request.split, request.limit)
+    finally:
+        db.close()
+    check_images(workspace, samples)
+    return samples
+
+
+def evaluate(
+    workspace: Workspace,
+    grounder: Grounder,
+    model_path: str | Path,
+    request: EvalRequest,
+    adapter_path: str | Path | None = None,
+    samples: list[Sample] | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> EvalResult:
+    """Run ``grounder`` over the request's samples and store the run; returns its id and metrics."""
+    samples = samples if samples is not None else load_eval_samples(workspace, request)
+    db = workspace.connect()
+    try:
+        model_id = register_model(
+            db, grounder.name, str(Path(model_path).resolve()), grounder.family.name,
+            adapter_path=str(Path(adapter_path).resolve()) if adapter_path else "",
+        )
+        config = {**asdict(request.loop), "limit": request.limit, "model_path": str(model_path),
+                  "adapter_path": str(adapter_path or ""), "coords": grounder.family.convention}
+        run_id = create_run(
+            db, model_id, request.dataset, request.split, request.loop.steps, request.loop.policy,
+            grounder.family.prompt_family, request.loop.prompt_version, request.loop.render.to_dict(), config,
+        )
+        try:
+            loader = lambda s: load_image(workspace.resolve(s.image_path))  # noqa: E731
+            for batch in run_loop(grounder, samples, request.loop, loader):
+                add_trajectories(db, run_id, batch)
+                if progress:
+                    progress(len(batch))
+            metrics = run_metrics(load_trajectories(db, run_id))
+            finish_run(db, run_id, metrics)
+        except BaseException:
+            delete_run(db, run_id)
+            raise
+        return EvalResult(run_id, metrics)
+    finally:
+        db.close()

@@ -1,0 +1,58 @@
+"""The Grounder protocol: turn a batch of conversations (text + PIL images) into answers.
+
+The loop owns the conversations; a grounder only runs a model. Beside the text, each answer carries its token
+counts and latency for the step record (DESIGN.md's ``predict -> list[str]``, with those counts attached).
+A conversation is a list of chat messages in the transformers format::
+
+    [{"role": "user", "content": [{"type": "image", "image": <PIL.Image>}, {"type": "text", "text": "..."}]},
+     {"role": "assistant", "content": [{"type": "text", "text": "..."}]}, ...]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from ivt_core.families import Family
+
+
+@dataclass(frozen=True)
+class Generation:
+    text: str
+    tokens_in: int = 0
+    tokens_out: int = 0
+    latency_ms: float = 0.0
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Decoding settings: greedy by default; GRPO rollouts sample."""
+
+    max_new_tokens: int = 256
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_p: float = 1.0
+
+
+class Grounder(Protocol):
+    family: Family
+    name: str
+
+    def predict(self, conversations: list[list[dict]], sampling: Sampling | None = None) -> list[Generation]:
+        """One answer per conversation, in order."""
+        ...
+
+    def resized_size(self, width: int, height: int) -> tuple[int, int] | None:
+        """The size the model sees an image at (needed by the ``abs_resized`` convention), or None."""
+        ...
+
+
+def conversation_images(conversation: list[dict]) -> list:
+    """The images of a conversation in the order they appear."""
+    return [
+        part["image"]
+        for message in conversation
+        if isinstance(message.get("content"), list)
+        for part in message["content"]
+        if part.get("type") == "image"
+    ]

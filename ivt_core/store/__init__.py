@@ -1,0 +1,5 @@
+"""The workspace database (SQLite through sqlite-utils): connections, migrations and every query."""
+
+from ivt_core.store.db import ThreadConnections, connect
+
+__all__ = ["ThreadConnections", "connect"]

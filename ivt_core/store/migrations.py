@@ -1,0 +1,116 @@
+"""Schema migrations, applied in order, each in its own transaction, recorded in ``_migrations``.
+
+Add a schema change by appending a ``(name, sql)`` pair; never edit one that has shipped.
+"""
+
+from __future__ import annotations
+
+from sqlite_utils import Database
+
+MIGRATIONS: list[tuple[str, str]] = [
+    (
+        "0001_core",
+        """
+        CREATE TABLE datasets (
+            name TEXT PRIMARY KEY,
+            kind TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            meta TEXT NOT NULL DEFAULT '{}'
+        );
+        CREATE TABLE samples (
+            id TEXT PRIMARY KEY,
+            dataset TEXT NOT NULL REFERENCES datasets(name) ON DELETE CASCADE,
+            split TEXT NOT NULL,
+            image_path TEXT NOT NULL,
+            width INTEGER NOT NULL,
+            height INTEGER NOT NULL,
+            expression TEXT NOT NULL,
+            x1 REAL NOT NULL, y1 REAL NOT NULL, x2 REAL NOT NULL, y2 REAL NOT NULL,
+            source TEXT NOT NULL DEFAULT '',
+            meta TEXT NOT NULL DEFAULT '{}'
+        );
+        CREATE INDEX samples_dataset_split ON samples(dataset, split, id);
+        CREATE TABLE models (
+            id INTEGER PRIMARY KEY,
+            name TEXT NOT NULL,
+            base_path TEXT NOT NULL,
+            adapter_path TEXT NOT NULL DEFAULT '',
+            family TEXT NOT NULL,
+            parent_id INTEGER REFERENCES models(id),
+            origin_job INTEGER,
+            created_at TEXT NOT NULL,
+            meta TEXT NOT NULL DEFAULT '{}',
+            UNIQUE (base_path, adapter_path)
+        );
+        CREATE TABLE runs (
+            id INTEGER PRIMARY KEY,
+            model_id INTEGER NOT NULL REFERENCES models(id),
+            dataset TEXT NOT NULL REFERENCES datasets(name),
+            split TEXT NOT NULL,
+            steps INTEGER NOT NULL,
+            policy TEXT NOT NULL,
+            prompt_family TEXT NOT NULL,
+            prompt_version TEXT NOT NULL,
+            render_style TEXT NOT NULL,
+            status TEXT NOT NULL,
+            n_samples INTEGER NOT NULL DEFAULT 0,
+            created_at TEXT NOT NULL,
+            finished_at TEXT,
+            config TEXT NOT NULL DEFAULT '{}',
+            metrics TEXT,
+            error TEXT
+        );
+        CREATE TABLE trajectories (
+            id INTEGER PRIMARY KEY,
+            run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+            sample_id TEXT NOT NULL REFERENCES samples(id),
+            stop_step INTEGER NOT NULL,
+            step0_iou REAL NOT NULL,
+            final_iou REAL NOT NULL,
+            oracle_iou REAL NOT NULL,
+            outcome TEXT NOT NULL,
+            UNIQUE (run_id, sample_id)
+        );
+        CREATE TABLE steps (
+            id INTEGER PRIMARY KEY,
+            trajectory_id INTEGER NOT NULL REFERENCES trajectories(id) ON DELETE CASCADE,
+            step INTEGER NOT NULL,
+            raw_text TEXT NOT NULL,
+            reasoning TEXT NOT NULL,
+            x1 REAL, y1 REAL, x2 REAL, y2 REAL,
+            iou REAL NOT NULL,
+            parse_ok INTEGER NOT NULL,
+            parse_failure TEXT,
+            says_correct INTEGER NOT NULL DEFAULT 0,
+            tokens_in INTEGER NOT NULL DEFAULT 0,
+            tokens_out INTEGER NOT NULL DEFAULT 0,
+            latency_ms REAL NOT NULL DEFAULT 0,
+            UNIQUE (trajectory_id, step)
+        );
+        """,
+    ),
+]
+
+
+def applied(db: Database) -> list[str]:
+    """Names of the migrations already applied, in order."""
+    if "_migrations" not in db.table_names():
+        return []
+    return [row["name"] for row in db.query("SELECT name FROM _migrations ORDER BY id")]
+
+
+def migrate(db: Database) -> list[str]:
+    """Apply pending migrations, each atomically; return the names applied now."""
+    db.execute("CREATE TABLE IF NOT EXISTS _migrations (id INTEGER PRIMARY KEY, name TEXT UNIQUE, applied_at TEXT)")
+    done = set(applied(db))
+    new = []
+    for name, sql in MIGRATIONS:
+        if name in done:
+            continue
+        with db.atomic():
+            for statement in (s.strip() for s in sql.split(";")):
+                if statement:
+                    db.execute(statement)
+            db.execute("INSERT INTO _migrations (name, applied_at) VALUES (?, datetime('now'))", [name])
+        new.append(name)
+    return new

@@ -1,0 +1,117 @@
+"""Evaluation runs, their trajectories and steps."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+
+from sqlite_utils import Database
+
+from ivt_core.boxes import Box
+from ivt_core.errors import NotFoundError
+from ivt_core.metrics import outcome
+from ivt_core.records import StepRecord, Trajectory
+from ivt_core.store.samples import now
+
+
+def create_run(
+    db: Database,
+    model_id: int,
+    dataset: str,
+    split: str,
+    steps: int,
+    policy: str,
+    prompt_family: str,
+    prompt_version: str,
+    render_style: dict,
+    config: dict,
+) -> int:
+    """Insert a run in status ``running``; return its id."""
+    cursor = db.execute(
+        "INSERT INTO runs (model_id, dataset, split, steps, policy, prompt_family, prompt_version, render_style, "
+        "status, created_at, config) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'running', ?, ?)",
+        [model_id, dataset, split, steps, policy, prompt_family, prompt_version, json.dumps(render_style), now(),
+         json.dumps(config)],
+    )
+    return cursor.lastrowid
+
+
+def add_trajectories(db: Database, run_id: int, trajectories: Iterable[Trajectory]) -> int:
+    """Write trajectories with all their steps in one transaction; returns how many were written."""
+    count = 0
+    with db.atomic():
+        for traj in trajectories:
+            cursor = db.execute(
+                "INSERT INTO trajectories (run_id, sample_id, stop_step, step0_iou, final_iou, oracle_iou, outcome) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [run_id, traj.sample_id, traj.stop_step, traj.step0_iou, traj.final_iou, traj.oracle_iou,
+                 outcome(traj)],
+            )
+            traj_id = cursor.lastrowid
+            db.conn.executemany(
+                "INSERT INTO steps (trajectory_id, step, raw_text, reasoning, x1, y1, x2, y2, iou, parse_ok, "
+                "parse_failure, says_correct, tokens_in, tokens_out, latency_ms) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    [traj_id, s.index, s.raw_text, s.reasoning,
+                     *(s.box.to_xyxy() if s.box else [None] * 4), s.iou, int(s.parse_ok), s.parse_failure,
+                     int(s.says_correct), s.tokens_in, s.tokens_out, s.latency_ms]
+                    for s in traj.steps
+                ],
+            )
+            count += 1
+        db.execute("UPDATE runs SET n_samples = n_samples + ? WHERE id = ?", [count, run_id])
+    return count
+
+
+def finish_run(db: Database, run_id: int, metrics: dict) -> None:
+    db.execute(
+        "UPDATE runs SET status = 'done', finished_at = ?, metrics = ? WHERE id = ?",
+        [now(), json.dumps(metrics), run_id],
+    )
+
+
+def delete_run(db: Database, run_id: int) -> None:
+    """Remove a run with its trajectories and steps (used to roll back a run that failed half-way)."""
+    with db.atomic():
+        db.execute("DELETE FROM runs WHERE id = ?", [run_id])
+
+
+def _decode_run(row: dict) -> dict:
+    out = dict(row)
+    for key in ("render_style", "config", "metrics"):
+        out[key] = json.loads(row[key]) if row[key] else None
+    return out
+
+
+def get_run(db: Database, run_id: int) -> dict:
+    rows = list(db.query("SELECT * FROM runs WHERE id = ?", [run_id]))
+    if not rows:
+        raise NotFoundError(f"no run with id {run_id}; `ivt runs` lists the runs of a workspace")
+    return _decode_run(rows[0])
+
+
+def list_runs(db: Database) -> list[dict]:
+    return [_decode_run(r) for r in db.query("SELECT * FROM runs ORDER BY id DESC")]
+
+
+def load_trajectories(db: Database, run_id: int) -> list[Trajectory]:
+    """All trajectories of a run with their steps, in sample order."""
+    trajs: dict[int, Trajectory] = {}
+    for row in db.query(
+        "SELECT id, sample_id, stop_step FROM trajectories WHERE run_id = ? ORDER BY sample_id", [run_id]
+    ):
+        trajs[row["id"]] = Trajectory(row["sample_id"], [], row["stop_step"])
+    for row in db.query(
+        "SELECT s.* FROM steps s JOIN trajectories t ON s.trajectory_id = t.id WHERE t.run_id = ? "
+        "ORDER BY s.trajectory_id, s.step",
+        [run_id],
+    ):
+        box = Box(row["x1"], row["y1"], row["x2"], row["y2"]) if row["x1"] is not None else None
+        trajs[row["trajectory_id"]].steps.append(StepRecord(
+            index=row["step"], raw_text=row["raw_text"], reasoning=row["reasoning"], box=box, iou=row["iou"],
+            parse_ok=bool(row["parse_ok"]), parse_failure=row["parse_failure"],
+            says_correct=bool(row["says_correct"]), tokens_in=row["tokens_in"], tokens_out=row["tokens_out"],
+            latency_ms=row["latency_ms"],
+        ))
+    return list(trajs.values())
