@@ -23,6 +23,7 @@ TOY_MODEL = Path(__file__).resolve().parent.parent / "assets" / "toy-model"
 
 
 def _quiet_libraries() -> None:
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -146,11 +147,18 @@ def cmd_runs(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line that names the command's --help."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from ivt_core.families import FAMILIES
 
-    parser = argparse.ArgumentParser(prog="ivt", description="IVT Studio: iterative visual thinking workbench.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(prog="ivt", description="IVT Studio: iterative visual thinking workbench.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("tiny-model", help="write a tiny random-weight VLM checkpoint (offline, for tests)")
     p.add_argument("out", help="folder to write the checkpoint to")
@@ -158,7 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=_non_negative, default=0, help="seed of the random weights")
     p.set_defaults(func=cmd_tiny_model)
 
-    data = sub.add_parser("data", help="create and list datasets").add_subparsers(dest="data_command", required=True)
+    data = sub.add_parser("data", help="create and list datasets").add_subparsers(
+        dest="data_command", required=True, parser_class=_Parser)
     p = data.add_parser("shapes", help="generate a shapes-world split into a workspace")
     p.add_argument("--workspace", default=None, help="workspace folder (default: $IVT_WORKSPACE or ./workspace)")
     p.add_argument("--split", required=True, choices=["train", "val", "test"])

@@ -27,6 +27,7 @@ _BBOX_2D = re.compile(r"[\"']?bbox_2d[\"']?\s*[:=]\s*\[([^\[\]]*)\]")
 _QWEN2_BOX = re.compile(rf"\(\s*({_NUM})\s*,\s*({_NUM})\s*\)\s*,?\s*\(\s*({_NUM})\s*,\s*({_NUM})\s*\)")
 _BARE_LIST = re.compile(r"\[([^\[\]]*)\]")
 _NUMBER = re.compile(_NUM)
+_TRAILING_JUNK = re.compile(r"(?:\s|```(?:json)?|[\[{\"':,]|<answer>)+$")
 _CORRECT = re.compile(
     r"\b(the box is (?:already )?correct|box is already right|already (?:correct|accurate)|no (?:change|correction) "
     r"(?:is )?needed|keep the (?:same )?box)\b|[\"']verdict[\"']\s*:\s*[\"']correct",
@@ -95,6 +96,6 @@ def parse_answer(text: object) -> ParsedAnswer:
     else:
         coords, failure, start = _last_box(body)
         reasoning = " ".join(p for p in (think, body[:start].strip()) if p)
-    reasoning = re.sub(r"```(?:json)?\s*$", "", reasoning).strip()
+    reasoning = _TRAILING_JUNK.sub("", reasoning).strip()
     says_correct = bool(_CORRECT.search(stripped))
     return ParsedAnswer(reasoning, coords, failure, says_correct)  # type: ignore[arg-type]

@@ -1,0 +1,72 @@
+"""IVT Studio web app.
+
+    python app.py [--workspace DIR] [--host 127.0.0.1] [--port 7860] [--auth USER:PASS]
+
+Opens (creating and filling on first start) the workspace, then serves the UI. It binds to 127.0.0.1 unless told
+otherwise; serving on any other address requires --auth.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+import sys
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="IVT Studio web app")
+    parser.add_argument("--workspace", default=None, help="workspace folder (default: $IVT_WORKSPACE or ./workspace)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (non-loopback needs --auth)")
+    parser.add_argument("--port", type=int, default=7860)
+    parser.add_argument("--auth", default=None, help="USER:PASS required to open the app")
+    return parser.parse_args(argv)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_serving(host: str, auth: str | None) -> tuple[str, str] | None:
+    """The (user, password) pair, or None. Raises SystemExit with a message if the combination is unsafe."""
+    if auth is not None:
+        user, sep, password = auth.partition(":")
+        if not sep or not user or not password:
+            raise SystemExit("app.py: error: --auth must be USER:PASS with both parts non-empty")
+        return user, password
+    if not is_loopback(host):
+        raise SystemExit(f"app.py: error: serving on {host} exposes the app beyond this machine; add --auth USER:PASS")
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    auth = check_serving(args.host, args.auth)
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from ivt_core.bootstrap import ensure_default_data
+    from ivt_core.errors import IVTError
+    from ivt_core.workspace import Workspace
+    from ui.app import create_app
+    from ui.context import AppContext
+
+    try:
+        workspace = Workspace.open(args.workspace)
+        written = ensure_default_data(workspace)
+    except IVTError as exc:
+        print(f"app.py: error: {exc}", file=sys.stderr)
+        return 2
+    if written:
+        print(f"created the default shapes-world splits in {workspace.root}: {written}", file=sys.stderr)
+    app = create_app(AppContext(workspace))
+    app.launch(server_name=args.host, server_port=args.port, auth=auth, show_error=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

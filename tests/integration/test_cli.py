@@ -1,0 +1,141 @@
+"""`ivt tiny-model` + `ivt data shapes` + `ivt eval --json`, end to end on CPU, and the error paths."""
+
+import json
+
+import pytest
+
+from ivt_core.cli import main
+from tests.integration.conftest import FAMILIES
+
+
+def _eval(ws, model, *extra):
+    return main(["eval", "--workspace", str(ws), "--model", str(model), "--dataset", "shapes", "--split", "test",
+                 "--max-new-tokens", "8", *extra])
+
+
+def _count(ws, table):
+    from ivt_core.workspace import Workspace
+
+    return Workspace.open(ws).connect().execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+
+
+def _one_line_error(capsys, needle):
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err and needle in err[-1] and err[-1].startswith("ivt"), err
+    return err[-1]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_end_to_end_each_family(tmp_path, capsys, family):
+    model, ws = tmp_path / "model", tmp_path / "ws"
+    assert main(["tiny-model", str(model), "--family", family]) == 0
+    assert main(["data", "shapes", "--workspace", str(ws), "--split", "test", "--n", "5", "--seed", "0"]) == 0
+    capsys.readouterr()
+    assert _eval(ws, model, "--steps", "2", "--batch-size", "2", "--json") == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["n"] == 5 and metrics["oracle"]["label"] == "oracle (uses ground truth)"
+    assert set(metrics["policies"]) == {"fixed", "converged", "agree", "self"}
+    assert {"step0", "final", "degradation", "outcomes", "parse_failure_rate", "per_step"} <= set(metrics)
+
+    from ivt_core.workspace import Workspace
+
+    db = Workspace.open(ws).connect()
+    run = db.execute("SELECT status, steps, n_samples FROM runs").fetchone()
+    assert run == ("done", 2, 5)
+    rows = db.execute("SELECT step, raw_text, iou, parse_ok FROM steps ORDER BY trajectory_id, step").fetchall()
+    assert [r[0] for r in rows] == [0, 1, 2] * 5
+    assert all(isinstance(r[1], str) and 0.0 <= r[2] <= 1.0 for r in rows)
+
+
+@pytest.fixture
+def ready(tmp_path, tiny_models):
+    ws = tmp_path / "ws"
+    assert main(["data", "shapes", "--workspace", str(ws), "--split", "test", "--n", "4"]) == 0
+    return ws, tiny_models["qwen3_vl"]
+
+
+def test_text_summary_and_runs_listing(ready, capsys):
+    ws, model = ready
+    assert _eval(ws, model, "--steps", "1", "--limit", "2") == 0
+    out = capsys.readouterr().out
+    assert "step 0" in out and "oracle (uses ground truth)" in out and "stop: converged" in out
+    assert main(["runs", "--workspace", str(ws)]) == 0
+    assert "shapes/test" in capsys.readouterr().out
+
+
+def test_missing_image(ready, capsys):
+    ws, model = ready
+    next((ws / "images").rglob("*.png")).unlink()
+    assert _eval(ws, model, "--steps", "1") == 2
+    _one_line_error(capsys, "not found")
+    assert _count(ws, "runs") == 0
+
+
+def test_corrupt_image(ready, capsys):
+    ws, model = ready
+    next((ws / "images").rglob("*.png")).write_bytes(b"not a png")
+    assert _eval(ws, model, "--steps", "1") == 2
+    _one_line_error(capsys, "unreadable")
+    assert _count(ws, "runs") == 0
+
+
+def test_not_a_vlm(ready, capsys, tmp_path):
+    ws, _ = ready
+    (tmp_path / "bert").mkdir()
+    (tmp_path / "bert" / "config.json").write_text('{"model_type": "bert"}')
+    assert _eval(ws, tmp_path / "bert", "--steps", "1") == 2
+    _one_line_error(capsys, "not a vision-language")
+    assert _count(ws, "runs") == 0
+
+
+def test_unknown_dataset(ready, capsys):
+    ws, model = ready
+    assert main(["eval", "--workspace", str(ws), "--model", str(model), "--dataset", "refcoco", "--split",
+                 "test"]) == 2
+    _one_line_error(capsys, "unknown dataset 'refcoco'")
+
+
+def test_unknown_family(capsys, tmp_path):
+    with pytest.raises(SystemExit) as exc:
+        main(["tiny-model", str(tmp_path / "m"), "--family", "llava"])
+    assert exc.value.code == 2
+    _one_line_error(capsys, "invalid choice")
+
+
+def test_negative_steps(ready, capsys):
+    ws, model = ready
+    with pytest.raises(SystemExit) as exc:
+        _eval(ws, model, "--steps", "-1")
+    assert exc.value.code == 2
+    _one_line_error(capsys, "--steps: must be 0 or more")
+    assert _count(ws, "runs") == 0
+
+
+def test_crash_mid_run_leaves_nothing(ready):
+    from ivt_core.evaluate import EvalRequest, evaluate
+    from ivt_core.loop import LoopConfig
+    from ivt_core.workspace import Workspace
+    from tests.fakes import ScriptedGrounder
+
+    ws, _ = ready
+    workspace = Workspace.open(ws)
+    grounder = ScriptedGrounder(lambda t, s: "[0, 0, 10, 10]", fail_on_call=3)
+    with pytest.raises(RuntimeError):
+        evaluate(workspace, grounder, "/m", EvalRequest("shapes", "test", LoopConfig(steps=0, batch_size=1)))
+    assert _count(ws, "runs") == 0 and _count(ws, "trajectories") == 0 and _count(ws, "steps") == 0
+
+
+def test_scripted_run_metrics_are_stored(ready):
+    from ivt_core.evaluate import EvalRequest, evaluate
+    from ivt_core.loop import LoopConfig
+    from ivt_core.store.runs import get_run
+    from ivt_core.workspace import Workspace
+    from tests.fakes import ScriptedGrounder
+
+    ws, _ = ready
+    workspace = Workspace.open(ws)
+    result = evaluate(workspace, ScriptedGrounder(lambda t, s: "[0, 0, 1000, 1000]"), "/m",
+                      EvalRequest("shapes", "test", LoopConfig(steps=1)))
+    run = get_run(workspace.connect(), result.run_id)
+    assert run["status"] == "done" and run["metrics"]["n"] == 4 and run["render_style"]["version"] == "render-v1"
+    assert 0 < run["metrics"]["step0"]["miou"] < 0.2  # a whole-image box covers little of one shape

@@ -1,0 +1,78 @@
+import pytest
+from PIL import Image
+
+from ivt_core.boxes import Box
+from ivt_core.data.sample import Sample
+from ivt_core.errors import InvalidInputError
+from ivt_core.loop import LoopConfig, run_batch, run_loop
+from tests.fakes import ScriptedGrounder
+
+IMG = Image.new("RGB", (200, 100), "white")
+
+
+def _samples(n):
+    return [Sample(f"s{i}", "d", "test", "", 200, 100, f"thing {i}", Box(0, 0, 100, 50)) for i in range(n)]
+
+
+def _run(grounder, n=2, **kw):
+    return run_batch(grounder, _samples(n), LoopConfig(**kw), [IMG] * n)
+
+
+def test_steps_conversation_and_ious():
+    boxes = ['{"bbox_2d": [0, 0, 1000, 1000]}', 'move {"bbox_2d": [0, 0, 500, 500]}', "nothing"]
+    g = ScriptedGrounder(lambda text, step: boxes[step])
+    trajs = _run(g, steps=2)
+    t = trajs[0]
+    assert [round(v, 3) for v in t.ious] == [0.25, 1.0, 0.0]
+    assert t.steps[1].box == Box(0, 0, 100, 50) and t.steps[1].reasoning == "move"
+    assert not t.steps[2].parse_ok and t.stop_step == 2
+    last_conv = g.calls[2][0]
+    assert [m["role"] for m in last_conv] == ["user", "assistant", "user", "assistant", "user"]
+    assert last_conv[1]["content"][0]["text"] == boxes[0]
+    shown = last_conv[4]["content"][0]["image"]
+    assert shown.getpixel((50, 0)) == (255, 0, 0)  # step-1 box drawn in red on the refine image
+
+
+def test_batch_advances_together_and_policy_drops_samples():
+    def answer(text, step):
+        if text.count("thing 0"):
+            return '{"bbox_2d": [0, 0, 500, 500]}'  # repeats itself: converged after step 1
+        return f'{{"bbox_2d": [0, 0, {300 + 200 * step}, 500]}}'
+
+    g = ScriptedGrounder(answer)
+    trajs = _run(g, steps=3, policy="converged")
+    assert [t.stop_step for t in trajs] == [1, 3]
+    assert [len(c) for c in g.calls] == [2, 2, 1, 1]
+
+
+def test_self_policy_stops_on_verdict():
+    g = ScriptedGrounder(lambda t, s: 'The box is correct. {"bbox_2d": [0, 0, 500, 500]}')
+    assert _run(g, n=1, steps=3, policy="self")[0].stop_step == 1
+
+
+def test_single_shot():
+    g = ScriptedGrounder(lambda t, s: "[0, 0, 500, 500]")
+    assert len(_run(g, steps=0)[0].steps) == 1 and len(g.calls) == 1
+
+
+def test_qwen25_resized_pixels_are_rescaled():
+    g = ScriptedGrounder(lambda t, s: '{"bbox_2d": [0, 0, 112, 56]}', family="qwen2_5_vl", resized=(224, 112))
+    assert _run(g, n=1, steps=0)[0].steps[0].box == Box(0, 0, 100, 50)
+
+
+def test_unparsable_step0_shows_plain_image():
+    g = ScriptedGrounder(lambda t, s: "I don't know")
+    _run(g, n=1, steps=1)
+    assert g.calls[1][0][2]["content"][0]["image"].getpixel((0, 0)) == (255, 255, 255)
+
+
+def test_run_loop_batches():
+    g = ScriptedGrounder(lambda t, s: "[0, 0, 500, 500]")
+    batches = list(run_loop(g, _samples(5), LoopConfig(steps=0, batch_size=2), lambda s: IMG))
+    assert [len(b) for b in batches] == [2, 2, 1]
+
+
+@pytest.mark.parametrize("kw", [{"steps": -1}, {"batch_size": 0}, {"policy": "oracle"}, {"policy": "x"}])
+def test_bad_config(kw):
+    with pytest.raises(InvalidInputError):
+        LoopConfig(**kw).check()

@@ -1,0 +1,75 @@
+"""The overview page: what the workspace holds (datasets, runs with honest numbers) and a sample browser."""
+
+from __future__ import annotations
+
+import gradio as gr
+import pandas as pd
+
+from ivt_core.data.sample import load_image
+from ivt_core.render import RenderStyle, render_box
+from ivt_core.store.runs import list_runs
+from ivt_core.store.samples import get_samples, list_datasets
+from ui.context import AppContext
+
+GT_STYLE = RenderStyle(ground_truth=True, fill_alpha=0.0, outline_px=0)
+
+
+def datasets_frame(ctx: AppContext) -> pd.DataFrame:
+    rows = [{"dataset": d["name"], "kind": d["kind"],
+             **{f"{split}": n for split, n in sorted(d["splits"].items())}} for d in list_datasets(ctx.db())]
+    return pd.DataFrame(rows or [{"dataset": "(none yet)"}])
+
+
+def runs_frame(ctx: AppContext) -> pd.DataFrame:
+    rows = []
+    for run in list_runs(ctx.db()):
+        m = run["metrics"] or {}
+        row = {"run": run["id"], "data": f"{run['dataset']}/{run['split']}", "T": run["steps"],
+               "policy": run["policy"], "n": run["n_samples"], "status": run["status"]}
+        if m:
+            row.update({"step-0 Acc@0.5": round(m["step0"]["acc@0.5"], 3),
+                        "final Acc@0.5": round(m["final"]["acc@0.5"], 3),
+                        **{f"{p} Acc@0.5": round(v["acc@0.5"], 3) for p, v in m["policies"].items() if p != "fixed"},
+                        "oracle (uses ground truth) Acc@0.5": round(m["oracle"]["acc@0.5"], 3),
+                        "unparsable": round(m["parse_failure_rate"], 3)})
+        rows.append(row)
+    return pd.DataFrame(rows or [{"run": "(no runs yet: `ivt eval ...`)"}])
+
+
+def split_choices(ctx: AppContext) -> list[str]:
+    return [f"{d['name']}/{split}" for d in list_datasets(ctx.db()) for split in sorted(d["splits"])]
+
+
+def show_sample(ctx: AppContext, choice: str | None, index: float):
+    if not choice:
+        return None, "No dataset yet."
+    dataset, split = choice.split("/", 1)
+    samples = get_samples(ctx.db(), dataset, split)
+    sample = samples[int(index) % len(samples)]
+    image = load_image(ctx.workspace.resolve(sample.image_path))
+    shown = render_box(image, None, GT_STYLE, ground_truth=sample.bbox)
+    box = ", ".join(f"{v:.1f}" for v in sample.bbox.to_xyxy())
+    return shown, f"**{sample.expression}**  \n`{sample.id}` · ground truth (green) xyxy [{box}]"
+
+
+def build(ctx: AppContext) -> None:
+    gr.Markdown(f"# IVT Studio\nWorkspace `{ctx.workspace.root}`. Every number shows step 0, the final step, "
+                "the label-free stopping rules and the oracle best step, which uses ground truth.")
+    with gr.Row():
+        datasets = gr.Dataframe(value=lambda: datasets_frame(ctx), label="Datasets", interactive=False)
+    runs = gr.Dataframe(value=lambda: runs_frame(ctx), label="Runs", interactive=False)
+    with gr.Row():
+        with gr.Column(scale=1):
+            choices = split_choices(ctx)
+            split = gr.Dropdown(choices=choices, value=choices[0] if choices else None, label="Split")
+            index = gr.Slider(0, 199, value=0, step=1, label="Sample")
+            first = choices[0] if choices else None
+            caption = gr.Markdown(value=lambda: show_sample(ctx, first, 0)[1])
+        with gr.Column(scale=2):
+            image = gr.Image(value=lambda: show_sample(ctx, first, 0)[0], label="Sample with its ground-truth box",
+                             type="pil", format="png", height=448)
+    refresh = gr.Button("Refresh")
+    inputs = [split, index]
+    for trigger in (split.change, index.change):
+        trigger(lambda c, i: show_sample(ctx, c, i), inputs, [image, caption])
+    refresh.click(lambda: (datasets_frame(ctx), runs_frame(ctx)), None, [datasets, runs])
