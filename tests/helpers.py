@@ -11,5 +11,5 @@ def step(index, iou, box=None, says_correct=False, ok=True):
 
 def traj(ious, boxes=None, stop=None):
     boxes = boxes or [Box(0, 0, 10, 10)] * len(ious)
-    steps = [step(i, v, b) for i, (v, b) in enumerate(zip(ious, boxes))]
+    steps = [step(i, v, b) for i, (v, b) in enumerate(zip(ious, boxes, strict=True))]
     return Trajectory("s", steps, len(ious) - 1 if stop is None else stop)

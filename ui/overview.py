@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gradio as gr
 import pandas as pd
+from PIL import Image
 
 from ivt_core.data.sample import load_image
 from ivt_core.render import RenderStyle, render_box
@@ -11,7 +12,8 @@ from ivt_core.store.runs import list_runs
 from ivt_core.store.samples import get_samples, list_datasets
 from ui.context import AppContext
 
-GT_STYLE = RenderStyle(ground_truth=True, fill_alpha=0.0, outline_px=0)
+GT_STYLE = RenderStyle(ground_truth=True)
+DISPLAY_SIDE = 448
 
 
 def datasets_frame(ctx: AppContext) -> pd.DataFrame:
@@ -48,6 +50,9 @@ def show_sample(ctx: AppContext, choice: str | None, index: float):
     sample = samples[int(index) % len(samples)]
     image = load_image(ctx.workspace.resolve(sample.image_path))
     shown = render_box(image, None, GT_STYLE, ground_truth=sample.bbox)
+    scale = DISPLAY_SIDE / max(shown.size)
+    if scale > 1:  # small scenes are shown enlarged, pixels kept sharp
+        shown = shown.resize((round(shown.width * scale), round(shown.height * scale)), Image.NEAREST)
     box = ", ".join(f"{v:.1f}" for v in sample.bbox.to_xyxy())
     return shown, f"**{sample.expression}**  \n`{sample.id}` · ground truth (green) xyxy [{box}]"
 

@@ -219,6 +219,12 @@ def _unique_name(shapes: list[Shape], index: int) -> str | None:
     return None
 
 
+def _relation_holds(s: Shape, anchor: Shape, axis: str, sign: int) -> bool:
+    """True if ``s`` is clearly on the ``sign`` side of ``anchor`` along ``axis`` (a margin avoids near ties)."""
+    delta = (s.cx - anchor.cx) if axis == "x" else (s.cy - anchor.cy)
+    return delta * sign > 0.5 * anchor.r + 6
+
+
 def _relation_expression(shapes: list[Shape], target: int, rng: random.Random) -> str | None:
     """"the X <relation> the Y" where X alone is ambiguous and the relation makes it unique."""
     t = shapes[target]
@@ -232,11 +238,7 @@ def _relation_expression(shapes: list[Shape], target: int, rng: random.Random) -
     for anchor in anchors:
         a = shapes[anchor]
         for words, (axis, sign) in relations:
-            def holds(s: Shape) -> bool:
-                delta = (s.cx - a.cx) if axis == "x" else (s.cy - a.cy)
-                return delta * sign > 0.5 * a.r + 6
-
-            satisfied = [i for i in same if holds(shapes[i])]
+            satisfied = [i for i in same if _relation_holds(shapes[i], a, axis, sign)]
             if satisfied == [target]:
                 return f"the {t.colour} {t.kind} {words} {_unique_name(shapes, anchor)}"
     return None
@@ -251,9 +253,9 @@ def _ordinal_expression(shapes: list[Shape], target: int, rng: random.Random) ->
     axes = list(ORDER_AXES.items())
     rng.shuffle(axes)
     for side, (axis, sign) in axes:
-        key = (lambda i: shapes[i].cx * sign) if axis == "x" else (lambda i: shapes[i].cy * sign)
-        order = sorted(same, key=key)
-        gaps = [abs(key(b) - key(a)) for a, b in zip(order, order[1:], strict=False)]
+        coord = {i: (shapes[i].cx if axis == "x" else shapes[i].cy) * sign for i in same}
+        order = sorted(same, key=coord.__getitem__)
+        gaps = [abs(coord[b] - coord[a]) for a, b in zip(order, order[1:], strict=False)]
         position = order.index(target)
         if min(gaps) >= 10 and position < len(ORDINALS):
             return f"the {ORDINALS[position]} {kind} from the {side}"

@@ -34,7 +34,9 @@ def connect(path: str | Path) -> Database:
         migrate(db)
     except sqlite3.DatabaseError as exc:
         db.close()
-        raise InvalidInputError(f"{path} is not a usable IVT Studio database ({exc}); point --workspace elsewhere") from exc
+        raise InvalidInputError(
+            f"{path} is not a usable IVT Studio database ({exc}); point --workspace elsewhere"
+        ) from exc
     return db
 
 

@@ -1,0 +1,26 @@
+import os
+from pathlib import Path
+
+SHOTS = Path(os.environ.get("IVT_SCREENSHOTS", Path(__file__).resolve().parents[2] / "build" / "screenshots"))
+
+
+def test_overview_shows_workspace_and_a_sample(app_url, page):
+    page.goto(app_url, wait_until="networkidle")
+    page.get_by_text("IVT Studio").first.wait_for()
+    page.get_by_text("ground truth (green)").wait_for(timeout=30_000)
+    page.locator("img").first.wait_for()
+    assert "shapes" in page.content()
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / "overview.png"), full_page=True)
+
+
+def test_sample_slider_changes_sample(app_url, page):
+    page.goto(app_url, wait_until="networkidle")
+    caption = page.get_by_text("ground truth (green)")
+    caption.wait_for(timeout=30_000)
+    before = caption.inner_text()
+    number = page.locator("input[type=number]").first
+    number.fill("5")
+    number.press("Enter")
+    page.wait_for_function(
+        "(before) => !document.body.innerText.includes(before)", arg=before.split("\n")[-1], timeout=30_000)
