@@ -109,7 +109,9 @@ def build_tokenizer(family: str, vocab: int, seed: int = 0):
 
     specials = SPECIAL_TOKENS + (QWEN3_EXTRA if family == "qwen3_vl" else [])
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    # Digits one by one, as Qwen's own tokenizers do: a coordinate is read and written digit by digit.
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)])
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),

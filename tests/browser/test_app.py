@@ -5,7 +5,7 @@ SHOTS = Path(os.environ.get("IVT_SCREENSHOTS", Path(__file__).resolve().parents[
 
 
 def test_overview_shows_workspace_and_a_sample(app_url, page):
-    page.goto(app_url, wait_until="networkidle")
+    page.goto(app_url, wait_until="load", timeout=60_000)
     page.get_by_text("IVT Studio").first.wait_for()
     page.get_by_text("ground truth (green)").wait_for(timeout=30_000)
     page.locator("img").first.wait_for()
@@ -15,7 +15,7 @@ def test_overview_shows_workspace_and_a_sample(app_url, page):
 
 
 def test_sample_slider_changes_sample(app_url, page):
-    page.goto(app_url, wait_until="networkidle")
+    page.goto(app_url, wait_until="load", timeout=60_000)
     caption = page.get_by_text("ground truth (green)")
     caption.wait_for(timeout=30_000)
     before = caption.inner_text()

@@ -1,0 +1,106 @@
+"""Turning conversations with known answers into training tensors: loss only on the assistant's answer tokens.
+
+Used by the toy pretraining (one grounding turn) and, later, SFT on corrective traces (several turns, the first
+answer being context only). Why not TRL's collator: we need exact control over which assistant turns carry the
+loss and over the Qwen-VL multimodal fields (``pixel_values``, ``image_grid_thw``, ``mm_token_type_ids``), and the
+precomputed 3-D rope positions that keep the GPU from waiting on a per-sample Python loop.
+"""
+
+from __future__ import annotations
+
+import functools
+from types import SimpleNamespace
+
+import torch
+
+from ivt_core.grounders.base import conversation_images
+
+IGNORE = -100
+
+
+def build_example(processor, conversation: list[dict], train_turns: set[int] | None = None) -> dict:
+    """Tokenize ``conversation`` (which ends with an assistant turn) and label the trained assistant turns.
+
+    ``train_turns`` holds indices into ``conversation`` of assistant messages whose tokens (and their end-of-turn
+    token) carry the loss; default: the last message only. Returns 1-D tensors plus the image fields.
+    """
+    train_turns = {len(conversation) - 1} if train_turns is None else train_turns
+    images = conversation_images(conversation)
+    full_text = processor.apply_chat_template(conversation, tokenize=False)
+    inputs = processor(text=[full_text], images=images or None, return_tensors="pt")
+    input_ids = inputs["input_ids"][0]
+    labels = torch.full_like(input_ids, IGNORE)
+    counts = _image_token_counts(processor, inputs)
+    for turn in sorted(train_turns):
+        start = _prefix_length(processor, conversation[:turn], counts)
+        end = _prefix_length(processor, conversation[: turn + 1], counts, generation_prompt=False)
+        labels[start:end] = input_ids[start:end]
+    example = {"input_ids": input_ids, "labels": labels}
+    for key in ("pixel_values", "image_grid_thw", "mm_token_type_ids"):
+        if key in inputs:
+            example[key] = inputs[key] if key != "mm_token_type_ids" else inputs[key][0]
+    return example
+
+
+def _image_token_counts(processor, inputs) -> list[int]:
+    grids = inputs.get("image_grid_thw")
+    if grids is None:
+        return []
+    merge = processor.image_processor.merge_size ** 2
+    return [int(g.prod()) // merge for g in grids]
+
+
+def _prefix_length(processor, messages: list[dict], counts: list[int], generation_prompt: bool = True) -> int:
+    """Token count of ``messages`` rendered by the chat template, each image expanded to its token count.
+
+    Tokenizes text only (the image tokens of the prefix are the first images of the whole conversation), so the
+    image processor runs once per example, not once per prefix.
+    """
+    text = processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
+    token = processor.image_token
+    pieces = text.split(token)
+    expanded = pieces[0] + "".join(token * counts[i] + piece for i, piece in enumerate(pieces[1:]))
+    return len(processor.tokenizer(expanded, add_special_tokens=False)["input_ids"])
+
+
+def collate(examples: list[dict], pad_id: int, rope_index=None) -> dict:
+    """Right-pad a list of ``build_example`` outputs into a batch; add 3-D rope positions if ``rope_index``."""
+    length = max(int(e["input_ids"].shape[0]) for e in examples)
+    batch_size = len(examples)
+    input_ids = torch.full((batch_size, length), pad_id, dtype=torch.long)
+    labels = torch.full((batch_size, length), IGNORE, dtype=torch.long)
+    attention = torch.zeros((batch_size, length), dtype=torch.long)
+    mm_types = torch.zeros((batch_size, length), dtype=torch.int32)
+    for row, e in enumerate(examples):
+        n = int(e["input_ids"].shape[0])
+        input_ids[row, :n] = e["input_ids"]
+        labels[row, :n] = e["labels"]
+        attention[row, :n] = 1
+        if "mm_token_type_ids" in e:
+            mm_types[row, :n] = e["mm_token_type_ids"]
+    batch = {"input_ids": input_ids, "labels": labels, "attention_mask": attention}
+    if any("pixel_values" in e for e in examples):
+        batch["pixel_values"] = torch.cat([e["pixel_values"] for e in examples if "pixel_values" in e])
+        batch["image_grid_thw"] = torch.cat([e["image_grid_thw"] for e in examples if "image_grid_thw" in e])
+        batch["mm_token_type_ids"] = mm_types
+    if rope_index is not None and "image_grid_thw" in batch:
+        position_ids, _ = rope_index(
+            input_ids, mm_token_type_ids=mm_types, image_grid_thw=batch["image_grid_thw"], attention_mask=attention)
+        batch["position_ids"] = position_ids
+    return batch
+
+
+def cpu_rope_index(model_class, config):
+    """The model's own ``get_rope_index`` bound to a stand-in holding only the config, runnable on the CPU.
+
+    Lets data-loader workers compute Qwen3-VL's 3-D positions, which the model would otherwise compute in a
+    per-sample Python loop on the GPU at every step. Returns None if the class has no such method.
+    """
+    inner = getattr(model_class, "get_rope_index", None)
+    if inner is None:
+        return None
+    stub = SimpleNamespace(config=config)
+    for name in ("get_vision_position_ids",):
+        if hasattr(model_class, name):
+            setattr(stub, name, functools.partial(getattr(model_class, name), stub))
+    return functools.partial(inner, stub)

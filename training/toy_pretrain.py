@@ -1,0 +1,248 @@
+"""Train the toy model: a small Qwen3-VL learning shapes-world grounding from scratch (single shot).
+
+    python -m training.toy_pretrain --out build/toy-model                 # defaults = the shipped model's config
+    python -m training.toy_pretrain --out build/toy-model --resume        # continue from build/toy-model/last/
+    python -m training.toy_pretrain --config assets/toy-model/train_config.json --out build/toy-model-again
+
+The model is the real ``Qwen3VLForConditionalGeneration`` at toy size, with the tiny-model kit's tokenizer,
+image processor and chat template. Each step draws fresh scenes (sample indices step * batch .. ): the data
+stream is a function of the seed, so a run (and a resumed run) is reproducible. Prompt: the family's step-0
+grounding prompt; target: ``{"bbox_2d": [x1, y1, x2, y2]}`` in 0-1000 coordinates; loss on the answer only.
+Every ``eval_every`` steps it runs the real loop (``ivt_core.loop``, greedy) on held-out val scenes and logs
+Acc@0.5 and the format-valid rate. The resolved config is saved with every checkpoint (``train_config.json``);
+``last/`` holds what ``--resume`` needs (weights, optimizer, scheduler, step).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from ivt_core.boxes import to_model
+from ivt_core.data.shapes import ShapesConfig, make_sample
+from ivt_core.errors import InvalidInputError
+from ivt_core.prompts import get_prompts
+from ivt_core.supervision import build_example, collate, cpu_rope_index
+from ivt_core.tinykit import TinySpec, build_tiny_model
+
+
+@dataclass
+class ToyConfig:
+    """Everything that determines the toy model. Saved as train_config.json beside the weights."""
+
+    seed: int = 0
+    steps: int = 6000
+    batch_size: int = 256
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.05
+    warmup: int = 300
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    hidden: int = 256
+    layers: int = 4
+    heads: int = 4
+    kv_heads: int = 2
+    intermediate: int = 768
+    vision_hidden: int = 256
+    vision_depth: int = 4
+    vocab: int = 1024
+    world: dict = field(default_factory=lambda: asdict(ShapesConfig()))
+    eval_every: int = 1000
+    eval_samples: int = 256
+    save_every: int = 1000
+    workers: int = 8
+    bf16: bool = True
+    time_limit_s: float = 0.0  # stop (and save) after this many seconds of training; 0 = no limit
+
+    def check(self) -> ToyConfig:
+        if self.steps < 1 or self.batch_size < 1:
+            raise InvalidInputError("steps and batch_size must be at least 1")
+        if self.hidden % self.heads or self.heads % self.kv_heads:
+            raise InvalidInputError("hidden must divide by heads, and heads by kv_heads")
+        if not 0 < self.lr < 1:
+            raise InvalidInputError(f"lr {self.lr} makes no sense; use something like 1e-3")
+        ShapesConfig(**_world(self.world)).check()
+        return self
+
+
+def _world(world: dict) -> dict:
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in world.items()}
+
+
+def answer_text(sample) -> str:
+    coords = to_model(sample.bbox, "norm1000", sample.image.size)
+    return json.dumps({"bbox_2d": coords})
+
+
+class ShapesGrounding(torch.utils.data.Dataset):
+    """Example ``i`` is scene ``i`` of the train split, as a one-turn grounding conversation with its answer."""
+
+    def __init__(self, processor, world: ShapesConfig, seed: int, length: int, start: int = 0):
+        self.processor, self.world, self.seed, self.length, self.start = processor, world, seed, length, start
+        self.prompts = get_prompts("qwen3_vl")
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, i: int) -> dict:
+        s = make_sample(self.world, self.seed, "train", self.start + i)
+        conversation = [
+            {"role": "user", "content": [{"type": "image", "image": s.image},
+                                         {"type": "text", "text": self.prompts.ground_text(s.expression)}]},
+            {"role": "assistant", "content": [{"type": "text", "text": answer_text(s)}]},
+        ]
+        return build_example(self.processor, conversation)
+
+
+def lr_at(step: int, cfg: ToyConfig) -> float:
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+def evaluate_val(model, processor, cfg: ToyConfig, device: str) -> dict:
+    """Single-shot Acc@0.5 and format-valid rate on val scenes, through the real loop and grounder."""
+    from ivt_core.data.sample import Sample
+    from ivt_core.families import FAMILIES
+    from ivt_core.grounders.base import Sampling
+    from ivt_core.grounders.transformers_grounder import TransformersGrounder
+    from ivt_core.loop import LoopConfig, run_batch
+    from ivt_core.metrics import run_metrics
+
+    grounder = TransformersGrounder(model, processor, FAMILIES["qwen3_vl"], "toy", device)
+    world = ShapesConfig(**_world(cfg.world))
+    loop = LoopConfig(steps=0, batch_size=64, sampling=Sampling(max_new_tokens=40))
+    model.eval()
+    trajectories = []
+    for begin in range(0, cfg.eval_samples, 64):
+        raw = [make_sample(world, cfg.seed, "val", i) for i in range(begin, min(cfg.eval_samples, begin + 64))]
+        samples = [Sample(s.id, "shapes", "val", "", 0, 0, s.expression, s.bbox) for s in raw]
+        trajectories += run_batch(grounder, samples, loop, [s.image for s in raw])
+    model.train()
+    m = run_metrics(trajectories)
+    return {"val_acc@0.5": m["step0"]["acc@0.5"], "val_miou": m["step0"]["miou"],
+            "val_format_ok": 1 - m["parse_failure_rate"]}
+
+
+def save(model, processor, out: Path, cfg: ToyConfig, state: dict | None, metrics: dict) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out, max_shard_size="15MB")
+    processor.save_pretrained(out)
+    processor.image_processor.save_pretrained(out)
+    (out / "chat_template.jinja").write_text(processor.chat_template)
+    (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=1))
+    (out / "train_metrics.json").write_text(json.dumps(metrics, indent=1))
+    if state is not None:
+        torch.save(state, out / "trainer_state.pt")
+
+
+def main(argv: list[str] | None = None) -> None:
+    from transformers import AutoModelForImageTextToText
+    from transformers.models.qwen3_vl.modeling_qwen3_vl import Qwen3VLModel
+
+    from ivt_core.grounders.processing import load_processor
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", required=True, help="folder for the finished model (last/ inside for resuming)")
+    parser.add_argument("--config", help="JSON file of ToyConfig fields (e.g. a shipped train_config.json)")
+    parser.add_argument("--resume", action="store_true", help="continue from OUT/last/")
+    parser.add_argument("--device", default="auto")
+    kinds = {"int": int, "float": float}
+    for f in fields(ToyConfig):
+        if f.type in kinds:
+            parser.add_argument(f"--{f.name.replace('_', '-')}", type=kinds[f.type], default=None)
+    args = parser.parse_args(argv)
+
+    values = json.loads(Path(args.config).read_text()) if args.config else {}
+    values.update({f.name: getattr(args, f.name) for f in fields(ToyConfig) if getattr(args, f.name, None) is not None})
+    cfg = ToyConfig(**values).check()
+    out = Path(args.out)
+    last = out / "last"
+    device = "cuda" if args.device == "auto" and torch.cuda.is_available() else ("cpu" if args.device == "auto"
+                                                                                   else args.device)
+    torch.manual_seed(cfg.seed)
+
+    if args.resume and (last / "trainer_state.pt").is_file():
+        model = AutoModelForImageTextToText.from_pretrained(last, dtype=torch.float32)
+        processor = load_processor(last, "qwen3_vl")
+        state = torch.load(last / "trainer_state.pt", map_location="cpu", weights_only=True)
+        start = state["step"]
+        history = json.loads((last / "train_metrics.json").read_text()).get("history", [])
+    else:
+        spec = TinySpec(hidden=cfg.hidden, layers=cfg.layers, heads=cfg.heads, kv_heads=cfg.kv_heads,
+                        intermediate=cfg.intermediate, vision_hidden=cfg.vision_hidden, vision_depth=cfg.vision_depth,
+                        vision_heads=max(1, cfg.vision_hidden // 64), vocab=cfg.vocab, seed=cfg.seed)
+        build_tiny_model(last, "qwen3_vl", spec)
+        model = AutoModelForImageTextToText.from_pretrained(last, dtype=torch.float32)
+        processor = load_processor(last, "qwen3_vl")
+        state, start, history = None, 0, []
+    model.to(device).train()
+    params = sum(p.numel() for p in model.parameters())
+    print(f"toy model: {params / 1e6:.2f} M parameters on {device}; steps {start} -> {cfg.steps}", flush=True)
+
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95))
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+
+    rope = cpu_rope_index(Qwen3VLModel, model.config)
+    pad = processor.tokenizer.pad_token_id
+    dataset = ShapesGrounding(processor, ShapesConfig(**_world(cfg.world)), cfg.seed,
+                              (cfg.steps - start) * cfg.batch_size, start * cfg.batch_size)
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=cfg.batch_size, shuffle=False, num_workers=cfg.workers,
+        collate_fn=lambda ex: collate(ex, pad, rope), persistent_workers=False, prefetch_factor=4 if cfg.workers else None,
+    )
+    began = time.time()
+    step = start
+    bar = tqdm(total=cfg.steps, initial=start, desc="toy pretrain", unit="step")
+    window: list[float] = []
+    for batch in loader:
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, cfg)
+        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        with torch.autocast(device_type="cuda" if device.startswith("cuda") else "cpu", dtype=torch.bfloat16,
+                            enabled=cfg.bf16):
+            loss = model(**batch).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        window.append(loss.item())
+        bar.update(1)
+        if step % 50 == 0:
+            bar.set_postfix(loss=f"{sum(window) / len(window):.4f}", lr=f"{lr_at(step, cfg):.2e}")
+            history.append({"step": step, "loss": sum(window) / len(window), "seconds": time.time() - began})
+            window = []
+        over_time = cfg.time_limit_s and time.time() - began > cfg.time_limit_s
+        if step % cfg.eval_every == 0 or step == cfg.steps or over_time:
+            scores = evaluate_val(model, processor, cfg, device)
+            history.append({"step": step, **scores, "seconds": time.time() - began})
+            print(f"step {step}: {scores}", flush=True)
+        if step % cfg.save_every == 0 or step == cfg.steps or over_time:
+            save(model, processor, last, cfg, {"step": step, "optimizer": optimizer.state_dict()},
+                 {"history": history})
+        if over_time:
+            print(f"time limit reached at step {step}; resume with --resume", flush=True)
+            break
+    bar.close()
+    if step >= cfg.steps:
+        model.to(torch.bfloat16)
+        save(model, processor, out, cfg, None, {"history": history, "seconds": time.time() - began,
+                                                "device": torch.cuda.get_device_name() if device == "cuda" else "cpu"})
+        print(f"saved the toy model to {out}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
