@@ -148,6 +148,7 @@ def main(argv: list[str] | None = None) -> None:
     from transformers import AutoModelForImageTextToText
     from transformers.models.qwen3_vl.modeling_qwen3_vl import Qwen3VLModel
 
+    from ivt_core.grounders.fast_vision import enable_batched_vision_attention
     from ivt_core.grounders.processing import load_processor
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -185,6 +186,7 @@ def main(argv: list[str] | None = None) -> None:
         processor = load_processor(last, "qwen3_vl")
         state, start, history = None, 0, []
     model.to(device).train()
+    enable_batched_vision_attention(model)
     params = sum(p.numel() for p in model.parameters())
     print(f"toy model: {params / 1e6:.2f} M parameters on {device}; steps {start} -> {cfg.steps}", flush=True)
 
@@ -201,7 +203,7 @@ def main(argv: list[str] | None = None) -> None:
                               (cfg.steps - start) * cfg.batch_size, start * cfg.batch_size)
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=cfg.batch_size, shuffle=False, num_workers=cfg.workers,
-        collate_fn=lambda ex: collate(ex, pad, rope), persistent_workers=False, prefetch_factor=4 if cfg.workers else None,
+        collate_fn=lambda ex: collate(ex, pad, rope), prefetch_factor=4 if cfg.workers else None,
     )
     began = time.time()
     step = start

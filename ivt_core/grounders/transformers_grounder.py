@@ -15,6 +15,7 @@ from pathlib import Path
 from ivt_core.errors import InvalidInputError, NotFoundError
 from ivt_core.families import Family, family_for_model_type
 from ivt_core.grounders.base import Generation, Sampling, conversation_images
+from ivt_core.grounders.fast_vision import enable_batched_vision_attention
 from ivt_core.grounders.processing import PROCESSOR_CLASSES, load_processor, resized_size
 
 
@@ -103,6 +104,7 @@ class TransformersGrounder:
         if adapter:
             model = _attach_adapter(model, Path(adapter))
         model.eval()
+        enable_batched_vision_attention(model)
         name = path.name + (f"+{Path(adapter).name}" if adapter else "")
         return cls(model, processor, family, name, device)
 

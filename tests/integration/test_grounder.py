@@ -75,3 +75,23 @@ def test_missing_folder_and_not_a_checkpoint(tmp_path):
 def test_bad_adapter_folder(tiny_models, tmp_path):
     with pytest.raises(InvalidInputError, match="adapter"):
         TransformersGrounder.load(tiny_models["qwen3_vl"], adapter=tmp_path, device="cpu")
+
+
+@pytest.mark.parametrize("family", ["qwen3_vl", "qwen2_5_vl"])
+def test_batched_vision_attention_changes_nothing(tiny_models, family):
+    import torch
+    from transformers import AutoModelForImageTextToText
+
+    from ivt_core.grounders.fast_vision import enable_batched_vision_attention
+    from ivt_core.grounders.processing import load_processor
+
+    processor = load_processor(tiny_models[family], family)
+    images = [Image.new("RGB", (224, 224), c) for c in ("red", "blue", "green")]
+    texts = [processor.apply_chat_template(_conv("x"), add_generation_prompt=True, tokenize=False)] * 3
+    batch = processor(text=texts, images=images, return_tensors="pt", padding=True)
+    model = AutoModelForImageTextToText.from_pretrained(tiny_models[family])
+    with torch.no_grad():
+        before = model(**batch).logits
+        assert enable_batched_vision_attention(model) > 0
+        after = model(**batch).logits
+    assert torch.allclose(before, after, atol=1e-5)

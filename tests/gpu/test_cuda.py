@@ -1,0 +1,62 @@
+"""GPU tier: the transformers grounder and the loop on CUDA (run on the device machine: pytest -m gpu)."""
+
+import pytest
+from PIL import Image
+
+pytestmark = pytest.mark.gpu
+torch = pytest.importorskip("torch")
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    if not torch.cuda.is_available():
+        pytest.fail("the gpu tier needs a CUDA GPU")
+    from ivt_core.tinykit import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("gpu") / "q3", "qwen3_vl")
+
+
+def _conv(text):
+    image = Image.new("RGB", (224, 160), (120, 30, 200))
+    return [{"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": text}]}]
+
+
+def test_cuda_batched_generation_matches_single(tiny):
+    from ivt_core.grounders.base import Sampling
+    from ivt_core.grounders.transformers_grounder import TransformersGrounder
+
+    g = TransformersGrounder.load(tiny, device="cuda")
+    assert next(g.model.parameters()).device.type == "cuda"
+    convs = [_conv("Locate the small red circle left of the blue square."), _conv("Locate it.")]
+    sampling = Sampling(max_new_tokens=6)
+    assert [a.text for a in g.predict(convs, sampling)] == [g.predict([c], sampling)[0].text for c in convs]
+
+
+def test_cuda_sampling_runs(tiny):
+    from ivt_core.grounders.base import Sampling
+    from ivt_core.grounders.transformers_grounder import TransformersGrounder
+
+    g = TransformersGrounder.load(tiny, device="cuda")
+    out = g.predict([_conv("x")] * 4, Sampling(max_new_tokens=4, do_sample=True, temperature=1.0))
+    assert len(out) == 4
+
+
+def test_cuda_loop_end_to_end(tiny):
+    from ivt_core.data.sample import Sample
+    from ivt_core.data.shapes import ShapesConfig, make_sample
+    from ivt_core.grounders.transformers_grounder import TransformersGrounder
+    from ivt_core.loop import LoopConfig, run_batch
+
+    g = TransformersGrounder.load(tiny, device="cuda")
+    raw = [make_sample(ShapesConfig(), 0, "test", i) for i in range(4)]
+    samples = [Sample(s.id, "shapes", "test", "", 224, 224, s.expression, s.bbox) for s in raw]
+    trajs = run_batch(g, samples, LoopConfig(steps=2), [s.image for s in raw])
+    assert all(len(t.steps) == 3 for t in trajs)
+
+
+def test_cuda_four_bit(tiny):
+    pytest.importorskip("bitsandbytes")
+    from ivt_core.grounders.transformers_grounder import TransformersGrounder
+
+    g = TransformersGrounder.load(tiny, load_in_4bit=True, device="cuda")
+    assert any("4bit" in type(m).__name__ for m in g.model.modules())
