@@ -81,6 +81,7 @@ def collate(examples: list[dict], pad_id: int, rope_index=None) -> dict:
     batch = {"input_ids": input_ids, "labels": labels, "attention_mask": attention}
     if any("pixel_values" in e for e in examples):
         batch["pixel_values"] = torch.cat([e["pixel_values"] for e in examples if "pixel_values" in e])
+    if any("image_grid_thw" in e for e in examples):
         batch["image_grid_thw"] = torch.cat([e["image_grid_thw"] for e in examples if "image_grid_thw" in e])
         batch["mm_token_type_ids"] = mm_types
     if rope_index is not None and "image_grid_thw" in batch:
@@ -104,3 +105,45 @@ def cpu_rope_index(model_class, config):
         if hasattr(model_class, name):
             setattr(stub, name, functools.partial(getattr(model_class, name), stub))
     return functools.partial(inner, stub)
+
+
+def build_text_example(processor, conversation: list[dict], image_sizes: list[tuple[int, int]]) -> dict:
+    """Like ``build_example`` for one trained final turn, but without running the image processor.
+
+    ``image_sizes`` are the (width, height) of the conversation's images *as the processor would resize them*;
+    the caller supplies the pixels separately (``patchify_on_device``). This keeps data-loader workers to
+    scene drawing and tokenizing, which is what lets a GPU train the toy model at full speed.
+    """
+    ip = processor.image_processor
+    counts = [(w // ip.patch_size) * (h // ip.patch_size) // ip.merge_size ** 2 for w, h in image_sizes]
+    start = _prefix_length(processor, conversation[:-1], counts)
+    end = _prefix_length(processor, conversation, counts, generation_prompt=False)
+    text = processor.apply_chat_template(conversation, tokenize=False)
+    token = processor.image_token
+    pieces = text.split(token)
+    expanded = pieces[0] + "".join(token * counts[i] + piece for i, piece in enumerate(pieces[1:]))
+    input_ids = torch.tensor(processor.tokenizer(expanded, add_special_tokens=False)["input_ids"])
+    labels = torch.full_like(input_ids, IGNORE)
+    labels[start:end] = input_ids[start:end]
+    grids = torch.tensor([[1, h // ip.patch_size, w // ip.patch_size] for w, h in image_sizes])
+    mm_types = (input_ids == processor.image_token_id).to(torch.int32)
+    return {"input_ids": input_ids, "labels": labels, "mm_token_type_ids": mm_types, "image_grid_thw": grids}
+
+
+def patchify_on_device(images: torch.Tensor, image_processor) -> torch.Tensor:
+    """``pixel_values`` for a batch of uint8 images (N, H, W, 3) already at the processor's target size.
+
+    Mirrors the Qwen2-VL image processor (rescale, normalize, merge-ordered patches, temporal duplication) in
+    torch, so it runs where the images are (e.g. on the GPU). A test checks it equals the processor's output.
+    """
+    ip = image_processor
+    p, m, t = ip.patch_size, ip.merge_size, ip.temporal_patch_size
+    mean = torch.tensor(ip.image_mean, device=images.device).view(1, 3, 1, 1)
+    std = torch.tensor(ip.image_std, device=images.device).view(1, 3, 1, 1)
+    x = images.permute(0, 3, 1, 2).float() * ip.rescale_factor
+    x = (x - mean) / std
+    n, c, h, w = x.shape
+    gh, gw = h // p, w // p
+    x = x.reshape(n, c, gh // m, m, p, gw // m, m, p).permute(0, 2, 5, 3, 6, 1, 4, 7)
+    x = x.unsqueeze(6).expand(*x.shape[:6], t, p, p)
+    return x.reshape(n * gh * gw, c * t * p * p)

@@ -22,6 +22,7 @@ import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -29,7 +30,7 @@ from ivt_core.boxes import to_model
 from ivt_core.data.shapes import ShapesConfig, make_sample
 from ivt_core.errors import InvalidInputError
 from ivt_core.prompts import get_prompts
-from ivt_core.supervision import build_example, collate, cpu_rope_index
+from ivt_core.supervision import build_text_example, collate, cpu_rope_index, patchify_on_device
 from ivt_core.tinykit import TinySpec, build_tiny_model
 
 
@@ -98,7 +99,16 @@ class ShapesGrounding(torch.utils.data.Dataset):
                                          {"type": "text", "text": self.prompts.ground_text(s.expression)}]},
             {"role": "assistant", "content": [{"type": "text", "text": answer_text(s)}]},
         ]
-        return build_example(self.processor, conversation)
+        example = build_text_example(self.processor, conversation, [s.image.size])
+        example["image"] = torch.from_numpy(np.asarray(s.image, dtype=np.uint8).copy())
+        return example
+
+
+def collate_scenes(examples: list[dict], pad: int, rope) -> dict:
+    """Text fields padded by ``supervision.collate``; the raw images stacked for ``patchify_on_device``."""
+    batch = collate(examples, pad, rope)
+    batch["images"] = torch.stack([e["image"] for e in examples])
+    return batch
 
 
 def lr_at(step: int, cfg: ToyConfig) -> float:
@@ -203,7 +213,7 @@ def main(argv: list[str] | None = None) -> None:
                               (cfg.steps - start) * cfg.batch_size, start * cfg.batch_size)
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=cfg.batch_size, shuffle=False, num_workers=cfg.workers,
-        collate_fn=lambda ex: collate(ex, pad, rope), prefetch_factor=4 if cfg.workers else None,
+        collate_fn=lambda ex: collate_scenes(ex, pad, rope), prefetch_factor=4 if cfg.workers else None,
     )
     began = time.time()
     step = start
@@ -213,6 +223,7 @@ def main(argv: list[str] | None = None) -> None:
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, cfg)
         batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        batch["pixel_values"] = patchify_on_device(batch.pop("images"), processor.image_processor)
         with torch.autocast(device_type="cuda" if device.startswith("cuda") else "cpu", dtype=torch.bfloat16,
                             enabled=cfg.bf16):
             loss = model(**batch).loss
