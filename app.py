@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     auth = check_serving(args.host, args.auth)
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from ivt_core.bootstrap import ensure_default_data
+    from ivt_core.bootstrap import ensure_default_data, ensure_toy_model
     from ivt_core.errors import IVTError
     from ivt_core.workspace import Workspace
     from ui.app import create_app
@@ -58,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         workspace = Workspace.open(args.workspace)
         written = ensure_default_data(workspace)
+        ensure_toy_model(workspace)
     except IVTError as exc:
         print(f"app.py: error: {exc}", file=sys.stderr)
         return 2

@@ -1,16 +1,40 @@
-"""Filling a fresh workspace with the embedded default: shapes-world splits (and, once shipped, the toy model)."""
+"""The embedded default: shapes-world splits and the shipped toy model, put into a fresh workspace."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from ivt_core.data.shapes_split import write_shapes_split
+from ivt_core.errors import NotFoundError
+from ivt_core.store.models import register_model
 from ivt_core.store.samples import list_datasets
 from ivt_core.workspace import Workspace
 
-DEFAULT_SPLITS = {"val": 100, "test": 200}
+DEFAULT_SPLITS = {"val": 200, "test": 500}
+TOY_MODEL_PATH = Path(__file__).resolve().parent.parent / "assets" / "toy-model"
+
+
+def toy_model_path() -> Path:
+    """The shipped toy model's folder. Raises NotFoundError if the checkout lacks it."""
+    if not (TOY_MODEL_PATH / "config.json").is_file():
+        raise NotFoundError(f"the shipped toy model is missing from {TOY_MODEL_PATH}; pass --model PATH")
+    return TOY_MODEL_PATH
+
+
+def ensure_toy_model(workspace: Workspace) -> int:
+    """Register the shipped toy model in the workspace (idempotent); return its model id."""
+    db = workspace.connect()
+    try:
+        return register_model(db, "toy-model", str(toy_model_path()), "qwen3_vl", meta={"shipped": True})
+    finally:
+        db.close()
 
 
 def ensure_default_data(workspace: Workspace, seed: int = 0) -> dict[str, int]:
-    """Generate the default shapes splits that are missing; return {split: samples written now}."""
+    """Generate the default shapes splits the workspace lacks entirely; return {split: samples written now}.
+
+    A split that exists is left as it is, whatever its size: the user may have made it small on purpose.
+    """
     db = workspace.connect()
     try:
         have = next((d["splits"] for d in list_datasets(db) if d["name"] == "shapes"), {})
@@ -18,6 +42,6 @@ def ensure_default_data(workspace: Workspace, seed: int = 0) -> dict[str, int]:
         db.close()
     written = {}
     for split, n in DEFAULT_SPLITS.items():
-        if have.get(split, 0) < n:
+        if not have.get(split):
             written[split] = write_shapes_split(workspace, split, n, seed)
     return written

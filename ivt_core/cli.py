@@ -16,10 +16,8 @@ import os
 import sys
 from pathlib import Path
 
-from ivt_core.errors import IVTError, NotFoundError
+from ivt_core.errors import IVTError
 from ivt_core.stopping import LABEL_FREE_POLICIES
-
-TOY_MODEL = Path(__file__).resolve().parent.parent / "assets" / "toy-model"
 
 
 def _quiet_libraries() -> None:
@@ -80,16 +78,15 @@ def cmd_data_list(args: argparse.Namespace) -> int:
 
 
 def _model_path(args: argparse.Namespace) -> Path:
-    if args.model:
-        return Path(args.model)
-    if (TOY_MODEL / "config.json").is_file():
-        return TOY_MODEL
-    raise NotFoundError("no --model given and the shipped toy model is missing from assets/; pass --model PATH")
+    from ivt_core.bootstrap import toy_model_path
+
+    return Path(args.model) if args.model else toy_model_path()
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from ivt_core.bootstrap import DEFAULT_SPLITS, ensure_default_data
     from ivt_core.evaluate import EvalRequest, evaluate, load_eval_samples
     from ivt_core.grounders.base import Sampling
     from ivt_core.grounders.transformers_grounder import TransformersGrounder
@@ -100,6 +97,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
                       sampling=Sampling(max_new_tokens=args.max_new_tokens)).check()
     request = EvalRequest(args.dataset, args.split, loop, args.limit)
     workspace = Workspace.open(args.workspace)
+    if args.dataset == "shapes" and args.split in DEFAULT_SPLITS:
+        written = ensure_default_data(workspace)
+        if written:
+            print(f"generated the default shapes-world splits first: {written}", file=sys.stderr)
     samples = load_eval_samples(workspace, request)
     model_path = _model_path(args)
     grounder = TransformersGrounder.load(model_path, args.adapter, args.load_in_4bit, args.device, args.coords)

@@ -8,6 +8,7 @@ from PIL import Image
 
 from ivt_core.data.sample import load_image
 from ivt_core.render import RenderStyle, render_box
+from ivt_core.store.models import list_models
 from ivt_core.store.runs import list_runs
 from ivt_core.store.samples import get_samples, list_datasets
 from ui.context import AppContext
@@ -20,6 +21,12 @@ def datasets_frame(ctx: AppContext) -> pd.DataFrame:
     rows = [{"dataset": d["name"], "kind": d["kind"],
              **{f"{split}": n for split, n in sorted(d["splits"].items())}} for d in list_datasets(ctx.db())]
     return pd.DataFrame(rows or [{"dataset": "(none yet)"}])
+
+
+def models_frame(ctx: AppContext) -> pd.DataFrame:
+    rows = [{"model": m["id"], "name": m["name"], "family": m["family"], "path": m["base_path"],
+             "adapter": m["adapter_path"] or "-"} for m in list_models(ctx.db())]
+    return pd.DataFrame(rows or [{"model": "(none registered)"}])
 
 
 def runs_frame(ctx: AppContext) -> pd.DataFrame:
@@ -62,12 +69,13 @@ def build(ctx: AppContext) -> None:
                 "the label-free stopping rules and the oracle best step, which uses ground truth.")
     with gr.Row():
         datasets = gr.Dataframe(value=lambda: datasets_frame(ctx), label="Datasets", interactive=False)
+        models = gr.Dataframe(value=lambda: models_frame(ctx), label="Models", interactive=False)
     runs = gr.Dataframe(value=lambda: runs_frame(ctx), label="Runs", interactive=False)
     with gr.Row():
         with gr.Column(scale=1):
             choices = split_choices(ctx)
             split = gr.Dropdown(choices=choices, value=choices[0] if choices else None, label="Split")
-            index = gr.Slider(0, 199, value=0, step=1, label="Sample")
+            index = gr.Slider(0, 499, value=0, step=1, label="Sample")
             first = choices[0] if choices else None
             caption = gr.Markdown(value=lambda: show_sample(ctx, first, 0)[1])
         with gr.Column(scale=2):
@@ -77,4 +85,4 @@ def build(ctx: AppContext) -> None:
     inputs = [split, index]
     for trigger in (split.change, index.change):
         trigger(lambda c, i: show_sample(ctx, c, i), inputs, [image, caption])
-    refresh.click(lambda: (datasets_frame(ctx), runs_frame(ctx)), None, [datasets, runs])
+    refresh.click(lambda: (datasets_frame(ctx), models_frame(ctx), runs_frame(ctx)), None, [datasets, models, runs])

@@ -139,3 +139,14 @@ def test_scripted_run_metrics_are_stored(ready):
     run = get_run(workspace.connect(), result.run_id)
     assert run["status"] == "done" and run["metrics"]["n"] == 4 and run["render_style"]["version"] == "render-v1"
     assert 0 < run["metrics"]["step0"]["miou"] < 0.2  # a whole-image box covers little of one shape
+
+
+def test_eval_without_model_uses_toy_model_and_creates_default_splits(tmp_path, capsys):
+    ws = tmp_path / "ws"
+    assert main(["eval", "--workspace", str(ws), "--dataset", "shapes", "--split", "val", "--steps", "0",
+                 "--limit", "8", "--json"]) == 0
+    captured = capsys.readouterr()
+    metrics = json.loads(captured.out)
+    assert metrics["n"] == 8 and metrics["parse_failure_rate"] == 0.0
+    assert "generated the default shapes-world splits" in captured.err
+    assert _count(ws, "samples") == 700
