@@ -16,7 +16,7 @@ import os
 import sys
 from pathlib import Path
 
-from ivt_core.errors import IVTError
+from ivt_core.errors import InvalidInputError, IVTError
 from ivt_core.stopping import LABEL_FREE_POLICIES
 
 
@@ -83,6 +83,27 @@ def _model_path(args: argparse.Namespace) -> Path:
     return Path(args.model) if args.model else toy_model_path()
 
 
+def _request_from_run(workspace, run_id: int):
+    """The request, model and adapter a stored run was made with (to resume it)."""
+    from ivt_core.evaluate import EvalRequest
+    from ivt_core.grounders.base import Sampling
+    from ivt_core.loop import LoopConfig
+    from ivt_core.render import RenderStyle
+    from ivt_core.store.runs import get_run
+
+    db = workspace.connect()
+    try:
+        run = get_run(db, run_id)
+    finally:
+        db.close()
+    cfg = run["config"]
+    loop = LoopConfig(steps=cfg["steps"], policy=cfg["policy"], batch_size=cfg["batch_size"],
+                      prompt_version=cfg["prompt_version"], render=RenderStyle.from_dict(cfg["render"]),
+                      sampling=Sampling(**cfg["sampling"]))
+    request = EvalRequest(run["dataset"], run["split"], loop, cfg.get("limit"))
+    return request, Path(cfg["model_path"]), (cfg.get("adapter_path") or None), cfg.get("coords")
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -90,22 +111,41 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from ivt_core.evaluate import EvalRequest, evaluate, load_eval_samples
     from ivt_core.grounders.base import Sampling
     from ivt_core.grounders.transformers_grounder import TransformersGrounder
+    from ivt_core.jobs import JobReporter, submit
     from ivt_core.loop import LoopConfig
     from ivt_core.workspace import Workspace
 
-    loop = LoopConfig(steps=args.steps, policy=args.stop, batch_size=args.batch_size,
-                      sampling=Sampling(max_new_tokens=args.max_new_tokens)).check()
-    request = EvalRequest(args.dataset, args.split, loop, args.limit)
     workspace = Workspace.open(args.workspace)
-    if args.dataset == "shapes" and args.split in DEFAULT_SPLITS:
-        written = ensure_default_data(workspace)
-        if written:
-            print(f"generated the default shapes-world splits first: {written}", file=sys.stderr)
+    if args.job:
+        passed = _job_args(sys.argv[2:] if args.argv is None else args.argv)
+        job_id = submit(workspace, "eval", passed)
+        print(f"started job {job_id}; follow it with `ivt jobs show {job_id}`", file=sys.stderr)
+        print(json.dumps({"job_id": job_id}) if args.json else job_id)
+        return 0
+    if args.resume_run is not None:
+        request, model_path, adapter, coords = _request_from_run(workspace, args.resume_run)
+    else:
+        if not args.dataset or not args.split:
+            raise InvalidInputError("--dataset and --split are required (or --resume-run RUN_ID)")
+        loop = LoopConfig(steps=args.steps, policy=args.stop, batch_size=args.batch_size,
+                          sampling=Sampling(max_new_tokens=args.max_new_tokens)).check()
+        request = EvalRequest(args.dataset, args.split, loop, args.limit)
+        model_path, adapter, coords = _model_path(args), args.adapter, args.coords
+        if args.dataset == "shapes" and args.split in DEFAULT_SPLITS:
+            written = ensure_default_data(workspace)
+            if written:
+                print(f"generated the default shapes-world splits first: {written}", file=sys.stderr)
     samples = load_eval_samples(workspace, request)
-    model_path = _model_path(args)
-    grounder = TransformersGrounder.load(model_path, args.adapter, args.load_in_4bit, args.device, args.coords)
-    with tqdm(total=len(samples), desc=f"eval T={args.steps}", unit="sample", file=sys.stderr) as bar:
-        result = evaluate(workspace, grounder, model_path, request, args.adapter, samples, progress=bar.update)
+    with JobReporter(workspace, args.as_job_id) as reporter:
+        grounder = TransformersGrounder.load(model_path, adapter, args.load_in_4bit, args.device, coords)
+        with tqdm(total=len(samples), desc=f"eval T={request.loop.steps}", unit="sample", file=sys.stderr) as bar:
+            def advance(n: int) -> None:
+                bar.update(n)
+                reporter.progress(bar.n, len(samples), f"{bar.n}/{len(samples)} samples")
+
+            result = evaluate(workspace, grounder, model_path, request, adapter, samples, progress=advance,
+                              resume_run=args.resume_run, job_id=args.as_job_id)
+        reporter.link_run(result.run_id)
     metrics = result.metrics
     if metrics["parse_failure_rate"] > 0:
         print(f"warning: {metrics['parse_failure_rate']:.0%} of answers had no readable box "
@@ -115,6 +155,23 @@ def cmd_eval(args: argparse.Namespace) -> int:
     else:
         print(_summary(result.run_id, metrics))
     return 0
+
+
+def _job_args(argv: list[str]) -> list[str]:
+    """The eval arguments to hand to a job: everything but --job and --workspace (the runner sets it)."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--job":
+            continue
+        elif arg == "--workspace":
+            skip = True
+        elif arg.startswith("--workspace="):
+            continue
+        else:
+            out.append(arg)
+    return out
 
 
 def _summary(run_id: int, m: dict) -> str:
@@ -187,15 +244,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--4bit", dest="load_in_4bit", action="store_true", help="load the base model in 4-bit NF4")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     p.add_argument("--coords", default=None, help="box convention for models outside the known families")
-    p.add_argument("--dataset", required=True, help="dataset name in the workspace")
-    p.add_argument("--split", required=True, help="split to evaluate")
+    p.add_argument("--dataset", default=None, help="dataset name in the workspace")
+    p.add_argument("--split", default=None, help="split to evaluate")
     p.add_argument("--steps", type=_non_negative, default=2, help="refinement steps T after step 0 (0: single shot)")
     p.add_argument("--stop", default="fixed", choices=list(LABEL_FREE_POLICIES), help="stopping policy")
     p.add_argument("--limit", type=_positive, default=None, help="evaluate only the first N samples")
     p.add_argument("--batch-size", type=_positive, default=8, help="samples advancing together")
     p.add_argument("--max-new-tokens", type=_positive, default=256, help="answer length limit per step")
     p.add_argument("--json", action="store_true", help="print the metrics as one JSON object on stdout")
-    p.set_defaults(func=cmd_eval)
+    p.add_argument("--job", action="store_true", help="run in the background as a job and return at once")
+    p.add_argument("--resume-run", type=_positive, default=None, help="continue an unfinished run")
+    p.add_argument("--job-id", dest="as_job_id", type=_positive, default=None, help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_eval, argv=None)
+
+    jobs = sub.add_parser("jobs", help="background jobs: list, show, cancel, resume").add_subparsers(
+        dest="jobs_command", required=True, parser_class=_Parser)
+    for name, helptext in (("list", "list the jobs"), ("show", "one job in full"), ("cancel", "stop a job"),
+                           ("resume", "continue an interrupted, cancelled or failed job")):
+        p = jobs.add_parser(name, help=helptext)
+        p.add_argument("--workspace", default=None)
+        if name != "list":
+            p.add_argument("job_id", type=_positive)
+        p.set_defaults(func=cmd_jobs)
 
     p = sub.add_parser("runs", help="list the runs of a workspace")
     p.add_argument("--workspace", default=None)
@@ -203,10 +273,46 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def cmd_jobs(args: argparse.Namespace) -> int:
+    from ivt_core.jobs import cancel, resume
+    from ivt_core.store.jobs import get_job, list_jobs
+    from ivt_core.workspace import Workspace
+
+    workspace = Workspace.open(args.workspace)
+    if args.jobs_command == "list":
+        db = workspace.connect()
+        for job in list_jobs(db):
+            done = f"{job['progress_done']}/{job['progress_total']}" if job["progress_total"] else ""
+            print(f"{job['id']:>4}  {job['kind']:<6} {job['status']:<12} {done:<10} {job['created_at']}  "
+                  f"{' '.join(job['argv'][1:])}")
+        return 0
+    if args.jobs_command == "show":
+        job = get_job(workspace.connect(), args.job_id)
+        print(json.dumps(job, indent=1))
+        log = Path(job["log_path"])
+        if log.is_file():
+            tail = log.read_text(errors="replace").replace("\r", "\n").splitlines()[-10:]
+            print("\n".join(["--- log tail ---", *tail]))
+        return 0
+    if args.jobs_command == "cancel":
+        print(f"job {args.job_id}: {cancel(workspace, args.job_id)}")
+        return 0
+    new_id = resume(workspace, args.job_id)
+    print(f"job {args.job_id} resumed as job {new_id}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     _quiet_libraries()
     args = build_parser().parse_args(argv)
+    if getattr(args, "func", None) is cmd_eval:
+        args.argv = argv
     try:
+        if getattr(args, "workspace", "absent") != "absent" and getattr(args, "as_job_id", None) is None:
+            from ivt_core.jobs import reconcile
+            from ivt_core.workspace import Workspace
+
+            reconcile(Workspace.open(args.workspace))
         return args.func(args)
     except IVTError as exc:
         print(f"ivt: error: {exc}", file=sys.stderr)

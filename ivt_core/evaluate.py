@@ -1,12 +1,14 @@
 """Evaluating a model on a dataset split: load, check, run the loop, store the run, compute the metrics.
 
 Everything that can be checked is checked before the run row is written (the split exists, every image opens,
-the model folder is a VLM). The run's trajectories are written batch by batch; if anything fails half-way the
-run is deleted with all it wrote, so the store never holds a half-written run.
+the model folder is a VLM), so a mistake in the input stores nothing. The run's trajectories are then written
+batch by batch, so a crash loses at most the batch in flight; the run says how it ended (done / cancelled /
+failed / interrupted) and an unfinished run can be resumed. Metrics are computed only for complete runs.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -19,7 +21,15 @@ from ivt_core.grounders.base import Grounder
 from ivt_core.loop import LoopConfig, run_loop
 from ivt_core.metrics import run_metrics
 from ivt_core.store.models import register_model
-from ivt_core.store.runs import add_trajectories, create_run, delete_run, finish_run, load_trajectories
+from ivt_core.store.runs import (
+    add_trajectories,
+    create_run,
+    done_sample_ids,
+    finish_run,
+    get_run,
+    load_trajectories,
+    set_run_status,
+)
 from ivt_core.store.samples import get_samples
 from ivt_core.workspace import Workspace
 
@@ -73,31 +83,56 @@ def evaluate(
     adapter_path: str | Path | None = None,
     samples: list[Sample] | None = None,
     progress: Callable[[int], None] | None = None,
+    resume_run: int | None = None,
+    job_id: int | None = None,
 ) -> EvalResult:
-    """Run ``grounder`` over the request's samples and store the run; returns its id and metrics."""
+    """Run ``grounder`` over the request's samples and store the run; returns its id and metrics.
+
+    Trajectories are stored batch by batch. If the loop stops half-way the run keeps what it stored and is
+    marked ``cancelled`` (SIGTERM, Ctrl-C) or ``failed`` (with the error); ``resume_run`` continues such a run
+    with the samples it lacks.
+    """
+    from ivt_core.jobs import JobCancelled
+
     samples = samples if samples is not None else load_eval_samples(workspace, request)
     db = workspace.connect()
     try:
-        model_id = register_model(
-            db, grounder.name, str(Path(model_path).resolve()), grounder.family.name,
-            adapter_path=str(Path(adapter_path).resolve()) if adapter_path else "",
-        )
-        config = {**asdict(request.loop), "limit": request.limit, "model_path": str(model_path),
-                  "adapter_path": str(adapter_path or ""), "coords": grounder.family.convention}
-        run_id = create_run(
-            db, model_id, request.dataset, request.split, request.loop.steps, request.loop.policy,
-            grounder.family.prompt_family, request.loop.prompt_version, request.loop.render.to_dict(), config,
-        )
+        if resume_run is not None:
+            run = get_run(db, resume_run)
+            if run["status"] == "done":
+                raise InvalidInputError(f"run {resume_run} is complete; nothing to resume")
+            run_id = resume_run
+            set_run_status(db, run_id, "running", pid=os.getpid(), job_id=job_id)
+            done = done_sample_ids(db, run_id)
+        else:
+            model_id = register_model(
+                db, grounder.name, str(Path(model_path).resolve()), grounder.family.name,
+                adapter_path=str(Path(adapter_path).resolve()) if adapter_path else "",
+            )
+            config = {**asdict(request.loop), "limit": request.limit, "model_path": str(model_path),
+                      "adapter_path": str(adapter_path or ""), "coords": grounder.family.convention}
+            run_id = create_run(
+                db, model_id, request.dataset, request.split, request.loop.steps, request.loop.policy,
+                grounder.family.prompt_family, request.loop.prompt_version, request.loop.render.to_dict(), config,
+                pid=os.getpid(), job_id=job_id,
+            )
+            done = set()
+        todo = [s for s in samples if s.id not in done]
+        if progress and done:
+            progress(len(samples) - len(todo))
         try:
             loader = lambda s: load_image(workspace.resolve(s.image_path))  # noqa: E731
-            for batch in run_loop(grounder, samples, request.loop, loader):
+            for batch in run_loop(grounder, todo, request.loop, loader):
                 add_trajectories(db, run_id, batch)
                 if progress:
                     progress(len(batch))
             metrics = run_metrics(load_trajectories(db, run_id))
             finish_run(db, run_id, metrics)
-        except BaseException:
-            delete_run(db, run_id)
+        except (JobCancelled, KeyboardInterrupt):
+            set_run_status(db, run_id, "cancelled", "stopped by the user; resume to finish")
+            raise
+        except BaseException as exc:
+            set_run_status(db, run_id, "failed", f"{type(exc).__name__}: {exc}")
             raise
         return EvalResult(run_id, metrics)
     finally:

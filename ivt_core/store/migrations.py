@@ -89,6 +89,40 @@ MIGRATIONS: list[tuple[str, str]] = [
         );
         """,
     ),
+    (
+        "0002_jobs",
+        """
+        CREATE TABLE jobs (
+            id INTEGER PRIMARY KEY,
+            kind TEXT NOT NULL,
+            status TEXT NOT NULL,
+            argv TEXT NOT NULL,
+            pid INTEGER,
+            created_at TEXT NOT NULL,
+            started_at TEXT,
+            finished_at TEXT,
+            heartbeat_at TEXT,
+            progress_done INTEGER NOT NULL DEFAULT 0,
+            progress_total INTEGER NOT NULL DEFAULT 0,
+            message TEXT NOT NULL DEFAULT '',
+            log_path TEXT NOT NULL,
+            result TEXT,
+            error TEXT,
+            resumed_from INTEGER REFERENCES jobs(id)
+        );
+        CREATE TABLE job_metrics (
+            id INTEGER PRIMARY KEY,
+            job_id INTEGER NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+            step INTEGER NOT NULL,
+            name TEXT NOT NULL,
+            value REAL NOT NULL,
+            at TEXT NOT NULL
+        );
+        CREATE INDEX job_metrics_job ON job_metrics(job_id, name, step);
+        ALTER TABLE runs ADD COLUMN job_id INTEGER REFERENCES jobs(id);
+        ALTER TABLE runs ADD COLUMN pid INTEGER
+        """,
+    ),
 ]
 
 

@@ -25,15 +25,28 @@ def create_run(
     prompt_version: str,
     render_style: dict,
     config: dict,
+    pid: int | None = None,
+    job_id: int | None = None,
 ) -> int:
     """Insert a run in status ``running``; return its id."""
     cursor = db.execute(
         "INSERT INTO runs (model_id, dataset, split, steps, policy, prompt_family, prompt_version, render_style, "
-        "status, created_at, config) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'running', ?, ?)",
+        "status, created_at, config, pid, job_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'running', ?, ?, ?, ?)",
         [model_id, dataset, split, steps, policy, prompt_family, prompt_version, json.dumps(render_style), now(),
-         json.dumps(config)],
+         json.dumps(config), pid, job_id],
     )
     return cursor.lastrowid
+
+
+def set_run_status(db: Database, run_id: int, status: str, error: str | None = None, **fields) -> None:
+    """Set a run's status (and error / other columns)."""
+    columns = {"status": status, "error": error, **fields}
+    db.execute(f"UPDATE runs SET {', '.join(f'{k} = ?' for k in columns)} WHERE id = ?", [*columns.values(), run_id])
+
+
+def done_sample_ids(db: Database, run_id: int) -> set[str]:
+    """Samples that already have a stored trajectory in the run (skipped when it resumes)."""
+    return {r["sample_id"] for r in db.query("SELECT sample_id FROM trajectories WHERE run_id = ?", [run_id])}
 
 
 def add_trajectories(db: Database, run_id: int, trajectories: Iterable[Trajectory]) -> int:

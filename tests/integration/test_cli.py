@@ -111,18 +111,25 @@ def test_negative_steps(ready, capsys):
     assert _count(ws, "runs") == 0
 
 
-def test_crash_mid_run_leaves_nothing(ready):
+def test_crash_mid_run_keeps_finished_batches_and_resumes(ready):
     from ivt_core.evaluate import EvalRequest, evaluate
     from ivt_core.loop import LoopConfig
+    from ivt_core.store.runs import get_run
     from ivt_core.workspace import Workspace
     from tests.fakes import ScriptedGrounder
 
     ws, _ = ready
     workspace = Workspace.open(ws)
-    grounder = ScriptedGrounder(lambda t, s: "[0, 0, 10, 10]", fail_on_call=3)
+    request = EvalRequest("shapes", "test", LoopConfig(steps=0, batch_size=1))
+    crashing = ScriptedGrounder(lambda t, s: "[0, 0, 10, 10]", fail_on_call=3)
     with pytest.raises(RuntimeError):
-        evaluate(workspace, grounder, "/m", EvalRequest("shapes", "test", LoopConfig(steps=0, batch_size=1)))
-    assert _count(ws, "runs") == 0 and _count(ws, "trajectories") == 0 and _count(ws, "steps") == 0
+        evaluate(workspace, crashing, "/m", request)
+    run = get_run(workspace.connect(), 1)
+    assert run["status"] == "failed" and "model crashed" in run["error"] and run["n_samples"] == 2
+    assert run["metrics"] is None
+    result = evaluate(workspace, ScriptedGrounder(lambda t, s: "[0, 0, 10, 10]"), "/m", request, resume_run=1)
+    run = get_run(workspace.connect(), result.run_id)
+    assert result.run_id == 1 and run["status"] == "done" and run["n_samples"] == 4 and run["metrics"]["n"] == 4
 
 
 def test_scripted_run_metrics_are_stored(ready):

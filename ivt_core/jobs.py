@@ -1,0 +1,239 @@
+"""Background jobs: long work runs as a subprocess whose state lives in SQLite.
+
+- ``submit`` starts ``python -m ivt_core.cli <command> ... --job-id N`` in its own process group, from an
+  argument list (never a shell), with its output in ``jobs/N.log`` inside the workspace. Only commands listed in
+  ``JOB_COMMANDS`` can run as jobs, and their arguments are parsed by the real CLI parser before anything
+  starts, so a job can never be an arbitrary command.
+- The child reports through ``JobReporter``: running + pid, a heartbeat every few seconds, progress, metrics, and
+  the end state. SIGTERM (``cancel``) becomes ``JobCancelled`` in the child, which stops after the batch in
+  flight, keeps what it wrote and marks itself cancelled.
+- ``reconcile`` (run when the app or the CLI starts) marks jobs and runs whose process is gone as interrupted.
+- ``resume`` starts a new job that continues the old one's run (evaluation) from what was stored.
+
+Closing the browser or the terminal loses nothing: the job goes on, and its state is in the database.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from ivt_core.errors import InvalidInputError
+from ivt_core.store.jobs import ACTIVE, add_metric, create_job, get_job, update_job
+from ivt_core.store.samples import now
+from ivt_core.workspace import Workspace
+
+JOB_COMMANDS = {"eval": ["eval"]}
+HEARTBEAT_S = 5.0
+STALE_AFTER_S = 60.0
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class JobCancelled(Exception):
+    """Raised in a job's main thread when it receives SIGTERM."""
+
+
+def _validate(kind: str, args: list[str]) -> list[str]:
+    if kind not in JOB_COMMANDS:
+        raise InvalidInputError(f"unknown job kind {kind!r}; jobs can be: {', '.join(JOB_COMMANDS)}")
+    if any(not isinstance(a, str) for a in args):
+        raise InvalidInputError("job arguments must be strings")
+    banned = {"--workspace", "--job-id", "--job"}
+    if banned & set(args):
+        raise InvalidInputError(f"job arguments may not set {', '.join(sorted(banned & set(args)))}")
+    from ivt_core.cli import build_parser
+
+    argv = [*JOB_COMMANDS[kind], *args]
+    try:
+        build_parser().parse_args(argv)
+    except SystemExit as exc:
+        raise InvalidInputError(f"invalid {kind} job arguments: {' '.join(args)}") from exc
+    return argv
+
+
+def submit(workspace: Workspace, kind: str, args: list[str], resumed_from: int | None = None) -> int:
+    """Start a background job; return its id. Raises InvalidInputError for arguments the CLI would reject."""
+    argv = _validate(kind, args)
+    logs = workspace.root / "jobs"
+    logs.mkdir(exist_ok=True)
+    db = workspace.connect()
+    try:
+        job_id = create_job(db, kind, argv, "", resumed_from)
+        log_path = logs / f"{job_id}.log"
+        update_job(db, job_id, log_path=str(log_path))
+        command = [sys.executable, "-m", "ivt_core.cli", *argv, "--workspace", str(workspace.root),
+                   "--job-id", str(job_id)]
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        with open(log_path, "ab") as log:
+            process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                       cwd=ROOT, env=env, start_new_session=True)
+        update_job(db, job_id, pid=process.pid)
+        return job_id
+    finally:
+        db.close()
+
+
+def _alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a finished child of this process stays a zombie until reaped; it is not alive
+        waited, _ = os.waitpid(pid, os.WNOHANG)
+        return waited == 0
+    except ChildProcessError:
+        return True
+
+
+def cancel(workspace: Workspace, job_id: int) -> str:
+    """Ask a job to stop (SIGTERM to its process group); return the status it has now."""
+    db = workspace.connect()
+    try:
+        job = get_job(db, job_id)
+        if job["status"] not in ACTIVE:
+            return job["status"]
+        if _alive(job["pid"]):
+            try:
+                os.killpg(job["pid"], signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            return "cancelling"
+        update_job(db, job_id, status="cancelled", finished_at=now(), message="cancelled before it ran")
+        return "cancelled"
+    finally:
+        db.close()
+
+
+def reconcile(workspace: Workspace) -> list[int]:
+    """Mark jobs (and runs) whose process is gone or silent as interrupted; return the job ids marked."""
+    db = workspace.connect()
+    try:
+        marked = []
+        stale = (datetime.now(UTC) - timedelta(seconds=STALE_AFTER_S)).isoformat(timespec="seconds")
+        for job in db.query("SELECT id, pid, status, heartbeat_at, created_at FROM jobs WHERE status IN (?, ?)",
+                            list(ACTIVE)):
+            silent = (job["heartbeat_at"] or job["created_at"]) < stale
+            if not _alive(job["pid"]) or (silent and job["status"] == "running"):
+                update_job(db, job["id"], status="interrupted", finished_at=now(),
+                           message="the job's process ended without reporting; resume it")
+                marked.append(job["id"])
+        for run in db.query("SELECT id, pid, job_id FROM runs WHERE status = 'running'"):
+            if not _alive(run["pid"]):
+                db.execute("UPDATE runs SET status = 'interrupted' WHERE id = ?", [run["id"]])
+        return marked
+    finally:
+        db.close()
+
+
+def resume(workspace: Workspace, job_id: int) -> int:
+    """Start a job that continues an interrupted, cancelled or failed one; return the new job's id."""
+    db = workspace.connect()
+    try:
+        job = get_job(db, job_id)
+        run = list(db.query("SELECT id, status FROM runs WHERE job_id = ?", [job_id]))
+    finally:
+        db.close()
+    if job["status"] in ACTIVE:
+        raise InvalidInputError(f"job {job_id} is still {job['status']}; cancel it first or wait for it")
+    if job["status"] == "done":
+        raise InvalidInputError(f"job {job_id} finished; nothing to resume")
+    args = list(job["argv"][len(JOB_COMMANDS[job["kind"]]):])
+    if run:
+        args = _without_option(args, "--resume-run") + ["--resume-run", str(run[0]["id"])]
+    return submit(workspace, job["kind"], args, resumed_from=job_id)
+
+
+def _without_option(args: list[str], name: str) -> list[str]:
+    out, skip = [], False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg == name:
+            skip = True
+        else:
+            out.append(arg)
+    return out
+
+
+class JobReporter:
+    """Used inside a job's process: heartbeat, progress, metrics, end state. A no-op when ``job_id`` is None."""
+
+    def __init__(self, workspace: Workspace, job_id: int | None):
+        self.workspace = workspace
+        self.job_id = job_id
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.done = 0
+
+    def __enter__(self) -> JobReporter:
+        if self.job_id is None:
+            return self
+        with self._db() as db:
+            update_job(db, self.job_id, status="running", pid=os.getpid(), started_at=now(), heartbeat_at=now())
+        signal.signal(signal.SIGTERM, self._on_sigterm)
+        self._thread = threading.Thread(target=self._beat, daemon=True)
+        self._thread.start()
+        return self
+
+    def _db(self):
+        return _Closing(self.workspace.connect())
+
+    def _on_sigterm(self, signum, frame):
+        raise JobCancelled()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(HEARTBEAT_S):
+            with self._db() as db:
+                update_job(db, self.job_id, heartbeat_at=now())
+
+    def progress(self, done: int, total: int, message: str = "") -> None:
+        self.done = done
+        if self.job_id is not None:
+            with self._db() as db:
+                update_job(db, self.job_id, progress_done=done, progress_total=total, message=message,
+                           heartbeat_at=now())
+
+    def metric(self, step: int, name: str, value: float) -> None:
+        if self.job_id is not None:
+            with self._db() as db:
+                add_metric(db, self.job_id, step, name, value)
+
+    def link_run(self, run_id: int) -> None:
+        if self.job_id is not None:
+            with self._db() as db:
+                db.execute("UPDATE runs SET job_id = ? WHERE id = ?", [self.job_id, run_id])
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if self.job_id is None:
+            return False
+        self._stop.set()
+        if exc_type is None:
+            status, error = "done", None
+        elif issubclass(exc_type, (JobCancelled, KeyboardInterrupt)):
+            status, error = "cancelled", None
+        else:
+            status, error = "failed", f"{exc_type.__name__}: {exc}"
+        with self._db() as db:
+            update_job(db, self.job_id, status=status, finished_at=now(), error=error, heartbeat_at=now())
+        return False
+
+
+class _Closing:
+    def __init__(self, db):
+        self.db = db
+
+    def __enter__(self):
+        return self.db
+
+    def __exit__(self, *exc):
+        self.db.close()
+        return False

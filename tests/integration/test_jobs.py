@@ -1,0 +1,79 @@
+"""Evaluation as a background job: progress in the store, cancel, resume, reconcile, refused arguments."""
+
+import time
+
+import pytest
+
+from ivt_core.errors import InvalidInputError
+from ivt_core.jobs import cancel, reconcile, resume, submit
+from ivt_core.store.jobs import create_job, get_job
+from ivt_core.store.runs import get_run
+
+
+def _wait(workspace, job_id, statuses, timeout=120):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        job = get_job(workspace.connect(), job_id)
+        if job["status"] in statuses:
+            return job
+        time.sleep(0.5)
+    raise AssertionError(f"job {job_id} still {job['status']}: {open(job['log_path']).read()[-2000:]}")
+
+
+@pytest.fixture
+def job_ws(shapes_ws, tiny_models):
+    return shapes_ws, ["--model", str(tiny_models["qwen3_vl"]), "--dataset", "shapes", "--split", "test",
+                       "--steps", "1", "--max-new-tokens", "4", "--batch-size", "2"]
+
+
+def test_job_runs_to_done_with_progress_and_run(job_ws):
+    workspace, args = job_ws
+    job_id = submit(workspace, "eval", args)
+    job = _wait(workspace, job_id, {"done", "failed"})
+    assert job["status"] == "done" and job["progress_done"] == job["progress_total"] == 6
+    run = workspace.connect().execute("SELECT id, status, n_samples, job_id FROM runs").fetchone()
+    assert run[1:] == ("done", 6, job_id)
+
+
+def test_cancel_then_resume_completes_the_same_run(job_ws):
+    workspace, args = job_ws
+    job_id = submit(workspace, "eval", [*_slow(args)])
+    _wait(workspace, job_id, {"running"})
+    while get_job(workspace.connect(), job_id)["progress_done"] < 2:
+        time.sleep(0.2)
+    assert cancel(workspace, job_id) == "cancelling"
+    assert _wait(workspace, job_id, {"cancelled", "failed"})["status"] == "cancelled"
+    run_id = workspace.connect().execute("SELECT id FROM runs").fetchone()[0]
+    partial = get_run(workspace.connect(), run_id)
+    assert partial["status"] == "cancelled" and 2 <= partial["n_samples"] < 6
+    new_job = resume(workspace, job_id)
+    assert _wait(workspace, new_job, {"done", "failed"})["status"] == "done"
+    run = get_run(workspace.connect(), run_id)
+    assert run["status"] == "done" and run["n_samples"] == 6 and run["metrics"]["n"] == 6
+
+
+def _slow(args):
+    out = list(args)
+    out[out.index("--max-new-tokens") + 1] = "200"
+    out[out.index("--batch-size") + 1] = "1"
+    return out
+
+
+def test_reconcile_marks_vanished_jobs_interrupted(workspace):
+    db = workspace.connect()
+    job_id = create_job(db, "eval", ["eval"], "x.log")
+    db.execute("UPDATE jobs SET status = 'running', pid = 999999 WHERE id = ?", [job_id])
+    assert reconcile(workspace) == [job_id]
+    assert get_job(db, job_id)["status"] == "interrupted"
+
+
+@pytest.mark.parametrize("kind,args", [
+    ("shell", ["rm", "-rf", "/"]),
+    ("eval", ["--steps", "-1"]),
+    ("eval", ["--workspace", "/elsewhere"]),
+    ("eval", ["--model", "x", "; rm -rf /"]),
+])
+def test_refuses_what_the_cli_would_not_run(workspace, kind, args):
+    with pytest.raises(InvalidInputError):
+        submit(workspace, kind, args)
+    assert workspace.connect().execute("SELECT COUNT(*) FROM jobs").fetchone()[0] == 0
