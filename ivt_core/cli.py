@@ -191,6 +191,35 @@ def _summary(run_id: int, m: dict) -> str:
     return "\n".join(lines)
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from ivt_core.report import build_report, report_html, text_table
+    from ivt_core.workspace import Workspace
+
+    report = build_report(Workspace.open(args.workspace).connect(), args.run_id)
+    if args.html:
+        Path(args.html).write_text(report_html(report))
+        print(f"wrote {args.html}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(report))
+    elif not args.html:
+        run = report["run"]
+        print(f"run {run['id']}: {report['model']['name']} on {run['dataset']}/{run['split']}, T={run['steps']}, "
+              f"policy {run['policy']}, {report['metrics']['n']} samples, {run['status']}")
+        print(text_table(report["metrics"]))
+        for name, m in report["by_source"].items() if len(report["by_source"]) > 1 else ():
+            print(f"\nsource {name} ({m['n']} samples)\n{text_table(m)}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from ivt_core.report import compare_runs, compare_text
+    from ivt_core.workspace import Workspace
+
+    result = compare_runs(Workspace.open(args.workspace).connect(), args.run_ids)
+    print(json.dumps(result) if args.json else compare_text(result))
+    return 0
+
+
 def cmd_runs(args: argparse.Namespace) -> int:
     from ivt_core.store.runs import list_runs
     from ivt_core.workspace import Workspace
@@ -266,6 +295,19 @@ def build_parser() -> argparse.ArgumentParser:
         if name != "list":
             p.add_argument("job_id", type=_positive)
         p.set_defaults(func=cmd_jobs)
+
+    p = sub.add_parser("report", help="every number of a run: step 0, final, stopping rules, oracle")
+    p.add_argument("run_id", type=_positive)
+    p.add_argument("--workspace", default=None)
+    p.add_argument("--html", default=None, help="write a self-contained HTML report with plots to this file")
+    p.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("compare", help="two or three runs side by side on their common samples")
+    p.add_argument("run_ids", type=_positive, nargs="+", metavar="RUN_ID")
+    p.add_argument("--workspace", default=None)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("runs", help="list the runs of a workspace")
     p.add_argument("--workspace", default=None)

@@ -5,8 +5,9 @@ from ivt_core.grounders.base import Generation
 
 
 class ScriptedGrounder:
-    def __init__(self, answer, family="qwen3_vl", resized=None, fail_on_call=None):
+    def __init__(self, answer, family="qwen3_vl", resized=None, fail_on_call=None, with_conversation=False):
         self.answer = answer
+        self.with_conversation = with_conversation
         self.family = FAMILIES[family]
         self.name = "scripted"
         self.resized = resized
@@ -24,5 +25,6 @@ class ScriptedGrounder:
         for conv in conversations:
             text = conv[0]["content"][1]["text"]
             step = sum(1 for m in conv if m["role"] == "assistant")
-            out.append(Generation(self.answer(text, step), tokens_in=10, tokens_out=5))
+            args = (text, step, conv) if self.with_conversation else (text, step)
+            out.append(Generation(self.answer(*args), tokens_in=10, tokens_out=5))
         return out

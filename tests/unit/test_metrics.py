@@ -59,3 +59,12 @@ def test_parse_failures_are_misses():
 
 def test_empty_run():
     assert run_metrics([])["n"] == 0
+
+
+def test_iou_exactly_at_threshold_counts_as_hit():
+    from ivt_core.boxes import iou
+
+    exact_half = iou(Box(0, 0, 10, 10), Box(0, 0, 10, 20))
+    assert exact_half == 0.5
+    m = run_metrics([traj([exact_half])])
+    assert m["step0"]["acc@0.5"] == 1.0 and m["step0"]["acc@0.7"] == 0.0

@@ -1,0 +1,79 @@
+"""Reports and comparisons over stored runs (scripted grounders: exact, known numbers)."""
+
+import json
+
+import pytest
+
+from ivt_core.cli import main
+from ivt_core.errors import InvalidInputError
+from ivt_core.evaluate import EvalRequest, evaluate
+from ivt_core.loop import LoopConfig
+from ivt_core.report import build_report, compare_runs, report_html
+from tests.fakes import ScriptedGrounder
+
+WHOLE = "[0, 0, 1000, 1000]"
+
+
+def _run(workspace, answer, steps=1):
+    grounder = ScriptedGrounder(answer, with_conversation=True)
+    return evaluate(workspace, grounder, "/m", EvalRequest("shapes", "test", LoopConfig(steps=steps)))
+
+
+@pytest.fixture
+def runs(shapes_ws):
+    from ivt_core.data.sample import load_image
+    from ivt_core.store.samples import get_samples
+
+    samples = get_samples(shapes_ws.connect(), "shapes", "test")
+    gt = {load_image(shapes_ws.resolve(s.image_path)).tobytes(): s.bbox for s in samples}
+
+    def exact(text, step, conversation):  # step 0 exact, step 1 unparsable: a collapse
+        box = gt[conversation[0]["content"][0]["image"].tobytes()]
+        return f"[{box.x1 / 0.224}, {box.y1 / 0.224}, {box.x2 / 0.224}, {box.y2 / 0.224}]" if step == 0 else "??"
+
+    a = _run(shapes_ws, exact).run_id
+    b = _run(shapes_ws, lambda t, s, c: WHOLE).run_id
+    return shapes_ws, a, b
+
+
+def test_report_numbers(runs):
+    workspace, a, _ = runs
+    report = build_report(workspace.connect(), a)
+    m = report["metrics"]
+    assert m["step0"]["acc@0.9"] == 1.0 and m["final"]["acc@0.5"] == 0.0
+    assert m["oracle"]["acc@0.9"] == 1.0 and m["parse_failure_rate"] == 0.5
+    assert m["outcomes"]["degraded"] == 1.0 and m["degradation"] == pytest.approx(1.0)
+    assert set(report["by_source"]) == {"shapes"} and report["by_expression_type"]
+
+
+def test_report_html_is_self_contained(runs):
+    workspace, a, _ = runs
+    page = report_html(build_report(workspace.connect(), a))
+    assert "oracle (uses ground truth)" in page and "Plotly.newPlot" in page and 'src="http' not in page
+
+
+def test_compare_wins_and_losses(runs):
+    workspace, a, b = runs
+    result = compare_runs(workspace.connect(), [a, b])
+    step0 = next(p for p in result["pairs"] if p["at"] == "step0")
+    final = next(p for p in result["pairs"] if p["at"] == "final")
+    # whole-image boxes overlap the target by its area share: > 0.05 for 3 of the 6 scenes
+    assert result["samples"] == 6 and step0["losses"] == 6 and (final["wins"], final["losses"]) == (3, 0)
+    assert result["runs"][1]["delta"]["step0"]["acc@0.5"] == -1.0
+
+
+def test_compare_needs_common_samples(runs):
+    workspace, a, _ = runs
+    with pytest.raises(InvalidInputError):
+        compare_runs(workspace.connect(), [a])
+
+
+def test_cli_report_json_and_html(runs, tmp_path, capsys):
+    workspace, a, b = runs
+    assert main(["report", str(a), "--workspace", str(workspace.root), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["metrics"]["n"] == 6
+    assert main(["report", str(a), "--workspace", str(workspace.root), "--html", str(tmp_path / "r.html")]) == 0
+    assert (tmp_path / "r.html").read_text().startswith("<!doctype html>")
+    assert main(["compare", str(a), str(b), "--workspace", str(workspace.root)]) == 0
+    assert "wins" in capsys.readouterr().out
+    assert main(["report", "99", "--workspace", str(workspace.root)]) == 2
