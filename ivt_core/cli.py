@@ -66,6 +66,22 @@ def cmd_data_shapes(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_import(args: argparse.Namespace) -> int:
+    from ivt_core.data.importers import import_dataset
+    from ivt_core.workspace import Workspace
+
+    sizes = None
+    if args.sizes:
+        try:
+            sizes = [int(v) for v in args.sizes.split(",")]
+        except ValueError:
+            raise InvalidInputError(f"--sizes must be whole numbers like 2400,510,505, not {args.sizes!r}") from None
+    summary = import_dataset(Workspace.open(args.workspace), args.format, args.path, args.split, args.images,
+                             args.limit, args.name, sizes, args.seed)
+    print(json.dumps(summary.to_dict()) if args.json else summary.text())
+    return 0
+
+
 def cmd_data_list(args: argparse.Namespace) -> int:
     from ivt_core.store.samples import list_datasets
     from ivt_core.workspace import Workspace
@@ -262,6 +278,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=_non_negative, default=0, help="world seed (same seed, same scenes)")
     p.add_argument("--name", default="shapes", help="dataset name in the workspace")
     p.set_defaults(func=cmd_data_shapes)
+    from ivt_core.data.importers import FORMATS
+
+    p = data.add_parser("import", help="import a benchmark from local files (refcocog, ref-l4, ref-adv-s, jsonl, mix)")
+    p.add_argument("format", choices=FORMATS)
+    p.add_argument("path", help="file or folder of the source (for mix: comma-separated dataset names)")
+    p.add_argument("--workspace", default=None)
+    p.add_argument("--split", default=None, help="split to import (default: val; test for ref-adv-s and jsonl)")
+    p.add_argument("--images", default=None, help="folder holding the images, where the format needs one")
+    p.add_argument("--limit", type=_positive, default=None, help="import at most N samples")
+    p.add_argument("--name", default=None, help="dataset name in the workspace (default: the format's name)")
+    p.add_argument("--sizes", default=None, help="mix only: train,val,test sizes (default 2400,510,505)")
+    p.add_argument("--seed", type=_non_negative, default=0, help="mix only: the draw's seed")
+    p.add_argument("--json", action="store_true", help="print the import summary as JSON")
+    p.set_defaults(func=cmd_data_import)
     p = data.add_parser("list", help="list the datasets of a workspace")
     p.add_argument("--workspace", default=None)
     p.set_defaults(func=cmd_data_list)

@@ -123,6 +123,23 @@ MIGRATIONS: list[tuple[str, str]] = [
         ALTER TABLE runs ADD COLUMN pid INTEGER
         """,
     ),
+    (
+        "0003_imports",
+        """
+        CREATE TABLE imports (
+            id INTEGER PRIMARY KEY,
+            dataset TEXT NOT NULL REFERENCES datasets(name) ON DELETE CASCADE,
+            format TEXT NOT NULL,
+            path TEXT NOT NULL,
+            split TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            read INTEGER NOT NULL,
+            imported INTEGER NOT NULL,
+            skipped INTEGER NOT NULL,
+            reasons TEXT NOT NULL
+        )
+        """,
+    ),
 ]
 
 
