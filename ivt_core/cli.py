@@ -236,6 +236,50 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_probe(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from ivt_core.data.sample import load_image
+    from ivt_core.evaluate import check_images
+    from ivt_core.grounders.transformers_grounder import TransformersGrounder
+    from ivt_core.probe import probe_samples, rows_as_dicts, summarize_probe
+    from ivt_core.store.samples import get_sample, get_samples
+    from ivt_core.workspace import Workspace
+
+    workspace = Workspace.open(args.workspace)
+    db = workspace.connect()
+    if args.sample:
+        samples = [get_sample(db, args.sample)]
+    elif args.dataset and args.split:
+        samples = get_samples(db, args.dataset, args.split, args.n)
+    else:
+        raise InvalidInputError("give --sample ID, or --dataset and --split (with --n) for the batch form")
+    check_images(workspace, samples)
+    grounder = TransformersGrounder.load(_model_path(args), args.adapter, False, args.device, args.coords)
+    rows = []
+    for start in tqdm(range(0, len(samples), args.batch_size), desc="probe", unit="batch", file=sys.stderr):
+        chunk = samples[start:start + args.batch_size]
+        images = [load_image(workspace.resolve(s.image_path)) for s in chunk]
+        rows += probe_samples(grounder, chunk, images, seed=args.seed)
+    summary = summarize_probe(rows)
+    if args.json:
+        print(json.dumps({"summary": summary, "rows": rows_as_dicts(rows)}))
+        return 0
+    print(f"{'drawn box':<14}{'n':>4}{'drawn IoU':>11}{'next IoU':>10}{'moved':>8}{'readable':>10}")
+    for name, d in summary["per_counterfactual"].items():
+        def fmt(v):
+            return f"{v:.3f}" if v is not None else "-"
+
+        print(f"{name:<14}{d['n']:>4}{fmt(d['mean_shown_iou']):>11}{fmt(d['mean_next_iou']):>10}"
+              f"{fmt(d['mean_moved']):>8}{d['readable']:>10.0%}")
+    corr = summary["corr_shown_iou_vs_moved"]
+    print(f"correlation of drawn-box IoU with how much the model moved it: "
+          f"{'n/a (too few readable refinements)' if corr is None else f'{corr:+.3f}'} "
+          f"over {summary['pairs_used']} pairs")
+    print(summary["reading"])
+    return 0
+
+
 def cmd_runs(args: argparse.Namespace) -> int:
     from ivt_core.store.runs import list_runs
     from ivt_core.workspace import Workspace
@@ -338,6 +382,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workspace", default=None)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("probe", help="the mirage probe: counterfactual boxes and how the model refines each")
+    p.add_argument("--workspace", default=None)
+    p.add_argument("--model", default=None, help="local checkpoint folder (default: the shipped toy model)")
+    p.add_argument("--adapter", default=None)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--coords", default=None)
+    p.add_argument("--sample", default=None, help="probe this one sample id")
+    p.add_argument("--dataset", default=None, help="batch form: probe the first --n samples of a split")
+    p.add_argument("--split", default=None)
+    p.add_argument("--n", type=_positive, default=50)
+    p.add_argument("--seed", type=_non_negative, default=0, help="seed of the random counterfactual box")
+    p.add_argument("--batch-size", type=_positive, default=4, help="samples per model call (6 prompts each)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_probe)
 
     p = sub.add_parser("runs", help="list the runs of a workspace")
     p.add_argument("--workspace", default=None)

@@ -37,3 +37,15 @@ def test_small_batch_is_mostly_right_and_always_well_formed(toy):
     _, trajs = _predict(toy, range(16))
     assert all(t.steps[0].parse_ok for t in trajs)
     assert sum(t.steps[0].iou >= 0.5 for t in trajs) >= 9
+
+
+def test_cli_probe_batch_form_on_toy_model(shapes_ws, capsys):
+    import json
+
+    from ivt_core.cli import main
+
+    assert main(["probe", "--workspace", str(shapes_ws.root), "--dataset", "shapes", "--split", "test",
+                 "--n", "2", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["summary"]["samples"] == 2 and len(out["rows"]) == 12
+    assert main(["probe", "--workspace", str(shapes_ws.root)]) == 2

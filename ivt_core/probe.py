@@ -1,0 +1,180 @@
+"""The mirage probe: does the model correct boxes by their accuracy, or react to a box being there at all?
+
+For one sample, draw counterfactual boxes on the image as if the model had answered them (the ground truth,
+the model's own step-0 box, the ground truth shifted by 20 % and by 60 % of its size, a random box, and no
+box), ask the model to refine each, and measure where its next box lands. For each counterfactual:
+
+- ``shown_iou``: IoU of the drawn box with the ground truth (how good the box it was shown is);
+- ``next_iou``: IoU of the model's refined box with the ground truth;
+- ``moved``: 1 - IoU(drawn box, refined box): how much the model changed the box;
+- ``gain``: next_iou - shown_iou.
+
+A model that judges accuracy moves bad boxes more than good ones: ``moved`` falls as ``shown_iou`` rises
+(a clearly negative correlation over many samples). A model that moves boxes by about the same amount
+whatever their quality is reacting to box presence, which the paper's v2 reports for the IVT loop.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from statistics import fmean
+
+from PIL import Image
+
+from ivt_core.boxes import Box, from_model, iou, to_model
+from ivt_core.data.sample import Sample
+from ivt_core.grounders.base import Grounder, Sampling
+from ivt_core.parse import parse_answer
+from ivt_core.prompts import LATEST, get_prompts
+from ivt_core.render import RenderStyle, render_box
+
+DEFAULT_STYLE = RenderStyle()
+PROBE_SAMPLING = Sampling(max_new_tokens=128)
+COUNTERFACTUALS = ("ground truth", "own step 0", "shifted 20%", "shifted 60%", "random", "none")
+
+
+@dataclass
+class ProbeRow:
+    sample_id: str
+    shown: str
+    shown_box: list[float] | None
+    shown_iou: float | None
+    next_box: list[float] | None
+    next_iou: float
+    moved: float | None
+    gain: float | None
+    parse_ok: bool
+    raw_text: str
+
+
+def _shift(box: Box, fraction: float, width: int, height: int) -> Box:
+    dx, dy = box.width * fraction, box.height * fraction
+    # shift towards the side with more room so the box stays mostly inside the image
+    sx = dx if box.x2 + dx <= width else -dx
+    sy = dy if box.y2 + dy <= height else -dy
+    return Box(box.x1 + sx, box.y1 + sy, box.x2 + sx, box.y2 + sy).clip(width, height)
+
+
+def _random_box(rng: random.Random, gt: Box, width: int, height: int) -> Box:
+    w = min(width, max(4.0, gt.width * rng.uniform(0.7, 1.3)))
+    h = min(height, max(4.0, gt.height * rng.uniform(0.7, 1.3)))
+    x, y = rng.uniform(0, width - w), rng.uniform(0, height - h)
+    return Box(x, y, x + w, y + h)
+
+
+def _answer_text(box: Box, grounder: Grounder, size: tuple[int, int]) -> str:
+    coords = to_model(box, grounder.family.convention, size, grounder.resized_size(*size))
+    return json.dumps({"bbox_2d": coords})
+
+
+def _read_box(text: str, grounder: Grounder, size: tuple[int, int]) -> Box | None:
+    parsed = parse_answer(text)
+    if parsed.coords is None:
+        return None
+    return from_model(parsed.coords, grounder.family.convention, size, grounder.resized_size(*size))
+
+
+def probe_samples(
+    grounder: Grounder,
+    samples: Sequence[Sample],
+    images: Sequence[Image.Image],
+    seed: int = 0,
+    style: RenderStyle = DEFAULT_STYLE,
+    sampling: Sampling = PROBE_SAMPLING,
+    prompt_version: str = LATEST,
+) -> list[ProbeRow]:
+    """Probe each sample with every counterfactual (two model calls per sample batch); one row per pair."""
+    prompts = get_prompts(grounder.family.prompt_family, prompt_version)
+
+    def first_turn(sample, image):
+        return {"role": "user", "content": [{"type": "image", "image": image},
+                                            {"type": "text", "text": prompts.ground_text(sample.expression)}]}
+
+    step0 = grounder.predict([[first_turn(s, im)] for s, im in zip(samples, images, strict=True)], sampling)
+    conversations, meta = [], []
+    for sample, image, answer in zip(samples, images, step0, strict=True):
+        rng = random.Random(f"{seed}:{sample.id}")
+        w, h = image.size
+        own = _read_box(answer.text, grounder, image.size)
+        shown = {
+            "ground truth": sample.bbox,
+            "own step 0": own,
+            "shifted 20%": _shift(sample.bbox, 0.2, w, h),
+            "shifted 60%": _shift(sample.bbox, 0.6, w, h),
+            "random": _random_box(rng, sample.bbox, w, h),
+            "none": None,
+        }
+        for name in COUNTERFACTUALS:
+            box = shown[name]
+            if name == "own step 0" and box is None:
+                continue  # the model gave no readable box at step 0: nothing to show as its own
+            said = answer.text if box is None else _answer_text(box, grounder, image.size)
+            rendered = render_box(image, box, style)
+            conversations.append([
+                first_turn(sample, image),
+                {"role": "assistant", "content": [{"type": "text", "text": said}]},
+                {"role": "user", "content": [{"type": "image", "image": rendered},
+                                             {"type": "text", "text": prompts.refine_text(sample.expression)}]},
+            ])
+            meta.append((sample, image, name, box))
+    answers = grounder.predict(conversations, sampling)
+    rows = []
+    for (sample, image, name, box), answer in zip(meta, answers, strict=True):
+        nxt = _read_box(answer.text, grounder, image.size)
+        shown_iou = iou(box, sample.bbox) if box is not None else None
+        next_iou = iou(nxt, sample.bbox)
+        moved = (1.0 - iou(box, nxt)) if box is not None and nxt is not None else None
+        rows.append(ProbeRow(
+            sample_id=sample.id, shown=name, shown_box=box.rounded(1).to_xyxy() if box else None,
+            shown_iou=shown_iou, next_box=nxt.rounded(1).to_xyxy() if nxt else None, next_iou=next_iou,
+            moved=moved, gain=(next_iou - shown_iou) if shown_iou is not None else None,
+            parse_ok=nxt is not None, raw_text=answer.text,
+        ))
+    return rows
+
+
+def pearson(xs: Sequence[float], ys: Sequence[float]) -> float | None:
+    """Pearson correlation; None with fewer than 3 pairs or no variance."""
+    if len(xs) < 3:
+        return None
+    mx, my = fmean(xs), fmean(ys)
+    sxy = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True))
+    sxx = sum((x - mx) ** 2 for x in xs)
+    syy = sum((y - my) ** 2 for y in ys)
+    return sxy / (sxx * syy) ** 0.5 if sxx > 0 and syy > 0 else None
+
+
+def summarize_probe(rows: Sequence[ProbeRow]) -> dict:
+    """Per-counterfactual means and the correlation of the drawn box's IoU with the model's correction."""
+    per = {}
+    for name in COUNTERFACTUALS:
+        group = [r for r in rows if r.shown == name]
+        if not group:
+            continue
+        moved = [r.moved for r in group if r.moved is not None]
+        shown = [r.shown_iou for r in group if r.shown_iou is not None]
+        per[name] = {
+            "n": len(group),
+            "mean_shown_iou": fmean(shown) if shown else None,
+            "mean_next_iou": fmean(r.next_iou for r in group),
+            "mean_moved": fmean(moved) if moved else None,
+            "readable": sum(r.parse_ok for r in group) / len(group),
+        }
+    pairs = [(r.shown_iou, r.moved, r.gain) for r in rows if r.shown_iou is not None and r.moved is not None]
+    return {
+        "samples": len({r.sample_id for r in rows}),
+        "per_counterfactual": per,
+        "corr_shown_iou_vs_moved": pearson([p[0] for p in pairs], [p[1] for p in pairs]),
+        "corr_shown_iou_vs_gain": pearson([p[0] for p in pairs], [p[2] for p in pairs]),
+        "pairs_used": len(pairs),
+        "reading": ("A model that judges accuracy moves bad boxes more than good ones (clearly negative "
+                    "corr_shown_iou_vs_moved). Near zero means it reacts to a box being there, not to how good "
+                    "it is. None means too few readable refinements to tell."),
+    }
+
+
+def rows_as_dicts(rows: Sequence[ProbeRow]) -> list[dict]:
+    return [asdict(r) for r in rows]

@@ -1,0 +1,58 @@
+import json
+
+import pytest
+from PIL import Image
+
+from ivt_core.boxes import Box
+from ivt_core.data.sample import Sample
+from ivt_core.probe import COUNTERFACTUALS, pearson, probe_samples, summarize_probe
+from tests.fakes import ScriptedGrounder
+
+GT = Box(20, 20, 60, 60)
+GT_1000 = [100, 200, 300, 600]  # GT in 0-1000 of a 200x100 image
+
+
+def _samples(n=4):
+    return [Sample(f"s{i}", "d", "test", "", 200, 100, "the thing", GT) for i in range(n)], [
+        Image.new("RGB", (200, 100), "white")] * n
+
+
+def _oracle(text, step, conversation):
+    return json.dumps({"bbox_2d": GT_1000})  # always answers the truth: corrects bad boxes most
+
+
+def _presence(text, step, conversation):
+    if step == 0:
+        return json.dumps({"bbox_2d": GT_1000})
+    shown = json.loads(conversation[1]["content"][0]["text"])["bbox_2d"]
+    return json.dumps({"bbox_2d": [shown[0] + 50, shown[1], shown[2] + 50, shown[3]]})  # same nudge always
+
+
+def test_every_counterfactual_is_asked():
+    samples, images = _samples(1)
+    rows = probe_samples(ScriptedGrounder(_oracle, with_conversation=True), samples, images)
+    assert [r.shown for r in rows] == list(COUNTERFACTUALS)
+    by = {r.shown: r for r in rows}
+    assert by["ground truth"].shown_iou == pytest.approx(1.0) and by["none"].shown_iou is None
+    assert 0.4 < by["shifted 20%"].shown_iou < 0.5 and by["shifted 60%"].shown_iou < 0.15
+
+
+def test_accuracy_driven_model_has_strong_negative_correlation():
+    samples, images = _samples()
+    summary = summarize_probe(probe_samples(ScriptedGrounder(_oracle, with_conversation=True), samples, images))
+    assert summary["corr_shown_iou_vs_moved"] < -0.95
+    assert summary["per_counterfactual"]["random"]["mean_next_iou"] == pytest.approx(1.0)
+
+
+def test_presence_driven_model_moves_every_box_alike():
+    samples, images = _samples()
+    summary = summarize_probe(probe_samples(ScriptedGrounder(_presence, with_conversation=True), samples, images))
+    moved = [d["mean_moved"] for name, d in summary["per_counterfactual"].items() if name != "none"]
+    assert max(moved) - min(moved) < 0.35
+    assert summary["corr_shown_iou_vs_gain"] < 0  # good boxes get worse, bad ones do not get fixed
+
+
+def test_pearson_literal():
+    assert pearson([1, 2, 3], [2, 4, 6]) == pytest.approx(1.0)
+    assert pearson([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+    assert pearson([1, 1, 1], [1, 2, 3]) is None and pearson([1, 2], [1, 2]) is None
