@@ -398,6 +398,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_probe)
 
+    from ivt_core.cli_traces import add_parsers
+
+    add_parsers(sub, _Parser, _positive, _non_negative)
+
     p = sub.add_parser("runs", help="list the runs of a workspace")
     p.add_argument("--workspace", default=None)
     p.set_defaults(func=cmd_runs)
@@ -436,7 +440,7 @@ def cmd_jobs(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     _quiet_libraries()
     args = build_parser().parse_args(argv)
-    if getattr(args, "func", None) is cmd_eval:
+    if hasattr(args, "argv"):
         args.argv = argv
     try:
         if getattr(args, "workspace", "absent") != "absent" and getattr(args, "as_job_id", None) is None:

@@ -28,7 +28,7 @@ from ivt_core.store.jobs import ACTIVE, add_metric, create_job, get_job, update_
 from ivt_core.store.samples import now
 from ivt_core.workspace import Workspace
 
-JOB_COMMANDS = {"eval": ["eval"]}
+JOB_COMMANDS = {"eval": ["eval"], "synth": ["synth"]}
 HEARTBEAT_S = 5.0
 STALE_AFTER_S = 60.0
 ROOT = Path(__file__).resolve().parent.parent

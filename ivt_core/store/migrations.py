@@ -5,6 +5,8 @@ Add a schema change by appending a ``(name, sql)`` pair; never edit one that has
 
 from __future__ import annotations
 
+import sqlite3
+
 from sqlite_utils import Database
 
 MIGRATIONS: list[tuple[str, str]] = [
@@ -140,7 +142,69 @@ MIGRATIONS: list[tuple[str, str]] = [
         )
         """,
     ),
+    (
+        "0004_traces",
+        """
+        CREATE TABLE traces (
+            id INTEGER PRIMARY KEY,
+            run_id INTEGER REFERENCES runs(id) ON DELETE SET NULL,
+            sample_id TEXT NOT NULL REFERENCES samples(id),
+            teacher TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            origin TEXT NOT NULL,
+            status TEXT NOT NULL,
+            version INTEGER NOT NULL,
+            family TEXT NOT NULL,
+            student_text TEXT NOT NULL,
+            student_box TEXT,
+            student_iou REAL NOT NULL,
+            steps TEXT NOT NULL,
+            flags TEXT NOT NULL DEFAULT '[]',
+            meta TEXT NOT NULL DEFAULT '{}',
+            final_iou REAL NOT NULL,
+            search_text TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            UNIQUE (run_id, sample_id, teacher)
+        );
+        CREATE INDEX traces_status ON traces(status, id);
+        CREATE TABLE trace_revisions (
+            id INTEGER PRIMARY KEY,
+            trace_id INTEGER NOT NULL REFERENCES traces(id) ON DELETE CASCADE,
+            version INTEGER NOT NULL,
+            reviewer TEXT NOT NULL,
+            at TEXT NOT NULL,
+            action TEXT NOT NULL,
+            diff TEXT NOT NULL,
+            snapshot TEXT NOT NULL
+        );
+        CREATE INDEX trace_revisions_trace ON trace_revisions(trace_id, version);
+        CREATE VIRTUAL TABLE traces_fts USING fts5(search_text, content='traces', content_rowid='id');
+        CREATE TRIGGER traces_ai AFTER INSERT ON traces BEGIN
+            INSERT INTO traces_fts(rowid, search_text) VALUES (new.id, new.search_text);
+        END;
+        CREATE TRIGGER traces_ad AFTER DELETE ON traces BEGIN
+            INSERT INTO traces_fts(traces_fts, rowid, search_text) VALUES ('delete', old.id, old.search_text);
+        END;
+        CREATE TRIGGER traces_au AFTER UPDATE ON traces BEGIN
+            INSERT INTO traces_fts(traces_fts, rowid, search_text) VALUES ('delete', old.id, old.search_text);
+            INSERT INTO traces_fts(rowid, search_text) VALUES (new.id, new.search_text);
+        END
+        """,
+    ),
 ]
+
+
+def _statements(sql: str):
+    """Split a script into statements (trigger bodies keep their inner semicolons)."""
+    buffer = ""
+    for line in sql.splitlines(keepends=True):
+        buffer += line
+        if sqlite3.complete_statement(buffer):
+            yield buffer.strip()
+            buffer = ""
+    if buffer.strip():
+        yield buffer.strip()
 
 
 def applied(db: Database) -> list[str]:
@@ -159,9 +223,8 @@ def migrate(db: Database) -> list[str]:
         if name in done:
             continue
         with db.atomic():
-            for statement in (s.strip() for s in sql.split(";")):
-                if statement:
-                    db.execute(statement)
+            for statement in _statements(sql):
+                db.execute(statement)
             db.execute("INSERT INTO _migrations (name, applied_at) VALUES (?, datetime('now'))", [name])
         new.append(name)
     return new

@@ -1,0 +1,165 @@
+"""``ivt synth`` and ``ivt traces ...``: corrective trace synthesis, review and export from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from ivt_core.jobs import JobReporter, submit
+    from ivt_core.traces import SynthConfig, synthesize
+    from ivt_core.workspace import Workspace
+
+    workspace = Workspace.open(args.workspace)
+    config = SynthConfig(steps=args.steps, iou_low=args.iou_low, iou_high=args.iou_high,
+                         keep_ratio=args.keep_ratio, seed=args.seed).check()
+    if args.job:
+        from ivt_core.cli import _job_args
+
+        job_id = submit(workspace, "synth", _job_args(args.argv or sys.argv[2:]))
+        print(f"started job {job_id}; follow it with `ivt jobs show {job_id}`", file=sys.stderr)
+        print(job_id)
+        return 0
+    teacher = make_teacher(args)
+    with JobReporter(workspace, args.as_job_id) as reporter, tqdm(desc="synth", unit="trace", file=sys.stderr) as bar:
+        def advance(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+            reporter.progress(done, total, f"{done}/{total} traces")
+
+        counts = synthesize(workspace, args.run, teacher, config, progress=advance)
+    print(json.dumps(counts) if args.json else
+          f"run {args.run}, teacher {teacher.name}: {counts['created']} new pending traces "
+          f"({counts['corrective']} corrective eligible, {counts['keep']} keep, {counts['existing']} already there)")
+    return 0
+
+
+def make_teacher(args: argparse.Namespace):
+    from ivt_core.errors import InvalidInputError
+    from ivt_core.teachers.geometric import GeometricTeacher
+
+    if args.teacher == "geometric":
+        return GeometricTeacher(seed=args.seed)
+    from ivt_core.teachers.vlm import VLMTeacher
+
+    if args.teacher_url:
+        from ivt_core.grounders.openai_grounder import OpenAIGrounder
+
+        grounder = OpenAIGrounder(args.teacher_url, args.teacher_model or "default", args.teacher_family,
+                                  api_key=args.teacher_api_key)
+    elif args.teacher_model:
+        from ivt_core.grounders.transformers_grounder import TransformersGrounder
+
+        grounder = TransformersGrounder.load(args.teacher_model, device=args.device)
+    else:
+        raise InvalidInputError("the vlm teacher needs --teacher-model PATH (local) or --teacher-url URL (server)")
+    return VLMTeacher(grounder)
+
+
+def cmd_traces(args: argparse.Namespace) -> int:
+    from ivt_core import traces as core
+    from ivt_core.store.traces import count_traces, get_trace, list_traces, revisions
+    from ivt_core.trace_export import export_traces, import_traces
+    from ivt_core.workspace import Workspace
+
+    workspace = Workspace.open(args.workspace)
+    db = workspace.connect()
+    filters = {k: getattr(args, k, None) for k in ("dataset", "teacher", "iou_min", "iou_max", "search", "kind")}
+    command = args.traces_command
+    if command == "list":
+        counts = count_traces(db, **filters)
+        print("  ".join(f"{k}: {v}" for k, v in counts.items()))
+        for t in list_traces(db, limit=args.limit, status=args.status, **filters):
+            print(f"{t['id']:>5} v{t['version']:<3} {t['status']:<9} {t['kind']:<10} {t['teacher']:<10} "
+                  f"IoU {t['student_iou']:.2f} -> {t['final_iou']:.2f}  {t['sample_id']}"
+                  + (f"  flags: {','.join(t['flags'])}" if t["flags"] else ""))
+        return 0
+    if command == "show":
+        trace = get_trace(db, args.trace_id)
+        print(json.dumps({**trace, "revisions": revisions(db, args.trace_id)}, indent=1))
+        return 0
+    if command in ("approve", "reject"):
+        if args.all_matching:
+            ids = [t["id"] for t in list_traces(db, limit=1_000_000, status="pending", **filters)]
+            print(json.dumps(core.bulk(db, ids, command, args.reviewer)))
+            return 0
+        if not args.trace_id:
+            from ivt_core.errors import InvalidInputError
+
+            raise InvalidInputError("give trace ids, or --all-matching with filters for a bulk action")
+        for trace_id in args.trace_id:
+            version = args.version if args.version is not None else get_trace(db, trace_id)["version"]
+            new = (core.approve if command == "approve" else core.reject)(db, trace_id, version, args.reviewer)
+            print(f"trace {trace_id}: {command}d (version {new})")
+        return 0
+    if command == "export":
+        n = export_traces(workspace, args.out, args.status, args.images, args.style, **filters)
+        print(f"wrote {n} traces to {args.out}", file=sys.stderr)
+        return 0
+    counts = import_traces(workspace, args.file, args.reviewer)
+    print(json.dumps(counts))
+    return 0
+
+
+def add_parsers(sub, parser_class, positive, non_negative) -> None:
+    p = sub.add_parser("synth", help="write corrective traces from a run's own errors")
+    p.add_argument("--workspace", default=None)
+    p.add_argument("--run", type=positive, required=True, help="the recorded run whose step-0 errors to correct")
+    p.add_argument("--teacher", choices=["geometric", "vlm"], default="geometric")
+    p.add_argument("--steps", type=positive, default=2, help="corrective steps per trace (last = ground truth)")
+    p.add_argument("--iou-low", type=float, default=0.0, help="keep samples with step-0 IoU above this")
+    p.add_argument("--iou-high", type=float, default=0.85, help="... and below this")
+    p.add_argument("--keep-ratio", type=float, default=0.0, help="keep traces per corrective trace")
+    p.add_argument("--seed", type=non_negative, default=0)
+    p.add_argument("--teacher-model", default=None, help="vlm teacher: local checkpoint folder, or server model")
+    p.add_argument("--teacher-url", default=None, help="vlm teacher: OpenAI-compatible server, e.g. http://host:8000/v1")
+    p.add_argument("--teacher-family", default="qwen2_5_vl", help="vlm teacher on a server: its model family")
+    p.add_argument("--teacher-api-key", default=None)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--job", action="store_true", help="run in the background as a job")
+    p.add_argument("--job-id", dest="as_job_id", type=positive, default=None, help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_synth, argv=None)
+
+    traces = sub.add_parser("traces", help="review and export corrective traces").add_subparsers(
+        dest="traces_command", required=True, parser_class=parser_class)
+
+    def filtered(name: str, helptext: str):
+        q = traces.add_parser(name, help=helptext)
+        q.add_argument("--workspace", default=None)
+        q.add_argument("--dataset", default=None)
+        q.add_argument("--teacher", default=None)
+        q.add_argument("--kind", choices=["corrective", "keep"], default=None)
+        q.add_argument("--iou-min", type=float, default=None, help="student step-0 IoU at least")
+        q.add_argument("--iou-max", type=float, default=None, help="student step-0 IoU at most")
+        q.add_argument("--search", default=None, help="full-text search in expressions and reasoning")
+        q.set_defaults(func=cmd_traces)
+        return q
+
+    q = filtered("list", "traces with counts per status")
+    q.add_argument("--status", choices=["pending", "approved", "rejected"], default=None)
+    q.add_argument("--limit", type=positive, default=50)
+    q = traces.add_parser("show", help="one trace with its revision history")
+    q.add_argument("trace_id", type=positive)
+    q.add_argument("--workspace", default=None)
+    q.set_defaults(func=cmd_traces)
+    for name in ("approve", "reject"):
+        q = filtered(name, f"{name} traces (ids, or --all-matching pending traces of the filters)")
+        q.add_argument("trace_id", type=positive, nargs="*")
+        q.add_argument("--version", type=positive, default=None, help="the version you reviewed (conflict check)")
+        q.add_argument("--all-matching", action="store_true")
+        q.add_argument("--reviewer", default="cli")
+    q = filtered("export", "write traces as chat JSONL for SFT (TRL or LLaMA-Factory)")
+    q.add_argument("--out", required=True)
+    q.add_argument("--status", choices=["pending", "approved", "rejected"], default="approved")
+    q.add_argument("--images", default=None, help="copy the images into this folder (paths relative to --out)")
+    q.add_argument("--style", choices=["trl", "llamafactory"], default="trl")
+    q = traces.add_parser("import", help="read an exported JSONL back into the workspace")
+    q.add_argument("file")
+    q.add_argument("--workspace", default=None)
+    q.add_argument("--reviewer", default="import")
+    q.set_defaults(func=cmd_traces)

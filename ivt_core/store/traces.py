@@ -1,0 +1,142 @@
+"""Corrective traces and their revisions; every change is a new version, never an overwrite.
+
+A trace row holds its current state (status, steps as JSON, version); ``trace_revisions`` holds one row per
+change with the reviewer, the time, the diff and a snapshot, so the history is complete. Updates name the
+version they were made against; a stale version raises ``TraceConflict`` and changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+
+from sqlite_utils import Database
+
+from ivt_core.errors import InvalidInputError, NotFoundError
+from ivt_core.store.samples import now
+
+STATUSES = ("pending", "approved", "rejected")
+
+
+class TraceConflict(InvalidInputError):
+    """The trace changed since the caller read it; reload and redo the edit."""
+
+
+def _search_text(expression: str, steps: list[dict]) -> str:
+    return " ".join([expression, *(s.get("reasoning", "") for s in steps)])
+
+
+def insert_trace(db: Database, fields: dict, reviewer: str, expression: str) -> int | None:
+    """Insert a trace (version 1) and its 'create' revision; None if (run, sample, teacher) exists already."""
+    row = {**fields, "version": 1, "created_at": now(), "updated_at": now(),
+           "search_text": _search_text(expression, fields["steps"])}
+    for key in ("steps", "flags", "meta", "student_box"):
+        if not isinstance(row.get(key), str) and row.get(key) is not None:
+            row[key] = json.dumps(row[key])
+    with db.atomic():
+        columns = ", ".join(row)
+        cursor = db.execute(
+            f"INSERT OR IGNORE INTO traces ({columns}) VALUES ({', '.join('?' * len(row))})", list(row.values()))
+        if cursor.rowcount == 0:
+            return None
+        trace_id = cursor.lastrowid
+        _revision(db, trace_id, 1, reviewer, "create", {}, get_trace(db, trace_id))
+    return trace_id
+
+
+def _revision(db: Database, trace_id: int, version: int, reviewer: str, action: str, diff: dict, snapshot: dict):
+    db.execute(
+        "INSERT INTO trace_revisions (trace_id, version, reviewer, at, action, diff, snapshot) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        [trace_id, version, reviewer, now(), action, json.dumps(diff),
+         json.dumps({"status": snapshot["status"], "steps": snapshot["steps"], "flags": snapshot["flags"]})],
+    )
+
+
+def _decode(row: dict) -> dict:
+    out = dict(row)
+    for key in ("steps", "flags", "meta"):
+        out[key] = json.loads(row[key])
+    out["student_box"] = json.loads(row["student_box"]) if row["student_box"] else None
+    return out
+
+
+def get_trace(db: Database, trace_id: int) -> dict:
+    rows = list(db.query("SELECT * FROM traces WHERE id = ?", [trace_id]))
+    if not rows:
+        raise NotFoundError(f"no trace with id {trace_id}; `ivt traces list` shows them")
+    return _decode(rows[0])
+
+
+def _where(status=None, dataset=None, teacher=None, iou_min=None, iou_max=None, search=None, kind=None):
+    clauses, params = [], []
+    if status:
+        clauses.append("t.status = ?")
+        params.append(status)
+    if dataset:
+        clauses.append("s.dataset = ?")
+        params.append(dataset)
+    if teacher:
+        clauses.append("t.teacher = ?")
+        params.append(teacher)
+    if kind:
+        clauses.append("t.kind = ?")
+        params.append(kind)
+    if iou_min is not None:
+        clauses.append("t.student_iou >= ?")
+        params.append(iou_min)
+    if iou_max is not None:
+        clauses.append("t.student_iou <= ?")
+        params.append(iou_max)
+    if search:
+        clauses.append("t.id IN (SELECT rowid FROM traces_fts WHERE traces_fts MATCH ?)")
+        params.append(" ".join(f'"{w}"' for w in search.replace('"', " ").split()))
+    return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+
+def list_traces(db: Database, limit: int = 100, offset: int = 0, **filters) -> list[dict]:
+    """Traces matching the filters (status, dataset, teacher, kind, iou_min, iou_max, search), oldest first."""
+    where, params = _where(**filters)
+    sql = (f"SELECT t.* FROM traces t JOIN samples s ON s.id = t.sample_id{where} ORDER BY t.id "
+           f"LIMIT ? OFFSET ?")
+    return [_decode(r) for r in db.query(sql, [*params, limit, offset])]
+
+
+def count_traces(db: Database, **filters) -> dict[str, int]:
+    """Counts per status for the filters (a ``status`` filter is ignored: every status is counted)."""
+    filters.pop("status", None)
+    where, params = _where(**filters)
+    counts = dict.fromkeys(STATUSES, 0)
+    sql = (f"SELECT t.status, COUNT(*) AS n FROM traces t JOIN samples s ON s.id = t.sample_id{where} "
+           "GROUP BY t.status")
+    for row in db.query(sql, params):
+        counts[row["status"]] = row["n"]
+    return counts
+
+
+def update_trace(db: Database, trace_id: int, expected_version: int, reviewer: str, action: str,
+                 changes: dict, diff: dict, expression: str) -> int:
+    """Apply ``changes`` (status / steps / flags / final_iou) if the trace is still at ``expected_version``.
+
+    Returns the new version. Raises TraceConflict if someone changed it meanwhile (nothing is written).
+    """
+    encoded = {k: (json.dumps(v) if k in ("steps", "flags") else v) for k, v in changes.items()}
+    if "steps" in changes:
+        encoded["search_text"] = _search_text(expression, changes["steps"])
+    encoded["updated_at"] = now()
+    columns = ", ".join(f"{k} = ?" for k in encoded)
+    with db.atomic():
+        cursor = db.execute(
+            f"UPDATE traces SET {columns}, version = version + 1 WHERE id = ? AND version = ?",
+            [*encoded.values(), trace_id, expected_version])
+        if cursor.rowcount == 0:
+            current = get_trace(db, trace_id)
+            raise TraceConflict(
+                f"trace {trace_id} was changed to version {current['version']} (you edited version "
+                f"{expected_version}); reload it and redo your change")
+        _revision(db, trace_id, expected_version + 1, reviewer, action, diff, get_trace(db, trace_id))
+    return expected_version + 1
+
+
+def revisions(db: Database, trace_id: int) -> list[dict]:
+    rows = db.query("SELECT * FROM trace_revisions WHERE trace_id = ? ORDER BY version", [trace_id])
+    return [{**r, "diff": json.loads(r["diff"]), "snapshot": json.loads(r["snapshot"])} for r in rows]

@@ -1,0 +1,149 @@
+"""The geometric teacher: corrective reasoning written from geometry alone (offline, deterministic).
+
+For every edge that is off by more than a small tolerance it says which way it must move and by about how
+much ("the left edge should move right by about 12 px"); it says whether the box is too wide, narrow, tall or
+short and where the object lies relative to the box. For shapes-world samples it also names what the box
+covers and what the expression refers to, from the scene's objects ("The box covers the blue square, but the
+small red circle is further right and lower"). Wording is drawn from a few templates by a generator seeded
+from (seed, sample, step), so the same inputs always give the same text. The text never says it was given
+the answer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+
+from ivt_core.boxes import Box, iou
+from ivt_core.teachers.base import TeachContext, TeacherOutput
+
+EDGE_TOLERANCE_FRACTION = 0.02
+
+
+def _rng(ctx: TeachContext) -> random.Random:
+    digest = hashlib.sha256(f"{ctx.seed}:{ctx.sample_id}:{ctx.step}".encode()).digest()
+    return random.Random(int.from_bytes(digest[:8], "big"))
+
+
+def edge_moves(current: Box, target: Box, width: int, height: int) -> list[tuple[str, str, float]]:
+    """(edge, direction, pixels) for each edge that must move by more than the tolerance."""
+    tol_x, tol_y = max(2.0, EDGE_TOLERANCE_FRACTION * width), max(2.0, EDGE_TOLERANCE_FRACTION * height)
+    moves = []
+    for edge, delta, tol, (neg, pos) in (
+        ("left", target.x1 - current.x1, tol_x, ("left", "right")),
+        ("right", target.x2 - current.x2, tol_x, ("left", "right")),
+        ("top", target.y1 - current.y1, tol_y, ("up", "down")),
+        ("bottom", target.y2 - current.y2, tol_y, ("up", "down")),
+    ):
+        if abs(delta) > tol:
+            moves.append((edge, pos if delta > 0 else neg, abs(delta)))
+    return moves
+
+
+def _where(current: Box, target: Box, width: int, height: int) -> str:
+    (cx, cy), (tx, ty) = current.center, target.center
+    parts = []
+    if abs(tx - cx) > max(2.0, 0.03 * width):
+        parts.append("further right" if tx > cx else "further left")
+    if abs(ty - cy) > max(2.0, 0.03 * height):
+        parts.append("lower" if ty > cy else "higher")
+    return " and ".join(parts)
+
+
+def _size(current: Box, target: Box) -> str:
+    words = []
+    if current.width > 1.15 * target.width:
+        words.append("too wide")
+    elif current.width < 0.87 * target.width:
+        words.append("too narrow")
+    if current.height > 1.15 * target.height:
+        words.append("too tall")
+    elif current.height < 0.87 * target.height:
+        words.append("too short")
+    return " and ".join(words)
+
+
+def _object_name(obj: dict) -> str:
+    return f"{obj['size']} {obj['colour']} {obj['kind']}"
+
+
+def _covered(ctx: TeachContext) -> tuple[int | None, float]:
+    best, best_iou = None, 0.0
+    for index, obj in enumerate(ctx.objects):
+        overlap = iou(ctx.current, Box(*obj["box"]))
+        if overlap > best_iou:
+            best, best_iou = index, overlap
+    return (best, best_iou) if best_iou >= 0.1 else (None, best_iou)
+
+
+class GeometricTeacher:
+    name = "geometric"
+
+    def __init__(self, seed: int = 0):
+        self.seed = seed
+
+    def write(self, contexts: list[TeachContext]) -> list[TeacherOutput]:
+        return [self._one(ctx) for ctx in contexts]
+
+    def _one(self, ctx: TeachContext) -> TeacherOutput:
+        rng = _rng(ctx)
+        width, height = ctx.image.size
+        sentences = []
+        if ctx.objects and ctx.target_object is not None and ctx.step == 1:
+            covered, _ = _covered(ctx)
+            target_name = _object_name(ctx.objects[ctx.target_object])
+            where = _where(ctx.current, Box(*ctx.objects[ctx.target_object]["box"]), width, height)
+            if covered is None:
+                sentences.append(rng.choice([
+                    f"The box does not sit on any shape; {ctx.expression} is the {target_name}"
+                    + (f", {where}" if where else "") + ".",
+                    f"The box is on empty background. The {target_name} is what \"{ctx.expression}\" means"
+                    + (f", and it is {where}" if where else "") + ".",
+                ]))
+            elif covered != ctx.target_object and _object_name(ctx.objects[covered]) == target_name:
+                sentences.append(rng.choice([
+                    f"The box covers another {target_name}, not {ctx.expression}; the one meant is "
+                    + (where if where else "a different one") + ".",
+                    f"That is a different {target_name}. {ctx.expression.capitalize()} is "
+                    + (f"{where}" if where else "another one") + ".",
+                ]))
+            elif covered != ctx.target_object:
+                sentences.append(rng.choice([
+                    f"The box covers the {_object_name(ctx.objects[covered])}, but {ctx.expression} is the "
+                    f"{target_name}" + (f", which is {where}" if where else "") + ".",
+                    f"That is the {_object_name(ctx.objects[covered])}, not {ctx.expression}. The {target_name}"
+                    + (f" is {where}" if where else " is the one meant") + ".",
+                ]))
+            else:
+                sentences.append(rng.choice([
+                    f"The box is on the {target_name}, but its edges do not fit it.",
+                    f"The right shape, the {target_name}, but the box is not tight around it.",
+                ]))
+        else:
+            where = _where(ctx.current, ctx.target, width, height)
+            if where:
+                sentences.append(rng.choice([f"The object is {where} than the box.",
+                                             f"{ctx.expression.capitalize()} lies {where} than the box."]))
+        size = _size(ctx.current, ctx.target)
+        if size:
+            sentences.append(rng.choice([f"The box is {size}.", f"It is {size} for the object."]))
+        moves = edge_moves(ctx.current, ctx.target, width, height)
+        if moves:
+            verb = rng.choice(["should move", "needs to move", "has to go"])
+            parts = [f"the {edge} edge {verb} {direction} by about {round(px)} px" for edge, direction, px in moves]
+            lead = rng.choice(["So", "Therefore", "To fix it,"])
+            sentences.append(f"{lead} " + "; ".join(parts) + ".")
+        if not ctx.is_last:
+            sentences.append(rng.choice(["Moving part of the way there first.", "A first step in that direction."]))
+        else:
+            sentences.append(rng.choice([f"Now the box fits {ctx.expression}.", "This box fits the object tightly."]))
+        return TeacherOutput(" ".join(sentences))
+
+
+def keep_reasoning(expression: str, seed: int, sample_id: str) -> str:
+    """Text of a keep trace: the box is already right and stays put (with the phrase the self policy reads)."""
+    rng = random.Random(f"{seed}:{sample_id}:keep")
+    return rng.choice([
+        f"The box already fits {expression} closely on every side. The box is correct.",
+        f"Checking the edges: the box sits tightly on {expression}. The box is correct.",
+    ])

@@ -1,0 +1,232 @@
+"""Corrective traces: synthesis from a run's own errors, and the review actions.
+
+Synthesis (``synthesize``) takes a recorded run, keeps samples whose step-0 IoU lies strictly inside a band
+(paper: 0 < IoU < 0.85), interpolates target boxes from the student's box to the ground truth over T steps
+(the last target is the ground truth itself), has a teacher write each step, and stores the traces as pending.
+Optionally it adds "keep" traces for already-good boxes (IoU >= the band's top) at a ratio of the corrective
+ones, so the model also learns not to drift. It is idempotent per (run, sample, teacher): running it again adds
+only what is missing, which also makes it resumable.
+
+Review (``approve``, ``reject``, ``edit_reasoning``, ``edit_box``, ``bulk``) goes through
+``store.traces.update_trace``: every change is a new version with a revision row, and an edit made against a
+stale version is refused (``TraceConflict``).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sqlite_utils import Database
+
+from ivt_core.boxes import Box, interpolate, iou, to_model
+from ivt_core.data.sample import Sample, load_image
+from ivt_core.errors import InvalidInputError
+from ivt_core.render import RenderStyle, render_box
+from ivt_core.store.models import get_model
+from ivt_core.store.runs import get_run, load_trajectories
+from ivt_core.store.samples import get_sample
+from ivt_core.store.traces import get_trace, insert_trace, update_trace
+from ivt_core.teachers.base import TeachContext, Teacher
+from ivt_core.teachers.geometric import keep_reasoning
+from ivt_core.workspace import Workspace
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    """Which samples get traces and how many steps they have."""
+
+    steps: int = 2
+    iou_low: float = 0.0
+    iou_high: float = 0.85
+    keep_ratio: float = 0.0
+    seed: int = 0
+    batch_size: int = 16
+
+    def check(self) -> SynthConfig:
+        if not 1 <= self.steps <= 10:
+            raise InvalidInputError(f"--steps must be between 1 and 10, got {self.steps}")
+        if not 0.0 <= self.iou_low < self.iou_high <= 1.0:
+            raise InvalidInputError(f"the IoU band needs 0 <= low < high <= 1, got {self.iou_low}..{self.iou_high}")
+        if not 0.0 <= self.keep_ratio <= 10.0:
+            raise InvalidInputError(f"--keep-ratio must be between 0 and 10, got {self.keep_ratio}")
+        return self
+
+
+def answer_text(reasoning: str, box: Box, convention: str, size: tuple[int, int], resized) -> str:
+    """A step's assistant turn: the reasoning, then the box as JSON in the model's own convention."""
+    coords = to_model(box, convention, size, tuple(resized) if resized else None)
+    return f"{reasoning}\n{json.dumps({'bbox_2d': coords})}".strip()
+
+
+def _resized_for(model: dict, family) -> list[int] | None:
+    if family.convention != "abs_resized":
+        return None
+    from ivt_core.grounders.processing import load_processor
+
+    return load_processor(model["base_path"], family.name)
+
+
+def synthesize(
+    workspace: Workspace,
+    run_id: int,
+    teacher: Teacher,
+    config: SynthConfig = SynthConfig(),
+    progress: Callable[[int, int], None] | None = None,
+) -> dict:
+    """Write pending traces for a run; returns counts (created, existing, corrective, keep, eligible)."""
+    from ivt_core.families import FAMILIES, Family
+    from ivt_core.grounders.processing import resized_size
+
+    config.check()
+    db = workspace.connect()
+    try:
+        run = get_run(db, run_id)
+        model = get_model(db, run["model_id"])
+        family = FAMILIES.get(model["family"]) or Family(model["family"], (), run["config"].get("coords", "abs"),
+                                                         "generic")
+        processor = _resized_for(model, family)
+        trajectories = [t for t in load_trajectories(db, run_id) if t.steps and t.steps[0].box is not None]
+        corrective = [t for t in trajectories if config.iou_low < t.step0_iou < config.iou_high]
+        keepable = [t for t in trajectories if t.step0_iou >= config.iou_high]
+        n_keep = min(len(keepable), round(config.keep_ratio * len(corrective)))
+        keep = random.Random(f"{config.seed}:keep").sample(keepable, n_keep) if n_keep else []
+        existing = {r["sample_id"] for r in db.query(
+            "SELECT sample_id FROM traces WHERE run_id = ? AND teacher = ?", [run_id, teacher.name])}
+        todo = [(t, "corrective") for t in corrective if t.sample_id not in existing]
+        todo += [(t, "keep") for t in keep if t.sample_id not in existing]
+        created = 0
+        total = len(todo)
+        for start in range(0, total, config.batch_size):
+            chunk = todo[start:start + config.batch_size]
+            samples = {t.sample_id: get_sample(db, t.sample_id) for t, _ in chunk}
+            images = {sid: load_image(workspace.resolve(s.image_path)) for sid, s in samples.items()}
+            contexts, owners = [], []
+            for traj, kind in chunk:
+                if kind == "keep":
+                    continue
+                sample, student = samples[traj.sample_id], traj.steps[0].box
+                targets = [interpolate(student, sample.bbox, k / config.steps) for k in range(1, config.steps + 1)]
+                targets[-1] = sample.bbox
+                shown = [student, *targets[:-1]]
+                for k in range(config.steps):
+                    contexts.append(TeachContext(
+                        sample.id, sample.expression, images[sample.id], shown[k], targets[k], k + 1, config.steps,
+                        sample.meta.get("objects", []), sample.meta.get("target"), config.seed))
+                    owners.append((traj.sample_id, targets[k]))
+            outputs = teacher.write(contexts) if contexts else []
+            written: dict[str, list] = {}
+            for (sample_id, target), out in zip(owners, outputs, strict=True):
+                written.setdefault(sample_id, []).append((target, out))
+            for traj, kind in chunk:
+                sample = samples[traj.sample_id]
+                resized = (list(resized_size(processor, sample.width, sample.height)) if processor else None)
+                if kind == "keep":
+                    steps = [{"reasoning": keep_reasoning(sample.expression, config.seed, sample.id),
+                              "box": traj.steps[0].box.to_xyxy(), "iou": traj.step0_iou}]
+                    flags = []
+                else:
+                    steps = [{"reasoning": out.reasoning, "box": target.to_xyxy(), "iou": iou(target, sample.bbox)}
+                             for target, out in written[traj.sample_id]]
+                    flags = sorted({f for _, out in written[traj.sample_id] for f in out.flags})
+                fields = {
+                    "run_id": run_id, "sample_id": sample.id, "teacher": teacher.name, "kind": kind,
+                    "origin": "synth", "status": "pending", "family": family.name,
+                    "student_text": traj.steps[0].raw_text, "student_box": traj.steps[0].box.to_xyxy(),
+                    "student_iou": traj.step0_iou, "steps": steps, "flags": flags, "final_iou": steps[-1]["iou"],
+                    "meta": {"convention": family.convention, "resized": resized, "synth": config.__dict__},
+                }
+                if insert_trace(db, fields, f"teacher:{teacher.name}", sample.expression) is not None:
+                    created += 1
+            if progress:
+                progress(min(start + len(chunk), total), total)
+        return {"created": created, "existing": len(existing), "corrective": len(corrective), "keep": len(keep),
+                "eligible_keep": len(keepable), "considered": len(trajectories)}
+    finally:
+        db.close()
+
+
+def _sample_for(db: Database, trace: dict) -> Sample:
+    return get_sample(db, trace["sample_id"])
+
+
+def approve(db: Database, trace_id: int, version: int, reviewer: str) -> int:
+    return _set_status(db, trace_id, version, reviewer, "approved")
+
+
+def reject(db: Database, trace_id: int, version: int, reviewer: str) -> int:
+    return _set_status(db, trace_id, version, reviewer, "rejected")
+
+
+def _set_status(db: Database, trace_id: int, version: int, reviewer: str, status: str) -> int:
+    trace = get_trace(db, trace_id)
+    return update_trace(db, trace_id, version, reviewer, status[:-1] if status.endswith("d") else status,
+                        {"status": status}, {"status": [trace["status"], status]},
+                        _sample_for(db, trace).expression)
+
+
+def _step(trace: dict, step: int) -> dict:
+    if not 1 <= step <= len(trace["steps"]):
+        raise InvalidInputError(f"trace {trace['id']} has steps 1..{len(trace['steps'])}, not {step}")
+    return trace["steps"][step - 1]
+
+
+def edit_reasoning(db: Database, trace_id: int, version: int, step: int, text: str, reviewer: str) -> int:
+    """Replace one step's reasoning. Raises InvalidInputError for empty text or a wrong step number."""
+    if not text or not text.strip():
+        raise InvalidInputError("the reasoning cannot be empty")
+    trace = get_trace(db, trace_id)
+    steps = [dict(s) for s in trace["steps"]]
+    old = _step(trace, step)["reasoning"]
+    steps[step - 1]["reasoning"] = text.strip()
+    return update_trace(db, trace_id, version, reviewer, "edit_text", {"steps": steps},
+                        {"step": step, "reasoning": [old, text.strip()]}, _sample_for(db, trace).expression)
+
+
+def edit_box(db: Database, trace_id: int, version: int, step: int, box: list[float], reviewer: str) -> int:
+    """Replace one step's target box (pixel xyxy); its IoU is recomputed. Raises InvalidInputError if invalid."""
+    trace = get_trace(db, trace_id)
+    sample = _sample_for(db, trace)
+    new = Box.from_xyxy(box)
+    if new.is_empty() or not new.inside(sample.width, sample.height):
+        raise InvalidInputError(f"box {box} is empty or outside the {sample.width}x{sample.height} image")
+    steps = [dict(s) for s in trace["steps"]]
+    old = _step(trace, step)["box"]
+    steps[step - 1].update(box=new.to_xyxy(), iou=iou(new, sample.bbox))
+    return update_trace(db, trace_id, version, reviewer, "edit_box",
+                        {"steps": steps, "final_iou": steps[-1]["iou"]},
+                        {"step": step, "box": [old, new.to_xyxy()]}, sample.expression)
+
+
+def bulk(db: Database, trace_ids: list[int], action: str, reviewer: str) -> dict:
+    """Approve or reject many traces at their current versions; returns {'done': n, 'conflicts': [ids]}."""
+    if action not in ("approve", "reject"):
+        raise InvalidInputError(f"bulk action must be approve or reject, not {action!r}")
+    from ivt_core.store.traces import TraceConflict
+
+    done, conflicts = 0, []
+    for trace_id in trace_ids:
+        trace = get_trace(db, trace_id)
+        try:
+            (approve if action == "approve" else reject)(db, trace_id, trace["version"], reviewer)
+            done += 1
+        except TraceConflict:
+            conflicts.append(trace_id)
+    return {"done": done, "conflicts": conflicts}
+
+
+def trace_images(workspace: Workspace, trace: dict, sample: Sample, style: RenderStyle | None = None) -> list[str]:
+    """Stored paths of the images of a trace's conversation: the original, then each box the student is shown.
+
+    Rendered from the current boxes (so a box edit gives new images); content-addressed, so unchanged renders
+    are not written twice.
+    """
+    style = style or RenderStyle()
+    image = load_image(workspace.resolve(sample.image_path))
+    shown = [trace["student_box"], *[s["box"] for s in trace["steps"][:-1]]]
+    paths = [str(workspace.resolve(sample.image_path))]
+    for box in shown:
+        paths.append(str(workspace.resolve(workspace.store_image(render_box(image, Box(*box), style)))))
+    return paths

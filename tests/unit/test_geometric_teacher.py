@@ -1,0 +1,61 @@
+import re
+
+import pytest
+from PIL import Image
+
+from ivt_core.boxes import Box
+from ivt_core.teachers.base import FORBIDDEN_PHRASES, TeachContext
+from ivt_core.teachers.geometric import GeometricTeacher, edge_moves
+
+IMG = Image.new("RGB", (200, 200))
+
+
+def _ctx(current, target, step=1, total=1, objects=(), target_object=None, sample_id="s"):
+    return TeachContext(sample_id, "the red circle", IMG, current, target, step, total, list(objects), target_object)
+
+
+def _directions(text):
+    return dict(re.findall(r"the (left|right|top|bottom) edge [a-z ]*?\b(left|right|up|down)\b", text))
+
+
+@pytest.mark.parametrize("current,target,expected", [
+    (Box(10, 10, 50, 50), Box(60, 10, 100, 50), {"left": "right", "right": "right"}),
+    (Box(60, 60, 100, 100), Box(20, 20, 60, 60), {"left": "left", "right": "left", "top": "up", "bottom": "up"}),
+    (Box(50, 50, 150, 150), Box(70, 70, 130, 130), {"left": "right", "right": "left", "top": "down",
+                                                    "bottom": "up"}),
+    (Box(90, 90, 110, 110), Box(50, 50, 150, 150), {"left": "left", "right": "right", "top": "up",
+                                                    "bottom": "down"}),
+    (Box(10, 10, 50, 50), Box(10, 10, 50, 120), {"bottom": "down"}),
+])
+def test_every_edge_direction_is_right(current, target, expected):
+    (out,) = GeometricTeacher().write([_ctx(current, target)])
+    assert _directions(out.reasoning) == expected
+
+
+def test_size_and_position_words():
+    (out,) = GeometricTeacher().write([_ctx(Box(50, 50, 150, 150), Box(160, 160, 180, 180))])
+    assert "too wide" in out.reasoning and "too tall" in out.reasoning
+    assert "further right and lower" in out.reasoning
+
+
+def test_names_what_the_box_covers_in_a_scene():
+    objects = [{"kind": "square", "colour": "blue", "size": "large", "box": [10, 10, 50, 50]},
+               {"kind": "circle", "colour": "red", "size": "small", "box": [150, 150, 170, 170]}]
+    (out,) = GeometricTeacher().write([_ctx(Box(10, 10, 50, 50), Box(150, 150, 170, 170), objects=objects,
+                                            target_object=1)])
+    assert "large blue square" in out.reasoning and "small red circle" in out.reasoning
+    assert "further right and lower" in out.reasoning
+
+
+def test_deterministic_varied_and_never_mentions_the_answer():
+    teacher = GeometricTeacher(seed=1)
+    texts = [teacher.write([_ctx(Box(10, 10, 50, 50), Box(60, 70, 90, 120), sample_id=f"s{i}")])[0].reasoning
+             for i in range(12)]
+    again = [teacher.write([_ctx(Box(10, 10, 50, 50), Box(60, 70, 90, 120), sample_id=f"s{i}")])[0].reasoning
+             for i in range(12)]
+    assert texts == again and len(set(texts)) > 1
+    assert not any(p in t.lower() for t in texts for p in FORBIDDEN_PHRASES)
+
+
+def test_small_differences_are_not_mentioned():
+    assert edge_moves(Box(10, 10, 50, 50), Box(11, 10, 51, 50), 200, 200) == []
