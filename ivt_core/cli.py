@@ -280,6 +280,35 @@ def cmd_probe(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    """``ivt train sft|grpo ...``: run a trainer here, or as a background job with --job.
+
+    The trainers live in the ``training`` package (which imports ``ivt_core``, never the other way round); the
+    command line is the front door to both, so it loads them by name.
+    """
+    import importlib
+
+    from ivt_core.jobs import submit
+    from ivt_core.workspace import Workspace
+
+    rest, as_job, workspace_arg = [], False, None
+    items = iter(args.rest)
+    for item in items:
+        if item == "--job":
+            as_job = True
+        elif item == "--workspace":
+            workspace_arg = next(items, None)
+        else:
+            rest.append(item)
+    workspace = Workspace.open(workspace_arg)
+    if as_job:
+        job_id = submit(workspace, args.trainer, rest)
+        print(f"started {args.trainer} job {job_id}; follow it with `ivt jobs show {job_id}`", file=sys.stderr)
+        print(job_id)
+        return 0
+    return importlib.import_module(f"training.{args.trainer}").main([*rest, "--workspace", str(workspace.root)])
+
+
 def cmd_runs(args: argparse.Namespace) -> int:
     from ivt_core.store.runs import list_runs
     from ivt_core.workspace import Workspace
@@ -402,6 +431,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_parsers(sub, _Parser, _positive, _non_negative)
 
+    p = sub.add_parser("train", help="SFT or GRPO (options: `ivt train sft --help`); --job runs it in the background",
+                       add_help=False)
+    p.add_argument("trainer", choices=["sft", "grpo"])
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_train)
+
     p = sub.add_parser("runs", help="list the runs of a workspace")
     p.add_argument("--workspace", default=None)
     p.set_defaults(func=cmd_runs)
@@ -419,7 +454,7 @@ def cmd_jobs(args: argparse.Namespace) -> int:
         for job in list_jobs(db):
             done = f"{job['progress_done']}/{job['progress_total']}" if job["progress_total"] else ""
             print(f"{job['id']:>4}  {job['kind']:<6} {job['status']:<12} {done:<10} {job['created_at']}  "
-                  f"{' '.join(job['argv'][1:])}")
+                  f"{' '.join(job['argv'])}")
         return 0
     if args.jobs_command == "show":
         job = get_job(workspace.connect(), args.job_id)

@@ -16,7 +16,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
     workspace = Workspace.open(args.workspace)
     config = SynthConfig(steps=args.steps, iou_low=args.iou_low, iou_high=args.iou_high,
-                         keep_ratio=args.keep_ratio, seed=args.seed).check()
+                         keep_ratio=args.keep_ratio, seed=args.seed, include_zero=args.include_zero).check()
     if args.job:
         from ivt_core.cli import _job_args
 
@@ -114,6 +114,8 @@ def add_parsers(sub, parser_class, positive, non_negative) -> None:
     p.add_argument("--iou-low", type=float, default=0.0, help="keep samples with step-0 IoU above this")
     p.add_argument("--iou-high", type=float, default=0.85, help="... and below this")
     p.add_argument("--keep-ratio", type=float, default=0.0, help="keep traces per corrective trace")
+    p.add_argument("--include-zero", action="store_true",
+                   help="also correct readable boxes with IoU 0 (the wrong object), which the paper's band excludes")
     p.add_argument("--seed", type=non_negative, default=0)
     p.add_argument("--teacher-model", default=None, help="vlm teacher: local checkpoint folder, or server model")
     p.add_argument("--teacher-url", default=None, help="vlm teacher: OpenAI-compatible server, e.g. http://host:8000/v1")

@@ -15,6 +15,7 @@ Closing the browser or the terminal loses nothing: the job goes on, and its stat
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -28,7 +29,14 @@ from ivt_core.store.jobs import ACTIVE, add_metric, create_job, get_job, update_
 from ivt_core.store.samples import now
 from ivt_core.workspace import Workspace
 
-JOB_COMMANDS = {"eval": ["eval"], "synth": ["synth"]}
+# kind -> what follows `python` on the command line. Only these can run as jobs.
+JOB_COMMANDS = {
+    "eval": ["-m", "ivt_core.cli", "eval"],
+    "synth": ["-m", "ivt_core.cli", "synth"],
+    "sft": ["-m", "training.sft"],
+    "grpo": ["-m", "training.grpo"],
+}
+TRAINERS = ("sft", "grpo")
 HEARTBEAT_S = 5.0
 STALE_AFTER_S = 60.0
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,27 +46,38 @@ class JobCancelled(Exception):
     """Raised in a job's main thread when it receives SIGTERM."""
 
 
-def _validate(kind: str, args: list[str]) -> list[str]:
+def _validate(kind: str, args: list[str], workspace: Workspace | None = None) -> list[str]:
+    """Parse ``args`` exactly as the job's program will, before anything starts. Returns the stored argv."""
     if kind not in JOB_COMMANDS:
         raise InvalidInputError(f"unknown job kind {kind!r}; jobs can be: {', '.join(JOB_COMMANDS)}")
     if any(not isinstance(a, str) for a in args):
         raise InvalidInputError("job arguments must be strings")
-    banned = {"--workspace", "--job-id", "--job"}
-    if banned & set(args):
-        raise InvalidInputError(f"job arguments may not set {', '.join(sorted(banned & set(args)))}")
+    banned = {"--workspace", "--job-id", "--job"} & set(args)
+    if banned:
+        raise InvalidInputError(f"job arguments may not set {', '.join(sorted(banned))}")
+    if kind in TRAINERS:
+        import importlib
+
+        # the trainers' own config parser and checks (the CLI front door may reach training; the engine never)
+        module = importlib.import_module(f"training.{kind}")
+        try:
+            cfg = module.config_from_args([*args, "--workspace", str(workspace.root)] if workspace else args)
+            module.preflight(cfg)
+        except SystemExit as exc:
+            raise InvalidInputError(f"invalid {kind} arguments: {' '.join(args)}") from exc
+        return list(args)
     from ivt_core.cli import build_parser
 
-    argv = [*JOB_COMMANDS[kind], *args]
     try:
-        build_parser().parse_args(argv)
+        build_parser().parse_args([*JOB_COMMANDS[kind][2:], *args])
     except SystemExit as exc:
         raise InvalidInputError(f"invalid {kind} job arguments: {' '.join(args)}") from exc
-    return argv
+    return list(args)
 
 
 def submit(workspace: Workspace, kind: str, args: list[str], resumed_from: int | None = None) -> int:
     """Start a background job; return its id. Raises InvalidInputError for arguments the CLI would reject."""
-    argv = _validate(kind, args)
+    argv = _validate(kind, args, workspace)
     logs = workspace.root / "jobs"
     logs.mkdir(exist_ok=True)
     db = workspace.connect()
@@ -66,7 +85,10 @@ def submit(workspace: Workspace, kind: str, args: list[str], resumed_from: int |
         job_id = create_job(db, kind, argv, "", resumed_from)
         log_path = logs / f"{job_id}.log"
         update_job(db, job_id, log_path=str(log_path))
-        command = [sys.executable, "-m", "ivt_core.cli", *argv, "--workspace", str(workspace.root),
+        if kind in TRAINERS and "--out" not in argv:
+            argv = [*argv, "--out", str(workspace.root / "models" / f"{kind}-job{job_id}")]
+            update_job(db, job_id, argv=json.dumps(argv))
+        command = [sys.executable, *JOB_COMMANDS[kind], *argv, "--workspace", str(workspace.root),
                    "--job-id", str(job_id)]
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         with open(log_path, "ab") as log:
@@ -146,7 +168,7 @@ def resume(workspace: Workspace, job_id: int) -> int:
         raise InvalidInputError(f"job {job_id} is still {job['status']}; cancel it first or wait for it")
     if job["status"] == "done":
         raise InvalidInputError(f"job {job_id} finished; nothing to resume")
-    args = list(job["argv"][len(JOB_COMMANDS[job["kind"]]):])
+    args = list(job["argv"])
     if run:
         args = _without_option(args, "--resume-run") + ["--resume-run", str(run[0]["id"])]
     return submit(workspace, job["kind"], args, resumed_from=job_id)

@@ -97,8 +97,13 @@ def run_batch(
     samples: list[Sample],
     config: LoopConfig,
     images: list[Image.Image] | None = None,
+    keep_conversations: bool = False,
 ) -> list[Trajectory]:
-    """Run the loop on one batch of samples advancing together; returns one trajectory per sample, in order."""
+    """Run the loop on one batch of samples advancing together; returns one trajectory per sample, in order.
+
+    With ``keep_conversations`` each trajectory carries its whole conversation (rendered images and the last
+    answer included), which GRPO trains on.
+    """
     prompts = get_prompts(grounder.family.prompt_family, config.prompt_version)
     images = images if images is not None else [load_image(s.image_path) for s in samples]
     live = [
@@ -115,6 +120,9 @@ def run_batch(
             item.trajectory.steps.append(_record(item, step, answer, grounder))
             item.trajectory.stop_step = step
             if step == config.steps or should_stop(item.trajectory.steps, config.policy):
+                if keep_conversations:
+                    item.conversation.append({"role": "assistant", "content": [{"type": "text", "text": answer.text}]})
+                    item.trajectory.conversation = item.conversation
                 continue
             rendered = render_box(item.image, _latest_box(item.trajectory), config.render)
             item.conversation.append({"role": "assistant", "content": [{"type": "text", "text": answer.text}]})

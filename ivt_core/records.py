@@ -34,6 +34,7 @@ class Trajectory:
     sample_id: str
     steps: list[StepRecord] = field(default_factory=list)
     stop_step: int = 0
+    conversation: list[dict] | None = field(default=None, repr=False, compare=False)  # kept for GRPO only
 
     @property
     def ious(self) -> list[float]:

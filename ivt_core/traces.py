@@ -44,6 +44,7 @@ class SynthConfig:
     keep_ratio: float = 0.0
     seed: int = 0
     batch_size: int = 16
+    include_zero: bool = False  # also correct readable boxes with IoU 0 (on the wrong object entirely)
 
     def check(self) -> SynthConfig:
         if not 1 <= self.steps <= 10:
@@ -89,7 +90,8 @@ def synthesize(
                                                          "generic")
         processor = _resized_for(model, family)
         trajectories = [t for t in load_trajectories(db, run_id) if t.steps and t.steps[0].box is not None]
-        corrective = [t for t in trajectories if config.iou_low < t.step0_iou < config.iou_high]
+        corrective = [t for t in trajectories if config.iou_low < t.step0_iou < config.iou_high
+                      or (config.include_zero and t.step0_iou == 0.0)]
         keepable = [t for t in trajectories if t.step0_iou >= config.iou_high]
         n_keep = min(len(keepable), round(config.keep_ratio * len(corrective)))
         keep = random.Random(f"{config.seed}:keep").sample(keepable, n_keep) if n_keep else []
@@ -144,6 +146,38 @@ def synthesize(
                 progress(min(start + len(chunk), total), total)
         return {"created": created, "existing": len(existing), "corrective": len(corrective), "keep": len(keep),
                 "eligible_keep": len(keepable), "considered": len(trajectories)}
+    finally:
+        db.close()
+
+
+def traces_from_rollouts(workspace: Workspace, trajectories, teacher: Teacher, family, steps: int) -> int:
+    """The IVR-R1 flywheel: low-reward rollouts become pending corrective traces (origin ``grpo``)."""
+    db = workspace.connect()
+    created = 0
+    try:
+        for traj in trajectories:
+            sample = get_sample(db, traj.sample_id)
+            image = load_image(workspace.resolve(sample.image_path))
+            student = traj.steps[0].box
+            targets = [interpolate(student, sample.bbox, k / steps) for k in range(1, steps + 1)]
+            targets[-1] = sample.bbox
+            shown = [student, *targets[:-1]]
+            outputs = teacher.write([TeachContext(sample.id, sample.expression, image, shown[k], targets[k], k + 1,
+                                                  steps, sample.meta.get("objects", []), sample.meta.get("target"))
+                                     for k in range(steps)])
+            fields = {
+                "run_id": None, "sample_id": sample.id, "teacher": teacher.name, "kind": "corrective",
+                "origin": "grpo", "status": "pending", "family": family.name, "student_text": traj.steps[0].raw_text,
+                "student_box": student.to_xyxy(), "student_iou": traj.step0_iou,
+                "steps": [{"reasoning": o.reasoning, "box": t.to_xyxy(), "iou": iou(t, sample.bbox)}
+                          for t, o in zip(targets, outputs, strict=True)],
+                "flags": [], "final_iou": 1.0, "meta": {"convention": family.convention, "resized": None},
+            }
+            duplicate = list(db.query("SELECT id FROM traces WHERE sample_id = ? AND origin = 'grpo' AND "
+                                      "student_box = ?", [sample.id, json.dumps(student.to_xyxy())]))
+            if not duplicate and insert_trace(db, fields, f"teacher:{teacher.name}", sample.expression):
+                created += 1
+        return created
     finally:
         db.close()
 

@@ -105,7 +105,8 @@ class TransformersGrounder:
             model = _attach_adapter(model, Path(adapter))
         model.eval()
         enable_batched_vision_attention(model)
-        name = path.name + (f"+{Path(adapter).name}" if adapter else "")
+        adapters = [Path(a) for a in str(adapter or "").split(",") if a]
+        name = path.name + "".join(f"+{a.parent.name if a.name == 'adapter' else a.name}" for a in adapters)
         return cls(model, processor, family, name, device)
 
     def resized_size(self, width: int, height: int) -> tuple[int, int] | None:
@@ -154,11 +155,19 @@ class TransformersGrounder:
 
 
 def _attach_adapter(model, adapter: Path):
-    if not (adapter / "adapter_config.json").is_file():
-        raise InvalidInputError(f"{adapter} is not a LoRA adapter folder (no adapter_config.json)")
+    """Put a LoRA adapter on the model. ``a,b``: merge ``a`` into the weights first, then put ``b`` on top
+    (a GRPO adapter trained over a merged SFT adapter)."""
+    parts = [Path(p) for p in str(adapter).split(",") if p]
+    for part in parts:
+        if not (part / "adapter_config.json").is_file():
+            raise InvalidInputError(f"{part} is not a LoRA adapter folder (no adapter_config.json)")
     from peft import PeftModel
 
     try:
-        return PeftModel.from_pretrained(model, str(adapter), local_files_only=True)
+        for index, part in enumerate(parts):
+            model = PeftModel.from_pretrained(model, str(part), local_files_only=True)
+            if index < len(parts) - 1:
+                model = model.merge_and_unload()
+        return model
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         raise InvalidInputError(f"cannot attach adapter {adapter} to this model: {exc}") from exc

@@ -1,0 +1,131 @@
+"""SFT and GRPO on tiny random models (CPU): they run, save, register, refuse nonsense, survive SIGKILL."""
+
+import json
+import os
+import signal
+import time
+
+import pytest
+
+from ivt_core.cli import main
+from ivt_core.jobs import reconcile, resume, submit
+from ivt_core.store.jobs import get_job, job_metrics
+from ivt_core.teachers.geometric import GeometricTeacher
+from ivt_core.traces import SynthConfig, bulk, synthesize
+from tests.integration.test_traces import run  # noqa: F401  (fixture)
+
+
+@pytest.fixture
+def approved(run):  # noqa: F811
+    workspace, run_id = run
+    synthesize(workspace, run_id, GeometricTeacher(), SynthConfig(steps=2))
+    db = workspace.connect()
+    bulk(db, [r["id"] for r in db.query("SELECT id FROM traces")], "approve", "test")
+    return workspace
+
+
+def _sft(workspace, model, *extra):
+    return main(["train", "sft", "--workspace", str(workspace.root), "--base", str(model), "--batch-size", "2",
+                 "--lora-r", "4", "--lora-alpha", "8", "--eval-fraction", "0", *extra])
+
+
+def test_sft_trains_saves_and_registers(approved, tiny_models, capsys):
+    out = approved.root / "models" / "sft-test"
+    assert _sft(approved, tiny_models["qwen3_vl"], "--max-steps", "2", "--out", str(out)) == 0
+    assert (out / "adapter" / "adapter_config.json").is_file()
+    assert json.loads((out / "adapter" / "sft_config.json").read_text())["max_steps"] == 2
+    assert len((out / "data" / "traces.jsonl").read_text().splitlines()) == 5
+    model = approved.connect().execute("SELECT name, adapter_path, parent_id FROM models WHERE name = 'sft-test'")
+    name, adapter, parent = model.fetchone()
+    assert adapter.endswith("adapter") and parent is not None
+
+    from ivt_core.grounders.transformers_grounder import TransformersGrounder
+
+    assert TransformersGrounder.load(tiny_models["qwen3_vl"], adapter=adapter, device="cpu")
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--lr", "-1"], "lr must be"),
+    (["--lora-r", "0"], "lora_r"),
+    (["--base", "/nonexistent"], "config.json"),
+])
+def test_sft_refuses_nonsense(approved, tiny_models, capsys, extra, message):
+    assert _sft(approved, tiny_models["qwen3_vl"], *extra) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_sft_refuses_without_approved_traces(workspace, tiny_models, capsys):
+    assert _sft(workspace, tiny_models["qwen3_vl"]) == 2
+    assert "no approved traces" in capsys.readouterr().err
+
+
+def test_job_submission_refuses_before_starting(approved, tiny_models):
+    from ivt_core.errors import InvalidInputError
+
+    with pytest.raises(InvalidInputError, match="group_size"):
+        submit(approved, "grpo", ["--base", str(tiny_models["qwen3_vl"]), "--group-size", "1"])
+    assert approved.connect().execute("SELECT COUNT(*) FROM jobs").fetchone()[0] == 0
+
+
+def test_grpo_refuses_adapter_of_another_base(approved, tiny_models, tmp_path, capsys):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForImageTextToText
+
+    other = AutoModelForImageTextToText.from_pretrained(tiny_models["qwen2_5_vl"])
+    get_peft_model(other, LoraConfig(r=2, target_modules=["q_proj"])).save_pretrained(tmp_path / "other")
+    config = json.loads((tmp_path / "other" / "adapter_config.json").read_text())
+    config["base_model_name_or_path"] = str(tiny_models["qwen2_5_vl"])
+    (tmp_path / "other" / "adapter_config.json").write_text(json.dumps(config))
+    assert main(["train", "grpo", "--workspace", str(approved.root), "--base", str(tiny_models["qwen3_vl"]),
+                 "--init-adapter", str(tmp_path / "other")]) == 2
+    assert "trained on" in capsys.readouterr().err
+
+
+def test_grpo_runs_logs_rewards_and_registers(approved, tiny_models, capsys):
+    out = approved.root / "models" / "grpo-test"
+    assert main(["train", "grpo", "--workspace", str(approved.root), "--base", str(tiny_models["qwen3_vl"]),
+                 "--dataset", "shapes", "--split", "test", "--group-size", "2", "--prompts", "2", "--steps", "1",
+                 "--max-steps", "2", "--max-new-tokens", "6", "--lora-r", "4", "--out", str(out),
+                 "--flywheel-below", "0.5"]) == 0
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2]
+    assert {"reward_mean", "reward_std", "kl", "degradation", "iou_step0", "iou_step1"} <= set(records[0])
+    assert (out / "adapter" / "adapter_config.json").is_file()
+
+
+def _wait(workspace, job_id, check, timeout=180):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        job = get_job(workspace.connect(), job_id)
+        if check(job):
+            return job
+        time.sleep(0.3)
+    raise AssertionError(f"job {job_id}: {job['status']} {open(job['log_path']).read()[-3000:]}")
+
+
+def test_sigkill_leaves_interrupted_job_that_resumes_without_losing_metrics(approved, tiny_models):
+    args = ["--base", str(tiny_models["qwen3_vl"]), "--batch-size", "1", "--lora-r", "4", "--eval-fraction", "0",
+            "--max-steps", "40", "--save-steps", "2"]
+    job_id = submit(approved, "sft", args)
+    job = _wait(approved, job_id, lambda j: j["progress_done"] >= 5)
+    os.killpg(job["pid"], signal.SIGKILL)
+    _wait(approved, job_id, lambda j: not _alive(j["pid"]), timeout=30)
+    assert reconcile(approved) == [job_id]
+    assert get_job(approved.connect(), job_id)["status"] == "interrupted"
+    before = job_metrics(approved.connect(), job_id)["loss"]
+    trace_versions = approved.connect().execute("SELECT SUM(version) FROM traces").fetchone()[0]
+    new_id = resume(approved, job_id)
+    done = _wait(approved, new_id, lambda j: j["status"] in ("done", "failed"), timeout=300)
+    assert done["status"] == "done" and done["progress_done"] == 40
+    assert job_metrics(approved.connect(), job_id)["loss"] == before  # the first run's rows are kept
+    assert job_metrics(approved.connect(), new_id)["loss"][-1][0] == 40
+    assert approved.connect().execute("SELECT SUM(version) FROM traces").fetchone()[0] == trace_versions
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+        os.waitpid(pid, os.WNOHANG)
+    except (ProcessLookupError, ChildProcessError):
+        return False
+    return True

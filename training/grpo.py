@@ -1,0 +1,285 @@
+"""GRPO through the real IVT loop: G sampled trajectories per prompt, rendered boxes between steps.
+
+    python -m training.grpo --config grpo.json
+    ivt train grpo --workspace W --init-adapter W/models/sft-job3/adapter --max-steps 50 [--job]
+
+Why a hand-written loop: TRL's GRPOTrainer generates one completion per prompt; here every rollout is a
+multi-turn conversation whose later turns contain images rendered from the model's own earlier answers, which
+its generation step cannot produce for every model family. The loop is short; its pieces (rewards, group
+advantages, token log-probs, KL, clipped loss) live in ``ivt_core.rewards`` with literal tests.
+
+Per step: take ``prompts`` training samples, roll each out G times through ``ivt_core.loop.run_batch`` with
+sampling, score each trajectory with the reward (``ivt_core.rewards``; default final IoU + 0.1 x format),
+normalise rewards within each group, and take one policy-gradient step on all assistant tokens of the
+trajectories, with a KL penalty (beta) to the reference. The reference is the starting model: an SFT adapter
+given by ``init_adapter`` is merged into the base in memory and a new LoRA adapter is trained on top, so
+disabling that adapter gives the reference with no second copy of the weights. Logged per step: reward mean and
+std, IoU per step, degradation, KL, completion length. Optional flywheel: rollouts under ``flywheel_below`` go
+to the geometric teacher and into the review queue as pending traces (origin ``grpo``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+from ivt_core.errors import InvalidInputError, IVTError
+
+
+@dataclass
+class GRPOConfig:
+    workspace: str = "workspace"
+    base: str = ""
+    init_adapter: str = ""
+    out: str = ""
+    dataset: str = "shapes"
+    split: str = "train"
+    group_size: int = 6
+    prompts: int = 4
+    steps: int = 2
+    max_steps: int = 50
+    lr: float = 1e-5
+    beta: float = 0.04
+    clip: float = 0.2
+    reward: str = "final_iou_format"
+    temperature: float = 1.0
+    max_new_tokens: int = 96
+    lora_r: int = 16
+    lora_alpha: int = 32
+    micro_batch: int = 8
+    save_steps: int = 10
+    flywheel_below: float = -1.0  # reward threshold for the flywheel; < 0 = off
+    seed: int = 0
+    job_id: int = 0
+
+    def check(self) -> GRPOConfig:
+        from ivt_core.rewards import get_reward
+
+        if self.group_size < 2:
+            raise InvalidInputError(f"group_size (G) must be at least 2 for group-normalised advantages, got "
+                                    f"{self.group_size}")
+        if not 0 < self.lr < 1:
+            raise InvalidInputError(f"lr must be between 0 and 1 (e.g. 1e-5), got {self.lr}")
+        if self.beta < 0 or not 0 < self.clip < 1:
+            raise InvalidInputError("beta must be >= 0 and clip in (0, 1)")
+        if self.prompts < 1 or self.max_steps < 1 or self.micro_batch < 1 or not 1 <= self.steps <= 5:
+            raise InvalidInputError("prompts, max_steps and micro_batch must be >= 1, and steps (T) in 1..5")
+        if self.temperature <= 0:
+            raise InvalidInputError("temperature must be > 0 (GRPO needs sampled rollouts)")
+        get_reward(self.reward)
+        if not (Path(self.base) / "config.json").is_file():
+            raise InvalidInputError(f"base model folder {self.base} has no config.json")
+        if self.init_adapter:
+            from training.sft import check_adapter_base
+
+            if not (Path(self.init_adapter) / "adapter_config.json").is_file():
+                raise InvalidInputError(f"init_adapter {self.init_adapter} is not a LoRA adapter folder")
+            check_adapter_base(Path(self.init_adapter), Path(self.base))
+        return self
+
+
+def preflight(cfg: GRPOConfig) -> None:
+    from ivt_core.store.samples import get_samples
+    from ivt_core.workspace import Workspace
+
+    cfg.check()
+    db = Workspace.open(cfg.workspace).connect()
+    try:
+        get_samples(db, cfg.dataset, cfg.split, limit=1)
+    finally:
+        db.close()
+
+
+def _trajectory_tensors(processor, trajectories, rope, pad):
+    from ivt_core.supervision import build_example, collate
+
+    examples = []
+    for t in trajectories:
+        conversation = t.conversation
+        turns = {i for i, m in enumerate(conversation) if m["role"] == "assistant"}
+        examples.append(build_example(processor, conversation, turns))
+    return collate(examples, pad, rope)
+
+
+def train(cfg: GRPOConfig) -> Path:
+    import random
+
+    import torch
+    from peft import LoraConfig, PeftModel, get_peft_model
+    from transformers import AutoModelForImageTextToText
+
+    from ivt_core.data.sample import load_image
+    from ivt_core.families import family_for_model_type
+    from ivt_core.grounders.base import Sampling
+    from ivt_core.grounders.fast_vision import enable_batched_vision_attention
+    from ivt_core.grounders.processing import load_processor
+    from ivt_core.grounders.transformers_grounder import TransformersGrounder
+    from ivt_core.jobs import JobReporter
+    from ivt_core.loop import LoopConfig, run_batch
+    from ivt_core.metrics import degradation
+    from ivt_core.rewards import get_reward, group_advantages, grpo_loss, token_logprobs
+    from ivt_core.store.models import register_model
+    from ivt_core.store.samples import get_samples
+    from ivt_core.supervision import cpu_rope_index
+    from ivt_core.workspace import Workspace
+
+    preflight(cfg)
+    workspace = Workspace.open(cfg.workspace)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "grpo_config.json").write_text(json.dumps(asdict(cfg), indent=1))
+    torch.manual_seed(cfg.seed)
+    base = Path(cfg.base)
+    family = family_for_model_type(json.loads((base / "config.json").read_text())["model_type"])
+    processor = load_processor(base, family.name)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = AutoModelForImageTextToText.from_pretrained(
+        str(base), dtype=torch.bfloat16 if device == "cuda" else torch.float32)
+    if cfg.init_adapter:
+        model = PeftModel.from_pretrained(model, cfg.init_adapter).merge_and_unload()
+    checkpoint = out / "checkpoint"
+    if (checkpoint / "adapter_config.json").is_file():
+        model = PeftModel.from_pretrained(model, str(checkpoint), is_trainable=True)
+        state = torch.load(checkpoint / "state.pt", weights_only=True)
+    else:
+        lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
+                          target_modules=r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj)")
+        model = get_peft_model(model, lora)
+        state = None
+    model.to(device)
+    enable_batched_vision_attention(model)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr)
+    start = 0
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+        start = state["step"]
+    rope = cpu_rope_index(type(model.base_model.model.model), model.config) if family.name == "qwen3_vl" else None
+    pad = processor.tokenizer.pad_token_id
+    reward_fn = get_reward(cfg.reward)
+    db = workspace.connect()
+    samples = get_samples(db, cfg.dataset, cfg.split)
+    grounder = TransformersGrounder(model, processor, family, "grpo-policy", device)
+    loop = LoopConfig(steps=cfg.steps, batch_size=cfg.prompts * cfg.group_size,
+                      sampling=Sampling(max_new_tokens=cfg.max_new_tokens, do_sample=True,
+                                        temperature=cfg.temperature))
+    stop = {"flag": False}
+    log = (out / "metrics.jsonl").open("a")
+    with JobReporter(workspace, cfg.job_id or None) as reporter:
+        signal.signal(signal.SIGTERM, lambda *a: stop.update(flag=True))
+        for step in range(start, cfg.max_steps):
+            rng = random.Random(f"{cfg.seed}:{step}")
+            prompts = rng.sample(samples, min(cfg.prompts, len(samples)))
+            batch = [s for s in prompts for _ in range(cfg.group_size)]
+            images = [load_image(workspace.resolve(s.image_path)) for s in batch]
+            model.eval()
+            trajectories = run_batch(grounder, batch, loop, images, keep_conversations=True)
+            rewards = torch.tensor([reward_fn(t) for t in trajectories])
+            advantages = group_advantages(rewards, cfg.group_size)
+            model.train()
+            optimizer.zero_grad(set_to_none=True)
+            kls = []
+            for begin in range(0, len(trajectories), cfg.micro_batch):
+                chunk = list(range(begin, min(begin + cfg.micro_batch, len(trajectories))))
+                tensors = {k: v.to(device) for k, v in _trajectory_tensors(
+                    processor, [trajectories[i] for i in chunk], rope, pad).items()}
+                labels = tensors.pop("labels")
+                with torch.no_grad(), model.disable_adapter():
+                    ref_logp, _ = token_logprobs(model(**tensors).logits, labels)
+                policy_logp, mask = token_logprobs(model(**tensors).logits, labels)
+                loss, kl = grpo_loss(policy_logp, policy_logp.detach(), ref_logp, mask,
+                                     advantages[chunk].to(device), cfg.beta, cfg.clip)
+                (loss * len(chunk) / len(trajectories)).backward()
+                kls.append(kl.item())
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            per_step = [sum(t.steps[k].iou for t in trajectories if len(t.steps) > k) / len(trajectories)
+                        for k in range(cfg.steps + 1)]
+            losses = [x for t in trajectories for x in degradation(t)]
+            record = {"step": step + 1, "reward_mean": rewards.mean().item(), "reward_std": rewards.std().item(),
+                      "kl": sum(kls) / len(kls), "degradation": sum(losses) / max(1, len(losses)),
+                      "completion_tokens": sum(s.tokens_out for t in trajectories for s in t.steps) / len(trajectories),
+                      **{f"iou_step{k}": v for k, v in enumerate(per_step)}}
+            log.write(json.dumps(record) + "\n")
+            log.flush()
+            for key, value in record.items():
+                if key != "step":
+                    reporter.metric(step + 1, key, value)
+            reporter.progress(step + 1, cfg.max_steps, f"step {step + 1}/{cfg.max_steps} reward "
+                              f"{record['reward_mean']:.3f}")
+            print(json.dumps(record), flush=True)
+            if cfg.flywheel_below >= 0:
+                _flywheel(workspace, trajectories, rewards, cfg, family)
+            if (step + 1) % cfg.save_steps == 0 or step + 1 == cfg.max_steps or stop["flag"]:
+                model.save_pretrained(checkpoint)
+                torch.save({"step": step + 1, "optimizer": optimizer.state_dict()}, checkpoint / "state.pt")
+            if stop["flag"]:
+                raise KeyboardInterrupt("stopped by SIGTERM after saving a checkpoint")
+        adapter = out / "adapter"
+        model.save_pretrained(adapter)
+        (adapter / "grpo_config.json").write_text(json.dumps(asdict(cfg), indent=1))
+        parent = register_model(db, base.name, str(base.resolve()), family.name)
+        stacked = ",".join([str(Path(cfg.init_adapter).resolve())] if cfg.init_adapter else []
+                           + [str(adapter.resolve())])
+        model_id = register_model(db, out.name, str(base.resolve()), family.name, adapter_path=stacked,
+                                  parent_id=parent, origin_job=cfg.job_id or None,
+                                  meta={"kind": "grpo", "config": asdict(cfg), "init_adapter": cfg.init_adapter,
+                                        "note": "adapter applies on top of the base with init_adapter merged"})
+        print(json.dumps({"model_id": model_id, "adapter": str(adapter)}), flush=True)
+    db.close()
+    return out / "adapter"
+
+
+def _flywheel(workspace, trajectories, rewards, cfg: GRPOConfig, family) -> int:
+    """Low-reward rollouts whose step-0 box is readable become pending traces (origin grpo)."""
+    from ivt_core.teachers.geometric import GeometricTeacher
+    from ivt_core.traces import traces_from_rollouts
+
+    chosen = [t for t, r in zip(trajectories, rewards.tolist(), strict=True)
+              if r < cfg.flywheel_below and t.steps and t.steps[0].box is not None]
+    return traces_from_rollouts(workspace, chosen, GeometricTeacher(cfg.seed), family, cfg.steps) if chosen else 0
+
+
+def config_from_args(argv: list[str] | None = None) -> GRPOConfig:
+    parser = argparse.ArgumentParser(description="GRPO through the IVT loop")
+    parser.add_argument("--config", help="JSON file of GRPOConfig fields")
+    kinds = {"int": int, "float": float, "str": str}
+    for f in fields(GRPOConfig):
+        parser.add_argument(f"--{f.name.replace('_', '-')}", type=kinds[f.type], default=None)
+    args = parser.parse_args(argv)
+    values = json.loads(Path(args.config).read_text()) if args.config else {}
+    unknown = set(values) - {f.name for f in fields(GRPOConfig)}
+    if unknown:
+        raise InvalidInputError(f"unknown config keys: {', '.join(sorted(unknown))}")
+    values.update({f.name: getattr(args, f.name) for f in fields(GRPOConfig) if getattr(args, f.name) is not None})
+    cfg = GRPOConfig(**values)
+    if not cfg.base:
+        from ivt_core.bootstrap import toy_model_path
+
+        cfg.base = str(toy_model_path())
+    if not cfg.out:
+        import time
+
+        cfg.out = str(Path(cfg.workspace) / "models" / f"grpo-{cfg.job_id or time.strftime('%Y%m%d-%H%M%S')}")
+    return cfg
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    try:
+        train(config_from_args(argv))
+    except IVTError as exc:
+        print(f"grpo: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("grpo: stopped; resume continues from the last checkpoint", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

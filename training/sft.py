@@ -1,0 +1,266 @@
+"""SFT on approved corrective traces: LoRA on the language model's attention, loss on the corrective turns only.
+
+    python -m training.sft --config sft.json                      # a JSON file of SFTConfig fields
+    ivt train sft --workspace W --base assets/toy-model --epochs 2 [--job]
+    accelerate launch --num_processes 2 -m training.sft --config sft.json   # several GPUs (DDP)
+
+Data: the workspace's approved traces, snapshotted at start into OUT/data/traces.jsonl (+ images), so the run is
+reproducible and later review does not change it. Each trace is one multi-image conversation; the student's own
+step-0 answer is context (no loss), every corrective assistant turn is a target (``supervision.build_example``).
+Training runs in transformers' ``Trainer`` (gradient accumulation, bf16 where available, evaluation on a
+held-out share, checkpoints, ``resume_from_checkpoint``, DDP under accelerate); what it cannot do by itself is
+here: the multi-turn masks and multimodal collation (``ivt_core.supervision``), progress and metrics into the job
+row, and SIGTERM -> save a checkpoint and stop. The resolved config is saved with every checkpoint and with the
+final adapter, which is registered in the store as a model whose parent is the base.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+from ivt_core.errors import InvalidInputError, IVTError
+
+
+@dataclass
+class SFTConfig:
+    """SFT settings. ``out`` defaults to WORKSPACE/models/sft-<job or time>."""
+
+    workspace: str = "workspace"
+    base: str = ""  # base checkpoint folder (default: the shipped toy model)
+    out: str = ""
+    traces_status: str = "approved"
+    epochs: float = 2.0
+    max_steps: int = -1  # > 0 overrides epochs
+    lr: float = 2e-4
+    batch_size: int = 4
+    grad_accum: int = 1
+    lora_r: int = 64
+    lora_alpha: int = 128
+    lora_dropout: float = 0.05
+    load_in_4bit: bool = False
+    eval_fraction: float = 0.1
+    save_steps: int = 50
+    seed: int = 0
+    job_id: int = 0
+
+    def check(self) -> SFTConfig:
+        """Refuse nonsense before anything starts; messages say what to fix."""
+        if not 0 < self.lr < 1:
+            raise InvalidInputError(f"lr must be between 0 and 1 (e.g. 2e-4), got {self.lr}")
+        if self.epochs <= 0 and self.max_steps <= 0:
+            raise InvalidInputError("give epochs > 0 or max_steps > 0")
+        if self.batch_size < 1 or self.grad_accum < 1:
+            raise InvalidInputError("batch_size and grad_accum must be at least 1")
+        if self.lora_r < 1 or self.lora_alpha < 1:
+            raise InvalidInputError(f"lora_r and lora_alpha must be at least 1, got {self.lora_r}, {self.lora_alpha}")
+        if not 0 <= self.eval_fraction < 0.9:
+            raise InvalidInputError(f"eval_fraction must be in [0, 0.9), got {self.eval_fraction}")
+        base = Path(self.base)
+        if not (base / "config.json").is_file():
+            raise InvalidInputError(f"base model folder {base} has no config.json; give a checkpoint folder")
+        return self
+
+
+def preflight(cfg: SFTConfig) -> None:
+    """Everything that can be refused before a run starts: the config, and traces to train on."""
+    from ivt_core.store.traces import count_traces
+    from ivt_core.workspace import Workspace
+
+    cfg.check()
+    if (Path(cfg.out) / "data" / "traces.jsonl").is_file():
+        return  # resuming from a snapshot
+    db = Workspace.open(cfg.workspace).connect()
+    try:
+        if count_traces(db).get(cfg.traces_status, 0) == 0:
+            raise InvalidInputError(f"no {cfg.traces_status} traces in {cfg.workspace}: synthesize and approve some "
+                                    "(`ivt synth`, `ivt traces approve`) before SFT")
+    finally:
+        db.close()
+
+
+def snapshot_traces(workspace, cfg: SFTConfig, out: Path) -> Path:
+    """Export the traces to train on into OUT/data (the run's training data snapshot)."""
+    from ivt_core.trace_export import export_traces
+
+    data = out / "data"
+    path = data / "traces.jsonl"
+    if path.is_file():  # resuming: keep the original snapshot
+        return path
+    count = export_traces(workspace, path, status=cfg.traces_status, images_dir=str(data / "images"))
+    if count == 0:
+        raise InvalidInputError(f"no {cfg.traces_status} traces in {workspace.root}: synthesize and approve some "
+                                "(`ivt synth`, `ivt traces approve`) before SFT")
+    return path
+
+
+class TraceDataset:
+    """Examples built lazily from the snapshot (images loaded per item, so memory stays flat)."""
+
+    def __init__(self, records: list[dict], base_dir: Path, processor):
+        self.records, self.base_dir, self.processor = records, base_dir, processor
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, i: int) -> dict:
+        from ivt_core.supervision import build_example
+        from ivt_core.trace_export import record_to_conversation
+
+        conversation, train = record_to_conversation(self.records[i], self.base_dir)
+        return build_example(self.processor, conversation, train)
+
+
+def check_adapter_base(adapter: Path, base: Path) -> None:
+    """Raise InvalidInputError if a LoRA adapter was trained on another base model."""
+    config = adapter / "adapter_config.json"
+    if not config.is_file():
+        return
+    wanted = json.loads(config.read_text()).get("base_model_name_or_path", "")
+    if wanted and Path(wanted).resolve() != base.resolve() and Path(wanted).name != base.name:
+        raise InvalidInputError(f"adapter {adapter} was trained on {wanted}, not on {base}; use the matching base")
+
+
+def train(cfg: SFTConfig) -> Path:
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForImageTextToText, Trainer, TrainerCallback, TrainingArguments
+
+    from ivt_core.families import family_for_model_type
+    from ivt_core.grounders.processing import load_processor
+    from ivt_core.jobs import JobReporter
+    from ivt_core.store.models import register_model
+    from ivt_core.supervision import collate, cpu_rope_index
+    from ivt_core.workspace import Workspace
+
+    preflight(cfg)
+    workspace = Workspace.open(cfg.workspace)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "sft_config.json").write_text(json.dumps(asdict(cfg), indent=1))
+    base = Path(cfg.base)
+    model_type = json.loads((base / "config.json").read_text())["model_type"]
+    family = family_for_model_type(model_type)
+    processor = load_processor(base, family.name)
+    data_path = snapshot_traces(workspace, cfg, out)
+    records = [json.loads(line) for line in data_path.read_text().splitlines() if line.strip()]
+    n_eval = int(len(records) * cfg.eval_fraction) if len(records) >= 10 else 0
+    train_set = TraceDataset(records[n_eval:], data_path.parent, processor)
+    eval_set = TraceDataset(records[:n_eval], data_path.parent, processor) if n_eval else None
+
+    cuda = torch.cuda.is_available()
+    kwargs: dict = {"dtype": torch.bfloat16 if cuda else torch.float32}
+    if cfg.load_in_4bit:
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                                                           bnb_4bit_compute_dtype=kwargs["dtype"])
+    model = AutoModelForImageTextToText.from_pretrained(str(base), **kwargs)
+    # attention projections of the language model only (the vision tower's qkv/proj are left alone)
+    lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                      target_modules=r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj)")
+    model = get_peft_model(model, lora)
+    rope = cpu_rope_index(type(model.base_model.model.model), model.config) if family.name == "qwen3_vl" else None
+    pad = processor.tokenizer.pad_token_id
+
+    reporter = JobReporter(workspace, cfg.job_id or None)
+
+    class Report(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kw):
+            for key, value in (logs or {}).items():
+                if isinstance(value, (int, float)) and key in ("loss", "eval_loss", "learning_rate", "grad_norm"):
+                    reporter.metric(state.global_step, key, value)
+            reporter.progress(state.global_step, state.max_steps, f"step {state.global_step}/{state.max_steps}")
+
+        def on_step_end(self, args, state, control, **kw):
+            if stop_requested["flag"]:
+                control.should_save = True
+                control.should_training_stop = True
+
+    stop_requested = {"flag": False}
+    args = TrainingArguments(
+        output_dir=str(out / "checkpoints"), per_device_train_batch_size=cfg.batch_size,
+        per_device_eval_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.grad_accum,
+        learning_rate=cfg.lr, num_train_epochs=cfg.epochs, max_steps=cfg.max_steps, bf16=cuda,
+        logging_steps=1, save_steps=cfg.save_steps, save_total_limit=2, eval_strategy="epoch" if eval_set else "no",
+        report_to=[], remove_unused_columns=False, seed=cfg.seed, dataloader_num_workers=0, use_cpu=not cuda,
+        disable_tqdm=False, warmup_steps=min(10, max(1, cfg.max_steps // 10)) if cfg.max_steps > 0 else 5,
+    )
+    trainer = Trainer(model=model, args=args, train_dataset=train_set, eval_dataset=eval_set,
+                      data_collator=lambda ex: collate(ex, pad, rope), callbacks=[Report()])
+    previous = signal.getsignal(signal.SIGTERM)
+    signal.signal(signal.SIGTERM, lambda *a: stop_requested.update(flag=True))
+    checkpoints = sorted((out / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    with reporter:
+        signal.signal(signal.SIGTERM, lambda *a: stop_requested.update(flag=True))  # the reporter set its own
+        trainer.train(resume_from_checkpoint=str(checkpoints[-1]) if checkpoints else None)
+        if stop_requested["flag"]:
+            raise KeyboardInterrupt("stopped by SIGTERM after saving a checkpoint")
+        if trainer.is_world_process_zero():
+            adapter = out / "adapter"
+            model.save_pretrained(adapter)
+            (adapter / "sft_config.json").write_text(json.dumps(asdict(cfg), indent=1))
+            db = workspace.connect()
+            parent = register_model(db, base.name, str(base.resolve()), family.name)
+            model_id = register_model(
+                db, out.name, str(base.resolve()), family.name, adapter_path=str(adapter.resolve()), parent_id=parent,
+                origin_job=cfg.job_id or None,
+                meta={"kind": "sft", "config": asdict(cfg), "data": str(data_path), "traces": len(records)})
+            db.close()
+            print(json.dumps({"model_id": model_id, "adapter": str(adapter)}), flush=True)
+    signal.signal(signal.SIGTERM, previous)
+    return out / "adapter"
+
+
+def config_from_args(argv: list[str] | None = None) -> SFTConfig:
+    parser = argparse.ArgumentParser(description="SFT on approved corrective traces")
+    parser.add_argument("--config", help="JSON file of SFTConfig fields")
+    kinds = {"int": int, "float": float, "str": str}
+    for f in fields(SFTConfig):
+        if f.type == "bool":
+            parser.add_argument(f"--{f.name.replace('_', '-')}", action="store_true", default=None)
+        else:
+            parser.add_argument(f"--{f.name.replace('_', '-')}", type=kinds[f.type], default=None)
+    args = parser.parse_args(argv)
+    values = {}
+    if args.config:
+        try:
+            values = json.loads(Path(args.config).read_text())
+        except (OSError, ValueError) as exc:
+            raise InvalidInputError(f"cannot read config {args.config}: {exc}") from exc
+        unknown = set(values) - {f.name for f in fields(SFTConfig)}
+        if unknown:
+            raise InvalidInputError(f"unknown config keys in {args.config}: {', '.join(sorted(unknown))}")
+    values.update({f.name: getattr(args, f.name) for f in fields(SFTConfig) if getattr(args, f.name) is not None})
+    cfg = SFTConfig(**values)
+    if not cfg.base:
+        from ivt_core.bootstrap import toy_model_path
+
+        cfg.base = str(toy_model_path())
+    if not cfg.out:
+        import time
+
+        cfg.out = str(Path(cfg.workspace) / "models" / f"sft-{cfg.job_id or time.strftime('%Y%m%d-%H%M%S')}")
+    return cfg
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    try:
+        train(config_from_args(argv))
+    except IVTError as exc:
+        print(f"sft: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("sft: stopped; resume continues from the last checkpoint", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
