@@ -88,8 +88,11 @@ def submit(workspace: Workspace, kind: str, args: list[str], resumed_from: int |
         if kind in TRAINERS and "--out" not in argv:
             argv = [*argv, "--out", str(workspace.root / "models" / f"{kind}-job{job_id}")]
             update_job(db, job_id, argv=json.dumps(argv))
-        command = [sys.executable, *JOB_COMMANDS[kind], *argv, "--workspace", str(workspace.root),
-                   "--job-id", str(job_id)]
+        program = JOB_COMMANDS[kind]
+        gpus = int(argv[argv.index("--gpus") + 1]) if kind in TRAINERS and "--gpus" in argv else 1
+        if gpus > 1:  # data parallel over N GPUs: the same trainer under accelerate launch
+            program = ["-m", "accelerate.commands.launch", "--num_processes", str(gpus), *program]
+        command = [sys.executable, *program, *argv, "--workspace", str(workspace.root), "--job-id", str(job_id)]
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         with open(log_path, "ab") as log:
             process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,

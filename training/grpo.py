@@ -55,6 +55,7 @@ class GRPOConfig:
     save_steps: int = 10
     flywheel_below: float = -1.0  # reward threshold for the flywheel; < 0 = off
     seed: int = 0
+    gpus: int = 1  # > 1: the job runner starts it under `accelerate launch --num_processes gpus` (DDP)
     job_id: int = 0
 
     def check(self) -> GRPOConfig:
@@ -69,6 +70,8 @@ class GRPOConfig:
             raise InvalidInputError("beta must be >= 0 and clip in (0, 1)")
         if self.prompts < 1 or self.max_steps < 1 or self.micro_batch < 1 or not 1 <= self.steps <= 5:
             raise InvalidInputError("prompts, max_steps and micro_batch must be >= 1, and steps (T) in 1..5")
+        if self.gpus < 1:
+            raise InvalidInputError(f"gpus must be at least 1, got {self.gpus}")
         if self.temperature <= 0:
             raise InvalidInputError("temperature must be > 0 (GRPO needs sampled rollouts)")
         get_reward(self.reward)
@@ -137,9 +140,13 @@ def train(cfg: GRPOConfig) -> Path:
     base = Path(cfg.base)
     family = family_for_model_type(json.loads((base / "config.json").read_text())["model_type"])
     processor = load_processor(base, family.name)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    from accelerate import Accelerator
+
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    device = accelerator.device
+    main_rank = accelerator.is_main_process
     model = AutoModelForImageTextToText.from_pretrained(
-        str(base), dtype=torch.bfloat16 if device == "cuda" else torch.float32)
+        str(base), dtype=torch.bfloat16 if device.type == "cuda" else torch.float32)
     if cfg.init_adapter:
         model = PeftModel.from_pretrained(model, cfg.init_adapter).merge_and_unload()
     checkpoint = out / "checkpoint"
@@ -158,21 +165,23 @@ def train(cfg: GRPOConfig) -> Path:
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])
         start = state["step"]
+    wrapped, optimizer = accelerator.prepare(model, optimizer)  # DDP under accelerate launch; as is otherwise
+    model = accelerator.unwrap_model(wrapped)
     rope = cpu_rope_index(type(model.base_model.model.model), model.config) if family.name == "qwen3_vl" else None
     pad = processor.tokenizer.pad_token_id
     reward_fn = get_reward(cfg.reward)
     db = workspace.connect()
     samples = get_samples(db, cfg.dataset, cfg.split)
-    grounder = TransformersGrounder(model, processor, family, "grpo-policy", device)
+    grounder = TransformersGrounder(model, processor, family, "grpo-policy", str(device))
     loop = LoopConfig(steps=cfg.steps, batch_size=cfg.prompts * cfg.group_size,
                       sampling=Sampling(max_new_tokens=cfg.max_new_tokens, do_sample=True,
                                         temperature=cfg.temperature))
     stop = {"flag": False}
-    log = (out / "metrics.jsonl").open("a")
-    with JobReporter(workspace, cfg.job_id or None) as reporter:
+    log = (out / "metrics.jsonl").open("a") if main_rank else None
+    with JobReporter(workspace, cfg.job_id if main_rank and cfg.job_id else None) as reporter:
         signal.signal(signal.SIGTERM, lambda *a: stop.update(flag=True))
         for step in range(start, cfg.max_steps):
-            rng = random.Random(f"{cfg.seed}:{step}")
+            rng = random.Random(f"{cfg.seed}:{step}:{accelerator.process_index}")  # each rank its own prompts
             prompts = rng.sample(samples, min(cfg.prompts, len(samples)))
             batch = [s for s in prompts for _ in range(cfg.group_size)]
             images = [load_image(workspace.resolve(s.image_path)) for s in batch]
@@ -190,35 +199,40 @@ def train(cfg: GRPOConfig) -> Path:
                 labels = tensors.pop("labels")
                 with torch.no_grad(), model.disable_adapter():
                     ref_logp, _ = token_logprobs(model(**tensors).logits, labels)
-                policy_logp, mask = token_logprobs(model(**tensors).logits, labels)
+                policy_logp, mask = token_logprobs(wrapped(**tensors).logits, labels)
                 loss, kl = grpo_loss(policy_logp, policy_logp.detach(), ref_logp, mask,
                                      advantages[chunk].to(device), cfg.beta, cfg.clip)
-                (loss * len(chunk) / len(trajectories)).backward()
+                accelerator.backward(loss * len(chunk) / len(trajectories))
                 kls.append(kl.item())
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            accelerator.clip_grad_norm_(wrapped.parameters(), 1.0)
             optimizer.step()
+            gathered = accelerator.gather(rewards.to(device)).cpu()  # every rank's rollouts in the logged numbers
             per_step = [sum(t.steps[k].iou for t in trajectories if len(t.steps) > k) / len(trajectories)
                         for k in range(cfg.steps + 1)]
             losses = [x for t in trajectories for x in degradation(t)]
-            record = {"step": step + 1, "reward_mean": rewards.mean().item(), "reward_std": rewards.std().item(),
+            record = {"step": step + 1, "reward_mean": gathered.mean().item(), "reward_std": gathered.std().item(),
                       "kl": sum(kls) / len(kls), "degradation": sum(losses) / max(1, len(losses)),
                       "completion_tokens": sum(s.tokens_out for t in trajectories for s in t.steps) / len(trajectories),
                       **{f"iou_step{k}": v for k, v in enumerate(per_step)}}
-            log.write(json.dumps(record) + "\n")
-            log.flush()
-            for key, value in record.items():
-                if key != "step":
-                    reporter.metric(step + 1, key, value)
-            reporter.progress(step + 1, cfg.max_steps, f"step {step + 1}/{cfg.max_steps} reward "
-                              f"{record['reward_mean']:.3f}")
-            print(json.dumps(record), flush=True)
-            if cfg.flywheel_below >= 0:
-                _flywheel(workspace, trajectories, rewards, cfg, family)
-            if (step + 1) % cfg.save_steps == 0 or step + 1 == cfg.max_steps or stop["flag"]:
-                model.save_pretrained(checkpoint)
-                torch.save({"step": step + 1, "optimizer": optimizer.state_dict()}, checkpoint / "state.pt")
+            if main_rank:
+                log.write(json.dumps(record) + "\n")
+                log.flush()
+                for key, value in record.items():
+                    if key != "step":
+                        reporter.metric(step + 1, key, value)
+                reporter.progress(step + 1, cfg.max_steps, f"step {step + 1}/{cfg.max_steps} reward "
+                                  f"{record['reward_mean']:.3f}")
+                print(json.dumps(record), flush=True)
+                if cfg.flywheel_below >= 0:
+                    _flywheel(workspace, trajectories, rewards, cfg, family)
+                if (step + 1) % cfg.save_steps == 0 or step + 1 == cfg.max_steps or stop["flag"]:
+                    model.save_pretrained(checkpoint)
+                    torch.save({"step": step + 1, "optimizer": optimizer.state_dict()}, checkpoint / "state.pt")
             if stop["flag"]:
                 raise KeyboardInterrupt("stopped by SIGTERM after saving a checkpoint")
+        accelerator.wait_for_everyone()
+        if not main_rank:
+            return out / "adapter"
         adapter = out / "adapter"
         model.save_pretrained(adapter)
         (adapter / "grpo_config.json").write_text(json.dumps(asdict(cfg), indent=1))

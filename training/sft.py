@@ -47,6 +47,7 @@ class SFTConfig:
     eval_fraction: float = 0.1
     save_steps: int = 50
     seed: int = 0
+    gpus: int = 1  # > 1: the job runner starts it under `accelerate launch --num_processes gpus` (DDP)
     job_id: int = 0
 
     def check(self) -> SFTConfig:
@@ -59,6 +60,8 @@ class SFTConfig:
             raise InvalidInputError("batch_size and grad_accum must be at least 1")
         if self.lora_r < 1 or self.lora_alpha < 1:
             raise InvalidInputError(f"lora_r and lora_alpha must be at least 1, got {self.lora_r}, {self.lora_alpha}")
+        if self.gpus < 1:
+            raise InvalidInputError(f"gpus must be at least 1, got {self.gpus}")
         if not 0 <= self.eval_fraction < 0.9:
             raise InvalidInputError(f"eval_fraction must be in [0, 0.9), got {self.eval_fraction}")
         base = Path(self.base)
@@ -147,7 +150,10 @@ def train(cfg: SFTConfig) -> Path:
     model_type = json.loads((base / "config.json").read_text())["model_type"]
     family = family_for_model_type(model_type)
     processor = load_processor(base, family.name)
-    data_path = snapshot_traces(workspace, cfg, out)
+    from accelerate import PartialState
+
+    with PartialState().main_process_first():  # under DDP, rank 0 writes the snapshot, the others read it
+        data_path = snapshot_traces(workspace, cfg, out)
     records = [json.loads(line) for line in data_path.read_text().splitlines() if line.strip()]
     n_eval = int(len(records) * cfg.eval_fraction) if len(records) >= 10 else 0
     train_set = TraceDataset(records[n_eval:], data_path.parent, processor)
