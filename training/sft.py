@@ -26,6 +26,11 @@ from pathlib import Path
 
 from ivt_core.errors import InvalidInputError, IVTError
 
+LORA_TARGETS = {
+    "attention": r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj)",
+    "all": r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)",
+}
+
 
 @dataclass
 class SFTConfig:
@@ -43,6 +48,7 @@ class SFTConfig:
     lora_r: int = 64
     lora_alpha: int = 128
     lora_dropout: float = 0.05
+    lora_targets: str = "attention"  # "attention": q/k/v/o of the language model; "all": its MLPs too
     load_in_4bit: bool = False
     eval_fraction: float = 0.1
     save_steps: int = 50
@@ -62,6 +68,8 @@ class SFTConfig:
             raise InvalidInputError(f"lora_r and lora_alpha must be at least 1, got {self.lora_r}, {self.lora_alpha}")
         if self.gpus < 1:
             raise InvalidInputError(f"gpus must be at least 1, got {self.gpus}")
+        if self.lora_targets not in LORA_TARGETS:
+            raise InvalidInputError(f"lora_targets must be one of {', '.join(LORA_TARGETS)}, not {self.lora_targets!r}")
         if not 0 <= self.eval_fraction < 0.9:
             raise InvalidInputError(f"eval_fraction must be in [0, 0.9), got {self.eval_fraction}")
         base = Path(self.base)
@@ -167,9 +175,9 @@ def train(cfg: SFTConfig) -> Path:
         kwargs["quantization_config"] = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
                                                            bnb_4bit_compute_dtype=kwargs["dtype"])
     model = AutoModelForImageTextToText.from_pretrained(str(base), **kwargs)
-    # attention projections of the language model only (the vision tower's qkv/proj are left alone)
+    # the language model only (the vision tower's qkv/proj are left alone)
     lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                      target_modules=r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj)")
+                      target_modules=LORA_TARGETS[cfg.lora_targets])
     model = get_peft_model(model, lora)
     rope = cpu_rope_index(type(model.base_model.model.model), model.config) if family.name == "qwen3_vl" else None
     pad = processor.tokenizer.pad_token_id
