@@ -20,15 +20,15 @@ to the geometric teacher and into the review queue as pending traces (origin ``g
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import signal
 import sys
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ivt_core.errors import InvalidInputError, IVTError
+from ivt_core.errors import InvalidInputError
+from training.config_cli import config_from_args as cli_config
+from training.config_cli import run_main
 
 
 @dataclass
@@ -259,40 +259,11 @@ def _flywheel(workspace, trajectories, rewards, cfg: GRPOConfig, family) -> int:
 
 
 def config_from_args(argv: list[str] | None = None) -> GRPOConfig:
-    parser = argparse.ArgumentParser(description="GRPO through the IVT loop")
-    parser.add_argument("--config", help="JSON file of GRPOConfig fields")
-    kinds = {"int": int, "float": float, "str": str}
-    for f in fields(GRPOConfig):
-        parser.add_argument(f"--{f.name.replace('_', '-')}", type=kinds[f.type], default=None)
-    args = parser.parse_args(argv)
-    values = json.loads(Path(args.config).read_text()) if args.config else {}
-    unknown = set(values) - {f.name for f in fields(GRPOConfig)}
-    if unknown:
-        raise InvalidInputError(f"unknown config keys: {', '.join(sorted(unknown))}")
-    values.update({f.name: getattr(args, f.name) for f in fields(GRPOConfig) if getattr(args, f.name) is not None})
-    cfg = GRPOConfig(**values)
-    if not cfg.base:
-        from ivt_core.bootstrap import toy_model_path
-
-        cfg.base = str(toy_model_path())
-    if not cfg.out:
-        import time
-
-        cfg.out = str(Path(cfg.workspace) / "models" / f"grpo-{cfg.job_id or time.strftime('%Y%m%d-%H%M%S')}")
-    return cfg
+    return cli_config(GRPOConfig, "grpo", "GRPO through the IVT loop", argv)
 
 
 def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    try:
-        train(config_from_args(argv))
-    except IVTError as exc:
-        print(f"grpo: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("grpo: stopped; resume continues from the last checkpoint", file=sys.stderr)
-        return 130
-    return 0
+    return run_main("grpo", train, config_from_args, argv)
 
 
 if __name__ == "__main__":

@@ -16,15 +16,15 @@ final adapter, which is registered in the store as a model whose parent is the b
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import signal
 import sys
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ivt_core.errors import InvalidInputError, IVTError
+from ivt_core.errors import InvalidInputError
+from training.config_cli import config_from_args as cli_config
+from training.config_cli import run_main
 
 LORA_TARGETS = {
     "attention": r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj)",
@@ -232,48 +232,11 @@ def train(cfg: SFTConfig) -> Path:
 
 
 def config_from_args(argv: list[str] | None = None) -> SFTConfig:
-    parser = argparse.ArgumentParser(description="SFT on approved corrective traces")
-    parser.add_argument("--config", help="JSON file of SFTConfig fields")
-    kinds = {"int": int, "float": float, "str": str}
-    for f in fields(SFTConfig):
-        if f.type == "bool":
-            parser.add_argument(f"--{f.name.replace('_', '-')}", action="store_true", default=None)
-        else:
-            parser.add_argument(f"--{f.name.replace('_', '-')}", type=kinds[f.type], default=None)
-    args = parser.parse_args(argv)
-    values = {}
-    if args.config:
-        try:
-            values = json.loads(Path(args.config).read_text())
-        except (OSError, ValueError) as exc:
-            raise InvalidInputError(f"cannot read config {args.config}: {exc}") from exc
-        unknown = set(values) - {f.name for f in fields(SFTConfig)}
-        if unknown:
-            raise InvalidInputError(f"unknown config keys in {args.config}: {', '.join(sorted(unknown))}")
-    values.update({f.name: getattr(args, f.name) for f in fields(SFTConfig) if getattr(args, f.name) is not None})
-    cfg = SFTConfig(**values)
-    if not cfg.base:
-        from ivt_core.bootstrap import toy_model_path
-
-        cfg.base = str(toy_model_path())
-    if not cfg.out:
-        import time
-
-        cfg.out = str(Path(cfg.workspace) / "models" / f"sft-{cfg.job_id or time.strftime('%Y%m%d-%H%M%S')}")
-    return cfg
+    return cli_config(SFTConfig, "sft", "SFT on approved corrective traces", argv)
 
 
 def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    try:
-        train(config_from_args(argv))
-    except IVTError as exc:
-        print(f"sft: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("sft: stopped; resume continues from the last checkpoint", file=sys.stderr)
-        return 130
-    return 0
+    return run_main("sft", train, config_from_args, argv)
 
 
 if __name__ == "__main__":
