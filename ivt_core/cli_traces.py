@@ -43,7 +43,7 @@ def make_teacher(args: argparse.Namespace):
     from ivt_core.teachers.geometric import GeometricTeacher
 
     if args.teacher == "geometric":
-        return GeometricTeacher(seed=args.seed)
+        return GeometricTeacher(seed=args.seed, style=args.style)
     from ivt_core.teachers.vlm import VLMTeacher
 
     if args.teacher_url:
@@ -110,6 +110,8 @@ def add_parsers(sub, parser_class, positive, non_negative) -> None:
     p.add_argument("--workspace", default=None)
     p.add_argument("--run", type=positive, required=True, help="the recorded run whose step-0 errors to correct")
     p.add_argument("--teacher", choices=["geometric", "vlm"], default="geometric")
+    p.add_argument("--style", choices=["prose", "terse"], default="prose",
+                   help="geometric teacher: full sentences, or a short fixed form for small models")
     p.add_argument("--steps", type=positive, default=2, help="corrective steps per trace (last = ground truth)")
     p.add_argument("--iou-low", type=float, default=0.0, help="keep samples with step-0 IoU above this")
     p.add_argument("--iou-high", type=float, default=0.85, help="... and below this")

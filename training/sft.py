@@ -50,6 +50,8 @@ class SFTConfig:
     lora_dropout: float = 0.05
     lora_targets: str = "attention"  # "attention": q/k/v/o of the language model; "all": its MLPs too
     load_in_4bit: bool = False
+    full_finetune: bool = False  # train every weight instead of a LoRA adapter (small models such as the toy)
+    replay: float = 0.0  # add this many single-shot grounding examples per trace (keeps step 0 from drifting)
     eval_fraction: float = 0.1
     save_steps: int = 50
     seed: int = 0
@@ -70,6 +72,10 @@ class SFTConfig:
             raise InvalidInputError(f"gpus must be at least 1, got {self.gpus}")
         if self.lora_targets not in LORA_TARGETS:
             raise InvalidInputError(f"lora_targets must be one of {', '.join(LORA_TARGETS)}, not {self.lora_targets!r}")
+        if not 0 <= self.replay <= 4:
+            raise InvalidInputError(f"replay must be between 0 and 4 examples per trace, got {self.replay}")
+        if self.full_finetune and self.load_in_4bit:
+            raise InvalidInputError("full_finetune cannot train a 4-bit base; drop one of the two")
         if not 0 <= self.eval_fraction < 0.9:
             raise InvalidInputError(f"eval_fraction must be in [0, 0.9), got {self.eval_fraction}")
         base = Path(self.base)
@@ -111,20 +117,43 @@ def snapshot_traces(workspace, cfg: SFTConfig, out: Path) -> Path:
 
 
 class TraceDataset:
-    """Examples built lazily from the snapshot (images loaded per item, so memory stays flat)."""
+    """Examples built lazily from the snapshot (images loaded per item, so memory stays flat).
 
-    def __init__(self, records: list[dict], base_dir: Path, processor):
+    With ``replay`` > 0, ``replay`` x len(records) extra items are single-shot grounding examples (the trace's
+    original image, the grounding prompt, the ground-truth box as the answer): replay of the model's first task.
+    """
+
+    def __init__(self, records: list[dict], base_dir: Path, processor, replay: float = 0.0):
         self.records, self.base_dir, self.processor = records, base_dir, processor
+        self.n_replay = int(round(replay * len(records)))
 
     def __len__(self) -> int:
-        return len(self.records)
+        return len(self.records) + self.n_replay
 
     def __getitem__(self, i: int) -> dict:
         from ivt_core.supervision import build_example
         from ivt_core.trace_export import record_to_conversation
 
-        conversation, train = record_to_conversation(self.records[i], self.base_dir)
-        return build_example(self.processor, conversation, train)
+        if i < len(self.records):
+            conversation, train = record_to_conversation(self.records[i], self.base_dir)
+            return build_example(self.processor, conversation, train)
+        record = self.records[(i - len(self.records)) % len(self.records)]
+        return build_example(self.processor, replay_conversation(record, self.base_dir))
+
+
+def replay_conversation(record: dict, base_dir: Path) -> list[dict]:
+    from ivt_core.boxes import Box, to_model
+    from ivt_core.data.sample import load_image
+
+    meta = record["ivt"]
+    image_path = Path(record["images"][0])
+    image = load_image(image_path if image_path.is_absolute() else base_dir / image_path)
+    resized = meta["meta"].get("resized")
+    coords = to_model(Box(*meta["ground_truth"]), meta["meta"].get("convention", "norm1000"),
+                      tuple(meta["image_size"]), tuple(resized) if resized else None)
+    first = record["messages"][0]
+    return [{"role": "user", "content": [{"type": "image", "image": image}, dict(first["content"][1])]},
+            {"role": "assistant", "content": [{"type": "text", "text": json.dumps({"bbox_2d": coords})}]}]
 
 
 def check_adapter_base(adapter: Path, base: Path) -> None:
@@ -164,7 +193,7 @@ def train(cfg: SFTConfig) -> Path:
         data_path = snapshot_traces(workspace, cfg, out)
     records = [json.loads(line) for line in data_path.read_text().splitlines() if line.strip()]
     n_eval = int(len(records) * cfg.eval_fraction) if len(records) >= 10 else 0
-    train_set = TraceDataset(records[n_eval:], data_path.parent, processor)
+    train_set = TraceDataset(records[n_eval:], data_path.parent, processor, cfg.replay)
     eval_set = TraceDataset(records[:n_eval], data_path.parent, processor) if n_eval else None
 
     cuda = torch.cuda.is_available()
@@ -178,8 +207,10 @@ def train(cfg: SFTConfig) -> Path:
     # the language model only (the vision tower's qkv/proj are left alone)
     lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                       target_modules=LORA_TARGETS[cfg.lora_targets])
-    model = get_peft_model(model, lora)
-    rope = cpu_rope_index(type(model.base_model.model.model), model.config) if family.name == "qwen3_vl" else None
+    if not cfg.full_finetune:
+        model = get_peft_model(model, lora)
+    inner = model.base_model.model.model if not cfg.full_finetune else model.model
+    rope = cpu_rope_index(type(inner), model.config) if family.name == "qwen3_vl" else None
     pad = processor.tokenizer.pad_token_id
 
     reporter = JobReporter(workspace, cfg.job_id or None)
@@ -216,13 +247,19 @@ def train(cfg: SFTConfig) -> Path:
         if stop_requested["flag"]:
             raise KeyboardInterrupt("stopped by SIGTERM after saving a checkpoint")
         if trainer.is_world_process_zero():
-            adapter = out / "adapter"
+            adapter = out / ("model" if cfg.full_finetune else "adapter")
             model.save_pretrained(adapter)
+            if cfg.full_finetune:  # a complete checkpoint: weights plus the base's tokenizer and processor
+                processor.save_pretrained(adapter)
+                processor.image_processor.save_pretrained(adapter)
+                (adapter / "chat_template.jinja").write_text(processor.chat_template)
             (adapter / "sft_config.json").write_text(json.dumps(asdict(cfg), indent=1))
             db = workspace.connect()
             parent = register_model(db, base.name, str(base.resolve()), family.name)
+            model_base = adapter if cfg.full_finetune else base
             model_id = register_model(
-                db, out.name, str(base.resolve()), family.name, adapter_path=str(adapter.resolve()), parent_id=parent,
+                db, out.name, str(model_base.resolve()), family.name,
+                adapter_path="" if cfg.full_finetune else str(adapter.resolve()), parent_id=parent,
                 origin_job=cfg.job_id or None,
                 meta={"kind": "sft", "config": asdict(cfg), "data": str(data_path), "traces": len(records)})
             db.close()

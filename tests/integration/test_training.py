@@ -129,3 +129,31 @@ def _alive(pid):
     except (ProcessLookupError, ChildProcessError):
         return False
     return True
+
+
+def test_sft_full_finetune_with_replay_saves_a_whole_checkpoint(approved, tiny_models):
+    out = approved.root / "models" / "sft-full"
+    assert _sft(approved, tiny_models["qwen3_vl"], "--max-steps", "2", "--out", str(out), "--full-finetune",
+                "--replay", "1") == 0
+    assert (out / "model" / "config.json").is_file() and (out / "model" / "chat_template.jinja").is_file()
+
+    from ivt_core.grounders.transformers_grounder import TransformersGrounder
+
+    assert TransformersGrounder.load(out / "model", device="cpu").family.name == "qwen3_vl"
+
+
+def test_replay_examples_train_the_ground_truth_answer(approved, tmp_path, tiny_models):
+    from ivt_core.grounders.processing import load_processor
+    from ivt_core.supervision import IGNORE
+    from ivt_core.trace_export import export_traces
+    from training.sft import TraceDataset
+
+    path = tmp_path / "t.jsonl"
+    export_traces(approved, path)
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    processor = load_processor(tiny_models["qwen3_vl"], "qwen3_vl")
+    dataset = TraceDataset(records, path.parent, processor, replay=1.0)
+    assert len(dataset) == 2 * len(records)
+    example = dataset[len(records)]
+    trained = processor.tokenizer.decode(example["input_ids"][example["labels"] != IGNORE])
+    assert trained.startswith('{"bbox_2d": [') and example["image_grid_thw"].shape[0] == 1

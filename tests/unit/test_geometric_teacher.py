@@ -15,7 +15,7 @@ def _ctx(current, target, step=1, total=1, objects=(), target_object=None, sampl
 
 
 def _directions(text):
-    return dict(re.findall(r"the (left|right|top|bottom) edge [a-z ]*?\b(left|right|up|down)\b", text))
+    return dict(re.findall(r"(?:the )?(left|right|top|bottom) edge [a-z ]*?\b(left|right|up|down)\b", text))
 
 
 @pytest.mark.parametrize("current,target,expected", [
@@ -59,3 +59,11 @@ def test_deterministic_varied_and_never_mentions_the_answer():
 
 def test_small_differences_are_not_mentioned():
     assert edge_moves(Box(10, 10, 50, 50), Box(11, 10, 51, 50), 200, 200) == []
+
+
+def test_terse_style_keeps_the_directions():
+    (out,) = GeometricTeacher(style="terse").write([_ctx(Box(60, 60, 100, 100), Box(20, 20, 60, 60))])
+    assert _directions(out.reasoning) == {"left": "left", "right": "left", "top": "up", "bottom": "up"}
+    assert len(out.reasoning) < 80
+    with pytest.raises(Exception, match="style"):
+        GeometricTeacher(style="haiku")
