@@ -91,6 +91,8 @@ def test_grpo_runs_logs_rewards_and_registers(approved, tiny_models, capsys):
     assert [r["step"] for r in records] == [1, 2]
     assert {"reward_mean", "reward_std", "kl", "degradation", "iou_step0", "iou_step1"} <= set(records[0])
     assert (out / "adapter" / "adapter_config.json").is_file()
+    rows = approved.connect().execute("SELECT name, adapter_path FROM models ORDER BY id").fetchall()
+    assert rows[-1][0] == "grpo-test" and rows[-1][1].endswith("grpo-test/adapter")
 
 
 def _wait(workspace, job_id, check, timeout=180):
