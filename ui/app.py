@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import gradio as gr
 
-from ui import overview
+from ui import explore, overview
 from ui.context import AppContext
 
 
 def create_app(ctx: AppContext) -> gr.Blocks:
+    """The app: one tab per module; a tab's build may return (fn, inputs, outputs) to run when a page opens."""
     with gr.Blocks(title="IVT Studio") as app:
-        overview.build(ctx)
+        on_load = []
+        with gr.Tabs():
+            with gr.Tab("Overview"):
+                on_load += overview.build(ctx) or []
+            with gr.Tab("Explore"):
+                on_load += explore.build(ctx) or []
+        for fn, inputs, outputs in on_load:
+            app.load(fn, inputs, outputs)
     return app

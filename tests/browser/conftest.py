@@ -25,10 +25,26 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _scripted_run(ws):
+    """A stored 2-step run (a scripted model whose box grows each step) so that Explore has something to show."""
+    from ivt_core.bootstrap import ensure_default_data
+    from ivt_core.evaluate import EvalRequest, evaluate
+    from ivt_core.loop import LoopConfig
+    from ivt_core.workspace import Workspace
+    from tests.fakes import ScriptedGrounder
+
+    workspace = Workspace.open(ws)
+    ensure_default_data(workspace)
+    answers = ['{"bbox_2d": [100, 100, 400, 400]}', 'Move it. {"bbox_2d": [150, 150, 500, 500]}', "no idea"]
+    evaluate(workspace, ScriptedGrounder(lambda text, step: answers[step]), "/scripted",
+             EvalRequest("shapes", "val", LoopConfig(steps=2), limit=20))
+
+
 @pytest.fixture(scope="session")
 def app_url(tmp_path_factory):
     port = _free_port()
     ws = tmp_path_factory.mktemp("browser-ws")
+    _scripted_run(ws)
     log = open(ws / "app.log", "w")
     proc = subprocess.Popen([sys.executable, "app.py", "--workspace", str(ws), "--port", str(port)], cwd=ROOT,
                             stdout=log, stderr=subprocess.STDOUT)

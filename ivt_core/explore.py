@@ -1,0 +1,78 @@
+"""What the Explore view shows, computed without a browser: a run's samples worst-first, and one step of one.
+
+``sample_rows`` lists a run's trajectories (worst final IoU first) with filters; ``step_view`` renders the box of
+a chosen step on the original image (older boxes and the ground truth optional, for people only) and returns
+the step's raw text, reasoning and numbers; ``iou_curve`` gives a trajectory's IoU per step.
+"""
+
+from __future__ import annotations
+
+from PIL import Image
+from sqlite_utils import Database
+
+from ivt_core.boxes import Box
+from ivt_core.data.sample import load_image
+from ivt_core.errors import InvalidInputError, NotFoundError
+from ivt_core.render import RenderStyle, render_box
+from ivt_core.store.samples import get_sample
+from ivt_core.workspace import Workspace
+
+
+def sample_rows(db: Database, run_id: int, outcome: str | None = None, parse_failures: bool = False,
+                search: str | None = None, limit: int = 500) -> list[dict]:
+    """Trajectories of a run, worst final IoU first, with their sample's expression."""
+    sql = ("SELECT t.sample_id, s.expression, s.source, t.step0_iou, t.final_iou, t.oracle_iou, t.outcome, "
+           "t.stop_step, (SELECT COUNT(*) FROM steps x WHERE x.trajectory_id = t.id AND x.parse_ok = 0) AS failures "
+           "FROM trajectories t JOIN samples s ON s.id = t.sample_id WHERE t.run_id = ?")
+    params: list = [run_id]
+    if outcome:
+        sql += " AND t.outcome = ?"
+        params.append(outcome)
+    if parse_failures:
+        sql += " AND EXISTS (SELECT 1 FROM steps x WHERE x.trajectory_id = t.id AND x.parse_ok = 0)"
+    if search:
+        sql += " AND s.expression LIKE ?"
+        params.append(f"%{search}%")
+    sql += " ORDER BY t.final_iou, t.step0_iou, t.sample_id LIMIT ?"
+    params.append(limit)
+    return list(db.query(sql, params))
+
+
+def _steps(db: Database, run_id: int, sample_id: str) -> list[dict]:
+    rows = list(db.query(
+        "SELECT x.* FROM steps x JOIN trajectories t ON t.id = x.trajectory_id WHERE t.run_id = ? AND "
+        "t.sample_id = ? ORDER BY x.step", [run_id, sample_id]))
+    if not rows:
+        raise NotFoundError(f"run {run_id} has no trajectory for sample {sample_id!r}")
+    return rows
+
+
+def _box(row: dict) -> Box | None:
+    return Box(row["x1"], row["y1"], row["x2"], row["y2"]) if row["x1"] is not None else None
+
+
+def iou_curve(db: Database, run_id: int, sample_id: str) -> list[float]:
+    return [row["iou"] for row in _steps(db, run_id, sample_id)]
+
+
+def step_view(workspace: Workspace, db: Database, run_id: int, sample_id: str, step: int, history: bool = False,
+              ground_truth: bool = True) -> tuple[Image.Image, dict]:
+    """The image with step ``step``'s box drawn, and that step's texts and numbers.
+
+    Raises NotFoundError for an unknown run/sample and InvalidInputError for a step the trajectory lacks.
+    """
+    rows = _steps(db, run_id, sample_id)
+    if not 0 <= step < len(rows):
+        raise InvalidInputError(f"sample {sample_id} has steps 0..{len(rows) - 1}, not {step}")
+    sample = get_sample(db, sample_id)
+    image = load_image(workspace.resolve(sample.image_path))
+    row = rows[step]
+    style = RenderStyle(history=history, ground_truth=ground_truth, label=f"step {step}")
+    shown = render_box(image, _box(row), style, history=[_box(r) for r in rows[:step]], ground_truth=sample.bbox)
+    info = {
+        "expression": sample.expression, "step": step, "steps": len(rows), "iou": row["iou"],
+        "parse_ok": bool(row["parse_ok"]), "parse_failure": row["parse_failure"], "raw_text": row["raw_text"],
+        "reasoning": row["reasoning"], "box": _box(row).to_xyxy() if row["x1"] is not None else None,
+        "ground_truth": sample.bbox.to_xyxy(), "tokens_out": row["tokens_out"],
+    }
+    return shown, info

@@ -1,0 +1,41 @@
+import pytest
+
+from ivt_core.errors import InvalidInputError
+from ivt_core.evaluate import EvalRequest, evaluate
+from ivt_core.explore import iou_curve, sample_rows, step_view
+from ivt_core.loop import LoopConfig
+from tests.fakes import ScriptedGrounder
+
+
+@pytest.fixture
+def run(workspace):
+    from ivt_core.data.shapes_split import write_shapes_split
+
+    write_shapes_split(workspace, "test", 4)
+    answers = ['[0, 0, 1000, 1000]', 'Move. [0, 0, 500, 500]', "??"]
+    result = evaluate(workspace, ScriptedGrounder(lambda t, s: answers[s]), "/m",
+                      EvalRequest("shapes", "test", LoopConfig(steps=2)))
+    return workspace, result.run_id
+
+
+def test_rows_worst_first_and_filters(run):
+    workspace, run_id = run
+    rows = sample_rows(workspace.connect(), run_id)
+    assert len(rows) == 4 and [r["final_iou"] for r in rows] == sorted(r["final_iou"] for r in rows)
+    assert all(r["failures"] == 1 for r in rows)
+    assert len(sample_rows(workspace.connect(), run_id, parse_failures=True)) == 4
+    assert sample_rows(workspace.connect(), run_id, search="zzz") == []
+
+
+def test_step_view_and_curve(run):
+    workspace, run_id = run
+    db = workspace.connect()
+    sample_id = sample_rows(db, run_id)[0]["sample_id"]
+    image, info = step_view(workspace, db, run_id, sample_id, 1)
+    assert info["reasoning"] == "Move." and info["box"] == [0.0, 0.0, 112.0, 112.0] and image.size == (224, 224)
+    assert image.getpixel((1, 50)) == (255, 0, 0)
+    assert len(iou_curve(db, run_id, sample_id)) == 3
+    _, last = step_view(workspace, db, run_id, sample_id, 2)
+    assert not last["parse_ok"] and last["box"] is None
+    with pytest.raises(InvalidInputError):
+        step_view(workspace, db, run_id, sample_id, 3)
