@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format freeze clean
+.PHONY: run test lint format freeze clean chromium
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "IVT Studio needs Python 3.11 or newer"'
@@ -21,7 +21,13 @@ run: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
-test: $(STAMP) lint
+# the browser tests drive Debian's Chromium; install it when missing and we may (root), else say how
+chromium:
+	@if [ ! -x /usr/bin/chromium ]; then \
+		if [ "$$(id -u)" = "0" ]; then apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; \
+		else echo "browser tests need Debian's chromium: sudo apt-get install chromium"; fi; fi
+
+test: $(STAMP) lint chromium
 	$(BIN)/pytest -q
 
 format: $(STAMP)
