@@ -150,7 +150,9 @@ def train(cfg: GRPOConfig) -> Path:
     if cfg.init_adapter:
         model = PeftModel.from_pretrained(model, cfg.init_adapter).merge_and_unload()
     checkpoint = out / "checkpoint"
-    if (checkpoint / "adapter_config.json").is_file():
+    if not checkpoint.exists() and checkpoint.with_name("checkpoint.old").exists():  # killed during the swap
+        checkpoint.with_name("checkpoint.old").rename(checkpoint)
+    if (checkpoint / "state.pt").is_file():
         model = PeftModel.from_pretrained(model, str(checkpoint), is_trainable=True)
         state = torch.load(checkpoint / "state.pt", weights_only=True)
     else:
@@ -226,8 +228,7 @@ def train(cfg: GRPOConfig) -> Path:
                 if cfg.flywheel_below >= 0:
                     _flywheel(workspace, trajectories, rewards, cfg, family)
                 if (step + 1) % cfg.save_steps == 0 or step + 1 == cfg.max_steps or stop["flag"]:
-                    model.save_pretrained(checkpoint)
-                    torch.save({"step": step + 1, "optimizer": optimizer.state_dict()}, checkpoint / "state.pt")
+                    _save_checkpoint(model, optimizer, step + 1, checkpoint)
             if stop["flag"]:
                 raise KeyboardInterrupt("stopped by SIGTERM after saving a checkpoint")
         accelerator.wait_for_everyone()
@@ -246,6 +247,24 @@ def train(cfg: GRPOConfig) -> Path:
         print(json.dumps({"model_id": model_id, "adapter": str(adapter)}), flush=True)
     db.close()
     return out / "adapter"
+
+
+def _save_checkpoint(model, optimizer, step: int, checkpoint: Path) -> None:
+    """Write adapter + optimizer state to a temporary folder, then swap it in: a kill mid-save keeps the old one."""
+    import shutil
+
+    import torch
+
+    tmp = checkpoint.with_name(checkpoint.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    torch.save({"step": step, "optimizer": optimizer.state_dict()}, tmp / "state.pt")
+    old = checkpoint.with_name(checkpoint.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if checkpoint.exists():
+        checkpoint.rename(old)
+    tmp.rename(checkpoint)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def _flywheel(workspace, trajectories, rewards, cfg: GRPOConfig, family) -> int:

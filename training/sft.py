@@ -240,7 +240,9 @@ def train(cfg: SFTConfig) -> Path:
                       data_collator=lambda ex: collate(ex, pad, rope), callbacks=[Report()])
     previous = signal.getsignal(signal.SIGTERM)
     signal.signal(signal.SIGTERM, lambda *a: stop_requested.update(flag=True))
-    checkpoints = sorted((out / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    # only complete checkpoints: a process killed while saving leaves a folder without trainer_state.json
+    complete = [p for p in (out / "checkpoints").glob("checkpoint-*") if (p / "trainer_state.json").is_file()]
+    checkpoints = sorted(complete, key=lambda p: int(p.name.split("-")[1]))
     with reporter:
         signal.signal(signal.SIGTERM, lambda *a: stop_requested.update(flag=True))  # the reporter set its own
         trainer.train(resume_from_checkpoint=str(checkpoints[-1]) if checkpoints else None)

@@ -159,3 +159,10 @@ def test_replay_examples_train_the_ground_truth_answer(approved, tmp_path, tiny_
     example = dataset[len(records)]
     trained = processor.tokenizer.decode(example["input_ids"][example["labels"] != IGNORE])
     assert trained.startswith('{"bbox_2d": [') and example["image_grid_thw"].shape[0] == 1
+
+
+def test_sft_skips_a_checkpoint_left_half_written(approved, tiny_models):
+    out = approved.root / "models" / "sft-half"
+    (out / "checkpoints" / "checkpoint-999").mkdir(parents=True)  # as a kill during saving leaves it
+    assert _sft(approved, tiny_models["qwen3_vl"], "--max-steps", "2", "--out", str(out)) == 0
+    assert (out / "adapter" / "adapter_config.json").is_file()
