@@ -26,7 +26,7 @@ def _free_port() -> int:
 
 
 def _scripted_run(ws):
-    """A stored 2-step run (a scripted model whose box grows each step) so that Explore has something to show."""
+    """Two stored runs (the newest: a scripted model whose box grows each step) for Explore and Compare."""
     from ivt_core.bootstrap import ensure_default_data
     from ivt_core.evaluate import EvalRequest, evaluate
     from ivt_core.loop import LoopConfig
@@ -36,6 +36,8 @@ def _scripted_run(ws):
     workspace = Workspace.open(ws)
     ensure_default_data(workspace)
     answers = ['{"bbox_2d": [100, 100, 400, 400]}', 'Move it. {"bbox_2d": [150, 150, 500, 500]}', "no idea"]
+    evaluate(workspace, ScriptedGrounder(lambda text, step: '{"bbox_2d": [0, 0, 1000, 1000]}'), "/whole-image",
+             EvalRequest("shapes", "val", LoopConfig(steps=1), limit=20))
     evaluate(workspace, ScriptedGrounder(lambda text, step: answers[step]), "/scripted",
              EvalRequest("shapes", "val", LoopConfig(steps=2), limit=20))
 

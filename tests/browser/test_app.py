@@ -41,3 +41,14 @@ def test_explore_steps_through_a_sample_with_the_keyboard(app_url, page):
     page.get_by_text("no box found").first.wait_for(timeout=30_000)
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SHOTS / "explore.png"), full_page=True)
+
+
+def test_compare_two_runs(app_url, page):
+    page.goto(app_url, wait_until="load", timeout=60_000)
+    page.get_by_role("tab", name="Compare").click()
+    page.get_by_text("common samples").first.wait_for(timeout=30_000)
+    assert page.get_by_text("20 common samples").count() == 1
+    page.get_by_text("wins").first.wait_for()
+    page.locator(".js-plotly-plot").last.wait_for()
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / "compare.png"), full_page=True)
