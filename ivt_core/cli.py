@@ -127,14 +127,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from ivt_core.evaluate import EvalRequest, evaluate, load_eval_samples
     from ivt_core.grounders.base import Sampling
     from ivt_core.grounders.transformers_grounder import TransformersGrounder
-    from ivt_core.jobs import JobReporter, submit
+    from ivt_core.jobs import JobReporter, job_arguments, submit
     from ivt_core.loop import LoopConfig
     from ivt_core.workspace import Workspace
 
     workspace = Workspace.open(args.workspace)
     if args.job:
-        passed = _job_args(sys.argv[2:] if args.argv is None else args.argv)
-        job_id = submit(workspace, "eval", passed)
+        job_id = submit(workspace, "eval", job_arguments(args.argv))
         print(f"started job {job_id}; follow it with `ivt jobs show {job_id}`", file=sys.stderr)
         print(json.dumps({"job_id": job_id}) if args.json else job_id)
         return 0
@@ -171,23 +170,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
     else:
         print(_summary(result.run_id, metrics))
     return 0
-
-
-def _job_args(argv: list[str]) -> list[str]:
-    """The eval arguments to hand to a job: everything but --job and --workspace (the runner sets it)."""
-    out, skip = [], False
-    for arg in argv:
-        if skip:
-            skip = False
-        elif arg == "--job":
-            continue
-        elif arg == "--workspace":
-            skip = True
-        elif arg.startswith("--workspace="):
-            continue
-        else:
-            out.append(arg)
-    return out
 
 
 def _summary(run_id: int, m: dict) -> str:
@@ -288,20 +270,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     """
     import importlib
 
-    from ivt_core.jobs import submit
+    from ivt_core.jobs import job_arguments, option_value, submit
     from ivt_core.workspace import Workspace
 
-    rest, as_job, workspace_arg = [], False, None
-    items = iter(args.rest)
-    for item in items:
-        if item == "--job":
-            as_job = True
-        elif item == "--workspace":
-            workspace_arg = next(items, None)
-        else:
-            rest.append(item)
-    workspace = Workspace.open(workspace_arg)
-    if as_job:
+    workspace = Workspace.open(option_value(args.rest, "--workspace"))
+    rest = job_arguments(args.rest)
+    if "--job" in args.rest:
         job_id = submit(workspace, args.trainer, rest)
         print(f"started {args.trainer} job {job_id}; follow it with `ivt jobs show {job_id}`", file=sys.stderr)
         print(job_id)
@@ -475,8 +449,8 @@ def cmd_jobs(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     _quiet_libraries()
     args = build_parser().parse_args(argv)
-    if hasattr(args, "argv"):
-        args.argv = argv
+    if hasattr(args, "argv"):  # the arguments after the command word, for commands that can become jobs
+        args.argv = (sys.argv[1:] if argv is None else argv)[1:]
     try:
         if getattr(args, "workspace", "absent") != "absent" and getattr(args, "as_job_id", None) is None:
             from ivt_core.jobs import reconcile

@@ -18,9 +18,9 @@ def cmd_synth(args: argparse.Namespace) -> int:
     config = SynthConfig(steps=args.steps, iou_low=args.iou_low, iou_high=args.iou_high,
                          keep_ratio=args.keep_ratio, seed=args.seed, include_zero=args.include_zero).check()
     if args.job:
-        from ivt_core.cli import _job_args
+        from ivt_core.jobs import job_arguments
 
-        job_id = submit(workspace, "synth", _job_args(args.argv or sys.argv[2:]))
+        job_id = submit(workspace, "synth", job_arguments(args.argv))
         print(f"started job {job_id}; follow it with `ivt jobs show {job_id}`", file=sys.stderr)
         print(job_id)
         return 0

@@ -173,20 +173,38 @@ def resume(workspace: Workspace, job_id: int) -> int:
         raise InvalidInputError(f"job {job_id} finished; nothing to resume")
     args = list(job["argv"])
     if run:
-        args = _without_option(args, "--resume-run") + ["--resume-run", str(run[0]["id"])]
+        args = without_options(args, valued=("--resume-run",)) + ["--resume-run", str(run[0]["id"])]
     return submit(workspace, job["kind"], args, resumed_from=job_id)
 
 
-def _without_option(args: list[str], name: str) -> list[str]:
+def without_options(args: list[str], flags: tuple[str, ...] = (), valued: tuple[str, ...] = ()) -> list[str]:
+    """``args`` less the switches in ``flags`` and the options in ``valued`` with their values."""
     out, skip = [], False
     for arg in args:
         if skip:
             skip = False
-        elif arg == name:
+        elif arg in flags or any(arg.startswith(f"{name}=") for name in valued):
+            continue
+        elif arg in valued:
             skip = True
         else:
             out.append(arg)
     return out
+
+
+def option_value(args: list[str], name: str) -> str | None:
+    """The value of ``name`` in ``args`` (``--o v`` or ``--o=v``), or None."""
+    for index, arg in enumerate(args):
+        if arg == name and index + 1 < len(args):
+            return args[index + 1]
+        if arg.startswith(f"{name}="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def job_arguments(args: list[str]) -> list[str]:
+    """What a command line hands to its job: all but ``--job`` and ``--workspace`` (the runner sets that)."""
+    return without_options(args, flags=("--job",), valued=("--workspace",))
 
 
 class JobReporter:

@@ -77,3 +77,22 @@ def test_refuses_what_the_cli_would_not_run(workspace, kind, args):
     with pytest.raises(InvalidInputError):
         submit(workspace, kind, args)
     assert workspace.connect().execute("SELECT COUNT(*) FROM jobs").fetchone()[0] == 0
+
+
+def test_cli_job_flag_from_an_argument_list(job_ws, capsys):
+    from ivt_core.cli import main
+
+    workspace, args = job_ws
+    assert main(["eval", "--workspace", str(workspace.root), *args, "--job"]) == 0
+    job_id = int(capsys.readouterr().out.strip())
+    job = _wait(workspace, job_id, {"done", "failed"})
+    assert job["status"] == "done" and "--workspace" not in job["argv"] and "--job" not in job["argv"]
+
+
+def test_option_helpers():
+    from ivt_core.jobs import job_arguments, option_value, without_options
+
+    args = ["--a", "1", "--workspace=/w", "--job", "--b", "2", "--workspace", "/x"]
+    assert job_arguments(args) == ["--a", "1", "--b", "2"]
+    assert option_value(args, "--workspace") == "/w" and option_value(args, "--c") is None
+    assert without_options(["--resume-run", "3", "--steps", "1"], valued=("--resume-run",)) == ["--steps", "1"]
