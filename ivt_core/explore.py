@@ -73,6 +73,6 @@ def step_view(workspace: Workspace, db: Database, run_id: int, sample_id: str, s
         "expression": sample.expression, "step": step, "steps": len(rows), "iou": row["iou"],
         "parse_ok": bool(row["parse_ok"]), "parse_failure": row["parse_failure"], "raw_text": row["raw_text"],
         "reasoning": row["reasoning"], "box": _box(row).to_xyxy() if row["x1"] is not None else None,
-        "ground_truth": sample.bbox.to_xyxy(), "tokens_out": row["tokens_out"],
+        "ground_truth": sample.bbox.to_xyxy(), "tokens_out": row["tokens_out"], "ious": [r["iou"] for r in rows],
     }
     return shown, info

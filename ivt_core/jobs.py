@@ -25,6 +25,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from ivt_core.errors import InvalidInputError
+from ivt_core.store import ThreadConnections
 from ivt_core.store.jobs import ACTIVE, add_metric, create_job, get_job, update_job
 from ivt_core.store.samples import now
 from ivt_core.workspace import Workspace
@@ -208,52 +209,45 @@ def job_arguments(args: list[str]) -> list[str]:
 
 
 class JobReporter:
-    """Used inside a job's process: heartbeat, progress, metrics, end state. A no-op when ``job_id`` is None."""
+    """Used inside a job's process: heartbeat, progress, metrics, end state. A no-op when ``job_id`` is None.
+
+    Progress and metrics come from the main thread and the heartbeat from its own thread; each keeps one
+    connection (``ThreadConnections``) instead of opening one per report.
+    """
 
     def __init__(self, workspace: Workspace, job_id: int | None):
-        self.workspace = workspace
         self.job_id = job_id
+        self._connections = ThreadConnections(workspace.db_path)
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self.done = 0
 
     def __enter__(self) -> JobReporter:
         if self.job_id is None:
             return self
-        with self._db() as db:
-            update_job(db, self.job_id, status="running", pid=os.getpid(), started_at=now(), heartbeat_at=now())
+        update_job(self._connections.get(), self.job_id, status="running", pid=os.getpid(), started_at=now(),
+                   heartbeat_at=now())
         signal.signal(signal.SIGTERM, self._on_sigterm)
-        self._thread = threading.Thread(target=self._beat, daemon=True)
-        self._thread.start()
+        threading.Thread(target=self._beat, daemon=True).start()
         return self
-
-    def _db(self):
-        return _Closing(self.workspace.connect())
 
     def _on_sigterm(self, signum, frame):
         raise JobCancelled()
 
     def _beat(self) -> None:
         while not self._stop.wait(HEARTBEAT_S):
-            with self._db() as db:
-                update_job(db, self.job_id, heartbeat_at=now())
+            update_job(self._connections.get(), self.job_id, heartbeat_at=now())
 
     def progress(self, done: int, total: int, message: str = "") -> None:
-        self.done = done
         if self.job_id is not None:
-            with self._db() as db:
-                update_job(db, self.job_id, progress_done=done, progress_total=total, message=message,
-                           heartbeat_at=now())
+            update_job(self._connections.get(), self.job_id, progress_done=done, progress_total=total,
+                       message=message, heartbeat_at=now())
 
     def metric(self, step: int, name: str, value: float) -> None:
         if self.job_id is not None:
-            with self._db() as db:
-                add_metric(db, self.job_id, step, name, value)
+            add_metric(self._connections.get(), self.job_id, step, name, value)
 
     def link_run(self, run_id: int) -> None:
         if self.job_id is not None:
-            with self._db() as db:
-                db.execute("UPDATE runs SET job_id = ? WHERE id = ?", [self.job_id, run_id])
+            self._connections.get().execute("UPDATE runs SET job_id = ? WHERE id = ?", [self.job_id, run_id])
 
     def __exit__(self, exc_type, exc, tb) -> bool:
         if self.job_id is None:
@@ -265,18 +259,6 @@ class JobReporter:
             status, error = "cancelled", None
         else:
             status, error = "failed", f"{exc_type.__name__}: {exc}"
-        with self._db() as db:
-            update_job(db, self.job_id, status=status, finished_at=now(), error=error, heartbeat_at=now())
-        return False
-
-
-class _Closing:
-    def __init__(self, db):
-        self.db = db
-
-    def __enter__(self):
-        return self.db
-
-    def __exit__(self, *exc):
-        self.db.close()
+        update_job(self._connections.get(), self.job_id, status=status, finished_at=now(), error=error,
+                   heartbeat_at=now())
         return False

@@ -48,10 +48,10 @@ def trace_record(workspace: Workspace, trace: dict, sample: Sample, images_dir: 
         images_dir.mkdir(parents=True, exist_ok=True)
         copied = []
         for path in paths:
-            target = images_dir / f"{trace['id']}-{len(copied)}{Path(path).suffix or '.png'}"
+            target = (images_dir / f"{trace['id']}-{len(copied)}{Path(path).suffix or '.png'}").resolve()
             shutil.copyfile(path, target)
-            copied.append(str(target.resolve().relative_to(out_dir.resolve())) if target.resolve().is_relative_to(
-                out_dir.resolve()) else str(target.resolve()))
+            base = out_dir.resolve()
+            copied.append(str(target.relative_to(base)) if target.is_relative_to(base) else str(target))
         paths = copied
 
     def user(text: str) -> dict:

@@ -62,7 +62,8 @@ def answer_text(reasoning: str, box: Box, convention: str, size: tuple[int, int]
     return f"{reasoning}\n{json.dumps({'bbox_2d': coords})}".strip()
 
 
-def _resized_for(model: dict, family) -> list[int] | None:
+def _processor_if_resized(model: dict, family):
+    """The model's processor when its boxes are in resized-image pixels (to record each sample's resized size)."""
     if family.convention != "abs_resized":
         return None
     from ivt_core.grounders.processing import load_processor
@@ -88,7 +89,7 @@ def synthesize(
         model = get_model(db, run["model_id"])
         family = FAMILIES.get(model["family"]) or Family(model["family"], (), run["config"].get("coords", "abs"),
                                                          "generic")
-        processor = _resized_for(model, family)
+        processor = _processor_if_resized(model, family)
         trajectories = [t for t in load_trajectories(db, run_id) if t.steps and t.steps[0].box is not None]
         corrective = [t for t in trajectories if config.iou_low < t.step0_iou < config.iou_high
                       or (config.include_zero and t.step0_iou == 0.0)]

@@ -8,7 +8,7 @@ import plotly.graph_objects as go
 from PIL import Image
 
 from ivt_core.errors import IVTError
-from ivt_core.explore import iou_curve, sample_rows, step_view
+from ivt_core.explore import sample_rows, step_view
 from ivt_core.metrics import OUTCOMES
 from ivt_core.report import summary_rows
 from ivt_core.store.runs import get_run, list_runs
@@ -64,7 +64,7 @@ def show_step(ctx: AppContext, run_id, sample_id, step, history, ground_truth):
     text = (f"**{info['expression']}** · step {info['step']} of {info['steps'] - 1} · IoU **{info['iou']:.3f}** · "
             f"box {box}" + (f" · unreadable: {info['parse_failure']}" if not info["parse_ok"] else "")
             + f"\n\n**Reasoning:** {info['reasoning'] or '(none)'}\n\n**Raw answer:**\n```\n{info['raw_text']}\n```")
-    ious = iou_curve(ctx.db(), run_id, sample_id)
+    ious = info["ious"]
     fig = go.Figure(go.Scatter(x=list(range(len(ious))), y=ious, mode="lines+markers", name="IoU"))
     fig.add_vline(x=int(step), line_dash="dot")
     fig.update_layout(title="This sample's IoU per step", yaxis_range=[0, 1], xaxis={"dtick": 1}, height=260,

@@ -53,8 +53,8 @@ def show_sample(ctx: AppContext, choice: str | None, index: float):
     if not choice:
         return None, "No dataset yet."
     dataset, split = choice.split("/", 1)
-    samples = get_samples(ctx.db(), dataset, split)
-    sample = samples[int(index) % len(samples)]
+    size = next((d["splits"].get(split, 0) for d in list_datasets(ctx.db()) if d["name"] == dataset), 0)
+    (sample,) = get_samples(ctx.db(), dataset, split, limit=1, offset=int(index) % max(1, size))
     image = load_image(ctx.workspace.resolve(sample.image_path))
     shown = render_box(image, None, GT_STYLE, ground_truth=sample.bbox)
     scale = DISPLAY_SIDE / max(shown.size)

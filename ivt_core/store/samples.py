@@ -64,8 +64,8 @@ def _row_to_sample(row: dict) -> Sample:
     )
 
 
-def get_samples(db: Database, dataset: str, split: str, limit: int | None = None) -> list[Sample]:
-    """Samples of a dataset split in id order.
+def get_samples(db: Database, dataset: str, split: str, limit: int | None = None, offset: int = 0) -> list[Sample]:
+    """Samples of a dataset split in id order (``limit`` of them from ``offset``).
 
     Raises NotFoundError if the dataset is unknown or the split is empty, naming what exists.
     """
@@ -77,9 +77,9 @@ def get_samples(db: Database, dataset: str, split: str, limit: int | None = None
         )
     sql = "SELECT * FROM samples WHERE dataset = ? AND split = ? ORDER BY id"
     params: list = [dataset, split]
-    if limit is not None:
-        sql += " LIMIT ?"
-        params.append(limit)
+    if limit is not None or offset:
+        sql += " LIMIT ? OFFSET ?"
+        params += [-1 if limit is None else limit, offset]
     samples = [_row_to_sample(r) for r in db.query(sql, params)]
     if not samples:
         splits = list_datasets(db)

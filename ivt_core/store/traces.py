@@ -67,29 +67,26 @@ def get_trace(db: Database, trace_id: int) -> dict:
     return _decode(rows[0])
 
 
-def _where(status=None, dataset=None, teacher=None, iou_min=None, iou_max=None, search=None, kind=None):
+FILTERS = {
+    "status": "t.status = ?",
+    "dataset": "s.dataset = ?",
+    "teacher": "t.teacher = ?",
+    "kind": "t.kind = ?",
+    "iou_min": "t.student_iou >= ?",
+    "iou_max": "t.student_iou <= ?",
+    "search": "t.id IN (SELECT rowid FROM traces_fts WHERE traces_fts MATCH ?)",
+}
+
+
+def _where(**filters) -> tuple[str, list]:
+    """SQL WHERE clause and parameters for the given filters (None or empty = not filtered)."""
     clauses, params = [], []
-    if status:
-        clauses.append("t.status = ?")
-        params.append(status)
-    if dataset:
-        clauses.append("s.dataset = ?")
-        params.append(dataset)
-    if teacher:
-        clauses.append("t.teacher = ?")
-        params.append(teacher)
-    if kind:
-        clauses.append("t.kind = ?")
-        params.append(kind)
-    if iou_min is not None:
-        clauses.append("t.student_iou >= ?")
-        params.append(iou_min)
-    if iou_max is not None:
-        clauses.append("t.student_iou <= ?")
-        params.append(iou_max)
-    if search:
-        clauses.append("t.id IN (SELECT rowid FROM traces_fts WHERE traces_fts MATCH ?)")
-        params.append(" ".join(f'"{w}"' for w in search.replace('"', " ").split()))
+    for name, value in filters.items():
+        if value is None or value == "":
+            continue
+        clauses.append(FILTERS[name])
+        # full-text search: each word quoted, so user text is never read as FTS syntax
+        params.append(" ".join(f'"{w}"' for w in value.replace('"', " ").split()) if name == "search" else value)
     return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
 
 

@@ -30,9 +30,9 @@ def build_mix(workspace: Workspace, sources: list[str], sizes: list[int], seed: 
         for source in sources:
             if get_dataset(db, source) is None:
                 raise InvalidInputError(f"source dataset {source!r} is not in this workspace; import it first")
-            ids = [r["id"] for r in db.query("SELECT id FROM samples WHERE dataset = ? ORDER BY id", [source])]
-            random.Random(f"{seed}:{source}").shuffle(ids)
-            pools[source] = ids
+            rows = list(db.query("SELECT * FROM samples WHERE dataset = ? ORDER BY id", [source]))
+            random.Random(f"{seed}:{source}").shuffle(rows)
+            pools[source] = rows
         needed = {s: 0 for s in sources}
         plan = {}
         for split, size in zip(SPLITS, sizes, strict=True):
@@ -48,8 +48,7 @@ def build_mix(workspace: Workspace, sources: list[str], sizes: list[int], seed: 
         cursor = {s: 0 for s in sources}
         for split in SPLITS:
             for source, n in plan[split].items():
-                for original in pools[source][cursor[source]: cursor[source] + n]:
-                    row = next(iter(db.query("SELECT * FROM samples WHERE id = ?", [original])))
+                for row in pools[source][cursor[source]: cursor[source] + n]:
                     samples.append(_copy(row, name, split, source))
                 cursor[source] += n
         meta = {"seed": seed, "sources": sources, "sizes": dict(zip(SPLITS, sizes, strict=True)), "plan": plan}
