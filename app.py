@@ -54,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     from ivt_core.workspace import Workspace
     from ui.app import create_app
     from ui.context import AppContext
+    from ui.keys import HEAD
 
     try:
         workspace = Workspace.open(args.workspace)
@@ -65,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     if written:
         print(f"created the default shapes-world splits in {workspace.root}: {written}", file=sys.stderr)
     app = create_app(AppContext(workspace))
-    app.launch(server_name=args.host, server_port=args.port, auth=auth, show_error=True)
+    app.launch(server_name=args.host, server_port=args.port, auth=auth, show_error=True, head=HEAD)
     return 0
 
 

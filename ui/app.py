@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from ui import compare, explore, overview
+from ui import compare, explore, overview, traces
 from ui.context import AppContext
 
 
@@ -17,6 +17,8 @@ def create_app(ctx: AppContext) -> gr.Blocks:
                 on_load += overview.build(ctx) or []
             with gr.Tab("Explore"):
                 on_load += explore.build(ctx) or []
+            with gr.Tab("Traces"):
+                on_load += traces.build(ctx) or []
             with gr.Tab("Compare"):
                 on_load += compare.build(ctx) or []
         for fn, inputs, outputs in on_load:

@@ -75,6 +75,8 @@ FILTERS = {
     "iou_min": "t.student_iou >= ?",
     "iou_max": "t.student_iou <= ?",
     "search": "t.id IN (SELECT rowid FROM traces_fts WHERE traces_fts MATCH ?)",
+    "after_id": "t.id > ?",
+    "before_id": "t.id < ?",
 }
 
 
@@ -90,12 +92,21 @@ def _where(**filters) -> tuple[str, list]:
     return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
 
 
-def list_traces(db: Database, limit: int = 100, offset: int = 0, **filters) -> list[dict]:
-    """Traces matching the filters (status, dataset, teacher, kind, iou_min, iou_max, search), oldest first."""
+def list_traces(db: Database, limit: int = 100, offset: int = 0, newest_first: bool = False, **filters) -> list[dict]:
+    """Traces matching the filters (status, dataset, teacher, kind, iou_min, iou_max, search, after_id,
+    before_id), oldest first unless ``newest_first``."""
     where, params = _where(**filters)
-    sql = (f"SELECT t.* FROM traces t JOIN samples s ON s.id = t.sample_id{where} ORDER BY t.id "
+    order = "DESC" if newest_first else "ASC"
+    sql = (f"SELECT t.* FROM traces t JOIN samples s ON s.id = t.sample_id{where} ORDER BY t.id {order} "
            f"LIMIT ? OFFSET ?")
     return [_decode(r) for r in db.query(sql, [*params, limit, offset])]
+
+
+def matching_ids(db: Database, **filters) -> list[int]:
+    """Ids of every trace matching the filters, oldest first (for bulk actions)."""
+    where, params = _where(**filters)
+    sql = f"SELECT t.id FROM traces t JOIN samples s ON s.id = t.sample_id{where} ORDER BY t.id"
+    return [row["id"] for row in db.query(sql, params)]
 
 
 def count_traces(db: Database, **filters) -> dict[str, int]:

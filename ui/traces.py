@@ -1,0 +1,240 @@
+"""Traces: the review queue. Approve / edit (text and box) / reject with the keyboard, history, bulk, export,
+and synthesis of new traces from a run as a background job."""
+
+from __future__ import annotations
+
+import functools
+from datetime import datetime
+
+import gradio as gr
+import pandas as pd
+from PIL import Image
+
+from ivt_core import jobs
+from ivt_core.errors import IVTError
+from ivt_core.review import check_box, history_rows, next_trace, queue_filters, trace_view
+from ivt_core.store.traces import STATUSES, count_traces, get_trace, matching_ids
+from ivt_core.trace_export import STYLES, export_traces
+from ivt_core.traces import approve, bulk, edit_box, edit_reasoning, reject
+from ui.context import AppContext
+from ui.explore import run_choices
+
+DISPLAY_SIDE = 448
+SHORTCUTS = ("**Keys** (outside text fields): **a** approve (saves edits first) · **r** reject · **s** save edits · "
+             "**j** next · **k** previous. In the reasoning box, **Ctrl+Enter** saves. Click the image twice to "
+             "draw the target box (first click: one corner, second click: the opposite corner).")
+
+
+def reviewer(request: gr.Request | None) -> str:
+    return (getattr(request, "username", None) or "web") if request else "web"
+
+
+def counts_text(ctx: AppContext, filters: dict) -> str:
+    counts = count_traces(ctx.db(), **{k: v for k, v in filters.items() if k != "status"})
+    return " · ".join(f"**{name}** {counts[name]:,}" for name in STATUSES) + f" · total {sum(counts.values()):,}"
+
+
+HISTORY_COLUMNS = ["version", "when", "reviewer", "action", "change"]
+EMPTY = (None, "No trace matches the filter. Synthesize traces from a run below, or change the filter.", "",
+         None, None, None, None, "", pd.DataFrame(columns=HISTORY_COLUMNS), None, gr.update(choices=[1], value=1))
+
+
+def show(ctx: AppContext, trace_id: int | None, step: int, box: list | None = None, note: str = ""):
+    """Everything the page shows for one trace at one step (the 11 outputs of ``views``)."""
+    if trace_id is None:
+        return EMPTY
+    db = ctx.db()
+    trace = get_trace(db, trace_id)
+    step = min(max(1, int(step or 1)), len(trace["steps"]))
+    image, info = trace_view(ctx.workspace, db, trace, step, box)
+    scale = max(1.0, DISPLAY_SIDE / max(image.size))
+    if scale > 1:
+        image = image.resize((round(image.width * scale), round(image.height * scale)), Image.NEAREST)
+    header = (f"### Trace {trace['id']} · {trace['status']} · version {trace['version']}\n"
+              f"**{info['expression']}** · `{info['sample_id']}` · {trace['kind']} trace by {trace['teacher']} · "
+              f"student IoU **{trace['student_iou']:.3f}** (red) · ground truth green, target blue"
+              + (f"\n\n{note}" if note else ""))
+    x1, y1, x2, y2 = info["target"]
+    state = {"id": trace["id"], "version": trace["version"], "step": step, "scale": scale, "corner": None,
+             "size": info["size"]}
+    return (image, header, trace["steps"][step - 1]["reasoning"], x1, y1, x2, y2, live_text(info),
+            pd.DataFrame(history_rows(db, trace["id"]), columns=HISTORY_COLUMNS), state,
+            gr.update(choices=list(range(1, len(trace["steps"]) + 1)), value=step))
+
+
+def live_text(info: dict) -> str:
+    edited = " (edited, not saved)" if info["edited"] else ""
+    return f"target box IoU with ground truth: **{info['target_iou']:.3f}**{edited}"
+
+
+def build(ctx: AppContext) -> list:
+    gr.Markdown(SHORTCUTS)
+    counts = gr.Markdown()
+    with gr.Row():
+        status = gr.Dropdown(["pending", *[s for s in STATUSES if s != "pending"], "all"], value="pending",
+                             label="Status")
+        kind = gr.Dropdown(["all", "corrective", "keep"], value="all", label="Kind")
+        iou_min = gr.Slider(0, 1, value=0, step=0.05, label="Student IoU from")
+        iou_max = gr.Slider(0, 1, value=1, step=0.05, label="Student IoU to")
+        search = gr.Textbox(label="Search expression and reasoning", placeholder="words, then Enter")
+    state = gr.State(None)
+    with gr.Row():
+        with gr.Column(scale=1):
+            image = gr.Image(type="pil", format="png", label="Click two corners to draw the target box",
+                             interactive=False, height=460, elem_id="trace-image")
+        with gr.Column(scale=1):
+            header = gr.Markdown()
+            step = gr.Radio([1], value=1, label="Corrective step")
+            reasoning = gr.Textbox(label="Reasoning", lines=4, elem_id="trace-reasoning")
+            with gr.Row():
+                x1, y1, x2, y2 = (gr.Number(label=f"{n} (px)", precision=1, min_width=80)
+                                  for n in ("x1", "y1", "x2", "y2"))
+            live = gr.Markdown()
+            message = gr.Markdown(elem_id="trace-message")
+            with gr.Row():
+                approve_btn = gr.Button("Approve [a]", variant="primary", elem_id="trace-approve")
+                save_btn = gr.Button("Save edits [s]", elem_id="trace-save")
+                reject_btn = gr.Button("Reject [r]", variant="stop", elem_id="trace-reject")
+            with gr.Row():
+                prev_btn = gr.Button("Previous [k]", elem_id="trace-prev")
+                next_btn = gr.Button("Next [j]", elem_id="trace-next")
+    history = gr.Dataframe(label="Revision history", interactive=False, wrap=True)
+    with gr.Accordion("Bulk actions over the filter", open=False):
+        gr.Markdown("Applies to every trace the filter above matches (at its current version).")
+        with gr.Row():
+            bulk_approve = gr.Button("Approve all matching")
+            bulk_reject = gr.Button("Reject all matching")
+    with gr.Accordion("Export", open=False):
+        with gr.Row():
+            export_status = gr.Dropdown(list(STATUSES), value="approved", label="Traces with status")
+            export_style = gr.Dropdown(list(STYLES), value="trl", label="Format")
+            export_btn = gr.Button("Export JSONL")
+        export_file = gr.File(label="Exported file", interactive=False)
+        export_note = gr.Markdown()
+    with gr.Accordion("Synthesize traces from a run (background job)", open=False):
+        choices = run_choices(ctx)
+        with gr.Row():
+            synth_run = gr.Dropdown(choices, value=choices[0][1] if choices else None, label="Run")
+            synth_style = gr.Dropdown(["prose", "terse"], value="prose", label="Teacher style")
+            synth_steps = gr.Slider(1, 4, value=2, step=1, label="Corrective steps")
+            synth_keep = gr.Number(value=0.2, label="Keep traces per corrective trace", minimum=0, maximum=10)
+            synth_zero = gr.Checkbox(label="Also correct IoU-0 answers (wrong object)")
+        synth_btn = gr.Button("Start synthesis job")
+        synth_note = gr.Markdown()
+
+    filter_inputs = [status, kind, search, iou_min, iou_max]
+    views = [image, header, reasoning, x1, y1, x2, y2, live, history, state, step]
+
+    def filters_of(st, kd, sr, lo, hi):
+        return queue_filters(st, kd, sr, lo, hi)
+
+    def first(*form):
+        filters = filters_of(*form)
+        found = next_trace(ctx.db(), None, filters)
+        return (*show(ctx, found and found["id"], 1), counts_text(ctx, filters), "")
+
+    def move(st, backwards, *form):
+        filters = filters_of(*form)
+        found = next_trace(ctx.db(), st and st["id"], filters, backwards)
+        return (*show(ctx, found and found["id"], 1), counts_text(ctx, filters), "")
+
+    def preview(st, a, b, c, d):
+        if not st:
+            return gr.update(), ""
+        try:
+            box = check_box([a, b, c, d], *st["size"])
+        except IVTError as exc:
+            return gr.update(), f"**{exc}**"
+        trace = get_trace(ctx.db(), st["id"])
+        shown, info = trace_view(ctx.workspace, ctx.db(), trace, st["step"], box)
+        if st["scale"] > 1:
+            shown = shown.resize((round(shown.width * st["scale"]), round(shown.height * st["scale"])), Image.NEAREST)
+        return shown, live_text(info)
+
+    def save_edits(st, text, a, b, c, d, who):
+        """Write the step's changed text and box; returns the new version. Raises IVTError."""
+        trace = get_trace(ctx.db(), st["id"])
+        version = st["version"]
+        stored = trace["steps"][st["step"] - 1]
+        if text.strip() != stored["reasoning"]:
+            version = edit_reasoning(ctx.db(), st["id"], version, st["step"], text, who)
+        box = check_box([a, b, c, d], *st["size"])
+        if [round(v, 1) for v in box.to_xyxy()] != [round(v, 1) for v in stored["box"]]:
+            version = edit_box(ctx.db(), st["id"], version, st["step"], box.to_xyxy(), who)
+        return version
+
+    def act(action, st, text, a, b, c, d, st_f, kd, sr, lo, hi, request: gr.Request = None):
+        filters = filters_of(st_f, kd, sr, lo, hi)
+        if not st:
+            return (*[gr.update()] * len(views), counts_text(ctx, filters), "Nothing to review.")
+        who = reviewer(request)
+        try:
+            version = save_edits(st, text, a, b, c, d, who)
+            if action == "save":
+                return (*show(ctx, st["id"], st["step"]), counts_text(ctx, filters), f"Saved (version {version}).")
+            (approve if action == "approve" else reject)(ctx.db(), st["id"], version, who)
+        except IVTError as exc:
+            return (*[gr.update()] * len(views), counts_text(ctx, filters), f"**{exc}**")
+        done = f"Trace {st['id']} {action}d."
+        found = next_trace(ctx.db(), st["id"], filters)
+        return (*show(ctx, found and found["id"], 1), counts_text(ctx, filters), done)
+
+    def click(st, evt: gr.SelectData):
+        if not st or evt.index is None:
+            return st, *[gr.update()] * 4, ""
+        x, y = (round(v / st["scale"], 1) for v in evt.index)
+        if st["corner"] is None:
+            note = f"First corner at ({x:g}, {y:g}); click the opposite one."
+            return {**st, "corner": [x, y]}, *[gr.update()] * 4, note
+        (cx, cy) = st["corner"]
+        return ({**st, "corner": None}, min(cx, x), min(cy, y), max(cx, x), max(cy, y), "")
+
+    def run_bulk(action, st_f, kd, sr, lo, hi, request: gr.Request = None, progress=gr.Progress()):  # noqa: B008 - Gradio's way
+        filters = filters_of(st_f, kd, sr, lo, hi)
+        ids = matching_ids(ctx.db(), **filters)
+        done, conflicts = 0, []
+        for start in progress.tqdm(range(0, len(ids), 200), desc=f"{action} traces"):
+            result = bulk(ctx.db(), ids[start:start + 200], action, reviewer(request))
+            done, conflicts = done + result["done"], conflicts + result["conflicts"]
+        note = f"{action}d {done:,} traces" + (f"; {len(conflicts)} changed meanwhile, left as they are"
+                                                if conflicts else "")
+        found = next_trace(ctx.db(), None, filters)
+        return (*show(ctx, found and found["id"], 1), counts_text(ctx, filters), note)
+
+    def export(st, style):
+        out = ctx.workspace.root / "exports" / f"traces-{st}-{datetime.now():%Y%m%d-%H%M%S}.jsonl"
+        try:
+            n = export_traces(ctx.workspace, out, status=st, style=style)
+        except IVTError as exc:
+            return None, f"**{exc}**"
+        return str(out), f"{n:,} {st} traces written to `{out}`."
+
+    def synth(run_id, style, n_steps, keep, zero):
+        if not run_id:
+            return "Pick a run first (Explore starts evaluations)."
+        args = ["--run", str(int(run_id)), "--style", style, "--steps", str(int(n_steps)),
+                "--keep-ratio", str(keep if keep is not None else 0)]
+        try:
+            job_id = jobs.submit(ctx.workspace, "synth", args + (["--include-zero"] if zero else []))
+        except IVTError as exc:
+            return f"**{exc}**"
+        return f"Started job {job_id}; its progress is in the Train tab's jobs list. Refresh the queue when it ends."
+
+    outputs = [*views, counts, message]
+    for trigger in (status.change, kind.change, search.submit, iou_min.release, iou_max.release):
+        trigger(first, filter_inputs, outputs)
+    next_btn.click(lambda st, *f: move(st, False, *f), [state, *filter_inputs], outputs)
+    prev_btn.click(lambda st, *f: move(st, True, *f), [state, *filter_inputs], outputs)
+    edit_inputs = [state, reasoning, x1, y1, x2, y2, *filter_inputs]
+    for button, action in ((approve_btn, "approve"), (reject_btn, "reject"), (save_btn, "save")):
+        button.click(functools.partial(act, action), edit_inputs, outputs)
+    step.input(lambda st, s: show(ctx, st and st["id"], s), [state, step], views)
+    for field in (x1, y1, x2, y2):
+        field.input(preview, [state, x1, y1, x2, y2], [image, live], show_progress="hidden")
+    image.select(click, state, [state, x1, y1, x2, y2, message]).then(
+        preview, [state, x1, y1, x2, y2], [image, live], show_progress="hidden")
+    bulk_approve.click(functools.partial(run_bulk, "approve"), filter_inputs, outputs)
+    bulk_reject.click(functools.partial(run_bulk, "reject"), filter_inputs, outputs)
+    export_btn.click(export, [export_status, export_style], [export_file, export_note])
+    synth_btn.click(synth, [synth_run, synth_style, synth_steps, synth_keep, synth_zero], synth_note)
+    return [(first, filter_inputs, outputs)]
