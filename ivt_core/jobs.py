@@ -89,11 +89,7 @@ def submit(workspace: Workspace, kind: str, args: list[str], resumed_from: int |
         if kind in TRAINERS and "--out" not in argv:
             argv = [*argv, "--out", str(workspace.root / "models" / f"{kind}-job{job_id}")]
             update_job(db, job_id, argv=json.dumps(argv))
-        program = JOB_COMMANDS[kind]
-        gpus = int(argv[argv.index("--gpus") + 1]) if kind in TRAINERS and "--gpus" in argv else 1
-        if gpus > 1:  # data parallel over N GPUs: the same trainer under accelerate launch
-            program = ["-m", "accelerate.commands.launch", "--num_processes", str(gpus), *program]
-        command = [sys.executable, *program, *argv, "--workspace", str(workspace.root), "--job-id", str(job_id)]
+        command = job_command(workspace, kind, argv, job_id)
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         with open(log_path, "ab") as log:
             process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -102,6 +98,27 @@ def submit(workspace: Workspace, kind: str, args: list[str], resumed_from: int |
         return job_id
     finally:
         db.close()
+
+
+def job_command(workspace: Workspace, kind: str, argv: list[str], job_id: int | str) -> list[str]:
+    """The exact argument list a job runs (``submit`` adds ``--out`` for trainers before calling this)."""
+    program = JOB_COMMANDS[kind]
+    gpus = int(argv[argv.index("--gpus") + 1]) if kind in TRAINERS and "--gpus" in argv else 1
+    if gpus > 1:  # data parallel over N GPUs: the same trainer under accelerate launch
+        program = ["-m", "accelerate.commands.launch", "--num_processes", str(gpus), *program]
+    return [sys.executable, *program, *argv, "--workspace", str(workspace.root), "--job-id", str(job_id)]
+
+
+def log_tail(job: dict, lines: int = 40) -> str:
+    """The last ``lines`` lines of a job's log (progress-bar redraws collapsed to their latest state)."""
+    path = Path(job["log_path"]) if job.get("log_path") else None
+    if path is None or not path.is_file():
+        return "(no log yet)"
+    with path.open("rb") as handle:
+        handle.seek(max(0, path.stat().st_size - 64_000))
+        text = handle.read().decode("utf-8", errors="replace")
+    shown = [line.rsplit("\r", 1)[-1] for line in text.splitlines()]
+    return "\n".join(shown[-lines:])
 
 
 def _alive(pid: int | None) -> bool:

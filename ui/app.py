@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from ui import compare, explore, overview, traces
+from ui import compare, explore, overview, traces, train
 from ui.context import AppContext
 
 
@@ -21,6 +21,8 @@ def create_app(ctx: AppContext) -> gr.Blocks:
                 on_load += traces.build(ctx) or []
             with gr.Tab("Compare"):
                 on_load += compare.build(ctx) or []
+            with gr.Tab("Train"):
+                on_load += train.build(ctx) or []
         for fn, inputs, outputs in on_load:
             app.load(fn, inputs, outputs)
     return app

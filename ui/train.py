@@ -1,0 +1,197 @@
+"""Train: an SFT or GRPO form with the knobs that matter, the exact command, start / stop / resume, and live
+curves, log tail and the jobs list polled from the store (a reloaded page finds a running job again)."""
+
+from __future__ import annotations
+
+import shlex
+
+import gradio as gr
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from ivt_core import jobs
+from ivt_core.errors import IVTError
+from ivt_core.rewards import REWARDS
+from ivt_core.store.jobs import ACTIVE, get_job, job_metrics, list_jobs
+from ivt_core.store.models import get_model, list_models
+from ivt_core.store.samples import list_datasets
+from ivt_core.store.traces import count_traces
+from ivt_core.train_form import TrainForm
+from ui.context import AppContext
+
+POLL_S = 2.0
+PANELS = (("loss", ("loss", "eval_loss")), ("reward", ("reward_mean", "reward_std")), ("KL", ("kl",)),
+          ("IoU by step", ("iou_step",)), ("degradation", ("degradation",)))
+
+
+def model_choices(ctx: AppContext) -> list[tuple[str, int]]:
+    return [(f"{m['id']}: {m['name']}" + (" (adapter)" if m["adapter_path"] else ""), m["id"])
+            for m in list_models(ctx.db())]
+
+
+def split_choices(ctx: AppContext) -> list[str]:
+    return [f"{d['name']}/{s}" for d in list_datasets(ctx.db()) for s in sorted(d["splits"])]
+
+
+def job_choices(ctx: AppContext) -> list[tuple[str, int]]:
+    return [(f"job {j['id']}: {j['kind']} ({j['status']})", j["id"]) for j in list_jobs(ctx.db(), limit=100)]
+
+
+def default_job(ctx: AppContext) -> int | None:
+    """The job to show when a page opens: the newest running trainer, else the newest trainer, else any."""
+    rows = list_jobs(ctx.db(), limit=100)
+    for wanted in (lambda j: j["kind"] in jobs.TRAINERS and j["status"] in ACTIVE,
+                   lambda j: j["kind"] in jobs.TRAINERS, lambda j: True):
+        found = next((j["id"] for j in rows if wanted(j)), None)
+        if found is not None:
+            return found
+    return None
+
+
+def jobs_frame(ctx: AppContext) -> pd.DataFrame:
+    rows = [{"job": j["id"], "kind": j["kind"], "status": j["status"],
+             "progress": f"{j['progress_done']}/{j['progress_total']}" if j["progress_total"] else "",
+             "message": j["message"] or j["error"] or "", "started": j["started_at"] or j["created_at"]}
+            for j in list_jobs(ctx.db(), limit=30)]
+    return pd.DataFrame(rows or [{"job": "(no jobs yet)"}])
+
+
+def curves(ctx: AppContext, job_id: int | None) -> go.Figure | None:
+    if not job_id:
+        return None
+    series = job_metrics(ctx.db(), int(job_id))
+    panels = [(title, [(n, s) for n, s in series.items() if any(n.startswith(p) for p in prefixes)])
+              for title, prefixes in PANELS]
+    panels = [p for p in panels if p[1]]
+    if not panels:
+        return None
+    fig = make_subplots(rows=1, cols=len(panels), subplot_titles=[t for t, _ in panels])
+    for col, (_, lines) in enumerate(panels, start=1):
+        for name, points in lines:
+            fig.add_trace(go.Scatter(x=[p[0] for p in points], y=[p[1] for p in points], name=name,
+                                     mode="lines+markers" if len(points) < 40 else "lines"), row=1, col=col)
+    fig.update_layout(height=320, margin={"t": 40, "b": 30}, legend={"orientation": "h"})
+    fig.update_xaxes(title_text="step")
+    return fig
+
+
+def job_status(ctx: AppContext, job_id: int | None) -> str:
+    if not job_id:
+        return "No job selected."
+    job = get_job(ctx.db(), int(job_id))
+    progress = f" · {job['progress_done']}/{job['progress_total']}" if job["progress_total"] else ""
+    extra = f" · {job['message']}" if job["message"] else ""
+    error = f"\n\n**Error:** {job['error']}" if job["error"] else ""
+    return f"**Job {job['id']}** ({job['kind']}) · **{job['status']}**{progress}{extra}{error}"
+
+
+def build(ctx: AppContext) -> list:
+    models = model_choices(ctx)
+    splits = split_choices(ctx)
+    with gr.Row():
+        with gr.Column(scale=1):
+            kind = gr.Radio([("SFT on approved traces", "sft"), ("GRPO through the loop", "grpo")], value="sft",
+                            label="Training")
+            model = gr.Dropdown(models, value=models[0][1] if models else None,
+                                label="Start from model (GRPO continues an adapter)")
+            traces_note = gr.Markdown()
+            with gr.Row():
+                epochs = gr.Number(2, label="Epochs (SFT)", minimum=0)
+                max_steps = gr.Number(-1, label="Max steps (-1: epochs decide; GRPO: 50)", precision=0)
+                lr = gr.Number(2e-4, label="Learning rate")
+            with gr.Row():
+                lora_r = gr.Number(64, label="LoRA rank", precision=0)
+                batch = gr.Number(4, label="Batch size (SFT)", precision=0)
+                replay = gr.Number(0, label="Replay per trace (SFT)")
+            with gr.Row():
+                four_bit = gr.Checkbox(label="4-bit NF4 base (needs bitsandbytes + GPU)")
+                full = gr.Checkbox(label="Full fine-tuning instead of LoRA (small models)")
+            with gr.Row():
+                group = gr.Number(6, label="G rollouts per prompt (GRPO)", precision=0)
+                beta = gr.Number(0.04, label="KL beta (GRPO)")
+                reward = gr.Dropdown(list(REWARDS), value="final_iou_format", label="Reward (GRPO)")
+            with gr.Row():
+                prompts_split = gr.Dropdown(splits, value="shapes/train" if "shapes/train" in splits else
+                                            (splits[0] if splits else None), label="GRPO prompts from")
+                gpus = gr.Number(1, label="GPUs", precision=0, minimum=1)
+            command = gr.Code(label="The exact command the job will run", language="shell", interactive=False)
+            with gr.Row():
+                start = gr.Button("Start training", variant="primary", elem_id="train-start")
+            form_note = gr.Markdown(elem_id="train-message")
+        with gr.Column(scale=1):
+            job = gr.Dropdown(job_choices(ctx), label="Job", elem_id="train-job")
+            status = gr.Markdown(elem_id="train-status")
+            with gr.Row():
+                stop = gr.Button("Stop (saves a checkpoint)", variant="stop", elem_id="train-stop")
+                resume = gr.Button("Resume", elem_id="train-resume")
+            action_note = gr.Markdown()
+            plot = gr.Plot(label="Live curves")
+            log = gr.Code(label="Log (last lines)", language=None, interactive=False, max_lines=16)
+    table = gr.Dataframe(label="Jobs", interactive=False)
+    timer = gr.Timer(POLL_S)
+
+    form_inputs = [kind, model, epochs, max_steps, lr, lora_r, batch, replay, four_bit, full, group, beta, reward,
+                   prompts_split, gpus]
+
+    def form_args(knd, model_id, ep, ms, rate, rank, bs, rp, fb, ff, g, b, rw, split, n_gpus) -> tuple[str, list]:
+        if not model_id:
+            raise IVTError("pick a model to start from")
+        dataset, _, split_name = (split or "shapes/train").partition("/")
+        form = TrainForm(knd, get_model(ctx.db(), int(model_id)), epochs=ep, max_steps=int(ms if ms is not None
+                         else -1), lr=rate, lora_r=rank, load_in_4bit=fb, full_finetune=ff, replay=rp or 0,
+                         batch_size=bs, group_size=g, beta=b, reward=rw, dataset=dataset, split=split_name,
+                         gpus=n_gpus)
+        return knd, form.args()
+
+    def preview(*values):
+        approved = count_traces(ctx.db())["approved"]
+        note = f"{approved:,} approved traces in the store (SFT trains on a snapshot of them)."
+        try:
+            knd, args = form_args(*values)
+        except IVTError as exc:
+            return f"# {exc}", note
+        argv = [*args, "--out", str(ctx.workspace.root / "models" / f"{knd}-job<N>")]
+        words = [shlex.quote(w) if w != "<N>" else w for w in jobs.job_command(ctx.workspace, knd, argv, "<N>")]
+        return " ".join(words).replace(" --", " \\\n  --"), note
+
+    def submit(*values):
+        try:
+            knd, args = form_args(*values)
+            job_id = jobs.submit(ctx.workspace, knd, args)
+        except IVTError as exc:
+            return f"**Not started:** {exc}", gr.update()
+        return f"Started job {job_id}.", gr.update(choices=job_choices(ctx), value=job_id)
+
+    def poll(job_id):
+        return (job_status(ctx, job_id), curves(ctx, job_id),
+                jobs.log_tail(get_job(ctx.db(), int(job_id)), 30) if job_id else "", jobs_frame(ctx))
+
+    def do_stop(job_id):
+        if not job_id:
+            return "Pick a job."
+        return f"Job {job_id}: {jobs.cancel(ctx.workspace, int(job_id))}."
+
+    def do_resume(job_id):
+        if not job_id:
+            return "Pick a job.", gr.update()
+        try:
+            new = jobs.resume(ctx.workspace, int(job_id))
+        except IVTError as exc:
+            return f"**{exc}**", gr.update()
+        return f"Resumed job {job_id} as job {new}.", gr.update(choices=job_choices(ctx), value=new)
+
+    for component in form_inputs:
+        component.change(preview, form_inputs, [command, traces_note], show_progress="hidden")
+    start.click(submit, form_inputs, [form_note, job])
+    poll_outputs = [status, plot, log, table]
+    job.change(poll, job, poll_outputs, show_progress="hidden")
+    timer.tick(poll, job, poll_outputs, show_progress="hidden")
+    stop.click(do_stop, job, action_note)
+    resume.click(do_resume, job, [action_note, job])
+
+    def first_view(*values):
+        chosen = default_job(ctx)
+        return (*preview(*values), gr.update(choices=job_choices(ctx), value=chosen), *poll(chosen))
+
+    return [(first_view, form_inputs, [command, traces_note, job, *poll_outputs])]
