@@ -13,6 +13,8 @@ import ipaddress
 import os
 import sys
 
+MAX_UPLOAD = "200mb"  # larger uploads are refused by the server with a message
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="IVT Studio web app")
@@ -20,6 +22,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (non-loopback needs --auth)")
     parser.add_argument("--port", type=int, default=7860)
     parser.add_argument("--auth", default=None, help="USER:PASS required to open the app")
+    parser.add_argument("--no-first-eval", action="store_true",
+                        help="do not start the toy model's evaluation on a fresh workspace")
     return parser.parse_args(argv)
 
 
@@ -49,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     auth = check_serving(args.host, args.auth)
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from ivt_core.bootstrap import ensure_default_data, ensure_toy_model
+    from ivt_core import jobs
+    from ivt_core.bootstrap import ensure_default_data, ensure_toy_model, start_first_evaluation
     from ivt_core.errors import IVTError
     from ivt_core.workspace import Workspace
     from ui.app import create_app
@@ -59,14 +64,23 @@ def main(argv: list[str] | None = None) -> int:
     try:
         workspace = Workspace.open(args.workspace)
         written = ensure_default_data(workspace)
-        ensure_toy_model(workspace)
+        toy = ensure_toy_model(workspace)
+        interrupted = jobs.reconcile(workspace)
+        first_job = None if args.no_first_eval else start_first_evaluation(workspace, toy)
     except IVTError as exc:
         print(f"app.py: error: {exc}", file=sys.stderr)
         return 2
     if written:
         print(f"created the default shapes-world splits in {workspace.root}: {written}", file=sys.stderr)
+    if interrupted:
+        print(f"marked jobs whose process is gone as interrupted (resume them in the Train tab): {interrupted}",
+              file=sys.stderr)
+    if first_job:
+        print(f"started a first evaluation of the toy model as job {first_job} (progress on the Overview tab)",
+              file=sys.stderr)
     app = create_app(AppContext(workspace))
-    app.launch(server_name=args.host, server_port=args.port, auth=auth, show_error=True, head=HEAD)
+    app.launch(server_name=args.host, server_port=args.port, auth=auth, show_error=True, head=HEAD,
+               max_file_size=MAX_UPLOAD)
     return 0
 
 

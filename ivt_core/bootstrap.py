@@ -45,3 +45,22 @@ def ensure_default_data(workspace: Workspace, seed: int = 0) -> dict[str, int]:
         if not have.get(split):
             written[split] = write_shapes_split(workspace, split, n, seed)
     return written
+
+
+FIRST_EVAL = {"dataset": "shapes", "split": "val", "steps": 2, "limit": 100}
+
+
+def start_first_evaluation(workspace: Workspace, model_id: int) -> int | None:
+    """On a workspace that has never run anything, start an evaluation job of the toy model so that every tab
+    has real results to show; returns the job id, or None when the workspace already has runs or jobs."""
+    from ivt_core import jobs
+    from ivt_core.store.models import get_model
+
+    db = workspace.connect()
+    try:
+        if db["runs"].count or db["jobs"].count:
+            return None
+        model = get_model(db, model_id)
+    finally:
+        db.close()
+    return jobs.submit(workspace, "eval", jobs.eval_job_args(model, **FIRST_EVAL))

@@ -109,6 +109,20 @@ def job_command(workspace: Workspace, kind: str, argv: list[str], job_id: int | 
     return [sys.executable, *program, *argv, "--workspace", str(workspace.root), "--job-id", str(job_id)]
 
 
+def eval_job_args(model: dict, dataset: str, split: str, steps: int, stop: str = "fixed",
+                  limit: int | None = None) -> list[str]:
+    """Arguments of an evaluation job for a registered model (its registry row). Raises InvalidInputError."""
+    if not 0 <= int(steps) <= 10:
+        raise InvalidInputError(f"T (refinement steps) must be 0..10, got {steps}")
+    if limit is not None and int(limit) < 1:
+        raise InvalidInputError(f"the sample limit must be at least 1, got {limit}")
+    args = ["--model", model["base_path"], "--dataset", dataset, "--split", split, "--steps", str(int(steps)),
+            "--stop", stop]
+    if model.get("adapter_path"):
+        args += ["--adapter", model["adapter_path"]]
+    return args + (["--limit", str(int(limit))] if limit else [])
+
+
 def log_tail(job: dict, lines: int = 40) -> str:
     """The last ``lines`` lines of a job's log (progress-bar redraws collapsed to their latest state)."""
     path = Path(job["log_path"]) if job.get("log_path") else None

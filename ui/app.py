@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from ui import compare, explore, overview, traces, train
+from ui import compare, data, explore, overview, probe, traces, train
 from ui.context import AppContext
 
 
@@ -23,6 +23,12 @@ def create_app(ctx: AppContext) -> gr.Blocks:
                 on_load += compare.build(ctx) or []
             with gr.Tab("Train"):
                 on_load += train.build(ctx) or []
+            with gr.Tab("Data"):
+                on_load += data.build(ctx) or []
+            with gr.Tab("Probe"):
+                on_load += probe.build(ctx) or []
         for fn, inputs, outputs in on_load:
             app.load(fn, inputs, outputs)
+    # store reads and timers run side by side; inference events share their own queue (ui.context.INFERENCE)
+    app.queue(default_concurrency_limit=8)
     return app

@@ -7,12 +7,17 @@ import pandas as pd
 import plotly.graph_objects as go
 from PIL import Image
 
+from ivt_core import jobs
 from ivt_core.errors import IVTError
 from ivt_core.explore import sample_rows, step_view
 from ivt_core.metrics import OUTCOMES
 from ivt_core.report import summary_rows
+from ivt_core.stopping import LABEL_FREE_POLICIES
+from ivt_core.store.models import get_model
 from ivt_core.store.runs import get_run, list_runs
 from ui.context import AppContext
+from ui.overview import split_choices
+from ui.train import model_choices
 
 DISPLAY_SIDE = 448
 
@@ -97,6 +102,31 @@ def build(ctx: AppContext) -> list:
             text = gr.Markdown()
             sample_curve = gr.Plot()
     refresh = gr.Button("Refresh runs")
+    with gr.Accordion("Start a new evaluation (background job)", open=False):
+        models = model_choices(ctx)
+        splits = split_choices(ctx)
+        with gr.Row():
+            eval_model = gr.Dropdown(models, value=models[0][1] if models else None, label="Model")
+            eval_split = gr.Dropdown(splits, value=splits[0] if splits else None, label="Dataset split")
+            eval_steps = gr.Slider(0, 6, value=2, step=1, label="T (refinement steps)")
+            eval_stop = gr.Dropdown(list(LABEL_FREE_POLICIES), value="fixed", label="Stopping policy")
+            eval_limit = gr.Number(0, label="At most N samples (0: all)", precision=0, minimum=0)
+        eval_btn = gr.Button("Start evaluation", elem_id="eval-start")
+        eval_note = gr.Markdown()
+
+    def start_eval(model_id, split_choice, steps, stop, limit):
+        if not model_id or not split_choice:
+            return "**Pick a model and a split.**"
+        dataset, split_name = split_choice.split("/", 1)
+        try:
+            args = jobs.eval_job_args(get_model(ctx.db(), int(model_id)), dataset, split_name, int(steps), stop,
+                                      int(limit) if limit else None)
+            job_id = jobs.submit(ctx.workspace, "eval", args)
+        except IVTError as exc:
+            return f"**Not started:** {exc}"
+        return f"Started evaluation job {job_id}; follow it on the Overview tab, then press Refresh runs."
+
+    eval_btn.click(start_eval, [eval_model, eval_split, eval_steps, eval_stop, eval_limit], eval_note)
 
     view_inputs = [run, sample, step, history, truth]
     view_outputs = [image, text, sample_curve, step]

@@ -12,6 +12,7 @@ from ivt_core.store.models import list_models
 from ivt_core.store.runs import list_runs
 from ivt_core.store.samples import get_samples, list_datasets
 from ui.context import AppContext
+from ui.train import jobs_frame
 
 GT_STYLE = RenderStyle(ground_truth=True)
 DISPLAY_SIDE = 448
@@ -71,6 +72,9 @@ def build(ctx: AppContext) -> None:
         datasets = gr.Dataframe(value=lambda: datasets_frame(ctx), label="Datasets", interactive=False)
         models = gr.Dataframe(value=lambda: models_frame(ctx), label="Models", interactive=False)
     runs = gr.Dataframe(value=lambda: runs_frame(ctx), label="Runs", interactive=False)
+    jobs = gr.Dataframe(value=lambda: jobs_frame(ctx), label="Jobs (updated every few seconds)", interactive=False,
+                        elem_id="overview-jobs")
+    gr.Timer(3.0).tick(lambda: (runs_frame(ctx), jobs_frame(ctx)), None, [runs, jobs], show_progress="hidden")
     with gr.Row():
         with gr.Column(scale=1):
             choices = split_choices(ctx)

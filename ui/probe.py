@@ -1,0 +1,103 @@
+"""Probe: the mirage probe on one sample: counterfactual boxes drawn as if the model had answered them, and
+where the model moves each (does it judge the box, or react to a box being there?)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import gradio as gr
+import pandas as pd
+import plotly.graph_objects as go
+
+from ivt_core.boxes import Box
+from ivt_core.data.sample import load_image
+from ivt_core.errors import InvalidInputError, IVTError
+from ivt_core.probe import probe_samples, summarize_probe
+from ivt_core.render import RenderStyle, render_box
+from ivt_core.store.samples import get_samples
+from ui.context import INFERENCE, AppContext
+from ui.overview import split_choices
+from ui.train import model_choices
+
+SHOWN = RenderStyle(label="shown")
+ANSWER = RenderStyle(color=(30, 100, 255), label="answer", fill_alpha=0.1)
+
+
+def pick_sample(ctx: AppContext, choice: str | None, index: float):
+    if not choice:
+        raise InvalidInputError("no dataset yet: generate or import one in the Data tab")
+    dataset, split = choice.split("/", 1)
+    found = get_samples(ctx.db(), dataset, split, limit=1, offset=max(0, int(index or 0)))
+    if not found:
+        raise InvalidInputError(f"{choice} has no sample number {int(index or 0)}")
+    return found[0]
+
+
+def sample_expression(ctx: AppContext, choice, index):
+    try:
+        return pick_sample(ctx, choice, index).expression, ""
+    except IVTError as exc:
+        return "", f"**{exc}**"
+
+
+def run_probe(ctx: AppContext, model_id, choice, index, expression, seed):
+    empty = ([], pd.DataFrame(), None)
+    if not model_id:
+        return *empty, "**Pick a model.**"
+    if not expression or not expression.strip():
+        return *empty, "**The expression cannot be empty:** type what the model should find."
+    try:
+        sample = dataclasses.replace(pick_sample(ctx, choice, index), expression=expression.strip())
+        image = load_image(ctx.workspace.resolve(sample.image_path))
+        rows = ctx.infer(int(model_id), lambda g: probe_samples(g, [sample], [image], seed=int(seed or 0)))
+    except IVTError as exc:
+        return *empty, f"**{exc}**"
+    gallery = []
+    for row in rows:
+        shown = render_box(image, Box(*row.shown_box) if row.shown_box else None, SHOWN, ground_truth=sample.bbox)
+        shown = render_box(shown, Box(*row.next_box) if row.next_box else None, ANSWER)
+        shown = shown.resize((shown.width * 2, shown.height * 2))
+        before = "no box" if row.shown_iou is None else f"IoU {row.shown_iou:.2f}"
+        gallery.append((shown, f"{row.shown}: {before} -> {row.next_iou:.2f}"))
+    table = pd.DataFrame([{"shown": r.shown, "shown IoU": _r(r.shown_iou), "answer IoU": round(r.next_iou, 3),
+                           "moved (1 - IoU shown/answer)": _r(r.moved), "gain": _r(r.gain),
+                           "readable": r.parse_ok, "answer": r.raw_text} for r in rows])
+    points = [r for r in rows if r.shown_iou is not None and r.moved is not None]
+    fig = go.Figure(go.Scatter(x=[r.shown_iou for r in points], y=[r.moved for r in points], mode="markers+text",
+                               text=[r.shown for r in points], textposition="top center"))
+    fig.update_layout(title="How far the model moves each box, by how good it was", xaxis_title="IoU of the box shown",
+                      yaxis_title="moved", xaxis_range=[-0.05, 1.05], yaxis_range=[-0.05, 1.1], height=340)
+    summary = summarize_probe(rows)
+    corr = summary["corr_shown_iou_vs_moved"]
+    note = (f"Correlation of shown IoU with how far the box moved: **{'n/a' if corr is None else f'{corr:+.2f}'}**. "
+            "A model that judges boxes moves bad ones more than good ones (clearly negative); one sample is only "
+            "a glimpse: `ivt probe` runs it over a split. Red: the box shown, blue: the model's answer, green: "
+            "ground truth.")
+    return gallery, table, fig, note
+
+
+def _r(value):
+    return None if value is None else round(value, 3)
+
+
+def build(ctx: AppContext) -> list:
+    gr.Markdown("The mirage probe asks the model to refine boxes it never gave: the ground truth, its own step-0 "
+                "box, shifted and random boxes, and no box.")
+    models, splits = model_choices(ctx), split_choices(ctx)
+    with gr.Row():
+        model = gr.Dropdown(models, value=models[0][1] if models else None, label="Model")
+        split = gr.Dropdown(splits, value=splits[0] if splits else None, label="Split")
+        index = gr.Number(0, label="Sample number", precision=0, minimum=0)
+        seed = gr.Number(0, label="Seed (random box)", precision=0)
+    expression = gr.Textbox(label="Expression (edit to ask about something else)", elem_id="probe-expression")
+    start = gr.Button("Run the probe", variant="primary", elem_id="probe-run")
+    note = gr.Markdown(elem_id="probe-note")
+    gallery = gr.Gallery(label="Counterfactuals", columns=6, height=300)
+    with gr.Row():
+        table = gr.Dataframe(label="Answers", interactive=False, wrap=True)
+        plot = gr.Plot()
+    for trigger in (split.change, index.change):
+        trigger(lambda c, i: sample_expression(ctx, c, i), [split, index], [expression, note])
+    start.click(lambda *a: run_probe(ctx, *a), [model, split, index, expression, seed], [gallery, table, plot, note],
+                concurrency_id=INFERENCE, concurrency_limit=1)
+    return [(lambda c, i: sample_expression(ctx, c, i), [split, index], [expression, note])]
