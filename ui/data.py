@@ -6,6 +6,7 @@ import gradio as gr
 import pandas as pd
 
 from ivt_core.data.importers import DEFAULT_SPLIT, FORMATS, import_dataset
+from ivt_core.data.shapes import SPLITS
 from ivt_core.data.shapes_split import write_shapes_split
 from ivt_core.errors import InvalidInputError, IVTError
 from ivt_core.store.samples import get_samples
@@ -34,9 +35,6 @@ def import_from(ctx: AppContext, fmt, path, upload, split, images, name, limit, 
 
 def generate(ctx: AppContext, split, n, seed, progress=gr.Progress()):  # noqa: B008
     try:
-        split = (split or "").strip()
-        if not split or not split.replace("-", "").replace("_", "").isalnum():
-            raise InvalidInputError("the split name must be letters, digits, - or _ (e.g. train)")
         if n is None or not 1 <= int(n) <= MAX_GENERATE:
             raise InvalidInputError(f"the number of scenes must be 1..{MAX_GENERATE:,}")
         total, done = int(n), [0]
@@ -77,8 +75,8 @@ def build(ctx: AppContext) -> list:
         import_note = gr.Markdown(elem_id="import-note")
     with gr.Accordion("Generate shapes-world scenes", open=False):
         with gr.Row():
-            gen_split = gr.Textbox("train", label="Split")
-            gen_n = gr.Number(500, label="Scenes", precision=0, minimum=1, maximum=MAX_GENERATE)
+            gen_split = gr.Dropdown(list(SPLITS), value="train", label="Split", elem_id="generate-split")
+            gen_n = gr.Number(500, label="Scenes", precision=0, minimum=1, maximum=MAX_GENERATE, elem_id="generate-n")
             gen_seed = gr.Number(0, label="Seed", precision=0)
             gen_btn = gr.Button("Generate", elem_id="generate-run")
         gen_note = gr.Markdown(elem_id="generate-note")

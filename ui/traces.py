@@ -20,6 +20,7 @@ from ui.context import AppContext
 from ui.explore import run_choices
 
 DISPLAY_SIDE = 448
+PAST = {"approve": "approved", "reject": "rejected"}
 SHORTCUTS = ("**Keys** (outside text fields): **a** approve (saves edits first) · **r** reject · **s** save edits · "
              "**j** next · **k** previous. In the reasoning box, **Ctrl+Enter** saves. Click the image twice to "
              "draw the target box (first click: one corner, second click: the opposite corner).")
@@ -69,7 +70,7 @@ def live_text(info: dict) -> str:
 
 def build(ctx: AppContext) -> list:
     gr.Markdown(SHORTCUTS)
-    counts = gr.Markdown()
+    counts = gr.Markdown(elem_id="trace-counts")
     with gr.Row():
         status = gr.Dropdown(["pending", *[s for s in STATUSES if s != "pending"], "all"], value="pending",
                              label="Status")
@@ -175,7 +176,7 @@ def build(ctx: AppContext) -> list:
             (approve if action == "approve" else reject)(ctx.db(), st["id"], version, who)
         except IVTError as exc:
             return (*[gr.update()] * len(views), counts_text(ctx, filters), f"**{exc}**")
-        done = f"Trace {st['id']} {action}d."
+        done = f"Trace {st['id']} {PAST[action]}."
         found = next_trace(ctx.db(), st["id"], filters)
         return (*show(ctx, found and found["id"], 1), counts_text(ctx, filters), done)
 
@@ -196,8 +197,9 @@ def build(ctx: AppContext) -> list:
         for start in progress.tqdm(range(0, len(ids), 200), desc=f"{action} traces"):
             result = bulk(ctx.db(), ids[start:start + 200], action, reviewer(request))
             done, conflicts = done + result["done"], conflicts + result["conflicts"]
-        note = f"{action}d {done:,} traces" + (f"; {len(conflicts)} changed meanwhile, left as they are"
-                                                if conflicts else "")
+        note = f"{PAST[action].capitalize()} {done:,} traces"
+        if conflicts:
+            note += f"; {len(conflicts)} changed meanwhile, left as they are"
         found = next_trace(ctx.db(), None, filters)
         return (*show(ctx, found and found["id"], 1), counts_text(ctx, filters), note)
 

@@ -27,7 +27,7 @@ def _free_port() -> int:
 
 def _scripted_run(ws):
     """Two stored runs (the newest: a scripted model whose box grows each step) for Explore and Compare."""
-    from ivt_core.bootstrap import ensure_default_data
+    from ivt_core.bootstrap import ensure_default_data, ensure_toy_model
     from ivt_core.evaluate import EvalRequest, evaluate
     from ivt_core.loop import LoopConfig
     from ivt_core.workspace import Workspace
@@ -35,11 +35,43 @@ def _scripted_run(ws):
 
     workspace = Workspace.open(ws)
     ensure_default_data(workspace)
+    ensure_toy_model(workspace)  # model 1: what the Train and Probe forms pick by default
+    _traces(workspace)  # first, so that the two runs below are the newest (Explore and Compare open them)
     answers = ['{"bbox_2d": [100, 100, 400, 400]}', 'Move it. {"bbox_2d": [150, 150, 500, 500]}', "no idea"]
     evaluate(workspace, ScriptedGrounder(lambda text, step: '{"bbox_2d": [0, 0, 1000, 1000]}'), "/whole-image",
              EvalRequest("shapes", "val", LoopConfig(steps=1), limit=20))
     evaluate(workspace, ScriptedGrounder(lambda text, step: answers[step]), "/scripted",
              EvalRequest("shapes", "val", LoopConfig(steps=2), limit=20))
+
+
+def _traces(workspace):
+    """Pending corrective traces from a run whose boxes sit 40 % of a width right of the truth; 4 approved."""
+    import json
+
+    from ivt_core.data.sample import load_image
+    from ivt_core.evaluate import EvalRequest, evaluate
+    from ivt_core.loop import LoopConfig
+    from ivt_core.store.samples import get_samples
+    from ivt_core.store.traces import list_traces
+    from ivt_core.teachers.geometric import GeometricTeacher
+    from ivt_core.traces import SynthConfig, approve, synthesize
+    from tests.fakes import ScriptedGrounder
+
+    samples = get_samples(workspace.connect(), "shapes", "val", limit=30)
+    truth = {load_image(workspace.resolve(s.image_path)).tobytes(): s for s in samples}
+
+    def answer(text, step, conversation):
+        box = truth[conversation[0]["content"][0]["image"].tobytes()].bbox
+        shift = 0.4 * box.width
+        return json.dumps({"bbox_2d": [round((v + (shift if k % 2 == 0 else 0)) / 0.224)
+                                       for k, v in enumerate(box.to_xyxy())]})
+
+    result = evaluate(workspace, ScriptedGrounder(answer, with_conversation=True), "/shifted",
+                      EvalRequest("shapes", "val", LoopConfig(steps=0), limit=30))
+    synthesize(workspace, result.run_id, GeometricTeacher(), SynthConfig(steps=2))
+    db = workspace.connect()
+    for trace in list_traces(db, limit=4):
+        approve(db, trace["id"], trace["version"], "fixture")
 
 
 @pytest.fixture(scope="session")

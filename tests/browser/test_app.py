@@ -52,3 +52,118 @@ def test_compare_two_runs(app_url, page):
     page.locator(".js-plotly-plot").last.wait_for()
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SHOTS / "compare.png"), full_page=True)
+
+
+def _counts(page):
+    text = page.locator("#trace-counts").inner_text()
+    words = text.replace("·", " ").split()
+    return {words[i]: int(words[i + 1].replace(",", "")) for i in range(0, len(words) - 1) if words[i] in
+            ("pending", "approved", "rejected")}
+
+
+def _message(page, elem_id, text, timeout=30_000):
+    """Wait until the element ``elem_id`` shows ``text``; fail with what it shows instead."""
+    try:
+        page.wait_for_function("([id, text]) => (document.getElementById(id) || {innerText: ''}).innerText"
+                               ".includes(text)", arg=[elem_id, text], timeout=timeout)
+    except Exception as exc:
+        shown = page.locator(f"#{elem_id}").inner_text()
+        raise AssertionError(f"#{elem_id} shows {shown!r}, not {text!r}") from exc
+
+
+def test_traces_review_with_the_keyboard(app_url, page):
+    page.goto(app_url, wait_until="load", timeout=60_000)
+    page.get_by_role("tab", name="Traces").click()
+    page.get_by_text("· pending · version 1").first.wait_for(timeout=30_000)
+    before = _counts(page)
+    assert before["pending"] > 3 and before["approved"] == 4
+
+    page.locator("body").press("a")  # approve with the keyboard, auto-advance to the next pending trace
+    _message(page, "trace-message", "approved.")
+    page.wait_for_function("(n) => document.querySelector('#trace-counts').innerText.includes('approved ' + n)",
+                           arg=before["approved"] + 1)
+    assert _counts(page)["pending"] == before["pending"] - 1
+
+    reasoning = page.locator("#trace-reasoning textarea")
+    reasoning.fill("The box sits right of the target; move it left onto the shape.")
+    reasoning.press("Control+Enter")  # save the text edit
+    _message(page, "trace-message", "Saved (version 2)")
+    page.wait_for_function("() => document.body.innerText.includes('edit_text')", timeout=30_000)
+
+    x1 = page.get_by_label("x1 (px)")
+    x2 = page.get_by_label("x2 (px)")
+    x2.fill("1")
+    x2.press("Tab")
+    page.get_by_text("must be greater than x1").first.wait_for(timeout=30_000)
+    x1.fill("10")
+    x2.fill("60")
+    x2.press("Tab")
+    page.get_by_text("(edited, not saved)").first.wait_for(timeout=30_000)
+    page.locator("body").click(position={"x": 5, "y": 5})
+    page.locator("body").press("s")
+    _message(page, "trace-message", "Saved (version 3)")
+    page.wait_for_function("() => document.body.innerText.includes('edit_box')", timeout=30_000)
+
+    page.locator("body").press("r")
+    _message(page, "trace-message", "rejected.")
+    page.wait_for_function("() => /rejected\\s*1/.test(document.querySelector('#trace-counts').innerText)")
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / "traces.png"), full_page=True)
+
+
+def test_train_refuses_nonsense_then_runs_and_stops_a_tiny_sft_job(app_url, page):
+    page.goto(app_url, wait_until="load", timeout=60_000)
+    page.get_by_role("tab", name="Train").click()
+    page.get_by_text("approved traces in the store").first.wait_for(timeout=30_000)
+    lr = page.get_by_label("Learning rate")
+    lr.fill("-1")
+    lr.press("Tab")
+    page.locator("#train-start").click()
+    _message(page, "train-message", "learning rate must be between 0 and 1")
+    lr.fill("0.0002")
+    page.get_by_label("Max steps").fill("400")
+    page.get_by_label("Batch size (SFT)").fill("1")
+    page.get_by_label("Batch size (SFT)").press("Tab")
+    page.get_by_text("--max-steps 400").first.wait_for(timeout=30_000)
+    page.locator("#train-start").click()
+    _message(page, "train-message", "Started job")
+    page.get_by_text("running").first.wait_for(timeout=120_000)
+    page.locator(".js-plotly-plot").first.wait_for(timeout=240_000)  # the loss curve, polled from the store
+    page.wait_for_function("() => /step \\d+\\/400/.test(document.querySelector('#train-status').innerText)",
+                           timeout=60_000)
+    page.locator("#train-stop").click()
+    page.locator("#train-status").get_by_text("cancelled").wait_for(timeout=120_000)
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / "train.png"), full_page=True)
+
+
+def test_data_tab_reports_bad_paths_and_generates_scenes(app_url, page):
+    page.goto(app_url, wait_until="load", timeout=60_000)
+    page.get_by_role("tab", name="Data").click()
+    page.locator("#import-path input, #import-path textarea").first.fill("/no/such/folder")
+    page.locator("#import-run").click()
+    _message(page, "import-note", "does not exist")
+    page.get_by_text("Generate shapes-world scenes").click()
+    page.locator("#generate-n input").first.fill("5")
+    page.locator("#generate-n input").first.press("Tab")
+    page.locator("#generate-run").click()
+    _message(page, "generate-note", "Wrote 5 shapes-world scenes")
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / "data.png"), full_page=True)
+
+
+def test_probe_refuses_an_empty_expression_then_probes_the_toy_model(app_url, page):
+    page.goto(app_url, wait_until="load", timeout=60_000)
+    page.get_by_role("tab", name="Probe").click()
+    expression = page.locator("#probe-expression textarea, #probe-expression input").first
+    page.wait_for_function("() => [...document.querySelectorAll('#probe-expression textarea, #probe-expression "
+                           "input')].some(e => e.value.length > 0)", timeout=30_000)
+    expression.fill("")
+    page.locator("#probe-run").click()
+    _message(page, "probe-note", "cannot be empty")
+    expression.fill("the red shape")
+    page.locator("#probe-run").click()
+    _message(page, "probe-note", "Correlation of shown IoU", timeout=180_000)
+    page.get_by_text("ground truth:").first.wait_for()
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / "probe.png"), full_page=True)
