@@ -1,0 +1,114 @@
+"""The review queue the Traces tab walks, the training form's checks, and the first-start evaluation."""
+
+import pytest
+
+from ivt_core import jobs
+from ivt_core.bootstrap import start_first_evaluation
+from ivt_core.errors import InvalidInputError
+from ivt_core.review import check_box, history_rows, next_trace, queue_filters, trace_view
+from ivt_core.store.traces import get_trace, list_traces
+from ivt_core.teachers.geometric import GeometricTeacher
+from ivt_core.traces import SynthConfig, approve, edit_box, edit_reasoning, synthesize
+from ivt_core.train_form import TrainForm
+from tests.integration.test_traces import run  # noqa: F401 - the fixture
+
+
+@pytest.fixture
+def queue(run):  # noqa: F811
+    workspace, run_id = run
+    synthesize(workspace, run_id, GeometricTeacher(), SynthConfig(steps=2))
+    return workspace, workspace.connect()
+
+
+def test_queue_walks_forward_and_back_wraps_and_skips_reviewed(queue):
+    workspace, db = queue
+    ids = [t["id"] for t in list_traces(db)]
+    assert len(ids) == 5
+    pending = queue_filters("pending")
+    first = next_trace(db, None, pending)
+    assert first["id"] == ids[0]
+    assert next_trace(db, ids[0], pending)["id"] == ids[1]
+    assert next_trace(db, ids[1], pending, backwards=True)["id"] == ids[0]
+    assert next_trace(db, ids[-1], pending)["id"] == ids[0]  # wraps around
+    approve(db, ids[1], 1, "me")
+    assert next_trace(db, ids[0], pending)["id"] == ids[2]  # the approved one left the queue
+    assert next_trace(db, ids[0], queue_filters("approved"))["id"] == ids[1]
+    for trace_id in ids:
+        trace = get_trace(db, trace_id)
+        if trace["status"] == "pending":
+            approve(db, trace_id, trace["version"], "me")
+    assert next_trace(db, None, pending) is None
+
+
+def test_queue_filters_drop_the_full_band_and_all():
+    assert queue_filters("all", "all", "  ", 0.0, 1.0) == {}
+    assert queue_filters("pending", "keep", "red circle", 0.2, 0.8) == {
+        "status": "pending", "kind": "keep", "search": "red circle", "iou_min": 0.2, "iou_max": 0.8}
+
+
+@pytest.mark.parametrize("values, message", [
+    ([10, 10, 5, 20], "x2 (5) must be greater than x1 (10)"),
+    ([10, 30, 20, 20], "y2 (20) must be greater than y1 (30)"),
+    ([10, 10, 20, None], "all four numbers"),
+    ([10, 10, 500, 20], "inside the 224x224 image"),
+])
+def test_typed_boxes_are_checked_with_what_to_fix(values, message):
+    with pytest.raises(InvalidInputError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        check_box(values, 224, 224)
+
+
+def test_trace_view_previews_an_edit_and_history_shows_diffs(queue):
+    workspace, db = queue
+    trace = list_traces(db, limit=1)[0]
+    gt = trace_view(workspace, db, trace, 2)[1]["ground_truth"]
+    image, info = trace_view(workspace, db, trace, 2, check_box(gt, 224, 224))
+    assert info["target_iou"] == pytest.approx(1.0) and image.size == (224, 224)
+    _, moved = trace_view(workspace, db, trace, 1, check_box([0, 0, 10, 10], 224, 224))
+    assert moved["edited"] and moved["target_iou"] == 0.0
+    with pytest.raises(InvalidInputError, match="steps 1..2"):
+        trace_view(workspace, db, trace, 3)
+    version = edit_reasoning(db, trace["id"], 1, 1, "Move the box left. It is too wide.", "me")
+    edit_box(db, trace["id"], version, 1, [1, 2, 30, 40], "me")
+    rows = history_rows(db, trace["id"])
+    assert [r["action"] for r in rows] == ["create", "edit_text", "edit_box"]
+    assert "+Move the box left" in rows[1]["change"] and rows[1]["change"].count("-") >= 1
+    assert rows[2]["change"].endswith("-> [1, 2, 30, 40]")
+
+
+TOY = {"id": 1, "name": "toy", "base_path": "/models/toy", "adapter_path": ""}
+
+
+def test_train_form_builds_trainer_arguments():
+    sft = TrainForm("sft", TOY, epochs=3, lr=1e-4, lora_r=8, replay=0.5, full_finetune=True).args()
+    assert sft[:2] == ["--base", "/models/toy"] and "--full-finetune" in sft and sft[sft.index("--lr") + 1] == "0.0001"
+    grpo = TrainForm("grpo", {**TOY, "adapter_path": "/a"}, group_size=4, beta=0.1, max_steps=-1).args()
+    assert grpo[grpo.index("--init-adapter") + 1] == "/a" and grpo[grpo.index("--max-steps") + 1] == "50"
+
+
+@pytest.mark.parametrize("form, message", [
+    (TrainForm("sft", TOY, lr=-1), "learning rate"),
+    (TrainForm("sft", TOY, lora_r=0), "LoRA rank"),
+    (TrainForm("sft", TOY, epochs=0), "epochs"),
+    (TrainForm("sft", {**TOY, "adapter_path": "/a"}), "is an adapter"),
+    (TrainForm("grpo", TOY, group_size=1), "at least 2"),
+    (TrainForm("grpo", TOY, reward="nope"), "unknown reward"),
+    (TrainForm("rm -rf", TOY), "sft or grpo"),
+])
+def test_train_form_refuses_nonsense(form, message):
+    with pytest.raises(InvalidInputError, match=message):
+        form.args()
+
+
+def test_first_evaluation_starts_only_on_an_untouched_workspace(workspace, monkeypatch):
+    from ivt_core.bootstrap import ensure_toy_model
+
+    started = []
+    monkeypatch.setattr(jobs, "submit", lambda ws, kind, args: started.append((kind, args)) or 7)
+    model = ensure_toy_model(workspace)
+    assert start_first_evaluation(workspace, model) == 7
+    kind, args = started[0]
+    assert kind == "eval" and args[args.index("--steps") + 1] == "2" and "--limit" in args
+    jobs._validate("eval", args)  # the real CLI parser accepts them
+    db = workspace.connect()
+    db.execute("INSERT INTO jobs (kind, status, argv, created_at, log_path) VALUES ('eval', 'done', '[]', 'x', '')")
+    assert start_first_evaluation(workspace, model) is None
