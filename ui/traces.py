@@ -126,16 +126,13 @@ def build(ctx: AppContext) -> list:
     filter_inputs = [status, kind, search, iou_min, iou_max]
     views = [image, header, reasoning, x1, y1, x2, y2, live, history, state, step]
 
-    def filters_of(st, kd, sr, lo, hi):
-        return queue_filters(st, kd, sr, lo, hi)
-
     def first(*form):
-        filters = filters_of(*form)
+        filters = queue_filters(*form)
         found = next_trace(ctx.db(), None, filters)
         return (*show(ctx, found and found["id"], 1), counts_text(ctx, filters), "")
 
     def move(st, backwards, *form):
-        filters = filters_of(*form)
+        filters = queue_filters(*form)
         found = next_trace(ctx.db(), st and st["id"], filters, backwards)
         return (*show(ctx, found and found["id"], 1), counts_text(ctx, filters), "")
 
@@ -165,7 +162,7 @@ def build(ctx: AppContext) -> list:
         return version
 
     def act(action, st, text, a, b, c, d, st_f, kd, sr, lo, hi, request: gr.Request = None):
-        filters = filters_of(st_f, kd, sr, lo, hi)
+        filters = queue_filters(st_f, kd, sr, lo, hi)
         if not st:
             return (*[gr.update()] * len(views), counts_text(ctx, filters), "Nothing to review.")
         who = reviewer(request)
@@ -191,7 +188,7 @@ def build(ctx: AppContext) -> list:
         return ({**st, "corner": None}, min(cx, x), min(cy, y), max(cx, x), max(cy, y), "")
 
     def run_bulk(action, st_f, kd, sr, lo, hi, request: gr.Request = None, progress=gr.Progress()):  # noqa: B008 - Gradio's way
-        filters = filters_of(st_f, kd, sr, lo, hi)
+        filters = queue_filters(st_f, kd, sr, lo, hi)
         ids = matching_ids(ctx.db(), **filters)
         done, conflicts = 0, []
         for start in progress.tqdm(range(0, len(ids), 200), desc=f"{action} traces"):
