@@ -71,6 +71,19 @@ def _message(page, elem_id, text, timeout=30_000):
         raise AssertionError(f"#{elem_id} shows {shown!r}, not {text!r}") from exc
 
 
+def _fill_until_kept(page, selector, value, tries=5):
+    """Fill an input and check the value stays: a component that mounts late (an accordion opening) can
+    reset a value typed into it a moment earlier."""
+    box = page.locator(selector).first
+    for _ in range(tries):
+        box.fill(value)
+        box.press("Tab")
+        page.wait_for_timeout(300)
+        if box.input_value() == value:
+            return
+    raise AssertionError(f"{selector} did not keep the value {value!r}; it shows {box.input_value()!r}")
+
+
 def test_traces_review_with_the_keyboard(app_url, page):
     page.goto(app_url, wait_until="load", timeout=60_000)
     page.get_by_role("tab", name="Traces").click()
@@ -144,8 +157,8 @@ def test_data_tab_reports_bad_paths_and_generates_scenes(app_url, page):
     page.locator("#import-run").click()
     _message(page, "import-note", "does not exist")
     page.get_by_text("Generate shapes-world scenes").click()
-    page.locator("#generate-n input").first.fill("5")
-    page.locator("#generate-n input").first.press("Tab")
+    page.locator("#generate-run").wait_for(state="visible")
+    _fill_until_kept(page, "#generate-n input", "5")
     page.locator("#generate-run").click()
     _message(page, "generate-note", "Wrote 5 shapes-world scenes")
     SHOTS.mkdir(parents=True, exist_ok=True)
