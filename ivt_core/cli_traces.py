@@ -16,7 +16,8 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
     workspace = Workspace.open(args.workspace)
     config = SynthConfig(steps=args.steps, iou_low=args.iou_low, iou_high=args.iou_high,
-                         keep_ratio=args.keep_ratio, seed=args.seed, include_zero=args.include_zero).check()
+                         keep_ratio=args.keep_ratio, seed=args.seed, include_zero=args.include_zero,
+                         confirm=args.confirm).check()
     if args.job:
         from ivt_core.jobs import job_arguments
 
@@ -106,16 +107,21 @@ def cmd_traces(args: argparse.Namespace) -> int:
 
 
 def add_parsers(sub, parser_class, positive, non_negative) -> None:
+    from ivt_core.teachers.geometric import STYLES
+
     p = sub.add_parser("synth", help="write corrective traces from a run's own errors")
     p.add_argument("--workspace", default=None)
     p.add_argument("--run", type=positive, required=True, help="the recorded run whose step-0 errors to correct")
     p.add_argument("--teacher", choices=["geometric", "vlm"], default="geometric")
-    p.add_argument("--style", choices=["prose", "terse"], default="prose",
-                   help="geometric teacher: full sentences, or a short fixed form for small models")
+    p.add_argument("--style", choices=list(STYLES), default="prose",
+                   help="geometric teacher: full sentences (prose), a short fixed form (terse), or the kind of "
+                        "error only (minimal, for tiny models)")
     p.add_argument("--steps", type=positive, default=2, help="corrective steps per trace (last = ground truth)")
     p.add_argument("--iou-low", type=float, default=0.0, help="keep samples with step-0 IoU above this")
     p.add_argument("--iou-high", type=float, default=0.85, help="... and below this")
     p.add_argument("--keep-ratio", type=float, default=0.0, help="keep traces per corrective trace")
+    p.add_argument("--confirm", action="store_true",
+                   help="end each trace with a step that keeps the corrected box and says it is correct")
     p.add_argument("--include-zero", action="store_true",
                    help="also correct readable boxes with IoU 0 (the wrong object), which the paper's band excludes")
     p.add_argument("--seed", type=non_negative, default=0)

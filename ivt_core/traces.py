@@ -4,8 +4,9 @@ Synthesis (``synthesize``) takes a recorded run, keeps samples whose step-0 IoU 
 (paper: 0 < IoU < 0.85), interpolates target boxes from the student's box to the ground truth over T steps
 (the last target is the ground truth itself), has a teacher write each step, and stores the traces as pending.
 Optionally it adds "keep" traces for already-good boxes (IoU >= the band's top) at a ratio of the corrective
-ones, so the model also learns not to drift. It is idempotent per (run, sample, teacher): running it again adds
-only what is missing, which also makes it resumable.
+ones, so the model also learns not to drift, and (``confirm``) a last step that looks at the corrected box and
+says it is correct, so the model learns to stop (keep traces then keep the box for two steps). It is idempotent
+per (run, sample, teacher): running it again adds only what is missing, which also makes it resumable.
 
 Review (``approve``, ``reject``, ``edit_reasoning``, ``edit_box``, ``bulk``) goes through
 ``store.traces.update_trace``: every change is a new version with a revision row, and an edit made against a
@@ -45,6 +46,7 @@ class SynthConfig:
     seed: int = 0
     batch_size: int = 16
     include_zero: bool = False  # also correct readable boxes with IoU 0 (on the wrong object entirely)
+    confirm: bool = False  # add a step that keeps the corrected box ("The box is correct.")
 
     def check(self) -> SynthConfig:
         if not 1 <= self.steps <= 10:
@@ -126,13 +128,17 @@ def synthesize(
             for traj, kind in chunk:
                 sample = samples[traj.sample_id]
                 resized = (list(resized_size(processor, sample.width, sample.height)) if processor else None)
+                keep_text = (teacher.keep_text(sample.expression, sample.id) if hasattr(teacher, "keep_text")
+                             else keep_reasoning(sample.expression, config.seed, sample.id))
                 if kind == "keep":
-                    steps = [{"reasoning": keep_reasoning(sample.expression, config.seed, sample.id),
-                              "box": traj.steps[0].box.to_xyxy(), "iou": traj.step0_iou}]
+                    kept = {"reasoning": keep_text, "box": traj.steps[0].box.to_xyxy(), "iou": traj.step0_iou}
+                    steps = [kept, dict(kept)] if config.confirm else [kept]
                     flags = []
                 else:
                     steps = [{"reasoning": out.reasoning, "box": target.to_xyxy(), "iou": iou(target, sample.bbox)}
                              for target, out in written[traj.sample_id]]
+                    if config.confirm:
+                        steps.append({"reasoning": keep_text, "box": sample.bbox.to_xyxy(), "iou": 1.0})
                     flags = sorted({f for _, out in written[traj.sample_id] for f in out.flags})
                 fields = {
                     "run_id": run_id, "sample_id": sample.id, "teacher": teacher.name, "kind": kind,

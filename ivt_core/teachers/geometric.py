@@ -7,7 +7,9 @@ covers and what the expression refers to, from the scene's objects ("The box cov
 small red circle is further right and lower"). Wording is drawn from a few templates by a generator seeded
 from (seed, sample, step), so the same inputs always give the same text. The text never says it was given
 the answer. ``style="terse"`` writes the same content in a short fixed form ("Box on large green star; target
-small red circle. left edge right 7, top edge down 18.") that a small model can learn quickly.
+small red circle. left edge right 7, top edge down 18.") that a small model can learn quickly;
+``style="minimal"`` only says what kind of error it is ("Wrong shape." / "Edges off.") and lets the box carry
+the correction: the form a tiny model (the shipped toy) learns in a few hundred CPU steps.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from ivt_core.errors import InvalidInputError
 from ivt_core.teachers.base import TeachContext, TeacherOutput
 
 EDGE_TOLERANCE_FRACTION = 0.02
-STYLES = ("prose", "terse")
+STYLES = ("prose", "terse", "minimal")
+KEEP_MINIMAL = "The box is correct."
 
 
 def _rng(ctx: TeachContext) -> random.Random:
@@ -90,7 +93,20 @@ class GeometricTeacher:
         self.name = "geometric" if style == "prose" else f"geometric-{style}"
 
     def write(self, contexts: list[TeachContext]) -> list[TeacherOutput]:
-        return [self._one(ctx) if self.style == "prose" else self._terse(ctx) for ctx in contexts]
+        write = {"prose": self._one, "terse": self._terse, "minimal": self._minimal}[self.style]
+        return [write(ctx) for ctx in contexts]
+
+    def keep_text(self, expression: str, sample_id: str) -> str:
+        """Reasoning of a step that keeps the box (keep traces, and the confirming step of a corrective one)."""
+        return KEEP_MINIMAL if self.style == "minimal" else keep_reasoning(expression, self.seed, sample_id)
+
+    def _minimal(self, ctx: TeachContext) -> TeacherOutput:
+        """The kind of error only: on another shape (or on nothing), or on the right shape with edges off."""
+        if ctx.objects and ctx.target_object is not None:
+            covered, _ = _covered(ctx)
+            if covered != ctx.target_object:
+                return TeacherOutput("Wrong shape.")
+        return TeacherOutput("Edges off.")
 
     def _terse(self, ctx: TeachContext) -> TeacherOutput:
         """Short, fixed-form reasoning for small models: what the box is on, then each edge move."""

@@ -60,6 +60,25 @@ def test_synthesis_targets_end_at_ground_truth_and_images_show_the_boxes(run):
     assert again["created"] == 0 and again["existing"] == 6
 
 
+def test_minimal_style_with_a_confirming_step(run):
+    workspace, run_id = run
+    teacher = GeometricTeacher(style="minimal")
+    counts = synthesize(workspace, run_id, teacher, SynthConfig(steps=1, keep_ratio=1.0, confirm=True))
+    assert counts["created"] == 6 and teacher.name == "geometric-minimal"
+    db = workspace.connect()
+    for trace in list_traces(db, kind="corrective"):
+        from ivt_core.store.samples import get_sample
+
+        gt = get_sample(db, trace["sample_id"]).bbox
+        first, confirm = trace["steps"]  # one corrective step, then the confirmation
+        assert first["reasoning"] == "Edges off."  # shifted by 40 %: still on the target shape
+        assert Box(*first["box"]) == gt and Box(*confirm["box"]) == gt
+        assert confirm["reasoning"] == "The box is correct." and confirm["iou"] == 1.0
+    (keep,) = list_traces(db, kind="keep")
+    assert [s["reasoning"] for s in keep["steps"]] == ["The box is correct."] * 2
+    assert keep["steps"][0]["box"] == keep["steps"][1]["box"] == keep["student_box"]
+
+
 def test_review_versions_history_and_conflict(run):
     workspace, run_id = run
     synthesize(workspace, run_id, GeometricTeacher(), SynthConfig(steps=2))

@@ -67,3 +67,15 @@ def test_terse_style_keeps_the_directions():
     assert len(out.reasoning) < 80
     with pytest.raises(Exception, match="style"):
         GeometricTeacher(style="haiku")
+
+
+def test_minimal_style_names_the_kind_of_error():
+    objects = [{"size": "small", "colour": "red", "kind": "circle", "box": [20, 20, 60, 60]},
+               {"size": "large", "colour": "blue", "kind": "square", "box": [100, 100, 180, 180]}]
+    teacher = GeometricTeacher(style="minimal")
+    wrong, off = teacher.write([_ctx(Box(100, 100, 180, 180), Box(20, 20, 60, 60), objects=objects, target_object=0),
+                                _ctx(Box(25, 22, 66, 60), Box(20, 20, 60, 60), objects=objects, target_object=0)])
+    assert (wrong.reasoning, off.reasoning) == ("Wrong shape.", "Edges off.")
+    assert teacher.keep_text("the red circle", "s") == "The box is correct."
+    with pytest.raises(Exception, match="unknown teacher style"):
+        GeometricTeacher(style="chatty")
