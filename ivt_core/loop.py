@@ -5,6 +5,12 @@ and the refine prompt are appended to the same conversation, after the model's p
 reasoning and box bt. Samples are processed in batches that advance step by step together; after each step the
 stopping policy drops the samples it stops, and the rest go on until T refinement steps are done.
 
+Two ways to run the same loop: ``run_batch`` (fixed batches, each step re-encodes the whole conversation through
+``grounder.predict``: the plain loop) and ``run_continuous`` (the cached engine of ``grounders.engine``: only
+new tokens are encoded, and a sample that stops leaves the batch at once, the next sample taking its place).
+``run_loop`` picks the engine when the model supports it (``LoopConfig.engine``: auto, cached or plain); with
+greedy decoding both give the same answers.
+
 An answer without a readable box is a step with no box (IoU 0) and a parse-failure flag; the loop goes on,
 showing the model the latest box it did give (or the plain image if it never gave one). Nothing a model says
 makes the loop raise.
@@ -27,6 +33,8 @@ from ivt_core.records import StepRecord, Trajectory
 from ivt_core.render import RenderStyle, render_box
 from ivt_core.stopping import check_policy, should_stop
 
+ENGINES = ("auto", "cached", "plain")
+
 
 @dataclass(frozen=True)
 class LoopConfig:
@@ -38,6 +46,7 @@ class LoopConfig:
     prompt_version: str = LATEST
     render: RenderStyle = field(default_factory=RenderStyle)
     sampling: Sampling = field(default_factory=Sampling)
+    engine: str = "auto"  # auto: the cached engine where the model supports it; cached; plain
 
     def check(self) -> LoopConfig:
         """Return self if valid. Raises InvalidInputError saying which setting to fix."""
@@ -49,6 +58,8 @@ class LoopConfig:
             raise InvalidInputError(f"--batch-size must be at least 1, got {self.batch_size}")
         if self.sampling.max_new_tokens < 1:
             raise InvalidInputError("max_new_tokens must be at least 1")
+        if self.engine not in ENGINES:
+            raise InvalidInputError(f"--engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
         check_policy(self.policy)
         return self
 
@@ -61,6 +72,7 @@ class _Live:
     image: Image.Image
     conversation: list[dict]
     trajectory: Trajectory
+    step: int = 0
 
 
 def _user(image: Image.Image, text: str) -> dict:
@@ -106,30 +118,82 @@ def run_batch(
     """
     prompts = get_prompts(grounder.family.prompt_family, config.prompt_version)
     images = images if images is not None else [load_image(s.image_path) for s in samples]
-    live = [
-        _Live(s, img, [_user(img, prompts.ground_text(s.expression))], Trajectory(s.id))
-        for s, img in zip(samples, images, strict=True)
-    ]
+    live = [_start(s, img, prompts) for s, img in zip(samples, images, strict=True)]
     active = list(live)
-    for step in range(config.steps + 1):
-        if not active:
-            break
+    while active:
         answers = grounder.predict([item.conversation for item in active], config.sampling)
-        still = []
-        for item, answer in zip(active, answers, strict=True):
-            item.trajectory.steps.append(_record(item, step, answer, grounder))
-            item.trajectory.stop_step = step
-            if step == config.steps or should_stop(item.trajectory.steps, config.policy):
-                if keep_conversations:
-                    item.conversation.append({"role": "assistant", "content": [{"type": "text", "text": answer.text}]})
-                    item.trajectory.conversation = item.conversation
-                continue
-            rendered = render_box(item.image, _latest_box(item.trajectory), config.render)
-            item.conversation.append({"role": "assistant", "content": [{"type": "text", "text": answer.text}]})
-            item.conversation.append(_user(rendered, prompts.refine_text(item.sample.expression)))
-            still.append(item)
-        active = still
+        active = [item for item, answer in zip(active, answers, strict=True)
+                  if _advance(item, answer, grounder, config, prompts, keep_conversations)]
     return [item.trajectory for item in live]
+
+
+def _start(sample: Sample, image: Image.Image, prompts) -> _Live:
+    return _Live(sample, image, [_user(image, prompts.ground_text(sample.expression))], Trajectory(sample.id))
+
+
+def _advance(item: _Live, answer: Generation, grounder: Grounder, config: LoopConfig, prompts,
+             keep_conversations: bool) -> bool:
+    """Record ``answer`` as the item's current step; True if it goes on (its next turn is appended)."""
+    item.trajectory.steps.append(_record(item, item.step, answer, grounder))
+    item.trajectory.stop_step = item.step
+    item.conversation.append({"role": "assistant", "content": [{"type": "text", "text": answer.text}]})
+    if item.step == config.steps or should_stop(item.trajectory.steps, config.policy):
+        if keep_conversations:
+            item.trajectory.conversation = item.conversation
+        return False
+    rendered = render_box(item.image, _latest_box(item.trajectory), config.render)
+    item.conversation.append(_user(rendered, prompts.refine_text(item.sample.expression)))
+    item.step += 1
+    return True
+
+
+def run_continuous(
+    grounder: Grounder,
+    samples: Iterable[Sample],
+    config: LoopConfig,
+    resolve_image: Callable[[Sample], Image.Image] | None = None,
+    keep_conversations: bool = False,
+) -> Iterator[list[Trajectory]]:
+    """The loop on the cached engine with continuous batching: up to ``config.batch_size`` samples in flight;
+    after every step, the trajectories that ended are yielded (in the order they ended) and new samples join."""
+    from ivt_core.grounders.engine import CachedEngine
+
+    prompts = get_prompts(grounder.family.prompt_family, config.prompt_version)
+    loader = resolve_image or (lambda s: load_image(s.image_path))
+    engine = CachedEngine(grounder.model, grounder.processor, grounder.device)
+    queue = iter(samples)
+    active: list[_Live] = []
+    exhausted = False
+    while True:
+        while not exhausted and len(active) < config.batch_size:
+            sample = next(queue, None)
+            if sample is None:
+                exhausted = True
+            else:
+                active.append(_start(sample, loader(sample), prompts))
+        if not active:
+            return
+        answers = engine.step([(id(item), item.conversation) for item in active], config.sampling)
+        still, ended = [], []
+        for item, answer in zip(active, answers, strict=True):
+            if _advance(item, answer, grounder, config, prompts, keep_conversations):
+                still.append(item)
+            else:
+                engine.release(id(item))
+                ended.append(item.trajectory)
+        active = still
+        if ended:
+            yield ended
+
+
+def engine_for(grounder: Grounder, config: LoopConfig) -> str:
+    """``cached`` or ``plain``: what ``run_loop`` will use. Raises if ``cached`` is asked of a model without it."""
+    from ivt_core.grounders.engine import supports
+
+    why_not = supports(grounder)
+    if config.engine == "cached" and why_not:
+        raise InvalidInputError(f"the cached engine cannot run this model ({why_not}); use --engine plain")
+    return "plain" if config.engine == "plain" or why_not else "cached"
 
 
 def run_loop(
@@ -138,11 +202,15 @@ def run_loop(
     config: LoopConfig,
     resolve_image: Callable[[Sample], Image.Image] | None = None,
 ) -> Iterator[list[Trajectory]]:
-    """Run the loop over ``samples`` in batches of ``config.batch_size``; yield each batch's trajectories.
+    """Run the loop over ``samples``; yield trajectories in groups as they end (the cached engine, continuous
+    batching) or batch by batch of ``config.batch_size`` (the plain loop). Which one: ``engine_for``.
 
     ``resolve_image`` loads a sample's image (default: ``load_image(sample.image_path)``).
     """
     config.check()
+    if engine_for(grounder, config) == "cached":
+        yield from run_continuous(grounder, samples, config, resolve_image)
+        return
     loader = resolve_image or (lambda s: load_image(s.image_path))
     batch: list[Sample] = []
     for sample in samples:

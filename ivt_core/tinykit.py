@@ -72,6 +72,7 @@ class TinySpec:
     min_pixels: int = 56 * 56
     max_pixels: int = 224 * 224
     seed: int = 0
+    init_std: float = 0.02  # weight init; larger gives answers that vary with the input (equality tests)
 
 
 def _corpus(seed: int) -> list[str]:
@@ -137,7 +138,7 @@ def _model_config(family: str, spec: TinySpec, tokenizer):
     text = dict(
         vocab_size=vocab, hidden_size=spec.hidden, intermediate_size=spec.intermediate,
         num_hidden_layers=spec.layers, num_attention_heads=spec.heads, num_key_value_heads=spec.kv_heads,
-        max_position_embeddings=4096, tie_word_embeddings=True,
+        max_position_embeddings=4096, tie_word_embeddings=True, initializer_range=spec.init_std,
         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
         bos_token_id=tokenizer.convert_tokens_to_ids("<|endoftext|>"),
     )

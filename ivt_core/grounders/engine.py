@@ -1,0 +1,280 @@
+"""The cached loop engine: conversations stay in a KV cache between steps; only new tokens are encoded.
+
+The plain path (``TransformersGrounder.predict``) re-encodes a whole conversation, every image included, at
+each step and runs ``generate`` on fixed batches. Here every conversation in flight owns a row of one batched
+KV cache. At each step the engine tokenizes the conversation exactly as the plain path would (chat template,
+image placeholders expanded to the same number of tokens), compares the ids with those already in the row's
+cache, and encodes only what differs: normally the end of the previous answer, the new user turn (the
+rendered image and the refine prompt) and the generation prompt. If re-tokenizing an answer gives other ids
+than were generated, the row is cut back to the longest common prefix, so the model always sees the very
+tokens the plain path feeds it. With greedy decoding both produce the same tokens (tested on tiny models).
+
+Rows are independent: a conversation that ends (``release``) frees its row and a new one takes it at the next
+step (continuous batching, driven by ``ivt_core.loop``). Before each step the cache is compacted: each row's
+live entries are gathered to the left-padded front of a fresh cache, so the holes left by finished answers
+and released rows never accumulate. The new tokens of a step are placed right-padded in one block (a padding
+query then always sees real keys before it, so no attention row is fully masked) and the logits are read at
+each row's last real token. Positions are given explicitly: Qwen3-VL's 3-D rotary positions of the whole
+conversation, computed by the model's own ``get_rope_index``, so holes in the cache change nothing.
+
+Why not ``generate``: it cannot keep per-row caches with holes, release rows or add rows mid-run; the decode
+loop here is a plain greedy / temperature+top-p sampler over the same logits (the checkpoints' other
+generation-config processors are not applied; ``supports`` refuses a repetition penalty).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+
+import torch
+
+from ivt_core.grounders.base import Generation, Sampling, conversation_images
+
+SUPPORTED_MODEL_TYPES = ("qwen3_vl",)
+
+
+def supports(grounder) -> str | None:
+    """None if the engine can run this grounder's model, else why not (the plain loop is used then)."""
+    model = getattr(grounder, "model", None)
+    if model is None or not hasattr(grounder, "processor"):
+        return "not a local transformers model"
+    config = getattr(model, "config", None)
+    if getattr(config, "model_type", None) not in SUPPORTED_MODEL_TYPES:
+        return f"model type {getattr(config, 'model_type', None)!r} (the engine supports {SUPPORTED_MODEL_TYPES})"
+    if getattr(model, "peft_config", None) is not None and getattr(model, "active_adapters", None) is None:
+        return "unsupported adapter"
+    penalty = getattr(getattr(model, "generation_config", None), "repetition_penalty", None)
+    if penalty not in (None, 1.0):
+        return f"the checkpoint asks for repetition_penalty {penalty}"
+    return None
+
+
+@dataclass
+class _Conversation:
+    """What the cache holds for one conversation: the ids fed so far and each image's grid and pixels."""
+
+    fed: list[int] = field(default_factory=list)
+    grids: list[torch.Tensor] = field(default_factory=list)  # one (t, h, w) row per image, in order
+    row: int | None = None  # its row in the current cache, None before its first step
+
+
+class CachedEngine:
+    """Answers the next turn of many conversations, each kept in a KV cache between calls."""
+
+    def __init__(self, model, processor, device: str):
+        self.model = model
+        self.processor = processor
+        self.device = device
+        self.tokenizer = processor.tokenizer
+        self.image_token_id = processor.image_token_id
+        self.merge = processor.image_processor.merge_size
+        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        eos = getattr(model.generation_config, "eos_token_id", None)
+        eos = eos if eos is not None else self.tokenizer.eos_token_id
+        self.eos = set(eos if isinstance(eos, list) else [eos])
+        self.inner = _inner_model(model)
+        self.conversations: dict[Hashable, _Conversation] = {}
+        self.cache = None  # DynamicCache of the rows, [rows, heads, length, dim] per layer
+        self.mask = None  # [rows, length] 1 where the cache holds a live entry
+        self.stats = {"prefill_tokens": 0, "decode_steps": 0, "generated_tokens": 0, "cut_back": 0, "forwards": 0}
+
+    # -- conversation bookkeeping -------------------------------------------------------------------------
+    def release(self, key: Hashable) -> None:
+        """Forget a conversation; its row is reused at the next step."""
+        self.conversations.pop(key, None)
+
+    def reset(self) -> None:
+        self.conversations.clear()
+        self.cache = self.mask = None
+
+    def _full_ids(self, conversation: list[dict], grids: list[torch.Tensor]) -> list[int]:
+        """The ids the plain path feeds for ``conversation``: chat template, then each image placeholder
+        repeated to the image's token count (special tokens are atomic, so expanding after tokenizing is the
+        same as the processor's expanding before)."""
+        text = self.processor.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        out: list[int] = []
+        counts = iter(int(g.prod()) // self.merge**2 for g in grids)
+        for token in ids:
+            out.extend([token] * next(counts) if token == self.image_token_id else [token])
+        return out
+
+    def _image_boundary(self, ids: list[int], grids: list[torch.Tensor], keep: int) -> tuple[int, int]:
+        """Move ``keep`` back to the start of the image it falls inside (an image is encoded whole); return the
+        index of the first image at or after it, and the new ``keep``."""
+        start, index = 0, 0
+        for count in (int(g.prod()) // self.merge**2 for g in grids):
+            start = ids.index(self.image_token_id, start)
+            if start + count <= keep:
+                start, index = start + count, index + 1
+                continue
+            return index, min(keep, start)
+        return index, keep
+
+    def _positions(self, ids: list[int], grids: list[torch.Tensor]) -> torch.Tensor:
+        """3-D rotary positions [3, len(ids)] of a whole conversation, as the model computes them."""
+        input_ids = torch.tensor([ids])
+        types = (input_ids == self.image_token_id).int()
+        grid = torch.stack(grids) if grids else None
+        positions, _ = self.inner.get_rope_index(input_ids, types, image_grid_thw=grid)
+        return positions[:, 0]
+
+    # -- one step -----------------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def step(self, requests: list[tuple[Hashable, list[dict]]], sampling: Sampling | None = None) -> list[Generation]:
+        """Answer the last user turn of each (key, conversation); conversations seen before reuse their cache."""
+        sampling = sampling or Sampling()
+        start = time.perf_counter()
+        states = [self.conversations.setdefault(key, _Conversation()) for key, _ in requests]
+        news, new_images, new_grids, positions, prompt_lengths = [], [], [], [], []
+        for state, (_, conversation) in zip(states, requests, strict=True):
+            images = conversation_images(conversation)
+            if len(images) > len(state.grids):
+                processed = self.processor.image_processor(images=images[len(state.grids):], return_tensors="pt")
+                state.grids.extend(processed["image_grid_thw"])
+            full = self._full_ids(conversation, state.grids)
+            keep = min(_common_prefix(state.fed, full), len(full) - 1)  # at least one token to read logits at
+            first, keep = self._image_boundary(full, state.grids, keep)
+            needed = images[first:]
+            if needed:  # the images whose tokens are in the part to encode (normally only the new one)
+                processed = self.processor.image_processor(images=needed, return_tensors="pt")
+                new_images.append(processed["pixel_values"])
+                new_grids.extend(processed["image_grid_thw"])
+            if keep < len(state.fed):
+                self.stats["cut_back"] += 1
+            news.append(full[keep:])
+            positions.append(self._positions(full, state.grids)[:, keep:])
+            prompt_lengths.append(len(full))
+            state.fed = state.fed[:keep]
+            if keep == 0:
+                state.row = None
+        self._compact(states)
+        block, block_mask, block_pos, last = self._block(news, positions)
+        pixel_values = torch.cat(new_images).to(self.device, self.model.dtype) if new_images else None
+        grid = torch.stack(new_grids).to(self.device) if new_grids else None
+        self.mask = torch.cat([self.mask, block_mask], dim=1)
+        out = self.model(input_ids=block, attention_mask=self.mask, position_ids=block_pos,
+                         past_key_values=self.cache, pixel_values=pixel_values, image_grid_thw=grid, use_cache=True)
+        self.cache = out.past_key_values
+        self.stats["forwards"] += 1
+        logits = out.logits[torch.arange(len(news), device=self.device), last]
+        for state, new in zip(states, news, strict=True):
+            state.fed.extend(new)
+        self.stats["prefill_tokens"] += sum(len(n) for n in news)
+        next_pos = torch.stack([p[:, -1] + 1 for p in positions], dim=1).to(self.device)  # [3, rows]
+        generated = self._decode(states, logits, next_pos, sampling)
+        elapsed_ms = (time.perf_counter() - start) * 1000 / max(1, len(requests))
+        results = []
+        for ids, prompt_length in zip(generated, prompt_lengths, strict=True):
+            results.append(Generation(text=self.tokenizer.decode(ids, skip_special_tokens=True).strip(),
+                                      tokens_in=prompt_length, tokens_out=len(ids), latency_ms=elapsed_ms))
+        return results
+
+    def _compact(self, states: list[_Conversation]) -> None:
+        """Rebuild the cache with one row per request (in request order), each row's live entries left-padded."""
+        from transformers import DynamicCache
+
+        lengths = [len(s.fed) if s.row is not None else 0 for s in states]
+        width = max(lengths, default=0)
+        rows = len(states)
+        mask = torch.zeros(rows, width, dtype=torch.long, device=self.device)
+        if width == 0 or self.cache is None:
+            self.cache = DynamicCache(config=self.model.config)
+            self.mask = mask[:, :0]
+            for index, state in enumerate(states):
+                state.row = index
+            return
+        src_rows = torch.zeros(rows, dtype=torch.long)
+        src_cols = torch.zeros(rows, width, dtype=torch.long)
+        for index, (state, length) in enumerate(zip(states, lengths, strict=True)):
+            if length:
+                live = torch.nonzero(self.mask[state.row], as_tuple=True)[0][:length].cpu()
+                src_rows[index] = state.row
+                src_cols[index, width - length:] = live
+                mask[index, width - length:] = 1
+        src_rows, src_cols = src_rows.to(self.device), src_cols.to(self.device)
+        fresh = DynamicCache(config=self.model.config)
+        for layer_index, layer in enumerate(self.cache.layers):
+            keys = layer.keys[src_rows[:, None], :, src_cols].transpose(1, 2)  # [rows, heads, width, dim]
+            values = layer.values[src_rows[:, None], :, src_cols].transpose(1, 2)
+            fresh.update(keys.contiguous(), values.contiguous(), layer_index)
+        self.cache, self.mask = fresh, mask
+        for index, state in enumerate(states):
+            state.row = index
+
+    def _block(self, news: list[list[int]], positions: list[torch.Tensor]):
+        """The step's new tokens, right-padded into one block, with their mask, positions and last index."""
+        width = max(len(n) for n in news)
+        rows = len(news)
+        block = torch.full((rows, width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros(rows, width, dtype=torch.long)
+        pos = torch.zeros(3, rows, width, dtype=torch.long)
+        for index, (new, p) in enumerate(zip(news, positions, strict=True)):
+            block[index, :len(new)] = torch.tensor(new)
+            mask[index, :len(new)] = 1
+            pos[:, index, :len(new)] = p
+            pos[:, index, len(new):] = p[:, -1:]  # padding repeats the last position (never attended to)
+        last = torch.tensor([len(n) - 1 for n in news], device=self.device)
+        return block.to(self.device), mask.to(self.device), pos.to(self.device), last
+
+    def _decode(self, states, logits, next_pos, sampling: Sampling) -> list[list[int]]:
+        rows = len(states)
+        generated: list[list[int]] = [[] for _ in range(rows)]
+        done = torch.zeros(rows, dtype=torch.bool, device=self.device)
+        for step in range(sampling.max_new_tokens):
+            token = _choose(logits, sampling)
+            token = torch.where(done, torch.full_like(token, self.pad_id), token)
+            for index, t in enumerate(token.tolist()):
+                if not done[index]:
+                    generated[index].append(t)
+            now_done = done | torch.tensor([t in self.eos for t in token.tolist()], device=self.device)
+            if step == sampling.max_new_tokens - 1 or bool(now_done.all()):
+                break
+            feed_mask = (~done).long()[:, None]  # a finished row's padding is not attended to later
+            for index in range(rows):
+                if not done[index]:
+                    states[index].fed.append(int(token[index]))
+            self.mask = torch.cat([self.mask, feed_mask], dim=1)
+            out = self.model(input_ids=token[:, None], attention_mask=self.mask, position_ids=next_pos[:, :, None],
+                             past_key_values=self.cache, use_cache=True)
+            self.cache = out.past_key_values
+            logits = out.logits[:, -1]
+            next_pos = next_pos + 1
+            done = now_done
+            self.stats["decode_steps"] += 1
+            self.stats["forwards"] += 1
+        self.stats["generated_tokens"] += sum(len(g) for g in generated)
+        return generated
+
+
+def _choose(logits: torch.Tensor, sampling: Sampling) -> torch.Tensor:
+    if not sampling.do_sample:
+        return logits.argmax(dim=-1)
+    scores = logits.float() / max(sampling.temperature, 1e-5)
+    if sampling.top_p < 1.0:
+        sorted_scores, order = scores.sort(dim=-1, descending=True)
+        cumulative = sorted_scores.softmax(dim=-1).cumsum(dim=-1)
+        drop = cumulative - sorted_scores.softmax(dim=-1) > sampling.top_p
+        sorted_scores = sorted_scores.masked_fill(drop, float("-inf"))
+        scores = torch.full_like(scores, float("-inf")).scatter(-1, order, sorted_scores)
+    return torch.multinomial(scores.softmax(dim=-1), 1)[:, 0]
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = min(len(a), len(b))
+    for i in range(n):
+        if a[i] != b[i]:
+            return i
+    return n
+
+
+def _inner_model(model):
+    """The Qwen3-VL base model (which has ``get_rope_index``) under any peft wrapper."""
+    for candidate in (model, getattr(model, "base_model", None), getattr(getattr(model, "base_model", None),
+                                                                          "model", None)):
+        inner = getattr(candidate, "model", None)
+        if inner is not None and hasattr(inner, "get_rope_index"):
+            return inner
+    raise AttributeError("no get_rope_index on this model")

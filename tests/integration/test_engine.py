@@ -1,0 +1,99 @@
+"""The cached engine answers exactly as the plain loop does (greedy), on tiny random models and the toy model."""
+
+import pytest
+
+from ivt_core.data.sample import load_image
+from ivt_core.errors import InvalidInputError
+from ivt_core.grounders.base import Sampling
+from ivt_core.grounders.transformers_grounder import TransformersGrounder
+from ivt_core.loop import LoopConfig, engine_for, run_batch, run_continuous, run_loop
+from ivt_core.store.samples import get_samples
+
+
+def _stops_by_text(steps, policy):
+    """A stand-in stopping rule that depends only on the answers, so both paths stop at the same steps and
+    different samples stop at different steps."""
+    return len(steps) >= 2 and len(steps[-1].raw_text) % 3 == 0
+
+
+def _both(grounder, workspace, config, n, monkeypatch=None):
+    samples = get_samples(workspace.connect(), "shapes", "test")[:n]
+    loader = lambda s: load_image(workspace.resolve(s.image_path))  # noqa: E731
+    plain = {t.sample_id: t for s in samples for t in run_batch(grounder, [s], config, [loader(s)])}
+    cached = {t.sample_id: t for group in run_continuous(grounder, samples, config, loader) for t in group}
+    assert set(plain) == set(cached) == {s.id for s in samples}
+    return plain, cached
+
+
+def _assert_same(plain, cached):
+    for sample_id, trajectory in plain.items():
+        other = cached[sample_id]
+        assert [s.raw_text for s in other.steps] == [s.raw_text for s in trajectory.steps], sample_id
+        assert [s.tokens_out for s in other.steps] == [s.tokens_out for s in trajectory.steps]
+        assert [s.tokens_in for s in other.steps] == [s.tokens_in for s in trajectory.steps]
+        assert other.stop_step == trajectory.stop_step
+
+
+@pytest.fixture(scope="module")
+def chatty_tiny(tmp_path_factory):
+    """A tiny random Qwen3-VL with large weights: its answers vary with the input (at the default init a random
+    model repeats one token), are unparsable, and re-tokenize to other ids than were generated."""
+    from ivt_core.tinykit import TinySpec, build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("chatty") / "m", "qwen3_vl", TinySpec(init_std=1.0))
+
+
+def test_engine_equals_plain_loop_on_a_tiny_model_with_unparsable_answers_and_early_stops(
+        chatty_tiny, shapes_ws, monkeypatch):
+    from ivt_core.data.shapes_split import write_shapes_split
+
+    write_shapes_split(shapes_ws, "test", 9, seed=0)
+    monkeypatch.setattr("ivt_core.loop.should_stop", _stops_by_text)
+    grounder = TransformersGrounder.load(chatty_tiny, device="cpu")
+    config = LoopConfig(steps=3, batch_size=3, sampling=Sampling(max_new_tokens=24))
+    plain, cached = _both(grounder, shapes_ws, config, 9)
+    _assert_same(plain, cached)
+    assert len({t.stop_step for t in plain.values()}) > 1  # samples left the batch at different steps
+    assert all(not s.parse_ok for t in plain.values() for s in t.steps)  # random weights: unparsable answers
+    assert len({s.raw_text for t in plain.values() for s in t.steps}) > 9  # answers differ: a real comparison
+
+
+def test_engine_equals_plain_loop_on_the_toy_model(shapes_ws):
+    from ivt_core.bootstrap import toy_model_path
+
+    grounder = TransformersGrounder.load(toy_model_path(), device="cpu")
+    config = LoopConfig(steps=2, batch_size=4, sampling=Sampling(max_new_tokens=40))
+    plain, cached = _both(grounder, shapes_ws, config, 6)
+    _assert_same(plain, cached)
+    assert any(s.parse_ok for t in plain.values() for s in t.steps)
+
+
+def test_engine_encodes_only_the_new_turn(chatty_tiny, shapes_ws):
+    from ivt_core.grounders.engine import CachedEngine
+
+    grounder = TransformersGrounder.load(chatty_tiny, device="cpu")
+    sample = get_samples(shapes_ws.connect(), "shapes", "test")[0]
+    image = load_image(shapes_ws.resolve(sample.image_path))
+    engine = CachedEngine(grounder.model, grounder.processor, "cpu")
+    turn = {"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": "Find it."}]}
+    conversation = [turn]
+    first = engine.step([("a", conversation)], Sampling(max_new_tokens=8))[0]
+    prefill_first = engine.stats["prefill_tokens"]
+    assert prefill_first == first.tokens_in
+    conversation += [{"role": "assistant", "content": [{"type": "text", "text": first.text}]}, turn]
+    second = engine.step([("a", conversation)], Sampling(max_new_tokens=8))[0]
+    encoded = engine.stats["prefill_tokens"] - prefill_first
+    assert encoded < second.tokens_in - first.tokens_in + first.tokens_out + 8  # not the whole conversation
+    assert encoded >= second.tokens_in - first.tokens_in - first.tokens_out  # but at least the new turn
+
+
+def test_engine_choice(tiny_models):
+    qwen3 = TransformersGrounder.load(tiny_models["qwen3_vl"], device="cpu")
+    qwen2 = TransformersGrounder.load(tiny_models["qwen2_vl"], device="cpu")
+    assert engine_for(qwen3, LoopConfig()) == "cached"
+    assert engine_for(qwen3, LoopConfig(engine="plain")) == "plain"
+    assert engine_for(qwen2, LoopConfig()) == "plain"
+    with pytest.raises(InvalidInputError, match="--engine plain"):
+        engine_for(qwen2, LoopConfig(engine="cached"))
+    with pytest.raises(InvalidInputError, match="--engine"):
+        list(run_loop(qwen3, [], LoopConfig(engine="fast")))
