@@ -115,7 +115,7 @@ def _request_from_run(workspace, run_id: int):
     cfg = run["config"]
     loop = LoopConfig(steps=cfg["steps"], policy=cfg["policy"], batch_size=cfg["batch_size"],
                       prompt_version=cfg["prompt_version"], render=RenderStyle.from_dict(cfg["render"]),
-                      sampling=Sampling(**cfg["sampling"]))
+                      sampling=Sampling(**cfg["sampling"]), engine=cfg.get("engine", "auto"))
     request = EvalRequest(run["dataset"], run["split"], loop, cfg.get("limit"))
     return request, Path(cfg["model_path"]), (cfg.get("adapter_path") or None), cfg.get("coords")
 
@@ -143,7 +143,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         if not args.dataset or not args.split:
             raise InvalidInputError("--dataset and --split are required (or --resume-run RUN_ID)")
         loop = LoopConfig(steps=args.steps, policy=args.stop, batch_size=args.batch_size,
-                          sampling=Sampling(max_new_tokens=args.max_new_tokens)).check()
+                          sampling=Sampling(max_new_tokens=args.max_new_tokens), engine=args.engine).check()
         request = EvalRequest(args.dataset, args.split, loop, args.limit)
         model_path, adapter, coords = _model_path(args), args.adapter, args.coords
         if args.dataset == "shapes" and args.split in DEFAULT_SPLITS:
@@ -151,16 +151,41 @@ def cmd_eval(args: argparse.Namespace) -> int:
             if written:
                 print(f"generated the default shapes-world splits first: {written}", file=sys.stderr)
     samples = load_eval_samples(workspace, request)
+    shard = _shard(args.shard) if args.shard else None
+    total = len(samples[shard[0]::shard[1]]) if shard else len(samples)
     with JobReporter(workspace, args.as_job_id) as reporter:
-        grounder = TransformersGrounder.load(model_path, adapter, args.load_in_4bit, args.device, coords)
-        with tqdm(total=len(samples), desc=f"eval T={request.loop.steps}", unit="sample", file=sys.stderr) as bar:
+        with tqdm(total=total, desc=f"eval T={request.loop.steps}", unit="sample", file=sys.stderr) as bar:
             def advance(n: int) -> None:
                 bar.update(n)
-                reporter.progress(bar.n, len(samples), f"{bar.n}/{len(samples)} samples")
+                reporter.progress(bar.n, total, f"{bar.n}/{total} samples")
+
+            if args.gpus > 1 and not shard:
+                from ivt_core.parallel_eval import evaluate_parallel
+
+                result = evaluate_parallel(workspace, model_path, request, args.gpus, adapter, coords,
+                                           "cpu" if args.device == "cpu" else "cuda", args.load_in_4bit, advance,
+                                           args.as_job_id, args.resume_run)
+                reporter.link_run(result.run_id)
+                return _print_result(args, result)
+            grounder = TransformersGrounder.load(model_path, adapter, args.load_in_4bit, args.device, coords)
 
             result = evaluate(workspace, grounder, model_path, request, adapter, samples, progress=advance,
-                              resume_run=args.resume_run, job_id=args.as_job_id)
+                              resume_run=args.resume_run, job_id=args.as_job_id, shard=shard)
         reporter.link_run(result.run_id)
+    return _print_result(args, result)
+
+
+def _shard(text: str) -> tuple[int, int]:
+    try:
+        index, count = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise InvalidInputError(f"--shard must look like I/N (worker I of N), got {text!r}") from None
+    if not 0 <= index < count:
+        raise InvalidInputError(f"--shard {text}: I must be between 0 and N-1")
+    return index, count
+
+
+def _print_result(args: argparse.Namespace, result) -> int:
     metrics = result.metrics
     if metrics["parse_failure_rate"] > 0:
         print(f"warning: {metrics['parse_failure_rate']:.0%} of answers had no readable box "
@@ -357,6 +382,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=_positive, default=None, help="evaluate only the first N samples")
     p.add_argument("--batch-size", type=_positive, default=8, help="samples advancing together")
     p.add_argument("--max-new-tokens", type=_positive, default=256, help="answer length limit per step")
+    p.add_argument("--engine", choices=["auto", "cached", "plain"], default="auto",
+                   help="cached: keep each conversation's KV cache between steps, continuous batching (Qwen3-VL); "
+                        "plain: re-encode the whole conversation each step; auto: cached where supported")
+    p.add_argument("--gpus", type=_positive, default=1,
+                   help="spread the samples over N GPUs, one worker process each (with --device cpu: N CPU "
+                        "processes); the merged run is stored as one")
+    p.add_argument("--shard", default=None, help=argparse.SUPPRESS)
     p.add_argument("--json", action="store_true", help="print the metrics as one JSON object on stdout")
     p.add_argument("--job", action="store_true", help="run in the background as a job and return at once")
     p.add_argument("--resume-run", type=_positive, default=None, help="continue an unfinished run")

@@ -75,6 +75,20 @@ def load_eval_samples(workspace: Workspace, request: EvalRequest) -> list[Sample
     return samples
 
 
+def start_run(db, name: str, family, model_path: str | Path, request: EvalRequest,
+              adapter_path: str | Path | None = None, job_id: int | None = None) -> int:
+    """Register the model and create a running run for ``request``; returns the run id."""
+    model_id = register_model(db, name, str(Path(model_path).resolve()), family.name,
+                              adapter_path=str(Path(adapter_path).resolve()) if adapter_path else "")
+    config = {**asdict(request.loop), "limit": request.limit, "model_path": str(model_path),
+              "adapter_path": str(adapter_path or ""), "coords": family.convention}
+    return create_run(
+        db, model_id, request.dataset, request.split, request.loop.steps, request.loop.policy,
+        family.prompt_family, request.loop.prompt_version, request.loop.render.to_dict(), config,
+        pid=os.getpid(), job_id=job_id,
+    )
+
+
 def evaluate(
     workspace: Workspace,
     grounder: Grounder,
@@ -85,18 +99,35 @@ def evaluate(
     progress: Callable[[int], None] | None = None,
     resume_run: int | None = None,
     job_id: int | None = None,
+    shard: tuple[int, int] | None = None,
 ) -> EvalResult:
     """Run ``grounder`` over the request's samples and store the run; returns its id and metrics.
 
     Trajectories are stored batch by batch. If the loop stops half-way the run keeps what it stored and is
     marked ``cancelled`` (SIGTERM, Ctrl-C) or ``failed`` (with the error); ``resume_run`` continues such a run
-    with the samples it lacks.
+    with the samples it lacks. ``shard=(i, n)`` (with ``resume_run``): a data-parallel worker that runs only
+    the samples at positions i, i+n, ... and leaves the run's status and metrics to the process that started
+    it (``parallel_eval``); its metrics are those of its share.
     """
     from ivt_core.jobs import JobCancelled
 
     samples = samples if samples is not None else load_eval_samples(workspace, request)
     db = workspace.connect()
     try:
+        if shard is not None:
+            if resume_run is None:
+                raise InvalidInputError("a shard worker needs the run it adds to (--resume-run)")
+            index, count = shard
+            done = done_sample_ids(db, resume_run)
+            todo = [s for k, s in enumerate(samples) if k % count == index and s.id not in done]
+            for batch in run_loop(grounder, todo, request.loop,
+                                  lambda s: load_image(workspace.resolve(s.image_path))):
+                add_trajectories(db, resume_run, batch)
+                if progress:
+                    progress(len(batch))
+            mine = {s.id for k, s in enumerate(samples) if k % count == index}
+            return EvalResult(resume_run, run_metrics([t for t in load_trajectories(db, resume_run)
+                                                       if t.sample_id in mine]))
         if resume_run is not None:
             run = get_run(db, resume_run)
             if run["status"] == "done":
@@ -105,17 +136,7 @@ def evaluate(
             set_run_status(db, run_id, "running", pid=os.getpid(), job_id=job_id)
             done = done_sample_ids(db, run_id)
         else:
-            model_id = register_model(
-                db, grounder.name, str(Path(model_path).resolve()), grounder.family.name,
-                adapter_path=str(Path(adapter_path).resolve()) if adapter_path else "",
-            )
-            config = {**asdict(request.loop), "limit": request.limit, "model_path": str(model_path),
-                      "adapter_path": str(adapter_path or ""), "coords": grounder.family.convention}
-            run_id = create_run(
-                db, model_id, request.dataset, request.split, request.loop.steps, request.loop.policy,
-                grounder.family.prompt_family, request.loop.prompt_version, request.loop.render.to_dict(), config,
-                pid=os.getpid(), job_id=job_id,
-            )
+            run_id = start_run(db, grounder.name, grounder.family, model_path, request, adapter_path, job_id)
             done = set()
         todo = [s for s in samples if s.id not in done]
         if progress and done:

@@ -136,11 +136,13 @@ def _advance(item: _Live, answer: Generation, grounder: Grounder, config: LoopCo
     """Record ``answer`` as the item's current step; True if it goes on (its next turn is appended)."""
     item.trajectory.steps.append(_record(item, item.step, answer, grounder))
     item.trajectory.stop_step = item.step
-    item.conversation.append({"role": "assistant", "content": [{"type": "text", "text": answer.text}]})
+    reply = {"role": "assistant", "content": [{"type": "text", "text": answer.text}]}
     if item.step == config.steps or should_stop(item.trajectory.steps, config.policy):
         if keep_conversations:
+            item.conversation.append(reply)
             item.trajectory.conversation = item.conversation
         return False
+    item.conversation.append(reply)
     rendered = render_box(item.image, _latest_box(item.trajectory), config.render)
     item.conversation.append(_user(rendered, prompts.refine_text(item.sample.expression)))
     item.step += 1
@@ -156,31 +158,53 @@ def run_continuous(
 ) -> Iterator[list[Trajectory]]:
     """The loop on the cached engine with continuous batching: up to ``config.batch_size`` samples in flight;
     after every step, the trajectories that ended are yielded (in the order they ended) and new samples join."""
+    loader = resolve_image or (lambda s: load_image(s.image_path))
+    for ended in _continuous(grounder, ((s, loader(s)) for s in samples), config, keep_conversations):
+        yield [trajectory for _, trajectory in ended]
+
+
+def run_samples(grounder: Grounder, samples: list[Sample], config: LoopConfig, images: list[Image.Image],
+                keep_conversations: bool = False) -> list[Trajectory]:
+    """Every sample through the loop (the engine ``engine_for`` picks); trajectories in the input order, also
+    when a sample appears more than once (GRPO's G rollouts of a prompt)."""
+    if engine_for(grounder, config) == "plain":
+        out: list[Trajectory] = []
+        for start in range(0, len(samples), config.batch_size):
+            out += run_batch(grounder, samples[start:start + config.batch_size], config,
+                             images[start:start + config.batch_size], keep_conversations)
+        return out
+    ended = [pair for group in _continuous(grounder, zip(samples, images, strict=True), config, keep_conversations)
+             for pair in group]
+    return [trajectory for _, trajectory in sorted(ended, key=lambda pair: pair[0])]
+
+
+def _continuous(grounder: Grounder, items: Iterable[tuple[Sample, Image.Image]], config: LoopConfig,
+                keep_conversations: bool) -> Iterator[list[tuple[int, Trajectory]]]:
     from ivt_core.grounders.engine import CachedEngine
 
     prompts = get_prompts(grounder.family.prompt_family, config.prompt_version)
-    loader = resolve_image or (lambda s: load_image(s.image_path))
     engine = CachedEngine(grounder.model, grounder.processor, grounder.device)
-    queue = iter(samples)
-    active: list[_Live] = []
+    queue = enumerate(items)
+    active: list[tuple[int, _Live]] = []
     exhausted = False
     while True:
         while not exhausted and len(active) < config.batch_size:
-            sample = next(queue, None)
-            if sample is None:
+            item = next(queue, None)
+            if item is None:
                 exhausted = True
             else:
-                active.append(_start(sample, loader(sample), prompts))
+                index, (sample, image) = item
+                active.append((index, _start(sample, image, prompts)))
         if not active:
             return
-        answers = engine.step([(id(item), item.conversation) for item in active], config.sampling)
+        answers = engine.step([(index, live.conversation) for index, live in active], config.sampling)
         still, ended = [], []
-        for item, answer in zip(active, answers, strict=True):
-            if _advance(item, answer, grounder, config, prompts, keep_conversations):
-                still.append(item)
+        for (index, live), answer in zip(active, answers, strict=True):
+            if _advance(live, answer, grounder, config, prompts, keep_conversations):
+                still.append((index, live))
             else:
-                engine.release(id(item))
-                ended.append(item.trajectory)
+                engine.release(index)
+                ended.append((index, live.trajectory))
         active = still
         if ended:
             yield ended

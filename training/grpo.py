@@ -8,15 +8,14 @@ multi-turn conversation whose later turns contain images rendered from the model
 its generation step cannot produce for every model family. The loop is short; its pieces (rewards, group
 advantages, token log-probs, KL, clipped loss) live in ``ivt_core.rewards`` with literal tests.
 
-Per step: take ``prompts`` training samples, roll each out G times through ``ivt_core.loop.run_batch`` with
-sampling, score each trajectory with the reward (``ivt_core.rewards``; default final IoU + 0.1 x format),
-normalise rewards within each group, and take one policy-gradient step on all assistant tokens of the
-trajectories, with a KL penalty (beta) to the reference. The reference is the starting model: an SFT adapter
-given by ``init_adapter`` is merged into the base in memory and a new LoRA adapter is trained on top, so
-disabling that adapter gives the reference with no second copy of the weights. Logged per step: reward mean and
-std, IoU per step, degradation, KL, completion length. Optional flywheel: rollouts under ``flywheel_below`` go
-to the geometric teacher and into the review queue as pending traces (origin ``grpo``).
-"""
+Per step: take ``prompts`` training samples, roll each out G times through ``ivt_core.loop.run_samples`` (the cached
+engine where the model has it) with sampling, score each trajectory with the reward (``ivt_core.rewards``; default
+final IoU + 0.1 x format), normalise rewards within each group, and take one policy-gradient step on all assistant
+tokens of the trajectories, with a KL penalty (beta) to the reference. The reference is the starting model: an SFT
+adapter given by ``init_adapter`` is merged into the base in memory and a new LoRA adapter is trained on top, so
+disabling that adapter gives the reference with no second copy of the weights. Logged per step: reward mean and std,
+IoU per step, degradation, KL, completion length. Optional flywheel: rollouts under ``flywheel_below`` go to the
+geometric teacher and into the review queue as pending traces (origin ``grpo``). """
 
 from __future__ import annotations
 
@@ -123,7 +122,7 @@ def train(cfg: GRPOConfig) -> Path:
     from ivt_core.grounders.processing import load_processor
     from ivt_core.grounders.transformers_grounder import TransformersGrounder
     from ivt_core.jobs import JobReporter
-    from ivt_core.loop import LoopConfig, run_batch
+    from ivt_core.loop import LoopConfig, run_samples
     from ivt_core.metrics import degradation
     from ivt_core.rewards import get_reward, group_advantages, grpo_loss, token_logprobs
     from ivt_core.store.models import register_model
@@ -188,7 +187,7 @@ def train(cfg: GRPOConfig) -> Path:
             batch = [s for s in prompts for _ in range(cfg.group_size)]
             images = [load_image(workspace.resolve(s.image_path)) for s in batch]
             model.eval()
-            trajectories = run_batch(grounder, batch, loop, images, keep_conversations=True)
+            trajectories = run_samples(grounder, batch, loop, images, keep_conversations=True)
             rewards = torch.tensor([reward_fn(t) for t in trajectories])
             advantages = group_advantages(rewards, cfg.group_size)
             model.train()

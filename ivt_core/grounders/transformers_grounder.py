@@ -51,6 +51,20 @@ def resolve_device(device: str) -> str:
     return device
 
 
+def describe_model(path: str | Path, adapter: str | Path | None = None,
+                   coords: str | None = None) -> tuple[str, Family]:
+    """A checkpoint's display name (with its adapters) and family, read from its config without loading weights.
+    Raises NotFoundError / InvalidInputError saying what to fix."""
+    path = Path(path)
+    if not path.is_dir():
+        raise NotFoundError(f"model folder not found: {path} (give the local folder of a checkpoint)")
+    model_type = _read_model_type(path)
+    _check_vlm(model_type, path)
+    adapters = [Path(a) for a in str(adapter or "").split(",") if a]
+    name = path.name + "".join(f"+{a.parent.name if a.name == 'adapter' else a.name}" for a in adapters)
+    return name, family_for_model_type(model_type, coords)
+
+
 class TransformersGrounder:
     """A local checkpoint (plus optional adapter) that answers conversations."""
 
@@ -75,11 +89,7 @@ class TransformersGrounder:
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
         path = Path(path)
-        if not path.is_dir():
-            raise NotFoundError(f"model folder not found: {path} (give the local folder of a checkpoint)")
-        model_type = _read_model_type(path)
-        _check_vlm(model_type, path)
-        family = family_for_model_type(model_type, coords)
+        name, family = describe_model(path, adapter, coords)
         device = resolve_device(device)
         if family.name in PROCESSOR_CLASSES:
             processor = load_processor(path, family.name)
@@ -105,8 +115,6 @@ class TransformersGrounder:
             model = _attach_adapter(model, Path(adapter))
         model.eval()
         enable_batched_vision_attention(model)
-        adapters = [Path(a) for a in str(adapter or "").split(",") if a]
-        name = path.name + "".join(f"+{a.parent.name if a.name == 'adapter' else a.name}" for a in adapters)
         return cls(model, processor, family, name, device)
 
     def resized_size(self, width: int, height: int) -> tuple[int, int] | None:
