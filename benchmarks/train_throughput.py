@@ -119,7 +119,7 @@ def bench_grpo(model_dir: Path, size, group: int, new_tokens: int, device: str, 
     from ivt_core.grounders.fast_vision import enable_batched_vision_attention
     from ivt_core.grounders.processing import load_processor
     from ivt_core.grounders.transformers_grounder import TransformersGrounder
-    from ivt_core.loop import LoopConfig, run_batch
+    from ivt_core.loop import LoopConfig, run_samples
     from ivt_core.rewards import final_iou_format, group_advantages, grpo_loss, token_logprobs
     from ivt_core.supervision import build_example, collate
 
@@ -142,7 +142,7 @@ def bench_grpo(model_dir: Path, size, group: int, new_tokens: int, device: str, 
         torch.cuda.reset_peak_memory_stats()
         torch.cuda.synchronize()
     start = time.perf_counter()
-    trajectories = run_batch(grounder, samples, loop, [image] * group, keep_conversations=True)
+    trajectories = run_samples(grounder, samples, loop, [image] * group, keep_conversations=True)
     if device == "cuda":
         torch.cuda.synchronize()
     rollout = time.perf_counter() - start

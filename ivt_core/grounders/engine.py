@@ -18,8 +18,9 @@ each row's last real token. Positions are given explicitly: Qwen3-VL's 3-D rotar
 conversation, computed by the model's own ``get_rope_index``, so holes in the cache change nothing.
 
 Why not ``generate``: it cannot keep per-row caches with holes, release rows or add rows mid-run; the decode
-loop here is a plain greedy / temperature+top-p sampler over the same logits (the checkpoints' other
-generation-config processors are not applied; ``supports`` refuses a repetition penalty).
+loop here is a plain greedy / temperature+top-p sampler over the same logits, with the generation config's
+``min_new_tokens`` (the checkpoints' other processors are not applied; ``supports`` refuses a repetition
+penalty).
 """
 
 from __future__ import annotations
@@ -74,11 +75,14 @@ class CachedEngine:
         eos = getattr(model.generation_config, "eos_token_id", None)
         eos = eos if eos is not None else self.tokenizer.eos_token_id
         self.eos = set(eos if isinstance(eos, list) else [eos])
+        self.min_new_tokens = int(getattr(model.generation_config, "min_new_tokens", None) or 0)
         self.inner = _inner_model(model)
+        self.lm_head = model.get_output_embeddings()
         self.conversations: dict[Hashable, _Conversation] = {}
         self.cache = None  # DynamicCache of the rows, [rows, heads, length, dim] per layer
         self.mask = None  # [rows, length] 1 where the cache holds a live entry
-        self.stats = {"prefill_tokens": 0, "decode_steps": 0, "generated_tokens": 0, "cut_back": 0, "forwards": 0}
+        self.stats = {"prefill_tokens": 0, "decode_steps": 0, "generated_tokens": 0, "cut_back": 0, "forwards": 0,
+                      "prefill_s": 0.0, "decode_s": 0.0}
 
     # -- conversation bookkeeping -------------------------------------------------------------------------
     def release(self, key: Hashable) -> None:
@@ -150,27 +154,39 @@ class CachedEngine:
             state.fed = state.fed[:keep]
             if keep == 0:
                 state.row = None
+        self._sync()
+        prefill_start = time.perf_counter()
         self._compact(states)
         block, block_mask, block_pos, last = self._block(news, positions)
         pixel_values = torch.cat(new_images).to(self.device, self.model.dtype) if new_images else None
         grid = torch.stack(new_grids).to(self.device) if new_grids else None
         self.mask = torch.cat([self.mask, block_mask], dim=1)
-        out = self.model(input_ids=block, attention_mask=self.mask, position_ids=block_pos,
+        out = self.inner(input_ids=block, attention_mask=self.mask, position_ids=block_pos,
                          past_key_values=self.cache, pixel_values=pixel_values, image_grid_thw=grid, use_cache=True)
         self.cache = out.past_key_values
         self.stats["forwards"] += 1
-        logits = out.logits[torch.arange(len(news), device=self.device), last]
+        # logits of each row's last real token only (all positions x a 150k vocabulary would not fit)
+        logits = self.lm_head(out.last_hidden_state[torch.arange(len(news), device=self.device), last])
         for state, new in zip(states, news, strict=True):
             state.fed.extend(new)
         self.stats["prefill_tokens"] += sum(len(n) for n in news)
         next_pos = torch.stack([p[:, -1] + 1 for p in positions], dim=1).to(self.device)  # [3, rows]
+        self._sync()
+        decode_start = time.perf_counter()
+        self.stats["prefill_s"] += decode_start - prefill_start
         generated = self._decode(states, logits, next_pos, sampling)
+        self._sync()
+        self.stats["decode_s"] += time.perf_counter() - decode_start
         elapsed_ms = (time.perf_counter() - start) * 1000 / max(1, len(requests))
         results = []
         for ids, prompt_length in zip(generated, prompt_lengths, strict=True):
             results.append(Generation(text=self.tokenizer.decode(ids, skip_special_tokens=True).strip(),
                                       tokens_in=prompt_length, tokens_out=len(ids), latency_ms=elapsed_ms))
         return results
+
+    def _sync(self) -> None:
+        if str(self.device).startswith("cuda"):
+            torch.cuda.synchronize()
 
     def _compact(self, states: list[_Conversation]) -> None:
         """Rebuild the cache with one row per request (in request order), each row's live entries left-padded."""
@@ -223,7 +239,10 @@ class CachedEngine:
         rows = len(states)
         generated: list[list[int]] = [[] for _ in range(rows)]
         done = torch.zeros(rows, dtype=torch.bool, device=self.device)
+        eos = torch.tensor(sorted(self.eos), device=self.device)
         for step in range(sampling.max_new_tokens):
+            if step < self.min_new_tokens:  # as generate's min_new_tokens: no end of answer before that
+                logits = logits.index_fill(-1, eos, float("-inf"))
             token = _choose(logits, sampling)
             token = torch.where(done, torch.full_like(token, self.pad_id), token)
             for index, t in enumerate(token.tolist()):
@@ -237,10 +256,10 @@ class CachedEngine:
                 if not done[index]:
                     states[index].fed.append(int(token[index]))
             self.mask = torch.cat([self.mask, feed_mask], dim=1)
-            out = self.model(input_ids=token[:, None], attention_mask=self.mask, position_ids=next_pos[:, :, None],
+            out = self.inner(input_ids=token[:, None], attention_mask=self.mask, position_ids=next_pos[:, :, None],
                              past_key_values=self.cache, use_cache=True)
             self.cache = out.past_key_values
-            logits = out.logits[:, -1]
+            logits = self.lm_head(out.last_hidden_state[:, -1])
             next_pos = next_pos + 1
             done = now_done
             self.stats["decode_steps"] += 1

@@ -1,0 +1,202 @@
+"""Loop throughput: the plain loop against the cached engine on the same inputs, in one process.
+
+    python benchmarks/loop_throughput.py --model assets/toy-model --samples 64 --steps 2 --batch-size 16
+    python benchmarks/loop_throughput.py --shape ../shared/reference/qwen3-vl-4b-shape.json --samples 505 \\
+        --steps 2 --batch-size 128 --plain-samples 8 --image 640x480 --new-tokens 60
+
+Modes, each for the T-step loop and for a single shot (T=0):
+
+- ``plain-1``: the loop written the obvious way: one sample at a time, the whole conversation re-encoded at
+  every step, ``generate`` (``--plain-samples`` of them: it is slow);
+- ``plain-B``: the same with batches of ``--plain-batch-size`` (left-padded, ``generate``);
+- ``engine``: ``ivt_core.loop.run_samples`` on the cached engine (KV cache kept across steps, continuous
+  batching), ``--batch-size`` conversations in flight.
+
+``--shape`` builds random bf16 weights from a config (the kit's tokenizer and image processor, as
+``train_throughput.py`` does) and forces ``--new-tokens`` per step (random weights never stop), like the
+baseline in shared/reference/loop-baseline-h100.md. With ``--model`` the answers end where the model ends them
+(at most ``--new-tokens``). Also reported: how many of the plain-1 samples got the very same answers from the
+engine (greedy). Prints a table and writes JSON (``--out``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def _peak_mb(device: str) -> float:
+    import torch
+
+    if device == "cuda":
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _sync(device: str) -> None:
+    import torch
+
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def _samples(n: int, size: tuple[int, int]):
+    from ivt_core.data.sample import Sample
+    from ivt_core.data.shapes import ShapesConfig, make_sample
+
+    scenes = [make_sample(ShapesConfig(), 0, "test", i) for i in range(n)]
+    samples, images = [], []
+    for scene in scenes:
+        sx, sy = size[0] / scene.image.width, size[1] / scene.image.height
+        box = scene.bbox
+        samples.append(Sample(scene.id, "shapes", "test", "", *size, scene.expression,
+                              type(box)(box.x1 * sx, box.y1 * sy, box.x2 * sx, box.y2 * sy)))
+        images.append(scene.image.resize(size))
+    return samples, images
+
+
+def run_mode(grounder, mode: str, samples, images, steps: int, batch: int, new_tokens: int, device: str) -> dict:
+    import torch
+
+    from ivt_core.grounders import engine as engine_module
+    from ivt_core.grounders.base import Sampling
+    from ivt_core.loop import LoopConfig, run_samples
+
+    config = LoopConfig(steps=steps, batch_size=batch, sampling=Sampling(max_new_tokens=new_tokens),
+                        engine="plain" if mode.startswith("plain") else "cached")
+    engines = []
+    original = engine_module.CachedEngine.__init__
+
+    def spy(self, *a, **k):  # keep a handle on the engine run_samples makes, to read its counters
+        original(self, *a, **k)
+        engines.append(self)
+
+    engine_module.CachedEngine.__init__ = spy
+    try:
+        if device == "cuda":
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+        _sync(device)
+        start = time.perf_counter()
+        trajectories = run_samples(grounder, samples, config, images)
+        _sync(device)
+        elapsed = time.perf_counter() - start
+    finally:
+        engine_module.CachedEngine.__init__ = original
+    steps_done = [s for t in trajectories for s in t.steps]
+    generated = sum(s.tokens_out for s in steps_done)
+    if engines:
+        stats = engines[0].stats
+        prefill_tokens, prefill_s = stats["prefill_tokens"], stats["prefill_s"]
+    else:  # plain: every step re-encodes its whole prompt; the time is not split
+        prefill_tokens, prefill_s = sum(s.tokens_in for s in steps_done), None
+    return {
+        "mode": mode, "steps": steps, "batch": batch, "samples": len(samples), "seconds": elapsed,
+        "ms_per_sample": 1000 * elapsed / len(samples), "generated_tokens": generated,
+        "generated_tok_s": generated / elapsed, "prefill_tokens": prefill_tokens,
+        "prefill_tok_s": prefill_tokens / prefill_s if prefill_s else None,
+        "peak_mem_mb": _peak_mb(device), "answers": {t.sample_id: [s.raw_text for s in t.steps] for t in trajectories},
+    }
+
+
+def load(args, device: str):
+    import torch
+
+    from ivt_core.families import FAMILIES
+    from ivt_core.grounders.fast_vision import enable_batched_vision_attention
+    from ivt_core.grounders.processing import load_processor
+    from ivt_core.grounders.transformers_grounder import TransformersGrounder
+
+    if args.shape:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from train_throughput import build_shape
+
+        model_dir, model = build_shape(Path(args.shape), Path("build/bench/shape-kit"), device)
+        model.eval()
+        enable_batched_vision_attention(model)
+        model.generation_config.min_new_tokens = args.new_tokens  # random weights never stop by themselves
+        model.generation_config.eos_token_id = model.config.text_config.eos_token_id
+        processor = load_processor(model_dir, "qwen3_vl")
+        return TransformersGrounder(model, processor, FAMILIES["qwen3_vl"], "shape", device), str(args.shape)
+    torch.manual_seed(0)
+    return TransformersGrounder.load(args.model, device=device), args.model
+
+
+def main() -> None:
+    import torch
+    import transformers
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--model", default=None, help="local checkpoint folder (default: the shipped toy model)")
+    source.add_argument("--shape", default=None, help="config JSON: random weights of that shape")
+    parser.add_argument("--samples", type=int, default=64)
+    parser.add_argument("--plain-samples", type=int, default=8, help="samples for the one-at-a-time plain loop")
+    parser.add_argument("--steps", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--image", default=None, help="WxH (default: 640x480 with --shape, 224x224 otherwise)")
+    parser.add_argument("--new-tokens", type=int, default=60)
+    parser.add_argument("--plain-batch-size", type=int, default=None, help="batch of plain-B (default: --batch-size)")
+    parser.add_argument("--plain-batched-samples", type=int, default=None,
+                        help="samples for plain-B (default: all; it is slow too)")
+    parser.add_argument("--skip-plain-batched", action="store_true")
+    parser.add_argument("--out", default="build/bench/loop_throughput.json")
+    args = parser.parse_args()
+    if not args.shape and not args.model:
+        from ivt_core.bootstrap import toy_model_path
+
+        args.model = str(toy_model_path())
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    size = tuple(int(v) for v in (args.image or ("640x480" if args.shape else "224x224")).split("x"))
+    grounder, source_name = load(args, device)
+    samples, images = _samples(args.samples, size)
+    few = min(args.plain_samples, args.samples)
+    run_mode(grounder, "engine", samples[:2], images[:2], args.steps, 2, args.new_tokens, device)  # warm-up
+    rows = []
+    for steps in (args.steps, 0):
+        rows.append(run_mode(grounder, "plain-1", samples[:few], images[:few], steps, 1, args.new_tokens, device))
+        if not args.skip_plain_batched:
+            batch = args.plain_batch_size or args.batch_size
+            many = min(args.plain_batched_samples or args.samples, args.samples)
+            rows.append(run_mode(grounder, f"plain-{batch}", samples[:many], images[:many], steps, batch,
+                                 args.new_tokens, device))
+        rows.append(run_mode(grounder, "engine", samples, images, steps, args.batch_size, args.new_tokens, device))
+    by = {(r["mode"], r["steps"]): r for r in rows}
+    for r in rows:
+        if r["steps"]:
+            single = by.get((r["mode"], 0))
+            r["loop_vs_single"] = r["ms_per_sample"] / single["ms_per_sample"] if single else None
+    engine_loop, plain_one = by[("engine", args.steps)], by[("plain-1", args.steps)]
+    same = sum(engine_loop["answers"][k] == v for k, v in plain_one["answers"].items())
+    where = torch.cuda.get_device_name() if device == "cuda" else "cpu"
+    print(f"loop throughput: {source_name}, {size[0]}x{size[1]}, T={args.steps}, {args.samples} samples, "
+          f"{where}, torch {torch.__version__}, transformers {transformers.__version__}")
+    print(f"{'mode':<12}{'T':>3}{'batch':>7}{'samples':>9}{'ms/sample':>11}{'gen tok/s':>11}{'prefill tok/s':>15}"
+          f"{'T/single':>10}{'peak MB':>10}")
+    for r in rows:
+        prefill = f"{r['prefill_tok_s']:.0f}" if r["prefill_tok_s"] else "-"
+        ratio = f"{r['loop_vs_single']:.2f}x" if r.get("loop_vs_single") else ""
+        print(f"{r['mode']:<12}{r['steps']:>3}{r['batch']:>7}{r['samples']:>9}{r['ms_per_sample']:>11.1f}"
+              f"{r['generated_tok_s']:>11.0f}{prefill:>15}{ratio:>10}{r['peak_mem_mb']:>10.0f}")
+    speedups = {mode: by[(mode, args.steps)]["ms_per_sample"] / engine_loop["ms_per_sample"]
+                for mode, steps in by if steps == args.steps and mode != "engine"}
+    print("engine vs " + ", ".join(f"{mode}: {x:.1f}x faster" for mode, x in speedups.items()))
+    print(f"same answers as plain-1 (greedy): {same} of {len(plain_one['answers'])} samples")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({
+        "device": where, "torch": torch.__version__, "transformers": transformers.__version__,
+        "source": source_name, "image": list(size), "steps": args.steps, "new_tokens": args.new_tokens,
+        "rows": [{k: v for k, v in r.items() if k != "answers"} for r in rows], "engine_speedup": speedups,
+        "same_answers": [same, len(plain_one["answers"])], "argv": sys.argv[1:]}, indent=1))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
