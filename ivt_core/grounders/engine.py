@@ -52,6 +52,48 @@ def supports(grounder) -> str | None:
     return None
 
 
+def _slab_layer_class():
+    from transformers.cache_utils import DynamicLayer
+
+    class SlabLayer(DynamicLayer):
+        """A cache layer with room reserved ahead: ``update`` writes in place (``DynamicLayer`` concatenates,
+        copying the whole cache at every decode step). Grows by doubling if the room runs out."""
+
+        def __init__(self, capacity: int):
+            super().__init__()
+            self.capacity = capacity
+            self.length = 0
+
+        def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+            self.dtype, self.device = key_states.dtype, key_states.device
+            batch, heads, _, dim = key_states.shape
+            self.key_buffer = key_states.new_empty(batch, heads, self.capacity, dim)
+            self.value_buffer = value_states.new_empty(batch, heads, self.capacity, value_states.shape[-1])
+            self.is_initialized = True
+
+        def update(self, key_states, value_states, *args, **kwargs):
+            if not self.is_initialized:
+                self.lazy_initialization(key_states, value_states)
+            end = self.length + key_states.shape[-2]
+            if end > self.key_buffer.shape[-2]:
+                room = max(end, 2 * self.key_buffer.shape[-2])
+                for name in ("key_buffer", "value_buffer"):
+                    old = getattr(self, name)
+                    new = old.new_empty(*old.shape[:2], room, old.shape[-1])
+                    new[:, :, :self.length] = old[:, :, :self.length]
+                    setattr(self, name, new)
+            self.key_buffer[:, :, self.length:end] = key_states
+            self.value_buffer[:, :, self.length:end] = value_states
+            self.length = end
+            self.keys, self.values = self.key_buffer[:, :, :end], self.value_buffer[:, :, :end]
+            return self.keys, self.values
+
+        def get_seq_length(self) -> int:
+            return self.length
+
+    return SlabLayer
+
+
 @dataclass
 class _Conversation:
     """What the cache holds for one conversation: the ids fed so far and each image's grid and pixels."""
@@ -78,6 +120,7 @@ class CachedEngine:
         self.min_new_tokens = int(getattr(model.generation_config, "min_new_tokens", None) or 0)
         self.inner = _inner_model(model)
         self.lm_head = model.get_output_embeddings()
+        self.slab = _slab_layer_class()
         self.conversations: dict[Hashable, _Conversation] = {}
         self.cache = None  # DynamicCache of the rows, [rows, heads, length, dim] per layer
         self.mask = None  # [rows, length] 1 where the cache holds a live entry
@@ -156,7 +199,7 @@ class CachedEngine:
                 state.row = None
         self._sync()
         prefill_start = time.perf_counter()
-        self._compact(states)
+        self._compact(states, max(len(n) for n in news) + sampling.max_new_tokens)
         block, block_mask, block_pos, last = self._block(news, positions)
         pixel_values = torch.cat(new_images).to(self.device, self.model.dtype) if new_images else None
         grid = torch.stack(new_grids).to(self.device) if new_grids else None
@@ -188,34 +231,40 @@ class CachedEngine:
         if str(self.device).startswith("cuda"):
             torch.cuda.synchronize()
 
-    def _compact(self, states: list[_Conversation]) -> None:
-        """Rebuild the cache with one row per request (in request order), each row's live entries left-padded."""
+    def _new_cache(self, capacity: int):
         from transformers import DynamicCache
 
+        cache = DynamicCache(config=self.model.config)
+        cache.layers = [self.slab(capacity) for _ in range(len(cache.layers))]
+        return cache
+
+    def _compact(self, states: list[_Conversation], room: int) -> None:
+        """Rebuild the cache with one row per request (in request order), each row's live entries left-padded,
+        and ``room`` more entries reserved (the step's new tokens and its answers)."""
         lengths = [len(s.fed) if s.row is not None else 0 for s in states]
         width = max(lengths, default=0)
         rows = len(states)
         mask = torch.zeros(rows, width, dtype=torch.long, device=self.device)
+        fresh = self._new_cache(width + room)
         if width == 0 or self.cache is None:
-            self.cache = DynamicCache(config=self.model.config)
-            self.mask = mask[:, :0]
+            self.cache, self.mask = fresh, mask
             for index, state in enumerate(states):
                 state.row = index
             return
         src_rows = torch.zeros(rows, dtype=torch.long)
         src_cols = torch.zeros(rows, width, dtype=torch.long)
+        live_mask = self.mask.bool().cpu()
         for index, (state, length) in enumerate(zip(states, lengths, strict=True)):
             if length:
-                live = torch.nonzero(self.mask[state.row], as_tuple=True)[0][:length].cpu()
+                live = torch.nonzero(live_mask[state.row], as_tuple=True)[0][:length]
                 src_rows[index] = state.row
                 src_cols[index, width - length:] = live
                 mask[index, width - length:] = 1
         src_rows, src_cols = src_rows.to(self.device), src_cols.to(self.device)
-        fresh = DynamicCache(config=self.model.config)
-        for layer_index, layer in enumerate(self.cache.layers):
-            keys = layer.keys[src_rows[:, None], :, src_cols].transpose(1, 2)  # [rows, heads, width, dim]
-            values = layer.values[src_rows[:, None], :, src_cols].transpose(1, 2)
-            fresh.update(keys.contiguous(), values.contiguous(), layer_index)
+        for layer, old in zip(fresh.layers, self.cache.layers, strict=True):
+            keys = old.keys[src_rows[:, None], :, src_cols].transpose(1, 2)  # [rows, heads, width, dim]
+            values = old.values[src_rows[:, None], :, src_cols].transpose(1, 2)
+            layer.update(keys, values)
         self.cache, self.mask = fresh, mask
         for index, state in enumerate(states):
             state.row = index
@@ -236,26 +285,28 @@ class CachedEngine:
         return block.to(self.device), mask.to(self.device), pos.to(self.device), last
 
     def _decode(self, states, logits, next_pos, sampling: Sampling) -> list[list[int]]:
+        """Generate for every row until each has ended (an end token, or ``max_new_tokens``). Bookkeeping stays
+        on the CPU: one transfer of the chosen tokens per step."""
         rows = len(states)
         generated: list[list[int]] = [[] for _ in range(rows)]
-        done = torch.zeros(rows, dtype=torch.bool, device=self.device)
+        done = [False] * rows
         eos = torch.tensor(sorted(self.eos), device=self.device)
         for step in range(sampling.max_new_tokens):
             if step < self.min_new_tokens:  # as generate's min_new_tokens: no end of answer before that
                 logits = logits.index_fill(-1, eos, float("-inf"))
             token = _choose(logits, sampling)
-            token = torch.where(done, torch.full_like(token, self.pad_id), token)
-            for index, t in enumerate(token.tolist()):
+            chosen = token.tolist()
+            for index, t in enumerate(chosen):
                 if not done[index]:
                     generated[index].append(t)
-            now_done = done | torch.tensor([t in self.eos for t in token.tolist()], device=self.device)
-            if step == sampling.max_new_tokens - 1 or bool(now_done.all()):
+            now_done = [d or t in self.eos for d, t in zip(done, chosen, strict=True)]
+            if step == sampling.max_new_tokens - 1 or all(now_done):
                 break
-            feed_mask = (~done).long()[:, None]  # a finished row's padding is not attended to later
-            for index in range(rows):
+            for index, t in enumerate(chosen):
                 if not done[index]:
-                    states[index].fed.append(int(token[index]))
-            self.mask = torch.cat([self.mask, feed_mask], dim=1)
+                    states[index].fed.append(t)
+            feed = torch.tensor([[0 if d else 1] for d in done], device=self.device)  # finished rows: not attended
+            self.mask = torch.cat([self.mask, feed], dim=1)
             out = self.inner(input_ids=token[:, None], attention_mask=self.mask, position_ids=next_pos[:, :, None],
                              past_key_values=self.cache, use_cache=True)
             self.cache = out.past_key_values
