@@ -34,6 +34,7 @@ import torch
 from ivt_core.grounders.base import Generation, Sampling, conversation_images
 
 SUPPORTED_MODEL_TYPES = ("qwen3_vl",)
+GRAPH_MIN_TOKENS = 16  # below this many decode steps per call, capturing a graph costs more than it saves
 
 
 def supports(grounder) -> str | None:
@@ -52,46 +53,30 @@ def supports(grounder) -> str | None:
     return None
 
 
-def _slab_layer_class():
+def _rows_layer_class():
     from transformers.cache_utils import DynamicLayer
 
-    class SlabLayer(DynamicLayer):
-        """A cache layer with room reserved ahead: ``update`` writes in place (``DynamicLayer`` concatenates,
-        copying the whole cache at every decode step). Grows by doubling if the room runs out."""
+    class RowsLayer(DynamicLayer):
+        """A cache layer of fixed size [rows, heads, capacity, dim]: ``update`` writes the new keys and values
+        at the engine's ``write_at`` slots and returns the whole buffers (the engine's 4-D mask says which slots
+        are live). Fixed shapes and in-place writes are what lets a decode step be replayed as a CUDA graph."""
 
-        def __init__(self, capacity: int):
+        def __init__(self, engine, keys: torch.Tensor, values: torch.Tensor):
             super().__init__()
-            self.capacity = capacity
-            self.length = 0
-
-        def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
-            self.dtype, self.device = key_states.dtype, key_states.device
-            batch, heads, _, dim = key_states.shape
-            self.key_buffer = key_states.new_empty(batch, heads, self.capacity, dim)
-            self.value_buffer = value_states.new_empty(batch, heads, self.capacity, value_states.shape[-1])
+            self.engine = engine
+            self.keys, self.values = keys, values
+            self.dtype, self.device = keys.dtype, keys.device
             self.is_initialized = True
 
         def update(self, key_states, value_states, *args, **kwargs):
-            if not self.is_initialized:
-                self.lazy_initialization(key_states, value_states)
-            end = self.length + key_states.shape[-2]
-            if end > self.key_buffer.shape[-2]:
-                room = max(end, 2 * self.key_buffer.shape[-2])
-                for name in ("key_buffer", "value_buffer"):
-                    old = getattr(self, name)
-                    new = old.new_empty(*old.shape[:2], room, old.shape[-1])
-                    new[:, :, :self.length] = old[:, :, :self.length]
-                    setattr(self, name, new)
-            self.key_buffer[:, :, self.length:end] = key_states
-            self.value_buffer[:, :, self.length:end] = value_states
-            self.length = end
-            self.keys, self.values = self.key_buffer[:, :, :end], self.value_buffer[:, :, :end]
+            self.keys.index_copy_(2, self.engine.write_at, key_states)
+            self.values.index_copy_(2, self.engine.write_at, value_states)
             return self.keys, self.values
 
         def get_seq_length(self) -> int:
-            return self.length
+            return self.engine.end
 
-    return SlabLayer
+    return RowsLayer
 
 
 @dataclass
@@ -106,7 +91,7 @@ class _Conversation:
 class CachedEngine:
     """Answers the next turn of many conversations, each kept in a KV cache between calls."""
 
-    def __init__(self, model, processor, device: str):
+    def __init__(self, model, processor, device: str, use_graphs: bool = True):
         self.model = model
         self.processor = processor
         self.device = device
@@ -120,10 +105,13 @@ class CachedEngine:
         self.min_new_tokens = int(getattr(model.generation_config, "min_new_tokens", None) or 0)
         self.inner = _inner_model(model)
         self.lm_head = model.get_output_embeddings()
-        self.slab = _slab_layer_class()
+        self.rows_layer = _rows_layer_class()
+        self.write_at = torch.zeros(1, dtype=torch.long, device=device)  # cache slots the next forward writes
+        self.end = 0  # the first free slot of every row
+        self.live = None  # [rows, capacity] bool: the slots a query may attend to
+        self.graphs = str(device).startswith("cuda") and use_graphs
         self.conversations: dict[Hashable, _Conversation] = {}
-        self.cache = None  # DynamicCache of the rows, [rows, heads, length, dim] per layer
-        self.mask = None  # [rows, length] 1 where the cache holds a live entry
+        self.cache = None  # DynamicCache of RowsLayer: [rows, heads, capacity, dim] per layer
         self.stats = {"prefill_tokens": 0, "decode_steps": 0, "generated_tokens": 0, "cut_back": 0, "forwards": 0,
                       "prefill_s": 0.0, "decode_s": 0.0}
 
@@ -134,7 +122,7 @@ class CachedEngine:
 
     def reset(self) -> None:
         self.conversations.clear()
-        self.cache = self.mask = None
+        self.cache = self.live = None
 
     def _full_ids(self, conversation: list[dict], grids: list[torch.Tensor]) -> list[int]:
         """The ids the plain path feeds for ``conversation``: chat template, then each image placeholder
@@ -203,10 +191,15 @@ class CachedEngine:
         block, block_mask, block_pos, last = self._block(news, positions)
         pixel_values = torch.cat(new_images).to(self.device, self.model.dtype) if new_images else None
         grid = torch.stack(new_grids).to(self.device) if new_grids else None
-        self.mask = torch.cat([self.mask, block_mask], dim=1)
-        out = self.inner(input_ids=block, attention_mask=self.mask, position_ids=block_pos,
+        width = block.shape[1]
+        self.write_at = torch.arange(self.end, self.end + width, device=self.device)
+        self.live[:, self.end:self.end + width] = block_mask.bool()
+        slots = torch.arange(self.live.shape[1], device=self.device)
+        causal = slots[None, :] <= (self.end + torch.arange(width, device=self.device))[:, None]  # [width, capacity]
+        mask = (self.live[:, None, None, :] & causal[None, None]).contiguous()
+        out = self.inner(input_ids=block, attention_mask=mask, position_ids=block_pos,
                          past_key_values=self.cache, pixel_values=pixel_values, image_grid_thw=grid, use_cache=True)
-        self.cache = out.past_key_values
+        self.end += width
         self.stats["forwards"] += 1
         # logits of each row's last real token only (all positions x a 150k vocabulary would not fit)
         logits = self.lm_head(out.last_hidden_state[torch.arange(len(news), device=self.device), last])
@@ -231,43 +224,71 @@ class CachedEngine:
         if str(self.device).startswith("cuda"):
             torch.cuda.synchronize()
 
-    def _new_cache(self, capacity: int):
+    def _compact(self, states: list[_Conversation], room: int) -> None:
+        """Rebuild the cache with one row per request (in request order): each row's live entries gathered to
+        the left-padded front, and ``room`` free slots after them (the step's new tokens and its answers)."""
         from transformers import DynamicCache
 
-        cache = DynamicCache(config=self.model.config)
-        cache.layers = [self.slab(capacity) for _ in range(len(cache.layers))]
-        return cache
-
-    def _compact(self, states: list[_Conversation], room: int) -> None:
-        """Rebuild the cache with one row per request (in request order), each row's live entries left-padded,
-        and ``room`` more entries reserved (the step's new tokens and its answers)."""
         lengths = [len(s.fed) if s.row is not None else 0 for s in states]
         width = max(lengths, default=0)
-        rows = len(states)
-        mask = torch.zeros(rows, width, dtype=torch.long, device=self.device)
-        fresh = self._new_cache(width + room)
-        if width == 0 or self.cache is None:
-            self.cache, self.mask = fresh, mask
-            for index, state in enumerate(states):
-                state.row = index
-            return
-        src_rows = torch.zeros(rows, dtype=torch.long)
-        src_cols = torch.zeros(rows, width, dtype=torch.long)
-        live_mask = self.mask.bool().cpu()
-        for index, (state, length) in enumerate(zip(states, lengths, strict=True)):
-            if length:
-                live = torch.nonzero(live_mask[state.row], as_tuple=True)[0][:length]
-                src_rows[index] = state.row
-                src_cols[index, width - length:] = live
-                mask[index, width - length:] = 1
-        src_rows, src_cols = src_rows.to(self.device), src_cols.to(self.device)
-        for layer, old in zip(fresh.layers, self.cache.layers, strict=True):
-            keys = old.keys[src_rows[:, None], :, src_cols].transpose(1, 2)  # [rows, heads, width, dim]
-            values = old.values[src_rows[:, None], :, src_cols].transpose(1, 2)
-            layer.update(keys, values)
-        self.cache, self.mask = fresh, mask
+        rows, capacity = len(states), width + room
+        text = self.model.config.get_text_config()
+        heads = text.num_key_value_heads
+        dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
+        dtype = self.lm_head.weight.dtype
+        live = torch.zeros(rows, capacity, dtype=torch.bool, device=self.device)
+        cache = DynamicCache(config=self.model.config)
+        buffers = [(torch.zeros(rows, heads, capacity, dim, dtype=dtype, device=self.device),
+                    torch.zeros(rows, heads, capacity, dim, dtype=dtype, device=self.device))
+                   for _ in range(len(cache.layers))]
+        if width and self.cache is not None:
+            src_rows = torch.zeros(rows, dtype=torch.long)
+            src_cols = torch.zeros(rows, width, dtype=torch.long)
+            old_live = self.live.cpu()
+            for index, (state, length) in enumerate(zip(states, lengths, strict=True)):
+                if length:
+                    src_rows[index] = state.row
+                    src_cols[index, width - length:] = torch.nonzero(old_live[state.row], as_tuple=True)[0][:length]
+                    live[index, width - length:width] = True
+            src_rows, src_cols = src_rows.to(self.device), src_cols.to(self.device)
+            for (keys, values), old in zip(buffers, self.cache.layers, strict=True):
+                keys[:, :, :width] = old.keys[src_rows[:, None], :, src_cols].transpose(1, 2)
+                values[:, :, :width] = old.values[src_rows[:, None], :, src_cols].transpose(1, 2)
+        cache.layers = [self.rows_layer(self, keys, values) for keys, values in buffers]
+        self.cache, self.live, self.end = cache, live, width
         for index, state in enumerate(states):
             state.row = index
+
+    def _step_logits(self, token_in, position_in, mask) -> torch.Tensor:
+        out = self.inner(input_ids=token_in, attention_mask=mask, position_ids=position_in,
+                         past_key_values=self.cache, use_cache=True)
+        return self.lm_head(out.last_hidden_state[:, -1])
+
+    def _graphed(self, token_in, position_in, mask):
+        """The decode step captured as a CUDA graph over the current buffers (re-captured at every ``step``,
+        whose compaction makes new ones); None, with a note in ``stats``, if capturing fails."""
+        try:
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            self.write_at.fill_(self.end)  # the warm-up writes the next free slot, which the first replay rewrites
+            with torch.cuda.stream(side):
+                for _ in range(2):
+                    self._step_logits(token_in, position_in, mask)
+            torch.cuda.current_stream().wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                logits = self._step_logits(token_in, position_in, mask)
+        except Exception as exc:  # noqa: BLE001 - any capture failure means: run the step eagerly
+            self.graphs = False
+            self.stats["graph_error"] = f"{type(exc).__name__}: {exc}"[:300]
+            return None
+        self.stats["graphs"] = self.stats.get("graphs", 0) + 1
+
+        def replay() -> torch.Tensor:
+            graph.replay()
+            return logits.clone()
+
+        return replay
 
     def _block(self, news: list[list[int]], positions: list[torch.Tensor]):
         """The step's new tokens, right-padded into one block, with their mask, positions and last index."""
@@ -286,11 +307,17 @@ class CachedEngine:
 
     def _decode(self, states, logits, next_pos, sampling: Sampling) -> list[list[int]]:
         """Generate for every row until each has ended (an end token, or ``max_new_tokens``). Bookkeeping stays
-        on the CPU: one transfer of the chosen tokens per step."""
+        on the CPU: one transfer of the chosen tokens per step. On a GPU the step is a replayed CUDA graph."""
         rows = len(states)
         generated: list[list[int]] = [[] for _ in range(rows)]
         done = [False] * rows
         eos = torch.tensor(sorted(self.eos), device=self.device)
+        token_in = torch.zeros(rows, 1, dtype=torch.long, device=self.device)
+        position_in = next_pos[:, :, None].clone()
+        self.write_at = torch.zeros(1, dtype=torch.long, device=self.device)
+        mask = self.live[:, None, None, :]  # a view: updated in place below
+        forward = self._graphed(token_in, position_in, mask) if (
+            self.graphs and sampling.max_new_tokens >= GRAPH_MIN_TOKENS) else None
         for step in range(sampling.max_new_tokens):
             if step < self.min_new_tokens:  # as generate's min_new_tokens: no end of answer before that
                 logits = logits.index_fill(-1, eos, float("-inf"))
@@ -305,13 +332,12 @@ class CachedEngine:
             for index, t in enumerate(chosen):
                 if not done[index]:
                     states[index].fed.append(t)
-            feed = torch.tensor([[0 if d else 1] for d in done], device=self.device)  # finished rows: not attended
-            self.mask = torch.cat([self.mask, feed], dim=1)
-            out = self.inner(input_ids=token[:, None], attention_mask=self.mask, position_ids=next_pos[:, :, None],
-                             past_key_values=self.cache, use_cache=True)
-            self.cache = out.past_key_values
-            logits = self.lm_head(out.last_hidden_state[:, -1])
-            next_pos = next_pos + 1
+            token_in.copy_(token[:, None])
+            self.write_at.fill_(self.end)
+            self.live[:, self.end] = torch.tensor([not d for d in done], device=self.device)  # finished: masked
+            logits = forward() if forward else self._step_logits(token_in, position_in, mask)
+            self.end += 1
+            position_in.add_(1)
             done = now_done
             self.stats["decode_steps"] += 1
             self.stats["forwards"] += 1
