@@ -45,6 +45,10 @@ def _positive(value: str) -> int:
     return number
 
 
+def _batch_size(value: str) -> int:
+    return 0 if value == "auto" else _positive(value)
+
+
 def cmd_tiny_model(args: argparse.Namespace) -> int:
     from ivt_core.tinykit import TinySpec, build_tiny_model
 
@@ -380,7 +384,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=_non_negative, default=2, help="refinement steps T after step 0 (0: single shot)")
     p.add_argument("--stop", default="fixed", choices=list(LABEL_FREE_POLICIES), help="stopping policy")
     p.add_argument("--limit", type=_positive, default=None, help="evaluate only the first N samples")
-    p.add_argument("--batch-size", type=_positive, default=8, help="samples advancing together")
+    p.add_argument("--batch-size", type=_batch_size, default=8,
+                   help="samples advancing together; auto: as many as the GPU's free memory holds")
     p.add_argument("--max-new-tokens", type=_positive, default=256, help="answer length limit per step")
     p.add_argument("--engine", choices=["auto", "cached", "plain"], default="auto",
                    help="cached: keep each conversation's KV cache between steps, continuous batching (Qwen3-VL); "

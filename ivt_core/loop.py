@@ -19,7 +19,7 @@ makes the loop raise.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from PIL import Image
 
@@ -34,6 +34,7 @@ from ivt_core.render import RenderStyle, render_box
 from ivt_core.stopping import check_policy, should_stop
 
 ENGINES = ("auto", "cached", "plain")
+PLAIN_AUTO_BATCH = 8
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,7 @@ class LoopConfig:
 
     steps: int = 2
     policy: str = "fixed"
-    batch_size: int = 8
+    batch_size: int = 8  # 0: as many as the device's memory holds (cached engine; 8 for the plain loop)
     prompt_version: str = LATEST
     render: RenderStyle = field(default_factory=RenderStyle)
     sampling: Sampling = field(default_factory=Sampling)
@@ -54,8 +55,8 @@ class LoopConfig:
             raise InvalidInputError(f"--steps must be 0 or more (refinement steps after step 0), got {self.steps}")
         if self.steps > 20:
             raise InvalidInputError(f"--steps {self.steps} is more than 20 refinement steps; use 20 or fewer")
-        if self.batch_size < 1:
-            raise InvalidInputError(f"--batch-size must be at least 1, got {self.batch_size}")
+        if self.batch_size < 0:
+            raise InvalidInputError(f"--batch-size must be at least 1 (or auto), got {self.batch_size}")
         if self.sampling.max_new_tokens < 1:
             raise InvalidInputError("max_new_tokens must be at least 1")
         if self.engine not in ENGINES:
@@ -168,6 +169,7 @@ def run_samples(grounder: Grounder, samples: list[Sample], config: LoopConfig, i
     """Every sample through the loop (the engine ``engine_for`` picks); trajectories in the input order, also
     when a sample appears more than once (GRPO's G rollouts of a prompt)."""
     if engine_for(grounder, config) == "plain":
+        config = replace(config, batch_size=config.batch_size or PLAIN_AUTO_BATCH)
         out: list[Trajectory] = []
         for start in range(0, len(samples), config.batch_size):
             out += run_batch(grounder, samples[start:start + config.batch_size], config,
@@ -180,21 +182,25 @@ def run_samples(grounder: Grounder, samples: list[Sample], config: LoopConfig, i
 
 def _continuous(grounder: Grounder, items: Iterable[tuple[Sample, Image.Image]], config: LoopConfig,
                 keep_conversations: bool) -> Iterator[list[tuple[int, Trajectory]]]:
-    from ivt_core.grounders.engine import CachedEngine
+    from ivt_core.grounders.engine import CachedEngine, auto_batch_size
 
     prompts = get_prompts(grounder.family.prompt_family, config.prompt_version)
     engine = CachedEngine(grounder.model, grounder.processor, grounder.device)
     queue = enumerate(items)
     active: list[tuple[int, _Live]] = []
     exhausted = False
+    limit = config.batch_size
     while True:
-        while not exhausted and len(active) < config.batch_size:
+        while not exhausted and len(active) < (limit or 1):
             item = next(queue, None)
             if item is None:
                 exhausted = True
             else:
                 index, (sample, image) = item
                 active.append((index, _start(sample, image, prompts)))
+                if not limit:  # auto: sized from the first image and the device's free memory
+                    limit = auto_batch_size(grounder.model, grounder.processor, image.size, config.steps,
+                                            config.sampling.max_new_tokens, grounder.device)
         if not active:
             return
         answers = engine.step([(index, live.conversation) for index, live in active], config.sampling)
@@ -236,6 +242,7 @@ def run_loop(
         yield from run_continuous(grounder, samples, config, resolve_image)
         return
     loader = resolve_image or (lambda s: load_image(s.image_path))
+    config = replace(config, batch_size=config.batch_size or PLAIN_AUTO_BATCH)
     batch: list[Sample] = []
     for sample in samples:
         batch.append(sample)

@@ -97,3 +97,15 @@ def test_engine_choice(tiny_models):
         engine_for(qwen2, LoopConfig(engine="cached"))
     with pytest.raises(InvalidInputError, match="--engine"):
         list(run_loop(qwen3, [], LoopConfig(engine="fast")))
+
+
+def test_auto_batch_size(chatty_tiny, shapes_ws):
+    from ivt_core.grounders.engine import auto_batch_size
+
+    grounder = TransformersGrounder.load(chatty_tiny, device="cpu")
+    assert auto_batch_size(grounder.model, grounder.processor, (224, 224), 2, 60, "cpu") == 16
+    samples = get_samples(shapes_ws.connect(), "shapes", "test")
+    config = LoopConfig(steps=1, batch_size=0, sampling=Sampling(max_new_tokens=4))
+    loader = lambda s: load_image(shapes_ws.resolve(s.image_path))  # noqa: E731
+    assert sum(len(group) for group in run_loop(grounder, samples, config, loader)) == len(samples)
+    assert len(list(run_loop(grounder, samples, LoopConfig(steps=0, batch_size=0, engine="plain"), loader))) == 1
