@@ -200,6 +200,12 @@ def compare_text(result: dict) -> str:
                 base = summary_rows(result["runs"][0]["metrics"])[index][1][key]
                 cells.append(f"{value:.3f}" + (f" ({value - base:+.3f})" if r is not result["runs"][0] else ""))
             lines.append(f"{label + ' ' + key:<34}" + "".join(f"{c:>12}" if len(c) < 12 else f"  {c}" for c in cells))
+    for label, key, fmt in (("degradation per step", "degradation", "{:.3f}"),
+                            ("unreadable answers", "parse_failure_rate", "{:.3f}")):
+        base = result["runs"][0]["metrics"][key]
+        cells = [fmt.format(r["metrics"][key]) + (f" ({r['metrics'][key] - base:+.3f})" if i else "")
+                 for i, r in enumerate(result["runs"])]
+        lines.append(f"{label:<34}" + "".join(f"{c:>12}" if len(c) < 12 else f"  {c}" for c in cells))
     for p in result["pairs"]:
         lines.append(f"run {p['run']} vs run {p['against']} at {p['at']}: {p['wins']} wins, {p['losses']} losses, "
                      f"{p['ties']} ties (band {p['band']})")
