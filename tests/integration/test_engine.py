@@ -1,6 +1,7 @@
 """The cached engine answers exactly as the plain loop does (greedy), on tiny random models and the toy model."""
 
 import pytest
+import torch
 
 from ivt_core.data.sample import load_image
 from ivt_core.errors import InvalidInputError
@@ -109,3 +110,21 @@ def test_auto_batch_size(chatty_tiny, shapes_ws):
     loader = lambda s: load_image(shapes_ws.resolve(s.image_path))  # noqa: E731
     assert sum(len(group) for group in run_loop(grounder, samples, config, loader)) == len(samples)
     assert len(list(run_loop(grounder, samples, LoopConfig(steps=0, batch_size=0, engine="plain"), loader))) == 1
+
+
+def test_device_patchify_path_gives_the_processors_pixels(chatty_tiny):
+    from PIL import Image
+
+    from ivt_core.grounders.engine import CachedEngine
+
+    grounder = TransformersGrounder.load(chatty_tiny, device="cpu")
+    engine = CachedEngine(grounder.model, grounder.processor, "cpu")
+    engine.patchify_on_device = True  # the GPU path, run on the CPU
+    images = [Image.effect_noise((224, 224), 60).convert("RGB"), Image.new("RGB", (224, 224), (200, 10, 10))]
+    expected = grounder.processor.image_processor(images=images, return_tensors="pt")
+    pixels, grids = engine._pixels(images)
+    assert torch.allclose(pixels, expected["pixel_values"], atol=1e-5)
+    assert torch.equal(torch.stack(grids), expected["image_grid_thw"])
+    odd = [Image.new("RGB", (230, 200))]  # not at the processor's size: the processor itself resizes it
+    assert engine._pixels(odd)[0].shape == grounder.processor.image_processor(images=odd, return_tensors="pt")[
+        "pixel_values"].shape
