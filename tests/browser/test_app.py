@@ -73,8 +73,8 @@ def _message(page, elem_id, text, timeout=30_000):
 
 def _fill_until_kept(page, selector, value, tries=5):
     """Fill an input and check the value stays: a component that mounts late (an accordion opening) can
-    reset a value typed into it a moment earlier."""
-    box = page.locator(selector).first
+    reset a value typed into it a moment earlier. ``selector``: a CSS selector or a locator."""
+    box = (page.locator(selector) if isinstance(selector, str) else selector).first
     for _ in range(tries):
         box.fill(value)
         box.press("Tab")
@@ -133,11 +133,11 @@ def test_train_refuses_nonsense_then_runs_and_stops_a_tiny_sft_job(app_url, page
     lr.press("Tab")
     page.locator("#train-start").click()
     _message(page, "train-message", "learning rate must be between 0 and 1")
-    lr.fill("0.0002")
-    page.get_by_label("Max steps").fill("400")
-    page.get_by_label("Batch size (SFT)").fill("1")
-    page.get_by_label("Batch size (SFT)").press("Tab")
+    _fill_until_kept(page, lr, "0.0002")
+    _fill_until_kept(page, page.get_by_label("Max steps"), "400")
+    _fill_until_kept(page, page.get_by_label("Batch size (SFT)"), "1")
     page.get_by_text("--max-steps 400").first.wait_for(timeout=30_000)
+    page.get_by_text("--batch-size 1").first.wait_for(timeout=30_000)
     page.locator("#train-start").click()
     _message(page, "train-message", "Started job")
     page.get_by_text("running").first.wait_for(timeout=120_000)

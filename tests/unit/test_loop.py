@@ -72,7 +72,8 @@ def test_run_loop_batches():
     assert [len(b) for b in batches] == [2, 2, 1]
 
 
-@pytest.mark.parametrize("kw", [{"steps": -1}, {"batch_size": 0}, {"policy": "oracle"}, {"policy": "x"}])
+@pytest.mark.parametrize("kw", [{"steps": -1}, {"batch_size": -1}, {"policy": "oracle"}, {"policy": "x"},
+                                {"engine": "fast"}])
 def test_bad_config(kw):
     with pytest.raises(InvalidInputError):
         LoopConfig(**kw).check()
