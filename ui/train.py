@@ -35,7 +35,9 @@ def split_choices(ctx: AppContext) -> list[str]:
 
 
 def job_choices(ctx: AppContext) -> list[tuple[str, int]]:
-    return [(f"job {j['id']}: {j['kind']} ({j['status']})", j["id"]) for j in list_jobs(ctx.db(), limit=100)]
+    """Labels without the status: a dropdown's labels are not refreshed by the timer, the status line is."""
+    return [(f"job {j['id']}: {j['kind']}, {str(j['created_at'])[:16].replace('T', ' ')}", j["id"])
+            for j in list_jobs(ctx.db(), limit=100)]
 
 
 def default_job(ctx: AppContext) -> int | None:
