@@ -7,7 +7,7 @@ from pathlib import Path
 from ivt_core.data.shapes_split import write_shapes_split
 from ivt_core.errors import NotFoundError
 from ivt_core.store.models import register_model
-from ivt_core.store.samples import list_datasets
+from ivt_core.store.samples import get_dataset, list_datasets
 from ivt_core.workspace import Workspace
 
 DEFAULT_SPLITS = {"val": 200, "test": 500}
@@ -33,13 +33,23 @@ def ensure_toy_model(workspace: Workspace) -> int:
 def ensure_default_data(workspace: Workspace, seed: int = 0) -> dict[str, int]:
     """Generate the default shapes splits the workspace lacks entirely; return {split: samples written now}.
 
-    A split that exists is left as it is, whatever its size: the user may have made it small on purpose.
+    A split that exists is left as it is, whatever its size: the user may have made it small on purpose. A
+    ``shapes`` dataset of another seed or world (the user's own) is left alone entirely.
     """
+    from dataclasses import asdict
+
+    from ivt_core.data.shapes import ShapesConfig
+    from ivt_core.data.shapes_split import json_roundtrip
+
     db = workspace.connect()
     try:
+        existing = get_dataset(db, "shapes")
         have = next((d["splits"] for d in list_datasets(db) if d["name"] == "shapes"), {})
     finally:
         db.close()
+    if existing and (existing["kind"] != "shapes" or existing["meta"] != json_roundtrip(
+            {"seed": seed, "world": asdict(ShapesConfig())})):
+        return {}
     written = {}
     for split, n in DEFAULT_SPLITS.items():
         if not have.get(split):

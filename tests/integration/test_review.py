@@ -112,3 +112,12 @@ def test_first_evaluation_starts_only_on_an_untouched_workspace(workspace, monke
     db = workspace.connect()
     db.execute("INSERT INTO jobs (kind, status, argv, created_at, log_path) VALUES ('eval', 'done', '[]', 'x', '')")
     assert start_first_evaluation(workspace, model) is None
+
+
+def test_default_splits_leave_a_users_own_shapes_dataset_alone(workspace):
+    from ivt_core.bootstrap import ensure_default_data
+    from ivt_core.data.shapes import ShapesConfig
+    from ivt_core.data.shapes_split import write_shapes_split
+
+    write_shapes_split(workspace, "test", 3, seed=0, config=ShapesConfig(image_size=320))
+    assert ensure_default_data(workspace) == {}  # another world: no default splits forced into it
