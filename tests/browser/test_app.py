@@ -140,7 +140,7 @@ def test_train_refuses_nonsense_then_runs_and_stops_a_tiny_sft_job(app_url, page
     page.get_by_text("--batch-size 1").first.wait_for(timeout=30_000)
     page.locator("#train-start").click()
     _message(page, "train-message", "Started job")
-    page.get_by_text("running").first.wait_for(timeout=120_000)
+    page.locator("#train-status").get_by_text("running").wait_for(timeout=120_000)
     page.locator(".js-plotly-plot").first.wait_for(timeout=240_000)  # the loss curve, polled from the store
     page.wait_for_function("() => /step \\d+\\/400/.test(document.querySelector('#train-status').innerText)",
                            timeout=60_000)
