@@ -57,4 +57,11 @@ def build(ctx: AppContext) -> list:
     refresh = gr.Button("Refresh runs")
     runs.change(lambda r: compare_view(ctx, r), runs, [table, pairs, curve, note])
     refresh.click(lambda: gr.update(choices=run_choices(ctx)), None, runs)
-    return [(lambda r: compare_view(ctx, r), [runs], [table, pairs, curve, note])]
+    def first_view(chosen):
+        """Runs listed afresh at page load; the two newest are compared unless some were chosen."""
+        choices = run_choices(ctx)
+        ids = [value for _, value in choices]
+        chosen = [r for r in (chosen or []) if r in ids] or ids[:2]
+        return (gr.update(choices=choices, value=chosen), *compare_view(ctx, chosen))
+
+    return [(first_view, [runs], [runs, table, pairs, curve, note])]

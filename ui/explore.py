@@ -146,9 +146,14 @@ def build(ctx: AppContext) -> list:
     refresh.click(lambda: gr.update(choices=run_choices(ctx)), None, run)
 
     def first_view(run_id):
-        summary = run_summary(ctx, run_id)
-        frame, picker = samples_frame(ctx, run_id, "all", False, "")
-        return (*summary, frame, picker)
+        """Runs are listed afresh at every page load (a run that finished after the app started, such as the
+        first-start evaluation, is there without a restart); the newest is shown unless one was chosen."""
+        choices = run_choices(ctx)
+        ids = [value for _, value in choices]
+        chosen = run_id if run_id in ids else (ids[0] if ids else None)
+        summary = run_summary(ctx, chosen)
+        frame, picker = samples_frame(ctx, chosen, "all", False, "")
+        return (gr.update(choices=choices, value=chosen), *summary, frame, picker)
 
     # what to fill when the page opens (the app wires it to its load event)
-    return [(first_view, [run], [table, curve, samples, sample])]
+    return [(first_view, [run], [run, table, curve, samples, sample])]

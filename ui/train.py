@@ -193,7 +193,13 @@ def build(ctx: AppContext) -> list:
     resume.click(do_resume, job, [action_note, job])
 
     def first_view(*values):
+        """Models and jobs listed afresh at page load (a model trained since the app started can be picked)."""
+        models_now = model_choices(ctx)
+        ids = [value for _, value in models_now]
+        current = values[1] if values[1] in ids else (ids[0] if ids else None)
+        values = (values[0], current, *values[2:])
         chosen = default_job(ctx)
-        return (*preview(*values), gr.update(choices=job_choices(ctx), value=chosen), *poll(chosen))
+        return (gr.update(choices=models_now, value=current), *preview(*values),
+                gr.update(choices=job_choices(ctx), value=chosen), *poll(chosen))
 
-    return [(first_view, form_inputs, [command, traces_note, job, *poll_outputs])]
+    return [(first_view, form_inputs, [model, command, traces_note, job, *poll_outputs])]
