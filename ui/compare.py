@@ -57,11 +57,10 @@ def build(ctx: AppContext) -> list:
     refresh = gr.Button("Refresh runs")
     runs.change(lambda r: compare_view(ctx, r), runs, [table, pairs, curve, note])
     refresh.click(lambda: gr.update(choices=run_choices(ctx)), None, runs)
-    def first_view(chosen):
-        """Runs listed afresh at page load; the two newest are compared unless some were chosen."""
+    def first_view(_current):
+        """Runs listed afresh at page load; the two newest are compared, as at the app's start."""
         choices = run_choices(ctx)
-        ids = [value for _, value in choices]
-        chosen = [r for r in (chosen or []) if r in ids] or ids[:2]
+        chosen = [value for _, value in choices[:2]]
         return (gr.update(choices=choices, value=chosen), *compare_view(ctx, chosen))
 
     return [(first_view, [runs], [runs, table, pairs, curve, note])]

@@ -145,12 +145,11 @@ def build(ctx: AppContext) -> list:
     samples.select(pick, samples, sample)
     refresh.click(lambda: gr.update(choices=run_choices(ctx)), None, run)
 
-    def first_view(run_id):
+    def first_view(_current):
         """Runs are listed afresh at every page load (a run that finished after the app started, such as the
-        first-start evaluation, is there without a restart); the newest is shown unless one was chosen."""
+        first-start evaluation, is there without a restart), and the newest is shown, as at the app's start."""
         choices = run_choices(ctx)
-        ids = [value for _, value in choices]
-        chosen = run_id if run_id in ids else (ids[0] if ids else None)
+        chosen = choices[0][1] if choices else None
         summary = run_summary(ctx, chosen)
         frame, picker = samples_frame(ctx, chosen, "all", False, "")
         return (gr.update(choices=choices, value=chosen), *summary, frame, picker)

@@ -75,10 +75,17 @@ def _traces(workspace):
 
 
 @pytest.fixture(scope="session")
-def app_url(tmp_path_factory):
-    port = _free_port()
+def browser_ws(tmp_path_factory):
+    """The app's workspace, filled before the app starts."""
     ws = tmp_path_factory.mktemp("browser-ws")
     _scripted_run(ws)
+    return ws
+
+
+@pytest.fixture(scope="session")
+def app_url(browser_ws):
+    port = _free_port()
+    ws = browser_ws
     log = open(ws / "app.log", "w")
     proc = subprocess.Popen([sys.executable, "app.py", "--workspace", str(ws), "--port", str(port)], cwd=ROOT,
                             stdout=log, stderr=subprocess.STDOUT)

@@ -180,3 +180,21 @@ def test_probe_refuses_an_empty_expression_then_probes_the_toy_model(app_url, pa
     page.get_by_text("ground truth:").first.wait_for()
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SHOTS / "probe.png"), full_page=True)
+
+
+def test_a_run_made_after_the_app_started_shows_after_a_reload(app_url, browser_ws, page):
+    """Last in this file: it adds the newest run, which the Explore and Compare tests above do not expect."""
+    from ivt_core.evaluate import EvalRequest, evaluate
+    from ivt_core.loop import LoopConfig
+    from ivt_core.workspace import Workspace
+    from tests.fakes import ScriptedGrounder
+
+    workspace = Workspace.open(browser_ws)
+    result = evaluate(workspace, ScriptedGrounder(lambda text, step: '{"bbox_2d": [0, 0, 500, 500]}'), "/late",
+                      EvalRequest("shapes", "val", LoopConfig(steps=1), limit=5))
+    page.goto(app_url, wait_until="load", timeout=60_000)
+    page.get_by_role("tab", name="Explore").click()
+    label = f"run {result.run_id}: shapes/val T=1 fixed (done, 5 samples)"
+    page.wait_for_function("(label) => [...document.querySelectorAll('input')].some(e => e.value === label)",
+                           arg=label, timeout=30_000)  # the run dropdown shows the newest run
+    page.get_by_text("step 0 of 1").wait_for(timeout=30_000)
