@@ -160,7 +160,7 @@ class CachedEngine:
             return processed["pixel_values"], list(processed["image_grid_thw"])
         rows, grids = [], []
         for image in images:
-            array = torch.from_numpy(np.asarray(image.convert("RGB"))).to(self.device)
+            array = torch.from_numpy(np.array(image.convert("RGB"))).to(self.device)  # a writable copy
             rows.append(patchify_on_device(array[None], ip))
             grids.append(torch.tensor([1, image.height // ip.patch_size, image.width // ip.patch_size]))
         return torch.cat(rows), grids
