@@ -239,4 +239,10 @@ def build(ctx: AppContext) -> list:
     bulk_reject.click(functools.partial(run_bulk, "reject"), filter_inputs, outputs)
     export_btn.click(export, [export_status, export_style], [export_file, export_note])
     synth_btn.click(synth, [synth_run, synth_style, synth_steps, synth_keep, synth_zero, synth_confirm], synth_note)
-    return [(first, filter_inputs, outputs)]
+
+    def synth_runs():
+        """The runs to synthesize from, listed afresh at page load (newest first, as at the app's start)."""
+        choices = run_choices(ctx)
+        return gr.update(choices=choices, value=choices[0][1] if choices else None)
+
+    return [(first, filter_inputs, outputs), (synth_runs, [], [synth_run])]
