@@ -64,36 +64,26 @@ def _samples(n: int, size: tuple[int, int]):
 def run_mode(grounder, mode: str, samples, images, steps: int, batch: int, new_tokens: int, device: str) -> dict:
     import torch
 
-    from ivt_core.grounders import engine as engine_module
     from ivt_core.grounders.base import Sampling
+    from ivt_core.grounders.engine import CachedEngine
     from ivt_core.loop import LoopConfig, run_samples
 
+    plain = mode.startswith("plain")
     config = LoopConfig(steps=steps, batch_size=batch, sampling=Sampling(max_new_tokens=new_tokens),
-                        engine="plain" if mode.startswith("plain") else "cached")
-    engines = []
-    original = engine_module.CachedEngine.__init__
-
-    def spy(self, *a, **k):  # keep a handle on the engine run_samples makes, to read its counters
-        original(self, *a, **k)
-        engines.append(self)
-
-    engine_module.CachedEngine.__init__ = spy
-    try:
-        if device == "cuda":
-            torch.cuda.empty_cache()
-            torch.cuda.reset_peak_memory_stats()
-        _sync(device)
-        start = time.perf_counter()
-        trajectories = run_samples(grounder, samples, config, images)
-        _sync(device)
-        elapsed = time.perf_counter() - start
-    finally:
-        engine_module.CachedEngine.__init__ = original
+                        engine="plain" if plain else "cached")
+    engine = None if plain else CachedEngine(grounder.model, grounder.processor, grounder.device)
+    if device == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    _sync(device)
+    start = time.perf_counter()
+    trajectories = run_samples(grounder, samples, config, images, engine=engine)
+    _sync(device)
+    elapsed = time.perf_counter() - start
     steps_done = [s for t in trajectories for s in t.steps]
     generated = sum(s.tokens_out for s in steps_done)
-    if engines:
-        stats = engines[0].stats
-        prefill_tokens, prefill_s = stats["prefill_tokens"], stats["prefill_s"]
+    if engine is not None:
+        prefill_tokens, prefill_s = engine.stats["prefill_tokens"], engine.stats["prefill_s"]
     else:  # plain: every step re-encodes its whole prompt; the time is not split
         prefill_tokens, prefill_s = sum(s.tokens_in for s in steps_done), None
     return {

@@ -112,6 +112,7 @@ def evaluate(
     from ivt_core.jobs import JobCancelled
 
     samples = samples if samples is not None else load_eval_samples(workspace, request)
+    loader = lambda s: load_image(workspace.resolve(s.image_path))  # noqa: E731
     db = workspace.connect()
     try:
         if shard is not None:
@@ -120,8 +121,7 @@ def evaluate(
             index, count = shard
             done = done_sample_ids(db, resume_run)
             todo = [s for k, s in enumerate(samples) if k % count == index and s.id not in done]
-            for batch in run_loop(grounder, todo, request.loop,
-                                  lambda s: load_image(workspace.resolve(s.image_path))):
+            for batch in run_loop(grounder, todo, request.loop, loader):
                 add_trajectories(db, resume_run, batch)
                 if progress:
                     progress(len(batch))
@@ -142,7 +142,6 @@ def evaluate(
         if progress and done:
             progress(len(samples) - len(todo))
         try:
-            loader = lambda s: load_image(workspace.resolve(s.image_path))  # noqa: E731
             for batch in run_loop(grounder, todo, request.loop, loader):
                 add_trajectories(db, run_id, batch)
                 if progress:

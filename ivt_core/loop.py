@@ -165,9 +165,10 @@ def run_continuous(
 
 
 def run_samples(grounder: Grounder, samples: list[Sample], config: LoopConfig, images: list[Image.Image],
-                keep_conversations: bool = False) -> list[Trajectory]:
+                keep_conversations: bool = False, engine=None) -> list[Trajectory]:
     """Every sample through the loop (the engine ``engine_for`` picks); trajectories in the input order, also
-    when a sample appears more than once (GRPO's G rollouts of a prompt)."""
+    when a sample appears more than once (GRPO's G rollouts of a prompt). ``engine``: a ``CachedEngine`` to use
+    (its ``stats`` then tell what the run cost); a new one by default."""
     if engine_for(grounder, config) == "plain":
         config = replace(config, batch_size=config.batch_size or PLAIN_AUTO_BATCH)
         out: list[Trajectory] = []
@@ -175,17 +176,17 @@ def run_samples(grounder: Grounder, samples: list[Sample], config: LoopConfig, i
             out += run_batch(grounder, samples[start:start + config.batch_size], config,
                              images[start:start + config.batch_size], keep_conversations)
         return out
-    ended = [pair for group in _continuous(grounder, zip(samples, images, strict=True), config, keep_conversations)
-             for pair in group]
+    ended = [pair for group in _continuous(grounder, zip(samples, images, strict=True), config, keep_conversations,
+                                           engine) for pair in group]
     return [trajectory for _, trajectory in sorted(ended, key=lambda pair: pair[0])]
 
 
 def _continuous(grounder: Grounder, items: Iterable[tuple[Sample, Image.Image]], config: LoopConfig,
-                keep_conversations: bool) -> Iterator[list[tuple[int, Trajectory]]]:
+                keep_conversations: bool, engine=None) -> Iterator[list[tuple[int, Trajectory]]]:
     from ivt_core.grounders.engine import CachedEngine, auto_batch_size
 
     prompts = get_prompts(grounder.family.prompt_family, config.prompt_version)
-    engine = CachedEngine(grounder.model, grounder.processor, grounder.device)
+    engine = engine or CachedEngine(grounder.model, grounder.processor, grounder.device)
     queue = enumerate(items)
     active: list[tuple[int, _Live]] = []
     exhausted = False

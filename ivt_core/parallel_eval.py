@@ -138,10 +138,10 @@ def _watch(db, run_id: int, workers, progress: Callable[[int], None] | None) -> 
         if progress and stored > reported:
             progress(stored - reported)
             reported = stored
-        for (process, log), code in zip(workers, codes, strict=True):
+        for index, ((_, log), code) in enumerate(zip(workers, codes, strict=True)):
             if code not in (None, 0):
                 tail = log.read_text(errors="replace").strip().splitlines()[-5:]
-                raise WorkerFailed(f"worker {workers.index((process, log))} exited with code {code}: "
+                raise WorkerFailed(f"worker {index} exited with code {code}: "
                                    + " | ".join(tail) + f" (full log: {log})")
         if all(code == 0 for code in codes):
             return

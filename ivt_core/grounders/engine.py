@@ -49,8 +49,6 @@ def supports(grounder) -> str | None:
     config = getattr(model, "config", None)
     if getattr(config, "model_type", None) not in SUPPORTED_MODEL_TYPES:
         return f"model type {getattr(config, 'model_type', None)!r} (the engine supports {SUPPORTED_MODEL_TYPES})"
-    if getattr(model, "peft_config", None) is not None and getattr(model, "active_adapters", None) is None:
-        return "unsupported adapter"
     penalty = getattr(getattr(model, "generation_config", None), "repetition_penalty", None)
     if penalty not in (None, 1.0):
         return f"the checkpoint asks for repetition_penalty {penalty}"
@@ -85,7 +83,7 @@ def _rows_layer_class():
 
 @dataclass
 class _Conversation:
-    """What the cache holds for one conversation: the ids fed so far and each image's grid and pixels."""
+    """What the cache holds for one conversation: the ids fed so far and each image's grid."""
 
     fed: list[int] = field(default_factory=list)
     grids: list[torch.Tensor] = field(default_factory=list)  # one (t, h, w) row per image, in order
@@ -124,10 +122,6 @@ class CachedEngine:
     def release(self, key: Hashable) -> None:
         """Forget a conversation; its row is reused at the next step."""
         self.conversations.pop(key, None)
-
-    def reset(self) -> None:
-        self.conversations.clear()
-        self.cache = self.live = None
 
     def _full_ids(self, conversation: list[dict], grids: list[torch.Tensor]) -> list[int]:
         """The ids the plain path feeds for ``conversation``: chat template, then each image placeholder

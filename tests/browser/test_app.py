@@ -4,14 +4,24 @@ from pathlib import Path
 SHOTS = Path(os.environ.get("IVT_SCREENSHOTS", Path(__file__).resolve().parents[2] / "build" / "screenshots"))
 
 
+def _open(page, app_url, tab):
+    page.goto(app_url, wait_until="load", timeout=60_000)
+    page.get_by_role("tab", name=tab).click()
+
+
+def _shot(page, name):
+    """A full-page screenshot of what the test ends on, for people to look at."""
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
 def test_overview_shows_workspace_and_a_sample(app_url, page):
     page.goto(app_url, wait_until="load", timeout=60_000)
     page.get_by_text("IVT Studio").first.wait_for()
     page.get_by_text("ground truth (green)").wait_for(timeout=30_000)
     page.locator("img").first.wait_for()
     assert "shapes" in page.content()
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SHOTS / "overview.png"), full_page=True)
+    _shot(page, "overview")
 
 
 def test_sample_slider_changes_sample(app_url, page):
@@ -27,8 +37,7 @@ def test_sample_slider_changes_sample(app_url, page):
 
 
 def test_explore_steps_through_a_sample_with_the_keyboard(app_url, page):
-    page.goto(app_url, wait_until="load", timeout=60_000)
-    page.get_by_role("tab", name="Explore").click()
+    _open(page, app_url, "Explore")
     page.get_by_text("step 0 of 2").wait_for(timeout=30_000)
     assert page.get_by_text("oracle (uses ground truth)").count() >= 1
     slider = page.locator("input[type=range]").last
@@ -39,19 +48,16 @@ def test_explore_steps_through_a_sample_with_the_keyboard(app_url, page):
     slider.press("ArrowRight")
     page.get_by_text("step 2 of 2").wait_for(timeout=30_000)
     page.get_by_text("no box found").first.wait_for(timeout=30_000)
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SHOTS / "explore.png"), full_page=True)
+    _shot(page, "explore")
 
 
 def test_compare_two_runs(app_url, page):
-    page.goto(app_url, wait_until="load", timeout=60_000)
-    page.get_by_role("tab", name="Compare").click()
+    _open(page, app_url, "Compare")
     page.get_by_text("common samples").first.wait_for(timeout=30_000)
     assert page.get_by_text("20 common samples").count() == 1
     page.get_by_text("wins").first.wait_for()
     page.locator(".js-plotly-plot").last.wait_for()
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SHOTS / "compare.png"), full_page=True)
+    _shot(page, "compare")
 
 
 def _counts(page):
@@ -85,8 +91,7 @@ def _fill_until_kept(page, selector, value, tries=5):
 
 
 def test_traces_review_with_the_keyboard(app_url, page):
-    page.goto(app_url, wait_until="load", timeout=60_000)
-    page.get_by_role("tab", name="Traces").click()
+    _open(page, app_url, "Traces")
     page.get_by_text("· pending · version 1").first.wait_for(timeout=30_000)
     before = _counts(page)
     assert before["pending"] > 3 and before["approved"] == 4
@@ -120,13 +125,11 @@ def test_traces_review_with_the_keyboard(app_url, page):
     page.locator("body").press("r")
     _message(page, "trace-message", "rejected.")
     page.wait_for_function("() => /rejected\\s*1/.test(document.querySelector('#trace-counts').innerText)")
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SHOTS / "traces.png"), full_page=True)
+    _shot(page, "traces")
 
 
 def test_train_refuses_nonsense_then_runs_and_stops_a_tiny_sft_job(app_url, page):
-    page.goto(app_url, wait_until="load", timeout=60_000)
-    page.get_by_role("tab", name="Train").click()
+    _open(page, app_url, "Train")
     page.get_by_text("approved traces in the store").first.wait_for(timeout=30_000)
     lr = page.get_by_label("Learning rate")
     lr.fill("-1")
@@ -146,13 +149,11 @@ def test_train_refuses_nonsense_then_runs_and_stops_a_tiny_sft_job(app_url, page
                            timeout=60_000)
     page.locator("#train-stop").click()
     page.locator("#train-status").get_by_text("cancelled").wait_for(timeout=120_000)
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SHOTS / "train.png"), full_page=True)
+    _shot(page, "train")
 
 
 def test_data_tab_reports_bad_paths_and_generates_scenes(app_url, page):
-    page.goto(app_url, wait_until="load", timeout=60_000)
-    page.get_by_role("tab", name="Data").click()
+    _open(page, app_url, "Data")
     page.locator("#import-path input, #import-path textarea").first.fill("/no/such/folder")
     page.locator("#import-run").click()
     _message(page, "import-note", "does not exist")
@@ -161,13 +162,11 @@ def test_data_tab_reports_bad_paths_and_generates_scenes(app_url, page):
     _fill_until_kept(page, "#generate-n input", "5")
     page.locator("#generate-run").click()
     _message(page, "generate-note", "Wrote 5 shapes-world scenes")
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SHOTS / "data.png"), full_page=True)
+    _shot(page, "data")
 
 
 def test_probe_refuses_an_empty_expression_then_probes_the_toy_model(app_url, page):
-    page.goto(app_url, wait_until="load", timeout=60_000)
-    page.get_by_role("tab", name="Probe").click()
+    _open(page, app_url, "Probe")
     expression = page.locator("#probe-expression textarea, #probe-expression input").first
     page.wait_for_function("() => [...document.querySelectorAll('#probe-expression textarea, #probe-expression "
                            "input')].some(e => e.value.length > 0)", timeout=30_000)
@@ -178,8 +177,7 @@ def test_probe_refuses_an_empty_expression_then_probes_the_toy_model(app_url, pa
     page.locator("#probe-run").click()
     _message(page, "probe-note", "Correlation of shown IoU", timeout=180_000)
     page.get_by_text("ground truth:").first.wait_for()
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SHOTS / "probe.png"), full_page=True)
+    _shot(page, "probe")
 
 
 def test_a_run_made_after_the_app_started_shows_after_a_reload(app_url, browser_ws, page):
@@ -192,8 +190,7 @@ def test_a_run_made_after_the_app_started_shows_after_a_reload(app_url, browser_
     workspace = Workspace.open(browser_ws)
     result = evaluate(workspace, ScriptedGrounder(lambda text, step: '{"bbox_2d": [0, 0, 500, 500]}'), "/late",
                       EvalRequest("shapes", "val", LoopConfig(steps=1), limit=5))
-    page.goto(app_url, wait_until="load", timeout=60_000)
-    page.get_by_role("tab", name="Explore").click()
+    _open(page, app_url, "Explore")
     label = f"run {result.run_id}: shapes/val T=1 fixed (done, 5 samples)"
     page.wait_for_function("(label) => [...document.querySelectorAll('input')].some(e => e.value === label)",
                            arg=label, timeout=30_000)  # the run dropdown shows the newest run

@@ -67,8 +67,8 @@ def test_cuda_engine_with_graphs_equals_plain_loop_in_float32():
     from ivt_core.bootstrap import toy_model_path
     from ivt_core.data.sample import Sample
     from ivt_core.data.shapes import ShapesConfig, make_sample
-    from ivt_core.grounders import engine as engine_module
     from ivt_core.grounders.base import Sampling
+    from ivt_core.grounders.engine import CachedEngine
     from ivt_core.grounders.transformers_grounder import TransformersGrounder
     from ivt_core.loop import LoopConfig, run_batch, run_samples
 
@@ -79,17 +79,7 @@ def test_cuda_engine_with_graphs_equals_plain_loop_in_float32():
     images = [s.image for s in raw]
     config = LoopConfig(steps=2, batch_size=5, sampling=Sampling(max_new_tokens=40))
     plain = [t for s, image in zip(samples, images, strict=True) for t in run_batch(g, [s], config, [image])]
-    made = []
-    original = engine_module.CachedEngine.__init__
-
-    def keep(self, *args, **kwargs):
-        original(self, *args, **kwargs)
-        made.append(self)
-
-    engine_module.CachedEngine.__init__ = keep
-    try:
-        cached = run_samples(g, samples, config, images)
-    finally:
-        engine_module.CachedEngine.__init__ = original
-    assert made and made[0].stats.get("graphs", 0) >= 1, made[0].stats.get("graph_error")
+    engine = CachedEngine(g.model, g.processor, g.device)
+    cached = run_samples(g, samples, config, images, engine=engine)
+    assert engine.stats.get("graphs", 0) >= 1, engine.stats.get("graph_error")
     assert [[s.raw_text for s in t.steps] for t in cached] == [[s.raw_text for s in t.steps] for t in plain]
