@@ -1,8 +1,9 @@
 """What the Explore view shows, computed without a browser: a run's samples worst-first, and one step of one.
 
-``sample_rows`` lists a run's trajectories (worst final IoU first) with filters; ``step_view`` renders the box of
-a chosen step on the original image (older boxes and the ground truth optional, for people only) and returns
-the step's raw text, reasoning and numbers; ``iou_curve`` gives a trajectory's IoU per step.
+``sample_rows`` lists a run's trajectories (worst final IoU first) with filters, and ``count_rows`` counts them;
+``step_view`` renders the box of a chosen step on the original image (older boxes and the ground truth optional,
+for people only) and returns the step's raw text, reasoning and numbers; ``iou_curve`` gives a trajectory's IoU
+per step.
 """
 
 from __future__ import annotations
@@ -18,12 +19,9 @@ from ivt_core.store.samples import get_sample
 from ivt_core.workspace import Workspace
 
 
-def sample_rows(db: Database, run_id: int, outcome: str | None = None, parse_failures: bool = False,
-                search: str | None = None, limit: int = 500) -> list[dict]:
-    """Trajectories of a run, worst final IoU first, with their sample's expression."""
-    sql = ("SELECT t.sample_id, s.expression, s.source, t.step0_iou, t.final_iou, t.oracle_iou, t.outcome, "
-           "t.stop_step, (SELECT COUNT(*) FROM steps x WHERE x.trajectory_id = t.id AND x.parse_ok = 0) AS failures "
-           "FROM trajectories t JOIN samples s ON s.id = t.sample_id WHERE t.run_id = ?")
+def _where(run_id: int, outcome: str | None, parse_failures: bool, search: str | None, source: str | None,
+           iou_band: tuple[float, float] | None) -> tuple[str, list]:
+    sql = " FROM trajectories t JOIN samples s ON s.id = t.sample_id WHERE t.run_id = ?"
     params: list = [run_id]
     if outcome:
         sql += " AND t.outcome = ?"
@@ -33,9 +31,47 @@ def sample_rows(db: Database, run_id: int, outcome: str | None = None, parse_fai
     if search:
         sql += " AND s.expression LIKE ?"
         params.append(f"%{search}%")
-    sql += " ORDER BY t.final_iou, t.step0_iou, t.sample_id LIMIT ?"
-    params.append(limit)
-    return list(db.query(sql, params))
+    if source:
+        sql += " AND s.source = ?"
+        params.append(source)
+    if iou_band is not None:
+        low, high = iou_band
+        if not 0 <= low <= high <= 1:
+            raise InvalidInputError(f"the IoU band must satisfy 0 <= from <= to <= 1, got {low} .. {high}")
+        sql += " AND t.final_iou BETWEEN ? AND ?"
+        params += [low, high]
+    return sql, params
+
+
+def sample_rows(db: Database, run_id: int, outcome: str | None = None, parse_failures: bool = False,
+                search: str | None = None, limit: int = 500, source: str | None = None,
+                iou_band: tuple[float, float] | None = None) -> list[dict]:
+    """Trajectories of a run, worst final IoU first, with their sample's expression and source.
+
+    Filters: outcome class, samples with an unreadable answer, a text in the expression, the sample's source
+    (datasets mixed from several), and a band of final-step IoU (inclusive). Raises InvalidInputError for a band
+    outside 0..1 or reversed.
+    """
+    where, params = _where(run_id, outcome, parse_failures, search, source, iou_band)
+    sql = ("SELECT t.sample_id, s.expression, s.source, t.step0_iou, t.final_iou, t.oracle_iou, t.outcome, "
+           "t.stop_step, (SELECT COUNT(*) FROM steps x WHERE x.trajectory_id = t.id AND x.parse_ok = 0) AS failures"
+           + where + " ORDER BY t.final_iou, t.step0_iou, t.sample_id LIMIT ?")
+    return list(db.query(sql, [*params, limit]))
+
+
+def count_rows(db: Database, run_id: int, outcome: str | None = None, parse_failures: bool = False,
+               search: str | None = None, source: str | None = None,
+               iou_band: tuple[float, float] | None = None) -> int:
+    """How many trajectories ``sample_rows`` would list without its limit."""
+    where, params = _where(run_id, outcome, parse_failures, search, source, iou_band)
+    return next(db.query("SELECT COUNT(*) AS n" + where, params))["n"]
+
+
+def run_sources(db: Database, run_id: int) -> list[str]:
+    """The distinct sources of a run's samples (one for most datasets, several for mixed ones)."""
+    return [r["source"] for r in db.query(
+        "SELECT DISTINCT s.source FROM trajectories t JOIN samples s ON s.id = t.sample_id WHERE t.run_id = ? "
+        "ORDER BY s.source", [run_id])]
 
 
 def _steps(db: Database, run_id: int, sample_id: str) -> list[dict]:

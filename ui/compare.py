@@ -1,15 +1,21 @@
-"""Compare: two or three runs on their common samples: numbers with deltas, wins / losses, IoU curves overlaid."""
+"""Compare: two or three runs on their common samples: numbers with deltas, wins / losses, IoU curves overlaid,
+and one sample's trajectories side by side under one step slider."""
 
 from __future__ import annotations
 
 import gradio as gr
 import pandas as pd
 import plotly.graph_objects as go
+from PIL import Image
 
+from ivt_core.comparison import SHOWS, per_sample, side_by_side
 from ivt_core.errors import IVTError
 from ivt_core.report import compare_runs, summary_rows
 from ui.context import AppContext
-from ui.explore import run_choices
+from ui.explore import DISPLAY_SIDE, run_choices
+
+MAX_RUNS = 3
+LISTED = 500
 
 
 def compare_view(ctx: AppContext, run_ids: list[int] | None):
@@ -45,9 +51,66 @@ def compare_view(ctx: AppContext, run_ids: list[int] | None):
     return pd.DataFrame(rows), pairs, fig, note
 
 
+def sample_frame(ctx: AppContext, run_ids, show):
+    """The common samples, biggest final-IoU difference against the first run first; the picker; a count line."""
+    if not run_ids or not 2 <= len(run_ids) <= MAX_RUNS:
+        return pd.DataFrame(), gr.update(choices=[], value=None), ""
+    ids = [int(r) for r in run_ids]
+    try:
+        rows = per_sample(ctx.db(), ids, show or "all", limit=LISTED + 1)
+    except IVTError as exc:
+        return pd.DataFrame(), gr.update(choices=[], value=None), f"**{exc}**"
+    frame = pd.DataFrame([{"sample": r["sample_id"], "expression": r["expression"],
+                           **{f"run {rid} {k}": round(r[f"{k} {rid}"], 3) for rid in ids for k in ("step0", "final")},
+                           **{f"run {rid} final delta": f"{r[f'delta {rid}']:+.3f}" for rid in ids[1:]}}
+                          for r in rows[:LISTED]] or [{"sample": "(none)"}])
+    picked = [r["sample_id"] for r in rows[:LISTED]]
+    more = f" (the first {LISTED} listed)" if len(rows) > LISTED else ""
+    line = f"{len(rows[:LISTED]):,} samples{more}: {show}, largest difference in final IoU against run {ids[0]} first."
+    return frame, gr.update(choices=picked, value=picked[0] if picked else None), line
+
+
+def trajectories(ctx: AppContext, run_ids, sample_id, step, history, truth):
+    """Each run's box at the shared step (a shorter trajectory shows its last step), the caption under each, and
+    the sample's IoU curves overlaid. Outputs: MAX_RUNS columns (unused ones hidden), images, captions, the curve
+    and the slider's range."""
+    hide = [gr.update(visible=False)] * MAX_RUNS
+    keep = [gr.update()] * (2 * MAX_RUNS)
+    if not run_ids or not 2 <= len(run_ids) <= MAX_RUNS or not sample_id:
+        return *hide, *keep, None, gr.update()
+    ids = [int(r) for r in run_ids]
+    try:
+        views = side_by_side(ctx.workspace, ctx.db(), ids, sample_id, int(step or 0), history, truth)
+    except IVTError as exc:
+        shown = [gr.update(visible=True), *hide[1:]]
+        return *shown, gr.update(value=None), *keep[1:MAX_RUNS], f"**{exc}**", *keep[MAX_RUNS + 1:], None, gr.update()
+    images, captions = [], []
+    fig = go.Figure()
+    for image, info in views:
+        scale = DISPLAY_SIDE / max(image.size)
+        if scale > 1:
+            image = image.resize((round(image.width * scale), round(image.height * scale)), Image.NEAREST)
+        images.append(gr.update(value=image, label=f"run {info['run_id']} at step {info['shown_step']}"))
+        stopped = (f" (stopped at step {info['shown_step']})" if info["shown_step"] < info["asked_step"] else "")
+        box = "no readable box" if info["box"] is None else "[" + ", ".join(f"{v:.0f}" for v in info["box"]) + "]"
+        unreadable = "" if info["parse_ok"] else f" · unreadable: {info['parse_failure']}"
+        captions.append(f"**run {info['run_id']}** · step {info['shown_step']}{stopped} · IoU **{info['iou']:.3f}**"
+                        f" · box {box}{unreadable}\n\n**Reasoning:** {info['reasoning'] or '(none)'}")
+        fig.add_trace(go.Scatter(x=list(range(len(info["ious"]))), y=info["ious"], mode="lines+markers",
+                                 name=f"run {info['run_id']}"))
+    fig.add_vline(x=int(step or 0), line_dash="dot")
+    fig.update_layout(title=f"{views[0][1]['expression']}: IoU per step", yaxis_range=[0, 1], xaxis={"dtick": 1},
+                      height=280, margin={"t": 40, "b": 30})
+    longest = max(len(info["ious"]) for _, info in views)
+    unused = MAX_RUNS - len(views)
+    columns = [gr.update(visible=True)] * len(views) + [gr.update(visible=False)] * unused
+    return (*columns, *images, *[gr.update()] * unused, *captions, *[""] * unused, fig,
+            gr.update(maximum=max(1, longest - 1)))
+
+
 def build(ctx: AppContext) -> list:
     choices = run_choices(ctx)
-    runs = gr.Dropdown(choices=choices, multiselect=True, max_choices=3, label="Runs to compare (2 or 3)",
+    runs = gr.Dropdown(choices=choices, multiselect=True, max_choices=MAX_RUNS, label="Runs to compare (2 or 3)",
                        value=[c[1] for c in choices[:2]] if len(choices) >= 2 else None)
     note = gr.Markdown()
     table = gr.Dataframe(label="Numbers (delta against the first run)", interactive=False)
@@ -55,12 +118,46 @@ def build(ctx: AppContext) -> list:
         pairs = gr.Dataframe(label="Per-sample wins / losses", interactive=False)
         curve = gr.Plot()
     refresh = gr.Button("Refresh runs")
-    runs.change(lambda r: compare_view(ctx, r), runs, [table, pairs, curve, note])
+    gr.Markdown("### Sample by sample\nPick a sample from the list (or click a row); the step slider (arrow keys "
+                "work on it) moves every run's trajectory together.")
+    with gr.Row():
+        show = gr.Dropdown(list(SHOWS), value="all", label="Samples (against the first run)")
+        sample = gr.Dropdown(label="Sample", choices=[])
+        step = gr.Slider(0, 2, value=0, step=1, label="Step (shared)", elem_id="compare-step")
+        with gr.Column(min_width=160):
+            history = gr.Checkbox(label="Show earlier boxes")
+            truth = gr.Checkbox(value=True, label="Show ground truth (green)")
+    listed = gr.Markdown(elem_id="compare-listed")
+    samples = gr.Dataframe(interactive=False, max_height=240)
+    with gr.Row():
+        slots = []
+        for _ in range(MAX_RUNS):
+            with gr.Column(visible=False) as column:
+                slots.append((column, gr.Image(type="pil", format="png", height=360), gr.Markdown()))
+    sample_curve = gr.Plot()
+
+    listing = [samples, sample, listed]
+    view_inputs = [runs, sample, step, history, truth]
+    view_outputs = [*[c for c, _, _ in slots], *[i for _, i, _ in slots], *[t for _, _, t in slots],
+                    sample_curve, step]
+    runs.change(lambda r: compare_view(ctx, r), runs, [table, pairs, curve, note]).then(
+        lambda r, s: sample_frame(ctx, r, s), [runs, show], listing)
+    show.change(lambda r, s: sample_frame(ctx, r, s), [runs, show], listing)
+    sample.change(lambda *a: trajectories(ctx, *a[:2], 0, *a[3:]), view_inputs, view_outputs).then(
+        lambda: 0, None, step)
+    for trigger in (step.change, history.change, truth.change):
+        trigger(lambda *a: trajectories(ctx, *a), view_inputs, view_outputs, show_progress="hidden")
+
+    def pick(frame: pd.DataFrame, evt: gr.SelectData):
+        return frame.iloc[evt.index[0]]["sample"] if evt.index is not None and "sample" in frame else gr.update()
+
+    samples.select(pick, samples, sample)
     refresh.click(lambda: gr.update(choices=run_choices(ctx)), None, runs)
+
     def first_view(_current):
         """Runs listed afresh at page load; the two newest are compared, as at the app's start."""
         choices = run_choices(ctx)
         chosen = [value for _, value in choices[:2]]
-        return (gr.update(choices=choices, value=chosen), *compare_view(ctx, chosen))
+        return (gr.update(choices=choices, value=chosen), *compare_view(ctx, chosen), *sample_frame(ctx, chosen, "all"))
 
-    return [(first_view, [runs], [runs, table, pairs, curve, note])]
+    return [(first_view, [runs], [runs, table, pairs, curve, note, *listing])]

@@ -9,7 +9,7 @@ from PIL import Image
 
 from ivt_core import jobs
 from ivt_core.errors import IVTError
-from ivt_core.explore import sample_rows, step_view
+from ivt_core.explore import count_rows, run_sources, sample_rows, step_view
 from ivt_core.metrics import OUTCOMES
 from ivt_core.report import summary_rows
 from ivt_core.stopping import LABEL_FREE_POLICIES
@@ -20,6 +20,7 @@ from ui.overview import split_choices
 from ui.train import model_choices
 
 DISPLAY_SIDE = 448
+SHOWN = 500  # samples listed at once (the worst first); the count line says how many match
 
 
 def run_choices(ctx: AppContext) -> list[tuple[str, int]]:
@@ -44,15 +45,30 @@ def run_summary(ctx: AppContext, run_id: int | None):
     return table, fig
 
 
-def samples_frame(ctx: AppContext, run_id, outcome, failures, search):
+def samples_frame(ctx: AppContext, run_id, outcome, failures, search, source="all", low=0.0, high=1.0):
+    """The filtered sample list (worst first), the sample picker, and a line saying how many match."""
     if not run_id:
-        return pd.DataFrame(), gr.update(choices=[], value=None)
-    rows = sample_rows(ctx.db(), run_id, None if outcome == "all" else outcome, failures, search or None)
-    frame = pd.DataFrame([{"sample": r["sample_id"], "expression": r["expression"], "step 0": round(r["step0_iou"], 3),
-                           "final": round(r["final_iou"], 3), "outcome": r["outcome"], "unreadable": r["failures"]}
+        return pd.DataFrame(), gr.update(choices=[], value=None), ""
+    filters = {"outcome": None if outcome in (None, "all") else outcome, "parse_failures": bool(failures),
+               "search": search or None, "source": None if source in (None, "all") else source,
+               "iou_band": (float(low or 0), float(1 if high is None else high))}
+    try:
+        rows = sample_rows(ctx.db(), run_id, limit=SHOWN, **filters)
+        total = count_rows(ctx.db(), run_id, **filters)
+    except IVTError as exc:
+        return pd.DataFrame([{"sample": "(none)"}]), gr.update(choices=[], value=None), f"**{exc}**"
+    frame = pd.DataFrame([{"sample": r["sample_id"], "expression": r["expression"], "source": r["source"],
+                           "step 0": round(r["step0_iou"], 3), "final": round(r["final_iou"], 3),
+                           "outcome": r["outcome"], "unreadable": r["failures"]}
                           for r in rows] or [{"sample": "(none match)"}])
     ids = [r["sample_id"] for r in rows]
-    return frame, gr.update(choices=ids, value=ids[0] if ids else None)
+    shown = f" (the {SHOWN:,} worst are listed)" if total > SHOWN else ""
+    return frame, gr.update(choices=ids, value=ids[0] if ids else None), f"{total:,} samples match{shown}."
+
+
+def source_choices(ctx: AppContext, run_id) -> dict:
+    sources = run_sources(ctx.db(), run_id) if run_id else []
+    return gr.update(choices=["all", *sources], value="all")
 
 
 def show_step(ctx: AppContext, run_id, sample_id, step, history, ground_truth):
@@ -87,8 +103,13 @@ def build(ctx: AppContext) -> list:
         curve = gr.Plot(label="IoU by step")
     with gr.Row():
         outcome = gr.Dropdown(["all", *OUTCOMES], value="all", label="Outcome")
+        source = gr.Dropdown(["all"], value="all", label="Source")
+        low = gr.Slider(0, 1, value=0, step=0.05, label="Final IoU from")
+        high = gr.Slider(0, 1, value=1, step=0.05, label="Final IoU to")
+    with gr.Row():
         failures = gr.Checkbox(label="Only samples with unreadable answers")
-        search = gr.Textbox(label="Search expressions")
+        search = gr.Textbox(label="Search expressions", placeholder="words, then Enter")
+    matched = gr.Markdown(elem_id="explore-matched")
     samples = gr.Dataframe(label="Samples, worst final IoU first", interactive=False, max_height=260)
     with gr.Row():
         with gr.Column(scale=2):
@@ -130,11 +151,12 @@ def build(ctx: AppContext) -> list:
 
     view_inputs = [run, sample, step, history, truth]
     view_outputs = [image, text, sample_curve, step]
-    filters = [run, outcome, failures, search]
-    run.change(lambda r: run_summary(ctx, r), run, [table, curve]).then(
-        lambda *a: samples_frame(ctx, *a), filters, [samples, sample])
-    for trigger in (outcome.change, failures.change, search.submit):
-        trigger(lambda *a: samples_frame(ctx, *a), filters, [samples, sample])
+    filters = [run, outcome, failures, search, source, low, high]
+    listed = [samples, sample, matched]
+    run.change(lambda r: (*run_summary(ctx, r), source_choices(ctx, r)), run, [table, curve, source]).then(
+        lambda *a: samples_frame(ctx, *a), filters, listed)
+    for trigger in (outcome.change, failures.change, search.submit, source.input, low.release, high.release):
+        trigger(lambda *a: samples_frame(ctx, *a), filters, listed)
     sample.change(lambda *a: show_step(ctx, *a[:2], 0, *a[3:]), view_inputs, view_outputs).then(
         lambda: 0, None, step)
     for trigger in (step.change, history.change, truth.change):
@@ -151,8 +173,8 @@ def build(ctx: AppContext) -> list:
         choices = run_choices(ctx)
         chosen = choices[0][1] if choices else None
         summary = run_summary(ctx, chosen)
-        frame, picker = samples_frame(ctx, chosen, "all", False, "")
-        return (gr.update(choices=choices, value=chosen), *summary, frame, picker)
+        listing = samples_frame(ctx, chosen, "all", False, "")
+        return (gr.update(choices=choices, value=chosen), *summary, source_choices(ctx, chosen), *listing)
 
     # what to fill when the page opens (the app wires it to its load event)
-    return [(first_view, [run], [run, table, curve, samples, sample])]
+    return [(first_view, [run], [run, table, curve, source, *listed])]

@@ -49,6 +49,14 @@ def test_explore_steps_through_a_sample_with_the_keyboard(app_url, page):
     page.get_by_text("step 2 of 2").wait_for(timeout=30_000)
     page.get_by_text("no box found").first.wait_for(timeout=30_000)
     _shot(page, "explore")
+    _message(page, "explore-matched", "20 samples match")
+    page.get_by_label("Only samples with unreadable answers").check()
+    _message(page, "explore-matched", "20 samples match")  # the scripted run's last answer is unreadable
+    band = page.locator("input[type=range]").nth(1)  # final IoU from
+    band.focus()
+    for _ in range(20):
+        band.press("ArrowRight")
+    _message(page, "explore-matched", "0 samples match")
 
 
 def test_compare_two_runs(app_url, page):
@@ -57,6 +65,14 @@ def test_compare_two_runs(app_url, page):
     assert page.get_by_text("20 common samples").count() == 1
     page.get_by_text("wins").first.wait_for()
     page.locator(".js-plotly-plot").last.wait_for()
+    _message(page, "compare-listed", "20 samples")
+    step = page.locator("#compare-step input[type=range]")
+    step.focus()
+    step.press("ArrowRight")
+    step.press("ArrowRight")
+    page.get_by_text("(stopped at step 1)").first.wait_for(timeout=30_000)  # the whole-image run has T=1
+    page.get_by_text("· step 2 ·").first.wait_for(timeout=30_000)
+    assert page.locator("img").count() >= 2
     _shot(page, "compare")
 
 

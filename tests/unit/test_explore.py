@@ -2,7 +2,7 @@ import pytest
 
 from ivt_core.errors import InvalidInputError
 from ivt_core.evaluate import EvalRequest, evaluate
-from ivt_core.explore import iou_curve, sample_rows, step_view
+from ivt_core.explore import count_rows, iou_curve, run_sources, sample_rows, step_view
 from ivt_core.loop import LoopConfig
 from tests.fakes import ScriptedGrounder
 
@@ -25,6 +25,24 @@ def test_rows_worst_first_and_filters(run):
     assert all(r["failures"] == 1 for r in rows)
     assert len(sample_rows(workspace.connect(), run_id, parse_failures=True)) == 4
     assert sample_rows(workspace.connect(), run_id, search="zzz") == []
+
+
+def test_source_and_iou_band_filters_and_count(run):
+    workspace, run_id = run
+    db = workspace.connect()
+    rows = sample_rows(db, run_id)
+    db.execute("UPDATE samples SET source = 'other' WHERE id = ?", [rows[0]["sample_id"]])
+    db.conn.commit()
+    assert run_sources(db, run_id) == sorted({"other", rows[1]["source"]})
+    assert [r["sample_id"] for r in sample_rows(db, run_id, source="other")] == [rows[0]["sample_id"]]
+    assert count_rows(db, run_id) == 4 and count_rows(db, run_id, source="other") == 1
+    finals = sorted(r["final_iou"] for r in rows)
+    band = sample_rows(db, run_id, iou_band=(finals[1], finals[2]))
+    assert all(finals[1] <= r["final_iou"] <= finals[2] for r in band) and len(band) >= 2
+    assert sample_rows(db, run_id, iou_band=(1.0, 1.0)) == [r for r in rows if r["final_iou"] == 1.0]
+    assert len(sample_rows(db, run_id, limit=2)) == 2
+    with pytest.raises(InvalidInputError, match="IoU band"):
+        sample_rows(db, run_id, iou_band=(0.8, 0.2))
 
 
 def test_step_view_and_curve(run):
