@@ -57,9 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     from ivt_core.bootstrap import ensure_default_data, ensure_toy_model, start_first_evaluation
     from ivt_core.errors import IVTError
     from ivt_core.workspace import Workspace
+    from ui import box_drag, keys
     from ui.app import create_app
     from ui.context import AppContext
-    from ui.keys import HEAD
 
     try:
         workspace = Workspace.open(args.workspace)
@@ -79,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"started a first evaluation of the toy model as job {first_job} (progress on the Overview tab)",
               file=sys.stderr)
     app = create_app(AppContext(workspace))
-    app.launch(server_name=args.host, server_port=args.port, auth=auth, show_error=True, head=HEAD,
+    app.launch(server_name=args.host, server_port=args.port, auth=auth, show_error=True,
+               head=keys.HEAD + box_drag.HEAD,
                max_file_size=MAX_UPLOAD)
     return 0
 

@@ -24,7 +24,7 @@ DISPLAY_SIDE = 448
 PAST = {"approve": "approved", "reject": "rejected"}
 SHORTCUTS = ("**Keys** (outside text fields): **a** approve (saves edits first) · **r** reject · **s** save edits · "
              "**j** next · **k** previous. In the reasoning box, **Ctrl+Enter** saves. Click the image twice to "
-             "draw the target box (first click: one corner, second click: the opposite corner).")
+             "draw the target box (first click: one corner, second click: the opposite corner), or drag across it.")
 
 
 def reviewer(request: gr.Request | None) -> str:
@@ -82,8 +82,9 @@ def build(ctx: AppContext) -> list:
     state = gr.State(None)
     with gr.Row():
         with gr.Column(scale=1):
-            image = gr.Image(type="pil", format="png", label="Click two corners to draw the target box",
+            image = gr.Image(type="pil", format="png", label="Drag (or click two corners) to draw the target box",
                              interactive=False, height=460, elem_id="trace-image")
+            dragged_box = gr.Textbox(visible="hidden", elem_id="trace-drag")  # written by ui.box_drag's script
         with gr.Column(scale=1):
             header = gr.Markdown()
             step = gr.Radio([1], value=1, label="Corrective step")
@@ -189,6 +190,18 @@ def build(ctx: AppContext) -> list:
         (cx, cy) = st["corner"]
         return ({**st, "corner": None}, min(cx, x), min(cy, y), max(cx, x), max(cy, y), "")
 
+    def dragged(st, text):
+        """The box ui.box_drag's script wrote ("x1 y1 x2 y2 n", pixels of the image as shown), in image pixels."""
+        try:
+            values = [float(v) for v in (text or "").split()[:4]]
+        except ValueError:
+            values = []
+        if not st or len(values) != 4:
+            return [gr.update()] * 4
+        w, h = st["size"]
+        x1, y1, x2, y2 = (round(v / st["scale"], 1) for v in values)
+        return min(max(x1, 0), w), min(max(y1, 0), h), min(max(x2, 0), w), min(max(y2, 0), h)
+
     def run_bulk(action, st_f, kd, sr, lo, hi, request: gr.Request = None, progress=gr.Progress()):  # noqa: B008 - Gradio's way
         filters = queue_filters(st_f, kd, sr, lo, hi)
         ids = matching_ids(ctx.db(), **filters)
@@ -234,6 +247,8 @@ def build(ctx: AppContext) -> list:
     for field in (x1, y1, x2, y2):
         field.input(preview, [state, x1, y1, x2, y2], [image, live], show_progress="hidden")
     image.select(click, state, [state, x1, y1, x2, y2, message]).then(
+        preview, [state, x1, y1, x2, y2], [image, live], show_progress="hidden")
+    dragged_box.change(dragged, [state, dragged_box], [x1, y1, x2, y2], show_progress="hidden").then(
         preview, [state, x1, y1, x2, y2], [image, live], show_progress="hidden")
     bulk_approve.click(functools.partial(run_bulk, "approve"), filter_inputs, outputs)
     bulk_reject.click(functools.partial(run_bulk, "reject"), filter_inputs, outputs)

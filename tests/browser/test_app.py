@@ -138,6 +138,28 @@ def test_traces_review_with_the_keyboard(app_url, page):
     _message(page, "trace-message", "Saved (version 3)")
     page.wait_for_function("() => document.body.innerText.includes('edit_box')", timeout=30_000)
 
+    # draw the target box by dragging across the image: from a quarter to three quarters of the scene
+    img = page.locator("#trace-image img").first
+    frame = img.bounding_box()
+    side = min(frame["width"], frame["height"])  # the scene is square, fitted and centred in its element
+    left, top = frame["x"] + (frame["width"] - side) / 2, frame["y"] + (frame["height"] - side) / 2
+    page.mouse.move(left + side / 4, top + side / 4)
+    page.mouse.down()
+    page.mouse.move(left + side / 2, top + side / 2, steps=5)
+    page.mouse.move(left + 3 * side / 4, top + 3 * side / 4, steps=5)
+    page.mouse.up()
+    for _ in range(100):  # the scene is 224 px: the box should be about [56, 56, 168, 168]
+        if abs(float(x1.input_value() or 0) - 56) < 4:
+            break
+        page.wait_for_timeout(300)
+    drawn = [float(page.get_by_label(f"{n} (px)").input_value()) for n in ("x1", "y1", "x2", "y2")]
+    assert all(abs(v - want) < 4 for v, want in zip(drawn, (56, 56, 168, 168), strict=True)), drawn
+    page.get_by_text("(edited, not saved)").first.wait_for(timeout=30_000)
+    assert "First corner" not in page.locator("#trace-message").inner_text()  # the drag is not a corner click
+    page.locator("body").click(position={"x": 5, "y": 5})
+    page.locator("body").press("s")
+    _message(page, "trace-message", "Saved (version 4)")
+
     page.locator("body").press("r")
     _message(page, "trace-message", "rejected.")
     page.wait_for_function("() => /rejected\\s*1/.test(document.querySelector('#trace-counts').innerText)")
