@@ -1,17 +1,27 @@
 """Web-app latency: the Explore step slider on a toy-model run, and the Traces queue with many traces stored.
 
     python benchmarks/ui_latency.py [--traces 100000] [--samples 20] [--repeat 30] [--json build/ui_latency.json]
+                                    [--no-browser] [--chromium /usr/bin/chromium]
 
-Measures the server-side handlers the browser calls (what a slider move or a review costs, excluding the
-network and the browser's drawing): Explore's ``show_step`` (image with the step's box, text, IoU curve) over
-every step of a toy-model run (evaluated here, T=2, on the CPU), and the Traces tab's first view, next trace,
-counts, full-text search and approve-and-advance with ``--traces`` traces in the store (copies of synthesized
-ones). Prints a table (median and p95 in ms) and writes JSON.
+Two kinds of figures:
+
+- server side (the handler alone, no network, no drawing): Explore's ``show_step`` (image with the step's box,
+  text, IoU curve) over every step of a toy-model run (evaluated here, T=2, on the CPU), and the Traces tab's
+  first view, next trace, counts, full-text search and approve-and-advance with ``--traces`` traces in the store
+  (copies of synthesized ones);
+- end to end in the browser (unless ``--no-browser``): the real app (``app.py``) on that workspace, driven by
+  Playwright through headless Chromium. A slider move is timed from the arrow key press until the page shows
+  all three of the new step's image, text and IoU curve (its step marker moved); a review from the **a** key
+  until the counts and the next trace are on the page. Playwright's own round trips are included, so these are
+  upper bounds.
+
+Prints a table (median and p95 in ms) and writes JSON.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import statistics
 import sys
@@ -22,15 +32,104 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
+def summarize(times: list[float]) -> dict:
+    times = sorted(times)
+    return {"median_ms": statistics.median(times), "p95_ms": times[min(len(times) - 1, int(0.95 * len(times)))],
+            "max_ms": times[-1], "n": len(times)}
+
+
 def timed(fn, repeat: int) -> dict:
     times = []
     for i in range(repeat):
         start = time.perf_counter()
         fn(i)
         times.append((time.perf_counter() - start) * 1000)
-    times.sort()
-    return {"median_ms": statistics.median(times), "p95_ms": times[min(len(times) - 1, int(0.95 * len(times)))],
-            "n": repeat}
+    return summarize(times)
+
+
+SLIDER_DONE = """([step, oldSrc, sameImage]) => {
+  const text = document.querySelector('#explore-text');
+  const img = document.querySelector('#explore-image img');
+  const plot = document.querySelector('#explore-curve .js-plotly-plot');
+  const marker = plot && plot.layout && plot.layout.shapes && plot.layout.shapes[0];
+  return text && text.innerText.includes('step ' + step + ' of') && img && img.complete &&
+    (sameImage || img.src !== oldSrc) && marker && marker.x0 === step;
+}"""
+
+
+def browser_latency(workspace_root: str, repeat: int, chromium: str, images: list[bytes]) -> dict:
+    """The Explore slider and the Traces approve key, timed in headless Chromium against the real app.
+
+    ``images``: the first listed sample's rendered steps (PNG bytes), so that a move between two steps whose
+    pictures are identical (say, two unreadable answers) does not wait for a new image that never comes."""
+    import socket
+    import subprocess
+    import urllib.request
+
+    from playwright.sync_api import sync_playwright
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    root = Path(__file__).resolve().parent.parent
+    log = open(Path(workspace_root) / "app.log", "w")  # noqa: SIM115 - closed with the server below
+    server = subprocess.Popen([sys.executable, "app.py", "--workspace", workspace_root, "--port", str(port),
+                               "--no-first-eval"], cwd=root, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    results = {}
+    try:
+        for _ in range(240):
+            try:
+                urllib.request.urlopen(url, timeout=1)
+                break
+            except OSError:
+                time.sleep(0.5)
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=chromium, args=["--headless", "--no-sandbox",
+                                                                         "--disable-gpu", "--disable-dev-shm-usage"])
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(url, wait_until="load", timeout=60_000)
+            page.get_by_role("tab", name="Explore").click()
+            page.wait_for_function(SLIDER_DONE, arg=[0, "", False], timeout=60_000)
+            slider = page.locator("#explore-step input[type=range]")
+            slider.focus()
+            path = [1, 2, 1, 0]
+            times = []
+            for i in range(repeat + 2):  # two warm-up moves
+                step, before = path[i % len(path)], path[i % len(path) - 1]
+                old = page.evaluate("() => document.querySelector('#explore-image img').src")
+                start = time.perf_counter()
+                slider.press("ArrowRight" if step > before else "ArrowLeft")
+                try:
+                    page.wait_for_function(SLIDER_DONE, arg=[step, old, images[step] == images[before]],
+                                           polling="raf", timeout=30_000)
+                except Exception:
+                    print(page.locator("#explore-text").inner_text()[:200], file=sys.stderr)
+                    raise
+                times.append((time.perf_counter() - start) * 1000)
+            results["browser: explore slider key -> image + text + curve shown"] = summarize(times[2:])
+
+            page.get_by_role("tab", name="Traces").click()
+            page.locator("#trace-counts").get_by_text("approved").wait_for(timeout=60_000)
+            times = []
+            for _ in range(repeat):
+                counts = page.locator("#trace-counts").inner_text()
+                header = page.locator("#trace-header").inner_text()
+                page.locator("body").click(position={"x": 5, "y": 5})
+                start = time.perf_counter()
+                page.locator("body").press("a")
+                page.wait_for_function(
+                    "([counts, header]) => document.querySelector('#trace-counts').innerText !== counts && "
+                    "document.querySelector('#trace-header').innerText !== header",
+                    arg=[counts, header], polling="raf", timeout=30_000)
+                times.append((time.perf_counter() - start) * 1000)
+            results["browser: traces approve key -> counts + next trace shown"] = summarize(times)
+            browser.close()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        log.close()
+    return results
 
 
 def fill_traces(workspace, run_id: int, total: int) -> int:
@@ -58,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--samples", type=int, default=20)
     parser.add_argument("--repeat", type=int, default=30)
     parser.add_argument("--json", default="build/ui_latency.json")
+    parser.add_argument("--no-browser", action="store_true", help="only the server-side figures")
+    parser.add_argument("--chromium", default="/usr/bin/chromium")
     args = parser.parse_args(argv)
 
     from ivt_core.bootstrap import ensure_default_data, ensure_toy_model, toy_model_path
@@ -108,10 +209,18 @@ def main(argv: list[str] | None = None) -> int:
             traces.show(ctx, nxt["id"], 1)
 
         results[f"traces ({stored:,}): approve + advance + show"] = timed(approve_and_advance, args.repeat)
+        if not args.no_browser:
+            shown = []  # what Explore shows first: the worst sample, history off, ground truth on
+            for step in range(3):
+                image = explore.show_step(ctx, run.run_id, samples[0], step, False, True)[0]
+                buffer = io.BytesIO()
+                image.save(buffer, format="PNG")
+                shown.append(buffer.getvalue())
+            results.update(browser_latency(str(workspace.root), args.repeat, args.chromium, shown))
     width = max(len(k) for k in results)
-    print(f"{'measure':<{width}}  median ms  p95 ms")
+    print(f"{'measure':<{width}}  median ms  p95 ms  max ms")
     for name, r in results.items():
-        print(f"{name:<{width}}  {r['median_ms']:9.1f}  {r['p95_ms']:6.1f}")
+        print(f"{name:<{width}}  {r['median_ms']:9.1f}  {r['p95_ms']:6.1f}  {r['max_ms']:6.1f}")
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"results": results, "args": vars(args)}, indent=1))

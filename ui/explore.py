@@ -20,6 +20,43 @@ from ui.overview import split_choices
 from ui.train import model_choices
 
 DISPLAY_SIDE = 448
+# The step marker on a sample's IoU curve: a thin line laid over the plotly figure at the step's x position,
+# moved in the browser when the step changes (and placed again whenever plotly redraws the figure). Redrawing the
+# figure, or even Plotly.relayout of one shape, for every move took 16-55 ms of the browser's main thread on a
+# 2-core machine; moving a line takes well under one (docs/LOG.md, ui_latency). It reads the axis mapping plotly
+# keeps on the figure element (_fullLayout); without it no marker is drawn and the curve is still there.
+MOVE_MARKER = """(step) => {
+  window.ivtExploreStep = Number(step);
+  const place = (tries) => {
+    const plot = document.querySelector('#explore-curve .js-plotly-plot');
+    if (plot && !plot.ivtMarkerHooked && plot.on) {
+      plot.ivtMarkerHooked = true;
+      plot.on('plotly_afterplot', () => { plot.ivtOffset = null; place(0); });
+    }
+    const full = plot && plot._fullLayout;
+    if (!full || !full.xaxis || !full.xaxis.l2p || !full.yaxis) {
+      if (tries > 0) setTimeout(() => place(tries - 1), 100);  // the first figure is still being drawn
+      return;
+    }
+    const host = plot.parentElement;
+    let line = document.getElementById('explore-step-line');
+    if (!line || line.parentElement !== host) {
+      if (line) line.remove();
+      line = document.createElement('div');
+      line.id = 'explore-step-line';
+      host.style.position = 'relative';
+      host.appendChild(line);
+    }
+    // the figure's offset is read once per drawing: reading it on every move forced a layout of the page
+    plot.ivtOffset = plot.ivtOffset || [plot.offsetLeft, plot.offsetTop];
+    const [left, top] = plot.ivtOffset;
+    const x = left + full.xaxis._offset + full.xaxis.l2p(window.ivtExploreStep);
+    line.style.cssText = 'position:absolute;pointer-events:none;border-left:2px dotted #555;width:0;' +
+      `left:${x - 1}px;top:${top + full.yaxis._offset}px;height:${full.yaxis._length}px`;
+    line.dataset.step = String(window.ivtExploreStep);
+  };
+  place(20);
+}"""
 SHOWN = 500  # samples listed at once (the worst first); the count line says how many match
 
 
@@ -87,8 +124,8 @@ def show_step(ctx: AppContext, run_id, sample_id, step, history, ground_truth):
             + f"\n\n**Reasoning:** {info['reasoning'] or '(none)'}\n\n**Raw answer:**\n```\n{info['raw_text']}\n```")
     ious = info["ious"]
     fig = go.Figure(go.Scatter(x=list(range(len(ious))), y=ious, mode="lines+markers", name="IoU"))
-    fig.add_vline(x=int(step), line_dash="dot")
-    fig.update_layout(title="This sample's IoU per step", yaxis_range=[0, 1], xaxis={"dtick": 1}, height=260,
+    fig.update_layout(title="This sample's IoU per step (dotted line: the step shown)", yaxis_range=[0, 1],
+                      xaxis={"dtick": 1}, height=260,
                       margin={"t": 40, "b": 30})
     return image, text, fig, gr.update(maximum=max(1, info["steps"] - 1))
 
@@ -114,14 +151,15 @@ def build(ctx: AppContext) -> list:
     with gr.Row():
         with gr.Column(scale=2):
             sample = gr.Dropdown(label="Sample", choices=[])
-            step = gr.Slider(0, 2, value=0, step=1, label="Step")
+            step = gr.Slider(0, 2, value=0, step=1, label="Step", elem_id="explore-step")
             with gr.Row():
                 history = gr.Checkbox(label="Show earlier boxes")
                 truth = gr.Checkbox(value=True, label="Show ground truth (green; never shown to the model)")
-            image = gr.Image(type="pil", format="png", label="The box at this step", height=460)
+            image = gr.Image(type="pil", format="png", label="The box at this step", height=460,
+                             elem_id="explore-image")
         with gr.Column(scale=2):
-            text = gr.Markdown()
-            sample_curve = gr.Plot()
+            text = gr.Markdown(elem_id="explore-text")
+            sample_curve = gr.Plot(elem_id="explore-curve")
     refresh = gr.Button("Refresh runs")
     with gr.Accordion("Start a new evaluation (background job)", open=False):
         models = model_choices(ctx)
@@ -159,8 +197,14 @@ def build(ctx: AppContext) -> list:
         trigger(lambda *a: samples_frame(ctx, *a), filters, listed)
     sample.change(lambda *a: show_step(ctx, *a[:2], 0, *a[3:]), view_inputs, view_outputs).then(
         lambda: 0, None, step)
+    # A step move changes the picture and the text (from the server, skipping the queue: a store read and a
+    # render, never inference) and moves the curve's step marker in the browser: the curve itself depends only
+    # on the sample, and redrawing it from the server doubled a move's time (docs/LOG.md, ui_latency).
     for trigger in (step.change, history.change, truth.change):
-        trigger(lambda *a: show_step(ctx, *a), view_inputs, view_outputs, show_progress="hidden")
+        trigger(lambda *a: show_step(ctx, *a)[:2], view_inputs, view_outputs[:2], show_progress="hidden",
+                queue=False)
+    step.change(None, step, None, js=MOVE_MARKER)
+    sample_curve.change(None, step, None, js=MOVE_MARKER)
     def pick(frame: pd.DataFrame, evt: gr.SelectData):
         return frame.iloc[evt.index[0]]["sample"] if evt.index is not None else gr.update()
 

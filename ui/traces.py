@@ -86,7 +86,7 @@ def build(ctx: AppContext) -> list:
                              interactive=False, height=460, elem_id="trace-image")
             dragged_box = gr.Textbox(visible="hidden", elem_id="trace-drag")  # written by ui.box_drag's script
         with gr.Column(scale=1):
-            header = gr.Markdown()
+            header = gr.Markdown(elem_id="trace-header")
             step = gr.Radio([1], value=1, label="Corrective step")
             reasoning = gr.Textbox(label="Reasoning", lines=4, elem_id="trace-reasoning")
             with gr.Row():

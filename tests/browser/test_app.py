@@ -45,9 +45,14 @@ def test_explore_steps_through_a_sample_with_the_keyboard(app_url, page):
     slider.press("ArrowRight")
     page.get_by_text("step 1 of 2").wait_for(timeout=30_000)
     page.get_by_text("Move it.").first.wait_for(timeout=30_000)
+    page.wait_for_function("() => (document.getElementById('explore-step-line') || {dataset: {}}).dataset.step "
+                           "=== '1'", timeout=30_000)  # the curve's step marker moved
+    at_one = page.locator("#explore-step-line").evaluate("e => e.getBoundingClientRect().left")
     slider.press("ArrowRight")
     page.get_by_text("step 2 of 2").wait_for(timeout=30_000)
     page.get_by_text("no box found").first.wait_for(timeout=30_000)
+    page.wait_for_function("() => document.getElementById('explore-step-line').dataset.step === '2'")
+    assert page.locator("#explore-step-line").evaluate("e => e.getBoundingClientRect().left") > at_one + 20
     _shot(page, "explore")
     _message(page, "explore-matched", "20 samples match")
     page.get_by_label("Only samples with unreadable answers").check()
