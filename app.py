@@ -23,7 +23,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=7860)
     parser.add_argument("--auth", default=None, help="USER:PASS required to open the app")
     parser.add_argument("--no-first-eval", action="store_true",
-                        help="do not start the toy model's evaluation on a fresh workspace")
+                        help="do not start the first evaluations and trace synthesis on a fresh workspace")
     return parser.parse_args(argv)
 
 
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from ivt_core import jobs
-    from ivt_core.bootstrap import ensure_default_data, ensure_toy_model, start_first_evaluation
+    from ivt_core.bootstrap import ensure_default_data, ensure_shipped_models, start_first_jobs
     from ivt_core.errors import IVTError
     from ivt_core.workspace import Workspace
     from ui import box_drag, keys
@@ -64,9 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         workspace = Workspace.open(args.workspace)
         written = ensure_default_data(workspace)
-        toy = ensure_toy_model(workspace)
+        models = ensure_shipped_models(workspace)
         interrupted = jobs.reconcile(workspace)
-        first_job = None if args.no_first_eval else start_first_evaluation(workspace, toy)
+        first_jobs = [] if args.no_first_eval else start_first_jobs(workspace, models)
     except IVTError as exc:
         print(f"app.py: error: {exc}", file=sys.stderr)
         return 2
@@ -75,9 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     if interrupted:
         print(f"marked jobs whose process is gone as interrupted (resume them in the Train tab): {interrupted}",
               file=sys.stderr)
-    if first_job:
-        print(f"started a first evaluation of the toy model as job {first_job} (progress on the Overview tab)",
-              file=sys.stderr)
+    if first_jobs:
+        print(f"first start: evaluating the shipped toy models and synthesizing traces as jobs "
+              f"{', '.join(map(str, first_jobs))}, one after the other (progress on the Overview tab)", file=sys.stderr)
     app = create_app(AppContext(workspace))
     app.launch(server_name=args.host, server_port=args.port, auth=auth, show_error=True,
                head=keys.HEAD + box_drag.HEAD,

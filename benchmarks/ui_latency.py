@@ -11,7 +11,7 @@ Two kinds of figures:
   (copies of synthesized ones);
 - end to end in the browser (unless ``--no-browser``): the real app (``app.py``) on that workspace, driven by
   Playwright through headless Chromium. A slider move is timed from the arrow key press until the page shows
-  all three of the new step's image, text and IoU curve (its step marker moved); a review from the **a** key
+  all three of the new step's image, text and IoU curve step marker; a review from the **a** key
   until the counts and the next trace are on the page. Playwright's own round trips are included, so these are
   upper bounds.
 
@@ -50,10 +50,9 @@ def timed(fn, repeat: int) -> dict:
 SLIDER_DONE = """([step, oldSrc, sameImage]) => {
   const text = document.querySelector('#explore-text');
   const img = document.querySelector('#explore-image img');
-  const plot = document.querySelector('#explore-curve .js-plotly-plot');
-  const marker = plot && plot.layout && plot.layout.shapes && plot.layout.shapes[0];
+  const marker = document.getElementById('explore-step-line');  // the curve's step marker (ui/explore.py)
   return text && text.innerText.includes('step ' + step + ' of') && img && img.complete &&
-    (sameImage || img.src !== oldSrc) && marker && marker.x0 === step;
+    (sameImage || img.src !== oldSrc) && marker && marker.dataset.step === String(step);
 }"""
 
 

@@ -1,4 +1,10 @@
-"""The embedded default: shapes-world splits and the shipped toy model, put into a fresh workspace."""
+"""The embedded default: shapes-world splits and the shipped toy models, put into a fresh workspace.
+
+Two models ship in ``assets/``: ``toy-model`` (single-shot grounding, trained from scratch) and
+``toy-model-sft`` (the same after corrective SFT on its own mistakes), so that a fresh workspace can compare a
+base model and a fine-tuned one, as users do with real checkpoints. On first start ``start_first_jobs`` queues
+an evaluation of each and a trace synthesis from the base model's run.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +18,7 @@ from ivt_core.workspace import Workspace
 
 DEFAULT_SPLITS = {"val": 200, "test": 500}
 TOY_MODEL_PATH = Path(__file__).resolve().parent.parent / "assets" / "toy-model"
+TOY_SFT_PATH = TOY_MODEL_PATH.parent / "toy-model-sft"
 
 
 def toy_model_path() -> Path:
@@ -28,6 +35,20 @@ def ensure_toy_model(workspace: Workspace) -> int:
         return register_model(db, "toy-model", str(toy_model_path()), "qwen3_vl", meta={"shipped": True})
     finally:
         db.close()
+
+
+def ensure_shipped_models(workspace: Workspace) -> dict[str, int]:
+    """Register the toy model and, where the checkout has it, its corrective-SFT version (child of the toy
+    model); return {name: model id}. Idempotent."""
+    models = {"toy-model": ensure_toy_model(workspace)}
+    if (TOY_SFT_PATH / "config.json").is_file():
+        db = workspace.connect()
+        try:
+            models["toy-model-sft"] = register_model(db, "toy-model-sft", str(TOY_SFT_PATH), "qwen3_vl",
+                                                     parent_id=models["toy-model"], meta={"shipped": True})
+        finally:
+            db.close()
+    return models
 
 
 def ensure_default_data(workspace: Workspace, seed: int = 0) -> dict[str, int]:
@@ -58,19 +79,26 @@ def ensure_default_data(workspace: Workspace, seed: int = 0) -> dict[str, int]:
 
 
 FIRST_EVAL = {"dataset": "shapes", "split": "val", "steps": 2, "limit": 100}
+FIRST_SYNTH = ["--steps", "2", "--include-zero", "--keep-ratio", "0.2"]
 
 
-def start_first_evaluation(workspace: Workspace, model_id: int) -> int | None:
-    """On a workspace that has never run anything, start an evaluation job of the toy model so that every tab
-    has real results to show; returns the job id, or None when the workspace already has runs or jobs."""
+def start_first_jobs(workspace: Workspace, models: dict[str, int]) -> list[int]:
+    """On a workspace that has never run anything, give every tab something real to show: an evaluation of the
+    toy model (Explore), traces synthesized from its mistakes (Traces), and an evaluation of each other shipped
+    model on the same samples (Compare), queued one after the other so a laptop is not asked to do two at once.
+    Returns the job ids, or [] when the workspace already has runs or jobs."""
     from ivt_core import jobs
     from ivt_core.store.models import get_model
 
     db = workspace.connect()
     try:
         if db["runs"].count or db["jobs"].count:
-            return None
-        model = get_model(db, model_id)
+            return []
+        rows = {name: get_model(db, model_id) for name, model_id in models.items()}
     finally:
         db.close()
-    return jobs.submit(workspace, "eval", jobs.eval_job_args(model, **FIRST_EVAL))
+    first = jobs.submit(workspace, "eval", jobs.eval_job_args(rows.pop("toy-model"), **FIRST_EVAL))
+    started = [first, jobs.submit(workspace, "synth", ["--run-of-job", str(first), *FIRST_SYNTH], after=first)]
+    for row in rows.values():
+        started.append(jobs.submit(workspace, "eval", jobs.eval_job_args(row, **FIRST_EVAL), after=started[-1]))
+    return started

@@ -7,6 +7,20 @@ import json
 import sys
 
 
+def run_of_job(workspace, job_id: int) -> int:
+    """The run an evaluation job wrote. Raises NotFoundError when it wrote none."""
+    from ivt_core.errors import NotFoundError
+
+    db = workspace.connect()
+    try:
+        rows = list(db.query("SELECT id FROM runs WHERE job_id = ? ORDER BY id DESC LIMIT 1", [job_id]))
+    finally:
+        db.close()
+    if not rows:
+        raise NotFoundError(f"job {job_id} wrote no run; `ivt jobs show {job_id}` says what it did")
+    return rows[0]["id"]
+
+
 def cmd_synth(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -25,6 +39,8 @@ def cmd_synth(args: argparse.Namespace) -> int:
         print(f"started job {job_id}; follow it with `ivt jobs show {job_id}`", file=sys.stderr)
         print(job_id)
         return 0
+    if args.run_of_job is not None:
+        args.run = run_of_job(workspace, args.run_of_job)
     teacher = make_teacher(args)
     with JobReporter(workspace, args.as_job_id) as reporter, tqdm(desc="synth", unit="trace", file=sys.stderr) as bar:
         def advance(done: int, total: int) -> None:
@@ -111,7 +127,10 @@ def add_parsers(sub, parser_class, positive, non_negative) -> None:
 
     p = sub.add_parser("synth", help="write corrective traces from a run's own errors")
     p.add_argument("--workspace", default=None)
-    p.add_argument("--run", type=positive, required=True, help="the recorded run whose step-0 errors to correct")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--run", type=positive, help="the recorded run whose step-0 errors to correct")
+    which.add_argument("--run-of-job", type=positive, default=None,
+                       help="the run that evaluation job N wrote (for a synthesis queued behind that job)")
     p.add_argument("--teacher", choices=["geometric", "vlm"], default="geometric")
     p.add_argument("--style", choices=list(STYLES), default="prose",
                    help="geometric teacher: full sentences (prose), a short fixed form (terse), or the kind of "

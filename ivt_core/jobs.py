@@ -9,6 +9,9 @@
   flight, keeps what it wrote and marks itself cancelled.
 - ``reconcile`` (run when the app or the CLI starts) marks jobs and runs whose process is gone as interrupted.
 - ``resume`` starts a new job that continues the old one's run (evaluation) from what was stored.
+- ``submit(..., after=N)`` queues a job behind job N: it starts when N is done (``start_ready``, called by a job
+  as it ends, by ``reconcile`` and by the app's timer) and is cancelled, never started, if N fails or is
+  cancelled. ``synth --run-of-job N`` names the run that evaluation job N writes, before it exists.
 
 Closing the browser or the terminal loses nothing: the job goes on, and its state is in the database.
 """
@@ -26,7 +29,7 @@ from pathlib import Path
 
 from ivt_core.errors import InvalidInputError
 from ivt_core.store import ThreadConnections
-from ivt_core.store.jobs import ACTIVE, add_metric, create_job, get_job, update_job
+from ivt_core.store.jobs import ACTIVE, FINAL, add_metric, create_job, get_job, update_job
 from ivt_core.store.samples import now
 from ivt_core.workspace import Workspace
 
@@ -76,26 +79,61 @@ def _validate(kind: str, args: list[str], workspace: Workspace | None = None) ->
     return list(args)
 
 
-def submit(workspace: Workspace, kind: str, args: list[str], resumed_from: int | None = None) -> int:
-    """Start a background job; return its id. Raises InvalidInputError for arguments the CLI would reject."""
+def submit(workspace: Workspace, kind: str, args: list[str], resumed_from: int | None = None,
+           after: int | None = None) -> int:
+    """Start a background job (or queue it behind job ``after``); return its id. Raises InvalidInputError for
+    arguments the CLI would reject, or NotFoundError for an unknown ``after``."""
     argv = _validate(kind, args, workspace)
     logs = workspace.root / "jobs"
     logs.mkdir(exist_ok=True)
     db = workspace.connect()
     try:
-        job_id = create_job(db, kind, argv, "", resumed_from)
+        waits = get_job(db, after) if after is not None else None
+        job_id = create_job(db, kind, argv, "", resumed_from, waits_for=after)
         log_path = logs / f"{job_id}.log"
         update_job(db, job_id, log_path=str(log_path))
         if kind in TRAINERS and "--out" not in argv:
             argv = [*argv, "--out", str(workspace.root / "models" / f"{kind}-job{job_id}")]
             update_job(db, job_id, argv=json.dumps(argv))
-        command = job_command(workspace, kind, argv, job_id)
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        with open(log_path, "ab") as log:
-            process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                       cwd=ROOT, env=env, start_new_session=True)
-        update_job(db, job_id, pid=process.pid)
+        if waits is not None and waits["status"] != "done":
+            update_job(db, job_id, message=f"waits for job {after}")
+            if waits["status"] in FINAL:  # already failed or cancelled: this one never starts
+                start_ready(workspace)
+            return job_id
+        _launch(workspace, db, job_id, kind, argv)
         return job_id
+    finally:
+        db.close()
+
+
+def _launch(workspace: Workspace, db, job_id: int, kind: str, argv: list[str]) -> None:
+    command = job_command(workspace, kind, argv, job_id)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    with open(workspace.root / "jobs" / f"{job_id}.log", "ab") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                   cwd=ROOT, env=env, start_new_session=True)
+    update_job(db, job_id, pid=process.pid, message="")
+
+
+def start_ready(workspace: Workspace) -> list[int]:
+    """Start the queued jobs whose awaited job is done; cancel those whose awaited job ended otherwise.
+    Returns the ids started. Safe to call often and from several processes (a job starts once)."""
+    db = workspace.connect()
+    started = []
+    try:
+        waiting = list(db.query(
+            "SELECT j.id, j.kind, j.argv, w.status AS awaited, w.id AS awaited_id FROM jobs j "
+            "JOIN jobs w ON w.id = j.waits_for WHERE j.status = 'queued' AND j.pid IS NULL"))
+        for job in waiting:
+            if job["awaited"] == "done":
+                claimed = db.execute("UPDATE jobs SET pid = -1 WHERE id = ? AND pid IS NULL", [job["id"]]).rowcount
+                if claimed:  # another process may have claimed it a moment earlier
+                    _launch(workspace, db, job["id"], job["kind"], json.loads(job["argv"]))
+                    started.append(job["id"])
+            elif job["awaited"] in FINAL:
+                update_job(db, job["id"], status="cancelled", finished_at=now(),
+                           message=f"not started: job {job['awaited_id']} ended {job['awaited']}")
+        return started
     finally:
         db.close()
 
@@ -136,7 +174,7 @@ def log_tail(job: dict, lines: int = 40) -> str:
 
 
 def _alive(pid: int | None) -> bool:
-    if not pid:
+    if not pid or pid < 0:  # none yet, or -1: claimed by start_ready a moment before its process starts
         return False
     try:
         os.kill(pid, 0)
@@ -176,8 +214,8 @@ def reconcile(workspace: Workspace) -> list[int]:
     try:
         marked = []
         stale = (datetime.now(UTC) - timedelta(seconds=STALE_AFTER_S)).isoformat(timespec="seconds")
-        for job in db.query("SELECT id, pid, status, heartbeat_at, created_at FROM jobs WHERE status IN (?, ?)",
-                            list(ACTIVE)):
+        for job in db.query("SELECT id, pid, status, heartbeat_at, created_at FROM jobs WHERE status IN (?, ?) "
+                            "AND NOT (status = 'queued' AND waits_for IS NOT NULL AND pid IS NULL)", list(ACTIVE)):
             silent = (job["heartbeat_at"] or job["created_at"]) < stale
             if not _alive(job["pid"]) or (silent and job["status"] == "running"):
                 update_job(db, job["id"], status="interrupted", finished_at=now(),
@@ -186,9 +224,10 @@ def reconcile(workspace: Workspace) -> list[int]:
         for run in db.query("SELECT id, pid, job_id FROM runs WHERE status = 'running'"):
             if not _alive(run["pid"]):
                 db.execute("UPDATE runs SET status = 'interrupted' WHERE id = ?", [run["id"]])
-        return marked
     finally:
         db.close()
+    start_ready(workspace)  # jobs waiting on one that ended while nobody watched
+    return marked
 
 
 def resume(workspace: Workspace, job_id: int) -> int:
@@ -247,6 +286,7 @@ class JobReporter:
     """
 
     def __init__(self, workspace: Workspace, job_id: int | None):
+        self.workspace = workspace
         self.job_id = job_id
         self._connections = ThreadConnections(workspace.db_path)
         self._stop = threading.Event()
@@ -292,4 +332,8 @@ class JobReporter:
             status, error = "failed", f"{exc_type.__name__}: {exc}"
         update_job(self._connections.get(), self.job_id, status=status, finished_at=now(), error=error,
                    heartbeat_at=now())
+        try:
+            start_ready(self.workspace)  # the jobs queued behind this one
+        except Exception as start_error:  # noqa: BLE001 - this job's own end state is already written
+            print(f"could not start the jobs waiting for job {self.job_id}: {start_error}", file=sys.stderr)
         return False

@@ -111,7 +111,7 @@ def trajectories(ctx: AppContext, run_ids, sample_id, step, history, truth):
 def build(ctx: AppContext) -> list:
     choices = run_choices(ctx)
     runs = gr.Dropdown(choices=choices, multiselect=True, max_choices=MAX_RUNS, label="Runs to compare (2 or 3)",
-                       value=[c[1] for c in choices[:2]] if len(choices) >= 2 else None)
+                       value=sorted(c[1] for c in choices[:2]) if len(choices) >= 2 else None)
     note = gr.Markdown()
     table = gr.Dataframe(label="Numbers (delta against the first run)", interactive=False)
     with gr.Row():
@@ -155,9 +155,10 @@ def build(ctx: AppContext) -> list:
     refresh.click(lambda: gr.update(choices=run_choices(ctx)), None, runs)
 
     def first_view(_current):
-        """Runs listed afresh at page load; the two newest are compared, as at the app's start."""
+        """Runs listed afresh at page load; the two newest are compared, the older first (the deltas read as
+        what the newer run changed, e.g. a fine-tuned model against its base)."""
         choices = run_choices(ctx)
-        chosen = [value for _, value in choices[:2]]
+        chosen = sorted(value for _, value in choices[:2])
         return (gr.update(choices=choices, value=chosen), *compare_view(ctx, chosen), *sample_frame(ctx, chosen, "all"))
 
     return [(first_view, [runs], [runs, table, pairs, curve, note, *listing])]

@@ -13,7 +13,7 @@ from ivt_core.explore import count_rows, run_sources, sample_rows, step_view
 from ivt_core.metrics import OUTCOMES
 from ivt_core.report import summary_rows
 from ivt_core.stopping import LABEL_FREE_POLICIES
-from ivt_core.store.models import get_model
+from ivt_core.store.models import get_model, list_models
 from ivt_core.store.runs import get_run, list_runs
 from ui.context import AppContext
 from ui.overview import split_choices
@@ -61,8 +61,10 @@ SHOWN = 500  # samples listed at once (the worst first); the count line says how
 
 
 def run_choices(ctx: AppContext) -> list[tuple[str, int]]:
-    return [(f"run {r['id']}: {r['dataset']}/{r['split']} T={r['steps']} {r['policy']} ({r['status']}, "
-             f"{r['n_samples']} samples)", r["id"]) for r in list_runs(ctx.db())]
+    """The runs, newest first, labelled with their model."""
+    names = {m["id"]: m["name"] for m in list_models(ctx.db())}
+    return [(f"run {r['id']}: {names.get(r['model_id'], 'model ?')} on {r['dataset']}/{r['split']} T={r['steps']} "
+             f"{r['policy']} ({r['status']}, {r['n_samples']} samples)", r["id"]) for r in list_runs(ctx.db())]
 
 
 def run_summary(ctx: AppContext, run_id: int | None):

@@ -13,10 +13,12 @@ ACTIVE = ("queued", "running")
 FINAL = ("done", "failed", "cancelled", "interrupted")
 
 
-def create_job(db: Database, kind: str, argv: list[str], log_path: str, resumed_from: int | None = None) -> int:
+def create_job(db: Database, kind: str, argv: list[str], log_path: str, resumed_from: int | None = None,
+               waits_for: int | None = None) -> int:
     cursor = db.execute(
-        "INSERT INTO jobs (kind, status, argv, created_at, log_path, resumed_from) VALUES (?, 'queued', ?, ?, ?, ?)",
-        [kind, json.dumps(argv), now(), log_path, resumed_from],
+        "INSERT INTO jobs (kind, status, argv, created_at, log_path, resumed_from, waits_for) "
+        "VALUES (?, 'queued', ?, ?, ?, ?, ?)",
+        [kind, json.dumps(argv), now(), log_path, resumed_from, waits_for],
     )
     return cursor.lastrowid
 

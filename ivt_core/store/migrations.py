@@ -192,6 +192,12 @@ MIGRATIONS: list[tuple[str, str]] = [
         END
         """,
     ),
+    (
+        "0005_job_chains",
+        """
+        ALTER TABLE jobs ADD COLUMN waits_for INTEGER REFERENCES jobs(id)
+        """,
+    ),
 ]
 
 

@@ -114,8 +114,9 @@ def count_traces(db: Database, **filters) -> dict[str, int]:
     filters.pop("status", None)
     where, params = _where(**filters)
     counts = dict.fromkeys(STATUSES, 0)
-    sql = (f"SELECT t.status, COUNT(*) AS n FROM traces t JOIN samples s ON s.id = t.sample_id{where} "
-           "GROUP BY t.status")
+    # the samples table only when a filter needs it: without the join, the count reads the status index alone
+    join = " JOIN samples s ON s.id = t.sample_id" if filters.get("dataset") else ""
+    sql = f"SELECT t.status, COUNT(*) AS n FROM traces t{join}{where} GROUP BY t.status"
     for row in db.query(sql, params):
         counts[row["status"]] = row["n"]
     return counts

@@ -96,3 +96,42 @@ def test_option_helpers():
     assert job_arguments(args) == ["--a", "1", "--b", "2"]
     assert option_value(args, "--workspace") == "/w" and option_value(args, "--c") is None
     assert without_options(["--resume-run", "3", "--steps", "1"], valued=("--resume-run",)) == ["--steps", "1"]
+
+
+def test_a_queued_synthesis_starts_when_its_evaluation_is_done_and_reads_its_run(job_ws):
+    workspace, args = job_ws
+    first = submit(workspace, "eval", args)
+    synth = submit(workspace, "synth", ["--run-of-job", str(first), "--include-zero", "--keep-ratio", "1"],
+                   after=first)
+    queued = get_job(workspace.connect(), synth)
+    assert queued["waits_for"] == first and queued["pid"] is None and queued["message"] == f"waits for job {first}"
+    assert reconcile(workspace) == []  # a job waiting for another is not a vanished one
+    assert _wait(workspace, first, {"done", "failed"})["status"] == "done"
+    done = _wait(workspace, synth, {"done", "failed", "cancelled"})  # started by the evaluation as it ended
+    assert done["status"] == "done", open(done["log_path"]).read()[-2000:]
+    run_id = workspace.connect().execute("SELECT id FROM runs WHERE job_id = ?", [first]).fetchone()[0]
+    assert f"run {run_id}, teacher geometric" in open(done["log_path"]).read()  # (the tiny random model's answers
+    # are mostly unreadable, so how many traces it yields is not the point here)
+
+
+def test_a_job_queued_behind_a_failed_one_is_cancelled_never_started(workspace):
+    from ivt_core.jobs import start_ready
+
+    db = workspace.connect()
+    failed = create_job(db, "eval", ["eval"], "x.log")
+    db.execute("UPDATE jobs SET status = 'failed' WHERE id = ?", [failed])
+    behind = submit(workspace, "synth", ["--run-of-job", str(failed)], after=failed)
+    job = get_job(db, behind)
+    assert job["status"] == "cancelled" and job["pid"] is None and f"job {failed} ended failed" in job["message"]
+    assert start_ready(workspace) == []
+    waiting = create_job(db, "synth", ["--run", "1"], "y.log", waits_for=failed)
+    assert cancel(workspace, waiting) == "cancelled"
+
+
+def test_synthesis_from_a_job_that_wrote_no_run_says_so(workspace, capsys):
+    from ivt_core.cli import main
+
+    db = workspace.connect()
+    job = create_job(db, "eval", ["eval"], "x.log")
+    assert main(["synth", "--workspace", str(workspace.root), "--run-of-job", str(job)]) != 0
+    assert f"job {job} wrote no run" in capsys.readouterr().err

@@ -3,7 +3,7 @@
 import pytest
 
 from ivt_core import jobs
-from ivt_core.bootstrap import start_first_evaluation
+from ivt_core.bootstrap import start_first_jobs
 from ivt_core.errors import InvalidInputError
 from ivt_core.review import check_box, history_rows, next_trace, queue_filters, trace_view
 from ivt_core.store.traces import get_trace, list_traces
@@ -99,19 +99,28 @@ def test_train_form_refuses_nonsense(form, message):
         form.args()
 
 
-def test_first_evaluation_starts_only_on_an_untouched_workspace(workspace, monkeypatch):
-    from ivt_core.bootstrap import ensure_toy_model
+def test_first_start_queues_evaluations_and_a_synthesis_only_on_an_untouched_workspace(workspace, monkeypatch):
+    from ivt_core.bootstrap import ensure_shipped_models
 
     started = []
-    monkeypatch.setattr(jobs, "submit", lambda ws, kind, args: started.append((kind, args)) or 7)
-    model = ensure_toy_model(workspace)
-    assert start_first_evaluation(workspace, model) == 7
-    kind, args = started[0]
-    assert kind == "eval" and args[args.index("--steps") + 1] == "2" and "--limit" in args
-    jobs._validate("eval", args)  # the real CLI parser accepts them
+
+    def fake_submit(ws, kind, args, after=None):
+        started.append((kind, args, after))
+        return 7 + len(started)
+
+    monkeypatch.setattr(jobs, "submit", fake_submit)
+    models = ensure_shipped_models(workspace)
+    assert set(models) == {"toy-model", "toy-model-sft"}
+    assert start_first_jobs(workspace, models) == [8, 9, 10]
+    (k1, a1, after1), (k2, a2, after2), (k3, a3, after3) = started
+    assert (k1, k2, k3) == ("eval", "synth", "eval") and (after1, after2, after3) == (None, 8, 9)
+    assert a1[a1.index("--steps") + 1] == "2" and "--limit" in a1 and a2[:2] == ["--run-of-job", "8"]
+    assert a3[a3.index("--model") + 1].endswith("toy-model-sft")
+    for kind, args, _ in started:
+        jobs._validate(kind, args)  # the real CLI parser accepts them
     db = workspace.connect()
     db.execute("INSERT INTO jobs (kind, status, argv, created_at, log_path) VALUES ('eval', 'done', '[]', 'x', '')")
-    assert start_first_evaluation(workspace, model) is None
+    assert start_first_jobs(workspace, models) == []
 
 
 def test_default_splits_leave_a_users_own_shapes_dataset_alone(workspace):
