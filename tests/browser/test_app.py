@@ -234,7 +234,8 @@ def test_a_run_made_after_the_app_started_shows_after_a_reload(app_url, browser_
     result = evaluate(workspace, ScriptedGrounder(lambda text, step: '{"bbox_2d": [0, 0, 500, 500]}'), "/late",
                       EvalRequest("shapes", "val", LoopConfig(steps=1), limit=5))
     _open(page, app_url, "Explore")
-    label = f"run {result.run_id}: shapes/val T=1 fixed (done, 5 samples)"
-    page.wait_for_function("(label) => [...document.querySelectorAll('input')].some(e => e.value === label)",
-                           arg=label, timeout=30_000)  # the run dropdown shows the newest run
+    label = [f"run {result.run_id}: scripted on shapes/val", "T=1 fixed (done, 5 samples)"]
+    page.wait_for_function("([head, tail]) => [...document.querySelectorAll('input')].some(e => "
+                           "e.value.startsWith(head) && e.value.endsWith(tail))",
+                           arg=label, timeout=30_000)  # the run dropdown shows the newest run, named by its model
     page.get_by_text("step 0 of 1").wait_for(timeout=30_000)
