@@ -11,7 +11,9 @@
 - ``resume`` starts a new job that continues the old one's run (evaluation) from what was stored.
 - ``submit(..., after=N)`` queues a job behind job N: it starts when N is done (``start_ready``, called by a job
   as it ends, by ``reconcile`` and by the app's timer) and is cancelled, never started, if N fails or is
-  cancelled. ``synth --run-of-job N`` names the run that evaluation job N writes, before it exists.
+  cancelled (``needs_success=False``: it starts however N ends). ``synth --run-of-job N`` names the run that
+  evaluation job N writes, before it exists. ``submit_in_turn`` queues a job that loads a model behind the newest
+  such job still queued or running, so jobs started from two browser tabs take turns on one GPU.
 
 Closing the browser or the terminal loses nothing: the job goes on, and its state is in the database.
 """
@@ -80,7 +82,7 @@ def _validate(kind: str, args: list[str], workspace: Workspace | None = None) ->
 
 
 def submit(workspace: Workspace, kind: str, args: list[str], resumed_from: int | None = None,
-           after: int | None = None) -> int:
+           after: int | None = None, needs_success: bool = True) -> int:
     """Start a background job (or queue it behind job ``after``); return its id. Raises InvalidInputError for
     arguments the CLI would reject, or NotFoundError for an unknown ``after``."""
     argv = _validate(kind, args, workspace)
@@ -89,7 +91,7 @@ def submit(workspace: Workspace, kind: str, args: list[str], resumed_from: int |
     db = workspace.connect()
     try:
         waits = get_job(db, after) if after is not None else None
-        job_id = create_job(db, kind, argv, "", resumed_from, waits_for=after)
+        job_id = create_job(db, kind, argv, "", resumed_from, waits_for=after, needs_success=needs_success)
         log_path = logs / f"{job_id}.log"
         update_job(db, job_id, log_path=str(log_path))
         if kind in TRAINERS and "--out" not in argv:
@@ -97,13 +99,32 @@ def submit(workspace: Workspace, kind: str, args: list[str], resumed_from: int |
             update_job(db, job_id, argv=json.dumps(argv))
         if waits is not None and waits["status"] != "done":
             update_job(db, job_id, message=f"waits for job {after}")
-            if waits["status"] in FINAL:  # already failed or cancelled: this one never starts
+            if waits["status"] in FINAL:  # it has ended already: start or cancel this one now
                 start_ready(workspace)
             return job_id
         _launch(workspace, db, job_id, kind, argv)
         return job_id
     finally:
         db.close()
+
+
+MODEL_JOBS = ("eval", "sft", "grpo")  # the kinds that load a model (synthesis from the app uses no model)
+
+
+def submit_in_turn(workspace: Workspace, kind: str, args: list[str]) -> tuple[int, int | None]:
+    """Submit a job; one that loads a model waits for the newest model-loading job still queued or running
+    (and starts however that one ends). Returns (job id, the job it waits for or None)."""
+    ahead = None
+    if kind in MODEL_JOBS:
+        db = workspace.connect()
+        try:
+            marks = ", ".join("?" * len(MODEL_JOBS))
+            rows = list(db.query(f"SELECT id FROM jobs WHERE kind IN ({marks}) AND status IN ('queued', 'running') "
+                                 "ORDER BY id DESC LIMIT 1", list(MODEL_JOBS)))
+        finally:
+            db.close()
+        ahead = rows[0]["id"] if rows else None
+    return submit(workspace, kind, args, after=ahead, needs_success=False), ahead
 
 
 def _launch(workspace: Workspace, db, job_id: int, kind: str, argv: list[str]) -> None:
@@ -122,10 +143,10 @@ def start_ready(workspace: Workspace) -> list[int]:
     started = []
     try:
         waiting = list(db.query(
-            "SELECT j.id, j.kind, j.argv, w.status AS awaited, w.id AS awaited_id FROM jobs j "
+            "SELECT j.id, j.kind, j.argv, j.needs_success, w.status AS awaited, w.id AS awaited_id FROM jobs j "
             "JOIN jobs w ON w.id = j.waits_for WHERE j.status = 'queued' AND j.pid IS NULL"))
         for job in waiting:
-            if job["awaited"] == "done":
+            if job["awaited"] == "done" or (job["awaited"] in FINAL and not job["needs_success"]):
                 claimed = db.execute("UPDATE jobs SET pid = -1 WHERE id = ? AND pid IS NULL", [job["id"]]).rowcount
                 if claimed:  # another process may have claimed it a moment earlier
                     _launch(workspace, db, job["id"], job["kind"], json.loads(job["argv"]))
@@ -201,7 +222,9 @@ def cancel(workspace: Workspace, job_id: int) -> str:
                 os.killpg(job["pid"], signal.SIGTERM)
             except ProcessLookupError:
                 pass
-            return "cancelling"
+            if job["status"] == "running":
+                return "cancelling"  # the job stops after the batch in flight and marks itself cancelled
+            # started a moment ago and not reporting yet: SIGTERM ends it before it can say so itself
         update_job(db, job_id, status="cancelled", finished_at=now(), message="cancelled before it ran")
         return "cancelled"
     finally:

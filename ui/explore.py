@@ -182,10 +182,11 @@ def build(ctx: AppContext) -> list:
         try:
             args = jobs.eval_job_args(get_model(ctx.db(), int(model_id)), dataset, split_name, int(steps), stop,
                                       int(limit) if limit else None)
-            job_id = jobs.submit(ctx.workspace, "eval", args)
+            job_id, ahead = jobs.submit_in_turn(ctx.workspace, "eval", args)
         except IVTError as exc:
             return f"**Not started:** {exc}"
-        return f"Started evaluation job {job_id}; follow it on the Overview tab, then press Refresh runs."
+        when = f"queued behind job {ahead} (one model job at a time)" if ahead else "started"
+        return f"Evaluation job {job_id} {when}; follow it on the Overview tab, then press Refresh runs."
 
     eval_btn.click(start_eval, [eval_model, eval_split, eval_steps, eval_stop, eval_limit], eval_note)
 

@@ -6,6 +6,7 @@ import gradio as gr
 import pandas as pd
 from PIL import Image
 
+from ivt_core import jobs as ivt_jobs
 from ivt_core.data.sample import load_image
 from ivt_core.render import RenderStyle, render_box
 from ivt_core.store.models import list_models
@@ -74,7 +75,11 @@ def build(ctx: AppContext) -> None:
     runs = gr.Dataframe(value=lambda: runs_frame(ctx), label="Runs", interactive=False)
     jobs = gr.Dataframe(value=lambda: jobs_frame(ctx), label="Jobs (updated every few seconds)", interactive=False,
                         elem_id="overview-jobs")
-    gr.Timer(3.0).tick(lambda: (runs_frame(ctx), jobs_frame(ctx)), None, [runs, jobs], show_progress="hidden")
+    def tick():
+        ivt_jobs.start_ready(ctx.workspace)  # a queued job whose awaited job ended without starting it
+        return runs_frame(ctx), jobs_frame(ctx)
+
+    gr.Timer(3.0).tick(tick, None, [runs, jobs], show_progress="hidden")
     with gr.Row():
         with gr.Column(scale=1):
             choices = split_choices(ctx)

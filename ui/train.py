@@ -160,10 +160,12 @@ def build(ctx: AppContext) -> list:
     def submit(*values):
         try:
             knd, args = form_args(*values)
-            job_id = jobs.submit(ctx.workspace, knd, args)
+            job_id, ahead = jobs.submit_in_turn(ctx.workspace, knd, args)
         except IVTError as exc:
             return f"**Not started:** {exc}", gr.update()
-        return f"Started job {job_id}.", gr.update(choices=job_choices(ctx), value=job_id)
+        note = (f"Job {job_id} queued: it starts when job {ahead} ends (one model job at a time)." if ahead
+                else f"Started job {job_id}.")
+        return note, gr.update(choices=job_choices(ctx), value=job_id)
 
     def poll(job_id):
         return (job_status(ctx, job_id), curves(ctx, job_id),

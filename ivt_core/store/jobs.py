@@ -14,11 +14,11 @@ FINAL = ("done", "failed", "cancelled", "interrupted")
 
 
 def create_job(db: Database, kind: str, argv: list[str], log_path: str, resumed_from: int | None = None,
-               waits_for: int | None = None) -> int:
+               waits_for: int | None = None, needs_success: bool = True) -> int:
     cursor = db.execute(
-        "INSERT INTO jobs (kind, status, argv, created_at, log_path, resumed_from, waits_for) "
-        "VALUES (?, 'queued', ?, ?, ?, ?, ?)",
-        [kind, json.dumps(argv), now(), log_path, resumed_from, waits_for],
+        "INSERT INTO jobs (kind, status, argv, created_at, log_path, resumed_from, waits_for, needs_success) "
+        "VALUES (?, 'queued', ?, ?, ?, ?, ?, ?)",
+        [kind, json.dumps(argv), now(), log_path, resumed_from, waits_for, int(needs_success)],
     )
     return cursor.lastrowid
 

@@ -195,7 +195,8 @@ MIGRATIONS: list[tuple[str, str]] = [
     (
         "0005_job_chains",
         """
-        ALTER TABLE jobs ADD COLUMN waits_for INTEGER REFERENCES jobs(id)
+        ALTER TABLE jobs ADD COLUMN waits_for INTEGER REFERENCES jobs(id);
+        ALTER TABLE jobs ADD COLUMN needs_success INTEGER NOT NULL DEFAULT 1
         """,
     ),
 ]

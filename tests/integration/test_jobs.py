@@ -1,5 +1,6 @@
 """Evaluation as a background job: progress in the store, cancel, resume, reconcile, refused arguments."""
 
+import os
 import time
 
 import pytest
@@ -135,3 +136,28 @@ def test_synthesis_from_a_job_that_wrote_no_run_says_so(workspace, capsys):
     job = create_job(db, "eval", ["eval"], "x.log")
     assert main(["synth", "--workspace", str(workspace.root), "--run-of-job", str(job)]) != 0
     assert f"job {job} wrote no run" in capsys.readouterr().err
+
+
+def test_model_jobs_take_turns_and_a_turn_starts_however_the_one_ahead_ends(workspace):
+    from ivt_core.jobs import start_ready, submit_in_turn
+
+    db = workspace.connect()
+    running = create_job(db, "eval", ["--steps", "0"], "x.log")
+    db.execute("UPDATE jobs SET status = 'running', pid = ? WHERE id = ?", [os.getpid(), running])
+    args = ["--dataset", "shapes", "--split", "val", "--steps", "0", "--limit", "1"]
+    second, ahead = submit_in_turn(workspace, "eval", args)
+    assert ahead == running and get_job(db, second)["pid"] is None
+    third, ahead = submit_in_turn(workspace, "eval", args)
+    assert ahead == second  # behind the newest model job, queued or running
+    synth, ahead = submit_in_turn(workspace, "synth", ["--run", "1"])
+    assert ahead is None  # synthesis from the app loads no model: it does not wait
+    cancel(workspace, synth)
+    db.execute("UPDATE jobs SET status = 'failed' WHERE id = ?", [running])
+    assert start_ready(workspace) == [second]  # started although the job ahead failed
+    assert get_job(db, third)["status"] == "queued"
+    cancel(workspace, second)
+    _wait(workspace, second, {"cancelled", "failed", "done"})
+    start_ready(workspace)
+    assert get_job(db, third)["pid"] is not None
+    cancel(workspace, third)
+    _wait(workspace, third, {"cancelled", "failed", "done"})
