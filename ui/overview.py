@@ -33,9 +33,11 @@ def models_frame(ctx: AppContext) -> pd.DataFrame:
 
 def runs_frame(ctx: AppContext) -> pd.DataFrame:
     rows = []
+    names = {m["id"]: m["name"] for m in list_models(ctx.db())}
     for run in list_runs(ctx.db()):
         m = run["metrics"] or {}
-        row = {"run": run["id"], "data": f"{run['dataset']}/{run['split']}", "T": run["steps"],
+        row = {"run": run["id"], "model": names.get(run["model_id"], "?"), "data": f"{run['dataset']}/{run['split']}",
+               "T": run["steps"],
                "policy": run["policy"], "n": run["n_samples"], "status": run["status"]}
         if m:
             row.update({"step-0 Acc@0.5": round(m["step0"]["acc@0.5"], 3),
