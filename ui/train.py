@@ -34,6 +34,16 @@ def split_choices(ctx: AppContext) -> list[str]:
     return [f"{d['name']}/{s}" for d in list_datasets(ctx.db()) for s in sorted(d["splits"])]
 
 
+def training_split(splits: list[str]) -> str | None:
+    """The split GRPO draws prompts from by default: a train split, else a val split; a test split never (the
+    numbers reported on it would no longer be held out), unless it is all there is."""
+    for suffix in ("/train", "/val"):
+        found = next((s for s in splits if s.endswith(suffix)), None)
+        if found:
+            return found
+    return next((s for s in splits if not s.endswith("/test")), splits[0] if splits else None)
+
+
 def job_choices(ctx: AppContext) -> list[tuple[str, int]]:
     """Labels without the status: a dropdown's labels are not refreshed by the timer, the status line is."""
     return [(f"job {j['id']}: {j['kind']}, {str(j['created_at'])[:16].replace('T', ' ')}", j["id"])
@@ -114,8 +124,7 @@ def build(ctx: AppContext) -> list:
                 beta = gr.Number(0.04, label="KL beta (GRPO)")
                 reward = gr.Dropdown(list(REWARDS), value="final_iou_format", label="Reward (GRPO)")
             with gr.Row():
-                prompts_split = gr.Dropdown(splits, value="shapes/train" if "shapes/train" in splits else
-                                            (splits[0] if splits else None), label="GRPO prompts from")
+                prompts_split = gr.Dropdown(splits, value=training_split(splits), label="GRPO prompts from")
                 gpus = gr.Number(1, label="GPUs", precision=0, minimum=1)
             command = gr.Code(label="The exact command the job will run", language="shell", interactive=False)
             with gr.Row():
