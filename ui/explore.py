@@ -138,8 +138,10 @@ def build(ctx: AppContext) -> list:
     choices = run_choices(ctx)
     run = gr.Dropdown(choices=choices, value=choices[0][1] if choices else None, label="Run")
     with gr.Row():
-        table = gr.Dataframe(label="Run metrics", interactive=False)
-        curve = gr.Plot(label="IoU by step")
+        with gr.Column(scale=3):  # eight metric columns: wider than the curve
+            table = gr.Dataframe(label="Run metrics", interactive=False)
+        with gr.Column(scale=2):
+            curve = gr.Plot(label="IoU by step")
     with gr.Row():
         outcome = gr.Dropdown(["all", *OUTCOMES], value="all", label="Outcome")
         source = gr.Dropdown(["all"], value="all", label="Source")
