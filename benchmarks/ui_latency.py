@@ -5,10 +5,10 @@
 
 Two kinds of figures:
 
-- server side (the handler alone, no network, no drawing): Explore's ``show_step`` (image with the step's box,
-  text, IoU curve) over every step of a toy-model run (evaluated here, T=2, on the CPU), and the Traces tab's
-  first view, next trace, counts, full-text search and approve-and-advance with ``--traces`` traces in the store
-  (copies of synthesized ones);
+- server side (the handler alone, no network, no drawing): Explore's step move (``step_content``: the image with
+  the step's box and the step's text; the curve's marker moves in the browser) over every step of a toy-model
+  run (evaluated here, T=2, on the CPU), and the Traces tab's first view, next trace, counts, full-text search
+  and approve-and-advance with ``--traces`` traces in the store (copies of synthesized ones);
 - end to end in the browser (unless ``--no-browser``): the real app (``app.py``) on that workspace, driven by
   Playwright through headless Chromium. A slider move is timed in the page, from the arrow key's keydown event
   to the first animation frame that shows all three of the new step's image, text and IoU-curve step marker
@@ -190,9 +190,9 @@ def main(argv: list[str] | None = None) -> int:
         samples = [r["sample_id"] for r in explore.sample_rows(ctx.db(), run.run_id)]
 
         def slider(i):
-            explore.show_step(ctx, run.run_id, samples[i % len(samples)], i % 3, True, True)
+            explore.step_content(ctx, run.run_id, samples[i % len(samples)], i % 3, True, True)
 
-        results["explore: slider move (image + text + curve)"] = timed(slider, args.repeat)
+        results["explore: slider move (image + text)"] = timed(slider, args.repeat)
         stored = fill_traces(workspace, run.run_id, args.traces)
         print(f"{stored:,} traces stored", file=sys.stderr)
         filters = queue_filters("pending")
@@ -217,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.no_browser:
             shown = []  # what Explore shows first: the worst sample, history off, ground truth on
             for step in range(3):
-                image = explore.show_step(ctx, run.run_id, samples[0], step, False, True)[0]
+                image = explore.step_content(ctx, run.run_id, samples[0], step, False, True)[0]
                 buffer = io.BytesIO()
                 image.save(buffer, format="PNG")
                 shown.append(buffer.getvalue())

@@ -110,13 +110,15 @@ def source_choices(ctx: AppContext, run_id) -> dict:
     return gr.update(choices=["all", *sources], value="all")
 
 
-def show_step(ctx: AppContext, run_id, sample_id, step, history, ground_truth):
+def step_content(ctx: AppContext, run_id, sample_id, step, history, ground_truth):
+    """What a step move changes: the image with that step's box, and the step's text. Returns (image, text,
+    info); info is None when nothing could be shown."""
     if not run_id or not sample_id:
-        return None, "Pick a run and a sample.", None, gr.update()
+        return None, "Pick a run and a sample.", None
     try:
         image, info = step_view(ctx.workspace, ctx.db(), run_id, sample_id, int(step), history, ground_truth)
     except IVTError as exc:
-        return None, f"**{exc}**", None, gr.update()
+        return None, f"**{exc}**", None
     scale = DISPLAY_SIDE / max(image.size)
     if scale > 1:
         image = image.resize((round(image.width * scale), round(image.height * scale)), Image.NEAREST)
@@ -124,11 +126,18 @@ def show_step(ctx: AppContext, run_id, sample_id, step, history, ground_truth):
     text = (f"**{info['expression']}** · step {info['step']} of {info['steps'] - 1} · IoU **{info['iou']:.3f}** · "
             f"box {box}" + (f" · unreadable: {info['parse_failure']}" if not info["parse_ok"] else "")
             + f"\n\n**Reasoning:** {info['reasoning'] or '(none)'}\n\n**Raw answer:**\n```\n{info['raw_text']}\n```")
+    return image, text, info
+
+
+def show_step(ctx: AppContext, run_id, sample_id, step, history, ground_truth):
+    """A sample's whole view: image and text of the step, the sample's IoU curve, and the slider's range."""
+    image, text, info = step_content(ctx, run_id, sample_id, step, history, ground_truth)
+    if info is None:
+        return image, text, None, gr.update()
     ious = info["ious"]
     fig = go.Figure(go.Scatter(x=list(range(len(ious))), y=ious, mode="lines+markers", name="IoU"))
     fig.update_layout(title="This sample's IoU per step (dotted line: the step shown)", yaxis_range=[0, 1],
-                      xaxis={"dtick": 1}, height=260,
-                      margin={"t": 40, "b": 30})
+                      xaxis={"dtick": 1}, height=260, margin={"t": 40, "b": 30})
     return image, text, fig, gr.update(maximum=max(1, info["steps"] - 1))
 
 
@@ -206,7 +215,7 @@ def build(ctx: AppContext) -> list:
     # render, never inference) and moves the curve's step marker in the browser: the curve itself depends only
     # on the sample, and redrawing it from the server doubled a move's time (docs/LOG.md, ui_latency).
     for trigger in (step.change, history.change, truth.change):
-        trigger(lambda *a: show_step(ctx, *a)[:2], view_inputs, view_outputs[:2], show_progress="hidden",
+        trigger(lambda *a: step_content(ctx, *a)[:2], view_inputs, view_outputs[:2], show_progress="hidden",
                 queue=False)
     step.change(None, step, None, js=MOVE_MARKER)
     sample_curve.change(None, step, None, js=MOVE_MARKER)
