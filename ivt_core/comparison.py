@@ -12,7 +12,7 @@ from PIL import Image
 from sqlite_utils import Database
 
 from ivt_core.errors import InvalidInputError
-from ivt_core.explore import iou_curve, step_view
+from ivt_core.explore import step_view
 from ivt_core.metrics import OUTCOME_BAND
 from ivt_core.workspace import Workspace
 
@@ -59,7 +59,6 @@ def side_by_side(workspace: Workspace, db: Database, run_ids: list[int], sample_
     (it stopped earlier, or ran fewer steps) shows its last step, and its info says so (``shown_step``)."""
     views = []
     for rid in run_ids:
-        shown = min(max(0, int(step)), len(iou_curve(db, rid, sample_id)) - 1)
-        image, info = step_view(workspace, db, rid, sample_id, shown, history, ground_truth)
-        views.append((image, {**info, "run_id": rid, "asked_step": int(step), "shown_step": shown}))
+        image, info = step_view(workspace, db, rid, sample_id, int(step), history, ground_truth, clamp=True)
+        views.append((image, {**info, "run_id": rid, "asked_step": int(step), "shown_step": info["step"]}))
     return views

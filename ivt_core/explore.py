@@ -92,12 +92,15 @@ def iou_curve(db: Database, run_id: int, sample_id: str) -> list[float]:
 
 
 def step_view(workspace: Workspace, db: Database, run_id: int, sample_id: str, step: int, history: bool = False,
-              ground_truth: bool = True) -> tuple[Image.Image, dict]:
+              ground_truth: bool = True, clamp: bool = False) -> tuple[Image.Image, dict]:
     """The image with step ``step``'s box drawn, and that step's texts and numbers.
 
-    Raises NotFoundError for an unknown run/sample and InvalidInputError for a step the trajectory lacks.
+    Raises NotFoundError for an unknown run/sample and InvalidInputError for a step the trajectory lacks (with
+    ``clamp``, a step past either end shows the nearest one instead; ``info["step"]`` says which).
     """
     rows = _steps(db, run_id, sample_id)
+    if clamp:
+        step = min(max(0, step), len(rows) - 1)
     if not 0 <= step < len(rows):
         raise InvalidInputError(f"sample {sample_id} has steps 0..{len(rows) - 1}, not {step}")
     sample = get_sample(db, sample_id)
