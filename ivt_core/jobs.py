@@ -29,6 +29,8 @@ import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from sqlite_utils import Database
+
 from ivt_core.errors import InvalidInputError
 from ivt_core.store import ThreadConnections
 from ivt_core.store.jobs import ACTIVE, FINAL, add_metric, create_job, get_job, update_job
@@ -136,10 +138,12 @@ def _launch(workspace: Workspace, db, job_id: int, kind: str, argv: list[str]) -
     update_job(db, job_id, pid=process.pid, message="")
 
 
-def start_ready(workspace: Workspace) -> list[int]:
+def start_ready(workspace: Workspace, db: Database | None = None) -> list[int]:
     """Start the queued jobs whose awaited job is done; cancel those whose awaited job ended otherwise.
-    Returns the ids started. Safe to call often and from several processes (a job starts once)."""
-    db = workspace.connect()
+    Returns the ids started. Safe to call often and from several processes (a job starts once). ``db``: a
+    connection to use (the app's timer passes its own), else one is opened for the call."""
+    own = db is None
+    db = workspace.connect() if own else db
     started = []
     try:
         waiting = list(db.query(
@@ -156,7 +160,8 @@ def start_ready(workspace: Workspace) -> list[int]:
                            message=f"not started: job {job['awaited_id']} ended {job['awaited']}")
         return started
     finally:
-        db.close()
+        if own:
+            db.close()
 
 
 def job_command(workspace: Workspace, kind: str, argv: list[str], job_id: int | str) -> list[str]:

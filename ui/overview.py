@@ -78,7 +78,7 @@ def build(ctx: AppContext) -> None:
     jobs = gr.Dataframe(value=lambda: jobs_frame(ctx), label="Jobs (updated every few seconds)", interactive=False,
                         elem_id="overview-jobs")
     def tick():
-        ivt_jobs.start_ready(ctx.workspace)  # a queued job whose awaited job ended without starting it
+        ivt_jobs.start_ready(ctx.workspace, ctx.db())  # a queued job whose awaited job ended without starting it
         return runs_frame(ctx), jobs_frame(ctx)
 
     gr.Timer(3.0).tick(tick, None, [runs, jobs], show_progress="hidden")
