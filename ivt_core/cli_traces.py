@@ -10,15 +10,16 @@ import sys
 def run_of_job(workspace, job_id: int) -> int:
     """The run an evaluation job wrote. Raises NotFoundError when it wrote none."""
     from ivt_core.errors import NotFoundError
+    from ivt_core.store.runs import run_of_job as stored_run
 
     db = workspace.connect()
     try:
-        rows = list(db.query("SELECT id FROM runs WHERE job_id = ? ORDER BY id DESC LIMIT 1", [job_id]))
+        run_id = stored_run(db, job_id)
     finally:
         db.close()
-    if not rows:
+    if run_id is None:
         raise NotFoundError(f"job {job_id} wrote no run; `ivt jobs show {job_id}` says what it did")
-    return rows[0]["id"]
+    return run_id
 
 
 def cmd_synth(args: argparse.Namespace) -> int:

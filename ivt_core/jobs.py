@@ -34,6 +34,7 @@ from sqlite_utils import Database
 from ivt_core.errors import InvalidInputError
 from ivt_core.store import ThreadConnections
 from ivt_core.store.jobs import ACTIVE, FINAL, add_metric, create_job, get_job, update_job
+from ivt_core.store.runs import run_of_job
 from ivt_core.store.samples import now
 from ivt_core.workspace import Workspace
 
@@ -263,7 +264,7 @@ def resume(workspace: Workspace, job_id: int) -> int:
     db = workspace.connect()
     try:
         job = get_job(db, job_id)
-        run = list(db.query("SELECT id, status FROM runs WHERE job_id = ?", [job_id]))
+        run_id = run_of_job(db, job_id)
     finally:
         db.close()
     if job["status"] in ACTIVE:
@@ -271,8 +272,8 @@ def resume(workspace: Workspace, job_id: int) -> int:
     if job["status"] == "done":
         raise InvalidInputError(f"job {job_id} finished; nothing to resume")
     args = list(job["argv"])
-    if run:
-        args = without_options(args, valued=("--resume-run",)) + ["--resume-run", str(run[0]["id"])]
+    if run_id is not None:
+        args = without_options(args, valued=("--resume-run",)) + ["--resume-run", str(run_id)]
     return submit(workspace, job["kind"], args, resumed_from=job_id)
 
 

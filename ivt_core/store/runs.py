@@ -104,6 +104,12 @@ def get_run(db: Database, run_id: int) -> dict:
     return _decode_run(rows[0])
 
 
+def run_of_job(db: Database, job_id: int) -> int | None:
+    """The run an evaluation job wrote (its newest), or None."""
+    rows = list(db.query("SELECT id FROM runs WHERE job_id = ? ORDER BY id DESC LIMIT 1", [job_id]))
+    return rows[0]["id"] if rows else None
+
+
 def list_runs(db: Database) -> list[dict]:
     return [_decode_run(r) for r in db.query("SELECT * FROM runs ORDER BY id DESC")]
 
