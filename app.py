@@ -21,6 +21,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--workspace", default=None, help="workspace folder (default: $IVT_WORKSPACE or ./workspace)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (non-loopback needs --auth)")
     parser.add_argument("--port", type=int, default=7860)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log diagnostics (jobs started, migrations)")
     parser.add_argument("--auth", default=None, help="USER:PASS required to open the app")
     parser.add_argument("--no-first-eval", action="store_true",
                         help="do not start the first evaluations and trace synthesis on a fresh workspace")
@@ -53,14 +54,16 @@ def main(argv: list[str] | None = None) -> int:
     auth = check_serving(args.host, args.auth)
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from ivt_core import jobs
-    from ivt_core.bootstrap import ensure_default_data, ensure_shipped_models, start_first_jobs
+    from ivt_core import jobs, logs
+    from ivt_core.bootstrap import ensure_default_data, ensure_shipped_models
     from ivt_core.errors import IVTError
+    from ivt_core.first_start import start_first_jobs
     from ivt_core.workspace import Workspace
     from ui import box_drag, keys
     from ui.app import create_app
     from ui.context import AppContext
 
+    logs.setup(args.verbose)
     try:
         workspace = Workspace.open(args.workspace)
         written = ensure_default_data(workspace)

@@ -2,8 +2,8 @@
 
 Two models ship in ``assets/``: ``toy-model`` (single-shot grounding, trained from scratch) and
 ``toy-model-sft`` (the same after corrective SFT on its own mistakes), so that a fresh workspace can compare a
-base model and a fine-tuned one, as users do with real checkpoints. On first start ``start_first_jobs`` queues
-an evaluation of each and a trace synthesis from the base model's run.
+base model and a fine-tuned one, as users do with real checkpoints. What a fresh workspace runs on first start
+is the app's policy, in ``ivt_core.first_start``.
 """
 
 from __future__ import annotations
@@ -76,29 +76,3 @@ def ensure_default_data(workspace: Workspace, seed: int = 0) -> dict[str, int]:
         if not have.get(split):
             written[split] = write_shapes_split(workspace, split, n, seed)
     return written
-
-
-FIRST_EVAL = {"dataset": "shapes", "split": "val", "steps": 2, "limit": 100}
-FIRST_SYNTH = ["--steps", "2", "--include-zero", "--keep-ratio", "0.2"]
-
-
-def start_first_jobs(workspace: Workspace, models: dict[str, int]) -> list[int]:
-    """On a workspace that has never run anything, give every tab something real to show: an evaluation of the
-    toy model (Explore), traces synthesized from its mistakes (Traces), and an evaluation of each other shipped
-    model on the same samples (Compare), queued one after the other so a laptop is not asked to do two at once.
-    Returns the job ids, or [] when the workspace already has runs or jobs."""
-    from ivt_core import jobs
-    from ivt_core.store.models import get_model
-
-    db = workspace.connect()
-    try:
-        if db["runs"].count or db["jobs"].count:
-            return []
-        rows = {name: get_model(db, model_id) for name, model_id in models.items()}
-    finally:
-        db.close()
-    first = jobs.submit(workspace, "eval", jobs.eval_job_args(rows.pop("toy-model"), **FIRST_EVAL))
-    started = [first, jobs.submit(workspace, "synth", ["--run-of-job", str(first), *FIRST_SYNTH], after=first)]
-    for row in rows.values():
-        started.append(jobs.submit(workspace, "eval", jobs.eval_job_args(row, **FIRST_EVAL), after=started[-1]))
-    return started

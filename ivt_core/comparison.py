@@ -14,6 +14,7 @@ from sqlite_utils import Database
 from ivt_core.errors import InvalidInputError
 from ivt_core.explore import step_view
 from ivt_core.metrics import OUTCOME_BAND
+from ivt_core.store.views import final_ious
 from ivt_core.workspace import Workspace
 
 SHOWS = ("all", "wins", "losses", "ties")
@@ -31,10 +32,8 @@ def per_sample(db: Database, run_ids: list[int], show: str = "all", limit: int =
         raise InvalidInputError("compare takes two or three runs")
     if show not in SHOWS:
         raise InvalidInputError(f"show must be one of {', '.join(SHOWS)}, not {show!r}")
-    marks = ", ".join("?" * len(run_ids))
     found: dict[str, dict] = {}
-    for r in db.query(f"SELECT t.run_id, t.sample_id, t.step0_iou, t.final_iou, s.expression FROM trajectories t "
-                      f"JOIN samples s ON s.id = t.sample_id WHERE t.run_id IN ({marks})", list(run_ids)):
+    for r in final_ious(db, run_ids):
         row = found.setdefault(r["sample_id"], {"sample_id": r["sample_id"], "expression": r["expression"]})
         row[f"step0 {r['run_id']}"], row[f"final {r['run_id']}"] = r["step0_iou"], r["final_iou"]
     base, others = run_ids[0], run_ids[1:]

@@ -16,3 +16,8 @@ class NotFoundError(IVTError):
 
 class InvalidInputError(IVTError):
     """An input exists but cannot be used as given (bad value, corrupt file, wrong kind of folder)."""
+
+
+class JobCancelled(Exception):
+    """Raised in a job's main thread when it receives SIGTERM (``jobs.cancel``): the job stops after the batch
+    in flight, keeps what it wrote and marks itself cancelled. Not a user error."""

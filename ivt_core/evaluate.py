@@ -109,7 +109,7 @@ def evaluate(
     the samples at positions i, i+n, ... and leaves the run's status and metrics to the process that started
     it (``parallel_eval``); its metrics are those of its share.
     """
-    from ivt_core.jobs import JobCancelled
+    from ivt_core.errors import JobCancelled
 
     samples = samples if samples is not None else load_eval_samples(workspace, request)
     loader = lambda s: load_image(workspace.resolve(s.image_path))  # noqa: E731

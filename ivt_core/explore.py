@@ -16,31 +16,8 @@ from ivt_core.data.sample import load_image
 from ivt_core.errors import InvalidInputError, NotFoundError
 from ivt_core.render import RenderStyle, render_box
 from ivt_core.store.samples import get_sample
+from ivt_core.store.views import count_trajectory_rows, trajectory_rows, trajectory_steps
 from ivt_core.workspace import Workspace
-
-
-def _where(run_id: int, outcome: str | None, parse_failures: bool, search: str | None, source: str | None,
-           iou_band: tuple[float, float] | None) -> tuple[str, list]:
-    sql = " FROM trajectories t JOIN samples s ON s.id = t.sample_id WHERE t.run_id = ?"
-    params: list = [run_id]
-    if outcome:
-        sql += " AND t.outcome = ?"
-        params.append(outcome)
-    if parse_failures:
-        sql += " AND EXISTS (SELECT 1 FROM steps x WHERE x.trajectory_id = t.id AND x.parse_ok = 0)"
-    if search:
-        sql += " AND s.expression LIKE ?"
-        params.append(f"%{search}%")
-    if source:
-        sql += " AND s.source = ?"
-        params.append(source)
-    if iou_band is not None:
-        low, high = iou_band
-        if not 0 <= low <= high <= 1:
-            raise InvalidInputError(f"the IoU band must satisfy 0 <= from <= to <= 1, got {low} .. {high}")
-        sql += " AND t.final_iou BETWEEN ? AND ?"
-        params += [low, high]
-    return sql, params
 
 
 def sample_rows(db: Database, run_id: int, outcome: str | None = None, parse_failures: bool = False,
@@ -52,32 +29,18 @@ def sample_rows(db: Database, run_id: int, outcome: str | None = None, parse_fai
     (datasets mixed from several), and a band of final-step IoU (inclusive). Raises InvalidInputError for a band
     outside 0..1 or reversed.
     """
-    where, params = _where(run_id, outcome, parse_failures, search, source, iou_band)
-    sql = ("SELECT t.sample_id, s.expression, s.source, t.step0_iou, t.final_iou, t.oracle_iou, t.outcome, "
-           "t.stop_step, (SELECT COUNT(*) FROM steps x WHERE x.trajectory_id = t.id AND x.parse_ok = 0) AS failures"
-           + where + " ORDER BY t.final_iou, t.step0_iou, t.sample_id LIMIT ?")
-    return list(db.query(sql, [*params, limit]))
+    return trajectory_rows(db, run_id, outcome, parse_failures, search, limit, source, iou_band)
 
 
 def count_rows(db: Database, run_id: int, outcome: str | None = None, parse_failures: bool = False,
                search: str | None = None, source: str | None = None,
                iou_band: tuple[float, float] | None = None) -> int:
     """How many trajectories ``sample_rows`` would list without its limit."""
-    where, params = _where(run_id, outcome, parse_failures, search, source, iou_band)
-    return next(db.query("SELECT COUNT(*) AS n" + where, params))["n"]
-
-
-def run_sources(db: Database, run_id: int) -> list[str]:
-    """The distinct sources of a run's samples (one for most datasets, several for mixed ones)."""
-    return [r["source"] for r in db.query(
-        "SELECT DISTINCT s.source FROM trajectories t JOIN samples s ON s.id = t.sample_id WHERE t.run_id = ? "
-        "ORDER BY s.source", [run_id])]
+    return count_trajectory_rows(db, run_id, outcome, parse_failures, search, source, iou_band)
 
 
 def _steps(db: Database, run_id: int, sample_id: str) -> list[dict]:
-    rows = list(db.query(
-        "SELECT x.* FROM steps x JOIN trajectories t ON t.id = x.trajectory_id WHERE t.run_id = ? AND "
-        "t.sample_id = ? ORDER BY x.step", [run_id, sample_id]))
+    rows = trajectory_steps(db, run_id, sample_id)
     if not rows:
         raise NotFoundError(f"run {run_id} has no trajectory for sample {sample_id!r}")
     return rows

@@ -1,14 +1,17 @@
 """Background jobs: long work runs as a subprocess whose state lives in SQLite.
 
-- ``submit`` starts ``python -m ivt_core.cli <command> ... --job-id N`` in its own process group, from an
-  argument list (never a shell), with its output in ``jobs/N.log`` inside the workspace. Only commands listed in
-  ``JOB_COMMANDS`` can run as jobs, and their arguments are parsed by the real CLI parser before anything
-  starts, so a job can never be an arbitrary command.
+- ``submit(workspace, kind, config)`` takes a checked config (``ivt_core.config``: ``EvalConfig``,
+  ``SynthConfig``, ``SFTConfig``, ``GRPOConfig``), stores it as JSON in the job row and starts
+  ``python -m <program> --workspace W --job-id N`` in its own process group, from an argument list (never a
+  shell), with its output in ``jobs/N.log`` inside the workspace. The program reads its settings from the row.
+  Only the kinds in ``JOB_PROGRAMS`` can run, and a config is checked (``preflight``) before anything starts,
+  so a job can never be an arbitrary command. The row's ``argv`` is the equivalent command line, for people.
 - The child reports through ``JobReporter``: running + pid, a heartbeat every few seconds, progress, metrics, and
   the end state. SIGTERM (``cancel``) becomes ``JobCancelled`` in the child, which stops after the batch in
   flight, keeps what it wrote and marks itself cancelled.
 - ``reconcile`` (run when the app or the CLI starts) marks jobs and runs whose process is gone as interrupted.
-- ``resume`` starts a new job that continues the old one's run (evaluation) from what was stored.
+- ``resume`` submits the stored config again: an evaluation continues the old job's run, a trainer its
+  checkpoint (the same output folder).
 - ``submit(..., after=N)`` queues a job behind job N: it starts when N is done (``start_ready``, called by a job
   as it ends, by ``reconcile`` and by the app's timer) and is cancelled, never started, if N fails or is
   cancelled (``needs_success=False``: it starts however N ends). ``synth --run-of-job N`` names the run that
@@ -20,6 +23,7 @@ Closing the browser or the terminal loses nothing: the job goes on, and its stat
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -31,112 +35,146 @@ from pathlib import Path
 
 from sqlite_utils import Database
 
-from ivt_core.errors import InvalidInputError
+from ivt_core import logs
+from ivt_core.config import job_config_class
+from ivt_core.config.flags import config_to_argv, parse_config
+from ivt_core.config.settings import from_stored, stored
+from ivt_core.errors import InvalidInputError, JobCancelled
 from ivt_core.store import ThreadConnections
-from ivt_core.store.jobs import ACTIVE, FINAL, add_metric, create_job, get_job, update_job
-from ivt_core.store.runs import run_of_job
+from ivt_core.store.jobs import (
+    ACTIVE,
+    FINAL,
+    add_metric,
+    claim_job,
+    create_job,
+    get_job,
+    newest_active_job,
+    unfinished_jobs,
+    update_job,
+    waiting_jobs,
+)
+from ivt_core.store.runs import link_run_to_job, run_of_job, running_runs, set_run_status
 from ivt_core.store.samples import now
 from ivt_core.workspace import Workspace
 
-# kind -> what follows `python` on the command line. Only these can run as jobs.
-JOB_COMMANDS = {
+# kind -> the program a job runs (``python -m ...``) and the command a person would type for the same work.
+# The trainers are named, never imported: ``ivt_core`` does not depend on ``training``.
+JOB_PROGRAMS = {
     "eval": ["-m", "ivt_core.cli", "eval"],
     "synth": ["-m", "ivt_core.cli", "synth"],
     "sft": ["-m", "training.sft"],
     "grpo": ["-m", "training.grpo"],
 }
+COMMANDS = {"eval": ["ivt", "eval"], "synth": ["ivt", "synth"], "sft": ["ivt", "train", "sft"],
+            "grpo": ["ivt", "train", "grpo"]}
 TRAINERS = ("sft", "grpo")
 HEARTBEAT_S = 5.0
 STALE_AFTER_S = 60.0
 ROOT = Path(__file__).resolve().parent.parent
+log = logs.get(__name__)
+RUNNER_SET = ("workspace", "job_id")  # trainer settings the runner gives on the command line, not the user
 
 
-class JobCancelled(Exception):
-    """Raised in a job's main thread when it receives SIGTERM."""
-
-
-def _validate(kind: str, args: list[str], workspace: Workspace | None = None) -> list[str]:
-    """Parse ``args`` exactly as the job's program will, before anything starts. Returns the stored argv."""
-    if kind not in JOB_COMMANDS:
-        raise InvalidInputError(f"unknown job kind {kind!r}; jobs can be: {', '.join(JOB_COMMANDS)}")
-    if any(not isinstance(a, str) for a in args):
-        raise InvalidInputError("job arguments must be strings")
-    banned = {"--workspace", "--job-id", "--job"} & set(args)
-    if banned:
-        raise InvalidInputError(f"job arguments may not set {', '.join(sorted(banned))}")
+def checked_config(workspace: Workspace, kind: str, config):
+    """A copy of ``config`` checked for a ``kind`` job in ``workspace`` (``preflight``). Raises InvalidInputError
+    (or NotFoundError) saying what to fix."""
+    cls = job_config_class(kind)
+    if not isinstance(config, cls):
+        raise InvalidInputError(f"a {kind} job takes a {cls.__name__}, not {type(config).__name__}")
+    config = dataclasses.replace(config)
     if kind in TRAINERS:
-        import importlib
-
-        # the trainers' own config parser and checks (the CLI front door may reach training; the engine never)
-        module = importlib.import_module(f"training.{kind}")
-        try:
-            cfg = module.config_from_args([*args, "--workspace", str(workspace.root)] if workspace else args)
-            module.preflight(cfg)
-        except SystemExit as exc:
-            raise InvalidInputError(f"invalid {kind} arguments: {' '.join(args)}") from exc
-        return list(args)
-    from ivt_core.cli import build_parser
-
-    try:
-        build_parser().parse_args([*JOB_COMMANDS[kind][2:], *args])
-    except SystemExit as exc:
-        raise InvalidInputError(f"invalid {kind} job arguments: {' '.join(args)}") from exc
-    return list(args)
+        config.workspace, config.job_id = str(workspace.root), 0
+    config.preflight(workspace)
+    return config
 
 
-def submit(workspace: Workspace, kind: str, args: list[str], resumed_from: int | None = None,
-           after: int | None = None, needs_success: bool = True) -> int:
-    """Start a background job (or queue it behind job ``after``); return its id. Raises InvalidInputError for
-    arguments the CLI would reject, or NotFoundError for an unknown ``after``."""
-    argv = _validate(kind, args, workspace)
+def command_flags(config) -> list[str]:
+    """The flags that give ``config`` on the command line (the workspace aside: the job's is given by the runner)."""
+    return _without_workspace(config_to_argv(config))
+
+
+def shown_command(kind: str, config) -> list[str]:
+    """The command a person would type for the same work (``ivt eval --steps 1 ...``)."""
+    return [*COMMANDS[kind], *command_flags(config)]
+
+
+def submit(workspace: Workspace, kind: str, config, resumed_from: int | None = None, after: int | None = None,
+           needs_success: bool = True) -> int:
+    """Start a background job (or queue it behind job ``after``) doing what ``config`` says; return its id.
+    Raises InvalidInputError for settings the program would refuse, NotFoundError for an unknown ``after``."""
+    config = checked_config(workspace, kind, config)
     logs = workspace.root / "jobs"
     logs.mkdir(exist_ok=True)
-    db = workspace.connect()
-    try:
+    with workspace.connect() as db:
         waits = get_job(db, after) if after is not None else None
-        job_id = create_job(db, kind, argv, "", resumed_from, waits_for=after, needs_success=needs_success)
-        log_path = logs / f"{job_id}.log"
-        update_job(db, job_id, log_path=str(log_path))
-        if kind in TRAINERS and "--out" not in argv:
-            argv = [*argv, "--out", str(workspace.root / "models" / f"{kind}-job{job_id}")]
-            update_job(db, job_id, argv=json.dumps(argv))
+        job_id = create_job(db, kind, [], "", resumed_from, waits_for=after, needs_success=needs_success,
+                            config=stored(config))
+        if kind in TRAINERS and not config.out:  # the trainer's own default for a job, written down
+            config.out = str(workspace.root / "models" / f"{kind}-job{job_id}")
+        update_job(db, job_id, log_path=str(logs / f"{job_id}.log"), config=stored(config),
+                   argv=command_flags(config))
         if waits is not None and waits["status"] != "done":
             update_job(db, job_id, message=f"waits for job {after}")
             if waits["status"] in FINAL:  # it has ended already: start or cancel this one now
                 start_ready(workspace)
             return job_id
-        _launch(workspace, db, job_id, kind, argv)
+        _launch(workspace, db, job_id, kind, getattr(config, "gpus", 1))
         return job_id
-    finally:
-        db.close()
+
+
+def _without_workspace(argv: list[str]) -> list[str]:
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--workspace":
+            skip = True
+        else:
+            out.append(arg)
+    return out
+
+
+def job_config(workspace: Workspace, job: dict):
+    """The settings a job was started with, as its config class. Jobs made before configs were stored have
+    only their argument list: it is parsed with the same flags."""
+    cls = job_config_class(job["kind"])
+    if job.get("config") is not None:
+        return from_stored(cls, job["config"])
+    argv = _without_workspace(job["argv"])
+    config = parse_config(cls, argv, f"job {job['id']}")
+    if job["kind"] in TRAINERS:
+        config.workspace = str(workspace.root)
+    return config
+
+
+def stored_config(workspace: Workspace, job_id: int) -> dict:
+    """The stored settings of job ``job_id`` as a dict (what a job's program starts from)."""
+    with workspace.connect() as db:
+        job = get_job(db, job_id)
+    return stored(job_config(workspace, job))
 
 
 MODEL_JOBS = ("eval", "sft", "grpo")  # the kinds that load a model (synthesis from the app uses no model)
 
 
-def submit_in_turn(workspace: Workspace, kind: str, args: list[str]) -> tuple[int, int | None]:
+def submit_in_turn(workspace: Workspace, kind: str, config) -> tuple[int, int | None]:
     """Submit a job; one that loads a model waits for the newest model-loading job still queued or running
     (and starts however that one ends). Returns (job id, the job it waits for or None)."""
     ahead = None
     if kind in MODEL_JOBS:
-        db = workspace.connect()
-        try:
-            marks = ", ".join("?" * len(MODEL_JOBS))
-            rows = list(db.query(f"SELECT id FROM jobs WHERE kind IN ({marks}) AND status IN ('queued', 'running') "
-                                 "ORDER BY id DESC LIMIT 1", list(MODEL_JOBS)))
-        finally:
-            db.close()
-        ahead = rows[0]["id"] if rows else None
-    return submit(workspace, kind, args, after=ahead, needs_success=False), ahead
+        with workspace.connect() as db:
+            ahead = newest_active_job(db, MODEL_JOBS)
+    return submit(workspace, kind, config, after=ahead, needs_success=False), ahead
 
 
-def _launch(workspace: Workspace, db, job_id: int, kind: str, argv: list[str]) -> None:
-    command = job_command(workspace, kind, argv, job_id)
+def _launch(workspace: Workspace, db, job_id: int, kind: str, gpus: int = 1) -> None:
+    command = job_command(workspace, kind, job_id, gpus)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    with open(workspace.root / "jobs" / f"{job_id}.log", "ab") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+    with open(workspace.root / "jobs" / f"{job_id}.log", "ab") as output:
+        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                    cwd=ROOT, env=env, start_new_session=True)
     update_job(db, job_id, pid=process.pid, message="")
+    log.info("started %s job %s (pid %s): %s", kind, job_id, process.pid, " ".join(command))
 
 
 def start_ready(workspace: Workspace, db: Database | None = None) -> list[int]:
@@ -147,14 +185,11 @@ def start_ready(workspace: Workspace, db: Database | None = None) -> list[int]:
     db = workspace.connect() if own else db
     started = []
     try:
-        waiting = list(db.query(
-            "SELECT j.id, j.kind, j.argv, j.needs_success, w.status AS awaited, w.id AS awaited_id FROM jobs j "
-            "JOIN jobs w ON w.id = j.waits_for WHERE j.status = 'queued' AND j.pid IS NULL"))
-        for job in waiting:
+        for job in waiting_jobs(db):
             if job["awaited"] == "done" or (job["awaited"] in FINAL and not job["needs_success"]):
-                claimed = db.execute("UPDATE jobs SET pid = -1 WHERE id = ? AND pid IS NULL", [job["id"]]).rowcount
-                if claimed:  # another process may have claimed it a moment earlier
-                    _launch(workspace, db, job["id"], job["kind"], json.loads(job["argv"]))
+                if claim_job(db, job["id"]):  # another process may have claimed it a moment earlier
+                    gpus = json.loads(job["config"] or "{}").get("gpus", 1)
+                    _launch(workspace, db, job["id"], job["kind"], gpus)
                     started.append(job["id"])
             elif job["awaited"] in FINAL:
                 update_job(db, job["id"], status="cancelled", finished_at=now(),
@@ -165,27 +200,12 @@ def start_ready(workspace: Workspace, db: Database | None = None) -> list[int]:
             db.close()
 
 
-def job_command(workspace: Workspace, kind: str, argv: list[str], job_id: int | str) -> list[str]:
-    """The exact argument list a job runs (``submit`` adds ``--out`` for trainers before calling this)."""
-    program = JOB_COMMANDS[kind]
-    gpus = int(argv[argv.index("--gpus") + 1]) if kind in TRAINERS and "--gpus" in argv else 1
-    if gpus > 1:  # data parallel over N GPUs: the same trainer under accelerate launch
+def job_command(workspace: Workspace, kind: str, job_id: int | str, gpus: int = 1) -> list[str]:
+    """The exact argument list a job's process runs: the program reads the job's settings from its row."""
+    program = JOB_PROGRAMS[kind]
+    if kind in TRAINERS and gpus > 1:  # data parallel over N GPUs: the same trainer under accelerate launch
         program = ["-m", "accelerate.commands.launch", "--num_processes", str(gpus), *program]
-    return [sys.executable, *program, *argv, "--workspace", str(workspace.root), "--job-id", str(job_id)]
-
-
-def eval_job_args(model: dict, dataset: str, split: str, steps: int, stop: str = "fixed",
-                  limit: int | None = None) -> list[str]:
-    """Arguments of an evaluation job for a registered model (its registry row). Raises InvalidInputError."""
-    if not 0 <= int(steps) <= 10:
-        raise InvalidInputError(f"T (refinement steps) must be 0..10, got {steps}")
-    if limit is not None and int(limit) < 1:
-        raise InvalidInputError(f"the sample limit must be at least 1, got {limit}")
-    args = ["--model", model["base_path"], "--dataset", dataset, "--split", split, "--steps", str(int(steps)),
-            "--stop", stop]
-    if model.get("adapter_path"):
-        args += ["--adapter", model["adapter_path"]]
-    return args + (["--limit", str(int(limit))] if limit else [])
+    return [sys.executable, *program, "--workspace", str(workspace.root), "--job-id", str(job_id)]
 
 
 def log_tail(job: dict, lines: int = 40) -> str:
@@ -239,72 +259,38 @@ def cancel(workspace: Workspace, job_id: int) -> str:
 
 def reconcile(workspace: Workspace) -> list[int]:
     """Mark jobs (and runs) whose process is gone or silent as interrupted; return the job ids marked."""
-    db = workspace.connect()
-    try:
+    with workspace.connect() as db:
         marked = []
         stale = (datetime.now(UTC) - timedelta(seconds=STALE_AFTER_S)).isoformat(timespec="seconds")
-        for job in db.query("SELECT id, pid, status, heartbeat_at, created_at FROM jobs WHERE status IN (?, ?) "
-                            "AND NOT (status = 'queued' AND waits_for IS NOT NULL AND pid IS NULL)", list(ACTIVE)):
+        for job in unfinished_jobs(db):
             silent = (job["heartbeat_at"] or job["created_at"]) < stale
             if not _alive(job["pid"]) or (silent and job["status"] == "running"):
                 update_job(db, job["id"], status="interrupted", finished_at=now(),
                            message="the job's process ended without reporting; resume it")
                 marked.append(job["id"])
-        for run in db.query("SELECT id, pid, job_id FROM runs WHERE status = 'running'"):
+        for run in running_runs(db):
             if not _alive(run["pid"]):
-                db.execute("UPDATE runs SET status = 'interrupted' WHERE id = ?", [run["id"]])
-    finally:
-        db.close()
+                set_run_status(db, run["id"], "interrupted")
     start_ready(workspace)  # jobs waiting on one that ended while nobody watched
     return marked
 
 
 def resume(workspace: Workspace, job_id: int) -> int:
-    """Start a job that continues an interrupted, cancelled or failed one; return the new job's id."""
-    db = workspace.connect()
-    try:
+    """Start a job that continues an interrupted, cancelled or failed one with its stored settings (an
+    evaluation continues its run, a trainer its checkpoint); return the new job's id."""
+    with workspace.connect() as db:
         job = get_job(db, job_id)
         run_id = run_of_job(db, job_id)
-    finally:
-        db.close()
     if job["status"] in ACTIVE:
         raise InvalidInputError(f"job {job_id} is still {job['status']}; cancel it first or wait for it")
     if job["status"] == "done":
         raise InvalidInputError(f"job {job_id} finished; nothing to resume")
-    args = list(job["argv"])
-    if run_id is not None:
-        args = without_options(args, valued=("--resume-run",)) + ["--resume-run", str(run_id)]
-    return submit(workspace, job["kind"], args, resumed_from=job_id)
-
-
-def without_options(args: list[str], flags: tuple[str, ...] = (), valued: tuple[str, ...] = ()) -> list[str]:
-    """``args`` less the switches in ``flags`` and the options in ``valued`` with their values."""
-    out, skip = [], False
-    for arg in args:
-        if skip:
-            skip = False
-        elif arg in flags or any(arg.startswith(f"{name}=") for name in valued):
-            continue
-        elif arg in valued:
-            skip = True
-        else:
-            out.append(arg)
-    return out
-
-
-def option_value(args: list[str], name: str) -> str | None:
-    """The value of ``name`` in ``args`` (``--o v`` or ``--o=v``), or None."""
-    for index, arg in enumerate(args):
-        if arg == name and index + 1 < len(args):
-            return args[index + 1]
-        if arg.startswith(f"{name}="):
-            return arg.split("=", 1)[1]
-    return None
-
-
-def job_arguments(args: list[str]) -> list[str]:
-    """What a command line hands to its job: all but ``--job`` and ``--workspace`` (the runner sets that)."""
-    return without_options(args, flags=("--job",), valued=("--workspace",))
+    config = job_config(workspace, job)
+    if job["kind"] == "eval" and run_id is not None:
+        config.resume_run = run_id
+    if job["kind"] in TRAINERS and not config.out:  # where the old job wrote its checkpoints
+        config.out = str(workspace.root / "models" / f"{job['kind']}-job{job_id}")
+    return submit(workspace, job["kind"], config, resumed_from=job_id)
 
 
 class JobReporter:
@@ -347,7 +333,7 @@ class JobReporter:
 
     def link_run(self, run_id: int) -> None:
         if self.job_id is not None:
-            self._connections.get().execute("UPDATE runs SET job_id = ? WHERE id = ?", [self.job_id, run_id])
+            link_run_to_job(self._connections.get(), run_id, self.job_id)
 
     def __exit__(self, exc_type, exc, tb) -> bool:
         if self.job_id is None:
@@ -364,5 +350,5 @@ class JobReporter:
         try:
             start_ready(self.workspace)  # the jobs queued behind this one
         except Exception as start_error:  # noqa: BLE001 - this job's own end state is already written
-            print(f"could not start the jobs waiting for job {self.job_id}: {start_error}", file=sys.stderr)
+            log.warning("could not start the jobs waiting for job %s: %s", self.job_id, start_error)
         return False

@@ -23,7 +23,10 @@ from dataclasses import dataclass, field, replace
 
 from PIL import Image
 
+from ivt_core import logs
 from ivt_core.boxes import Box, from_model, iou
+from ivt_core.config.evaluation import ENGINES
+from ivt_core.config.settings import MAX_STEPS
 from ivt_core.data.sample import Sample, load_image
 from ivt_core.errors import InvalidInputError
 from ivt_core.grounders.base import Generation, Grounder, Sampling
@@ -33,8 +36,8 @@ from ivt_core.records import StepRecord, Trajectory
 from ivt_core.render import RenderStyle, render_box
 from ivt_core.stopping import check_policy, should_stop
 
-ENGINES = ("auto", "cached", "plain")
 PLAIN_AUTO_BATCH = 8
+log = logs.get(__name__)
 
 
 @dataclass(frozen=True)
@@ -53,8 +56,9 @@ class LoopConfig:
         """Return self if valid. Raises InvalidInputError saying which setting to fix."""
         if self.steps < 0:
             raise InvalidInputError(f"--steps must be 0 or more (refinement steps after step 0), got {self.steps}")
-        if self.steps > 20:
-            raise InvalidInputError(f"--steps {self.steps} is more than 20 refinement steps; use 20 or fewer")
+        if self.steps > MAX_STEPS:
+            raise InvalidInputError(f"--steps {self.steps} is more than {MAX_STEPS} refinement steps; use "
+                                    f"{MAX_STEPS} or fewer")
         if self.batch_size < 0:
             raise InvalidInputError(f"--batch-size must be at least 1 (or auto), got {self.batch_size}")
         if self.sampling.max_new_tokens < 1:
@@ -224,7 +228,10 @@ def engine_for(grounder: Grounder, config: LoopConfig) -> str:
     why_not = supports(grounder)
     if config.engine == "cached" and why_not:
         raise InvalidInputError(f"the cached engine cannot run this model ({why_not}); use --engine plain")
-    return "plain" if config.engine == "plain" or why_not else "cached"
+    chosen = "plain" if config.engine == "plain" or why_not else "cached"
+    log.info("loop engine: %s%s", chosen, f" (the cached engine cannot run this model: {why_not})"
+             if why_not and config.engine == "auto" else "")
+    return chosen
 
 
 def run_loop(

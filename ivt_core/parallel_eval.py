@@ -25,7 +25,7 @@ from pathlib import Path
 from ivt_core.errors import InvalidInputError, IVTError
 from ivt_core.evaluate import EvalRequest, EvalResult, load_eval_samples, start_run
 from ivt_core.metrics import run_metrics
-from ivt_core.store.runs import finish_run, get_run, load_trajectories, set_run_status
+from ivt_core.store.runs import count_trajectories, finish_run, get_run, load_trajectories, set_run_status
 from ivt_core.workspace import Workspace
 
 POLL_SECONDS = 1.0
@@ -65,8 +65,8 @@ def evaluate_parallel(
     resume_run: int | None = None,
 ) -> EvalResult:
     """Run the request's samples on ``gpus`` worker processes; returns the merged run's id and metrics."""
+    from ivt_core.errors import JobCancelled
     from ivt_core.grounders.transformers_grounder import describe_model
-    from ivt_core.jobs import JobCancelled
 
     check_gpus(gpus, device)
     samples = load_eval_samples(workspace, request)
@@ -129,12 +129,12 @@ def _worker_env(index: int, count: int, device: str) -> dict:
 
 
 def _watch(db, run_id: int, workers, progress: Callable[[int], None] | None) -> None:
-    reported = db.execute("SELECT COUNT(*) FROM trajectories WHERE run_id = ?", [run_id]).fetchone()[0]
+    reported = count_trajectories(db, run_id)
     if progress and reported:
         progress(reported)
     while True:
         codes = [process.poll() for process, _ in workers]
-        stored = db.execute("SELECT COUNT(*) FROM trajectories WHERE run_id = ?", [run_id]).fetchone()[0]
+        stored = count_trajectories(db, run_id)
         if progress and stored > reported:
             progress(stored - reported)
             reported = stored

@@ -10,7 +10,6 @@ and per-sample wins / losses. The JSON forms carry the same numbers as the HTML.
 from __future__ import annotations
 
 import html
-import json
 from collections import defaultdict
 
 from sqlite_utils import Database
@@ -18,17 +17,9 @@ from sqlite_utils import Database
 from ivt_core.errors import InvalidInputError
 from ivt_core.metrics import OUTCOME_BAND, THRESHOLDS, run_metrics
 from ivt_core.store.models import get_model
-from ivt_core.store.runs import get_run, load_trajectories
+from ivt_core.store.runs import get_run, load_trajectories, run_samples_meta
 
 ROWS = ("step0", "final")
-
-
-def _samples_meta(db: Database, run_id: int) -> dict[str, dict]:
-    rows = db.query(
-        "SELECT s.id, s.source, s.meta FROM samples s JOIN trajectories t ON t.sample_id = s.id WHERE t.run_id = ?",
-        [run_id],
-    )
-    return {r["id"]: {"source": r["source"], "meta": json.loads(r["meta"])} for r in rows}
 
 
 def build_report(db: Database, run_id: int) -> dict:
@@ -37,7 +28,7 @@ def build_report(db: Database, run_id: int) -> dict:
     trajectories = load_trajectories(db, run_id)
     if not trajectories:
         raise InvalidInputError(f"run {run_id} has no trajectories yet (status {run['status']})")
-    meta = _samples_meta(db, run_id)
+    meta = run_samples_meta(db, run_id)
     by_source: dict[str, list] = defaultdict(list)
     by_type: dict[str, list] = defaultdict(list)
     for t in trajectories:

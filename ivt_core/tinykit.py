@@ -190,7 +190,7 @@ def build_tiny_model(out: str | Path, family: str, spec: TinySpec = TinySpec()) 
     model = AutoModelForImageTextToText.from_config(_model_config(family, spec, tokenizer))
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
-    patch = 16 if family == "qwen3_vl" else 14
+    patch = get_family(family).patch
     image_processor = Qwen2VLImageProcessorPil(
         size={"shortest_edge": spec.min_pixels, "longest_edge": spec.max_pixels}, patch_size=patch,
         temporal_patch_size=2, merge_size=2,

@@ -28,7 +28,7 @@ from ivt_core.data.sample import Sample
 from ivt_core.errors import InvalidInputError, NotFoundError
 from ivt_core.prompts import get_prompts
 from ivt_core.store.samples import get_dataset, get_sample, upsert_dataset, upsert_samples
-from ivt_core.store.traces import insert_trace, list_traces
+from ivt_core.store.traces import has_trace, insert_trace, list_traces
 from ivt_core.traces import answer_text, trace_images
 from ivt_core.workspace import Workspace
 
@@ -173,10 +173,7 @@ def import_traces(workspace: Workspace, path: str | Path, reviewer: str = "impor
                     upsert_samples(db, [Sample(sample_id, "imported-traces", meta.get("split", "train"),
                                                str(image.resolve()), w, h, meta["expression"],
                                                Box(*meta["ground_truth"]), meta.get("dataset", ""))])
-                duplicate = list(db.query(
-                    "SELECT id FROM traces WHERE sample_id = ? AND teacher = ? AND steps = ?",
-                    [sample_id, meta["teacher"], json.dumps(meta["steps"])]))
-                if duplicate:
+                if has_trace(db, sample_id, teacher=meta["teacher"], steps=meta["steps"]):
                     skipped += 1
                     continue
                 gt = Box(*meta["ground_truth"])

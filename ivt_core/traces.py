@@ -18,44 +18,22 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from sqlite_utils import Database
 
 from ivt_core.boxes import Box, interpolate, iou, to_model
+from ivt_core.config.settings import stored
+from ivt_core.config.synthesis import SynthConfig
 from ivt_core.data.sample import Sample, load_image
 from ivt_core.errors import InvalidInputError
 from ivt_core.render import RenderStyle, render_box
 from ivt_core.store.models import get_model
 from ivt_core.store.runs import get_run, load_trajectories
 from ivt_core.store.samples import get_sample
-from ivt_core.store.traces import get_trace, insert_trace, update_trace
+from ivt_core.store.traces import get_trace, has_trace, insert_trace, traced_samples, update_trace
 from ivt_core.teachers.base import TeachContext, Teacher
 from ivt_core.teachers.geometric import keep_reasoning
 from ivt_core.workspace import Workspace
-
-
-@dataclass(frozen=True)
-class SynthConfig:
-    """Which samples get traces and how many steps they have."""
-
-    steps: int = 2
-    iou_low: float = 0.0
-    iou_high: float = 0.85
-    keep_ratio: float = 0.0
-    seed: int = 0
-    batch_size: int = 16
-    include_zero: bool = False  # also correct readable boxes with IoU 0 (on the wrong object entirely)
-    confirm: bool = False  # add a step that keeps the corrected box ("The box is correct.")
-
-    def check(self) -> SynthConfig:
-        if not 1 <= self.steps <= 10:
-            raise InvalidInputError(f"--steps must be between 1 and 10, got {self.steps}")
-        if not 0.0 <= self.iou_low < self.iou_high <= 1.0:
-            raise InvalidInputError(f"the IoU band needs 0 <= low < high <= 1, got {self.iou_low}..{self.iou_high}")
-        if not 0.0 <= self.keep_ratio <= 10.0:
-            raise InvalidInputError(f"--keep-ratio must be between 0 and 10, got {self.keep_ratio}")
-        return self
 
 
 def answer_text(reasoning: str, box: Box, convention: str, size: tuple[int, int], resized) -> str:
@@ -77,14 +55,14 @@ def synthesize(
     workspace: Workspace,
     run_id: int,
     teacher: Teacher,
-    config: SynthConfig = SynthConfig(),
+    config: SynthConfig | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict:
     """Write pending traces for a run; returns counts (created, existing, corrective, keep, eligible)."""
     from ivt_core.families import FAMILIES, Family
     from ivt_core.grounders.processing import resized_size
 
-    config.check()
+    config = (config or SynthConfig()).check()
     db = workspace.connect()
     try:
         run = get_run(db, run_id)
@@ -98,8 +76,7 @@ def synthesize(
         keepable = [t for t in trajectories if t.step0_iou >= config.iou_high]
         n_keep = min(len(keepable), round(config.keep_ratio * len(corrective)))
         keep = random.Random(f"{config.seed}:keep").sample(keepable, n_keep) if n_keep else []
-        existing = {r["sample_id"] for r in db.query(
-            "SELECT sample_id FROM traces WHERE run_id = ? AND teacher = ?", [run_id, teacher.name])}
+        existing = traced_samples(db, run_id, teacher.name)
         todo = [(t, "corrective") for t in corrective if t.sample_id not in existing]
         todo += [(t, "keep") for t in keep if t.sample_id not in existing]
         created = 0
@@ -145,7 +122,7 @@ def synthesize(
                     "origin": "synth", "status": "pending", "family": family.name,
                     "student_text": traj.steps[0].raw_text, "student_box": traj.steps[0].box.to_xyxy(),
                     "student_iou": traj.step0_iou, "steps": steps, "flags": flags, "final_iou": steps[-1]["iou"],
-                    "meta": {"convention": family.convention, "resized": resized, "synth": config.__dict__},
+                    "meta": {"convention": family.convention, "resized": resized, "synth": stored(config)},
                 }
                 if insert_trace(db, fields, f"teacher:{teacher.name}", sample.expression) is not None:
                     created += 1
@@ -180,8 +157,7 @@ def traces_from_rollouts(workspace: Workspace, trajectories, teacher: Teacher, f
                           for t, o in zip(targets, outputs, strict=True)],
                 "flags": [], "final_iou": 1.0, "meta": {"convention": family.convention, "resized": None},
             }
-            duplicate = list(db.query("SELECT id FROM traces WHERE sample_id = ? AND origin = 'grpo' AND "
-                                      "student_box = ?", [sample.id, json.dumps(student.to_xyxy())]))
+            duplicate = has_trace(db, sample.id, origin="grpo", student_box=student.to_xyxy())
             if not duplicate and insert_trace(db, fields, f"teacher:{teacher.name}", sample.expression):
                 created += 1
         return created

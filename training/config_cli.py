@@ -1,53 +1,47 @@
-"""What the trainers share at their front door: a typed config from a JSON file plus flags, and a ``main``.
+"""What the trainers share at their front door: a typed config from flags, a config file or a job, and a ``main``.
 
-Each config dataclass field becomes a ``--flag`` (bools are switches); ``--config FILE`` supplies a JSON object of
-fields first, flags override it. Unknown keys in the file are refused. An empty ``base`` means the shipped toy
-model; an empty ``out`` means WORKSPACE/models/<name>-<job id or time>.
+The flags are generated from the config dataclass (``ivt_core.config.flags``): ``--config FILE`` (JSON or YAML)
+supplies fields first, flags override it, unknown keys are refused. Started as a job (``--job-id N``), a trainer
+reads the settings stored in job N's row. An empty ``base`` means the shipped toy model; an empty ``out`` means
+WORKSPACE/models/<name>-<job id or time>.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import fields
 from pathlib import Path
 
-from ivt_core.errors import InvalidInputError, IVTError
-
-KINDS = {"int": int, "float": float, "str": str}
+from ivt_core import logs
+from ivt_core.config.flags import add_config_arguments
+from ivt_core.config.flags import config_from_args as from_args
+from ivt_core.errors import IVTError
 
 
 def config_from_args(cls, name: str, description: str, argv: list[str] | None = None):
     parser = argparse.ArgumentParser(prog=f"python -m training.{name}", description=description)
-    parser.add_argument("--config", help=f"JSON file of {cls.__name__} fields")
-    for f in fields(cls):
-        flag = f"--{f.name.replace('_', '-')}"
-        if f.type == "bool":
-            parser.add_argument(flag, action="store_true", default=None)
-        else:
-            parser.add_argument(flag, type=KINDS[f.type], default=None)
+    add_config_arguments(parser, cls)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log diagnostics to stderr")
     args = parser.parse_args(argv)
-    values = {}
-    if args.config:
-        try:
-            values = json.loads(Path(args.config).read_text())
-        except (OSError, ValueError) as exc:
-            raise InvalidInputError(f"cannot read config {args.config}: {exc}") from exc
-        unknown = set(values) - {f.name for f in fields(cls)}
-        if unknown:
-            raise InvalidInputError(f"unknown config keys in {args.config}: {', '.join(sorted(unknown))}")
-    values.update({f.name: getattr(args, f.name) for f in fields(cls) if getattr(args, f.name) is not None})
-    cfg = cls(**values)
-    if not cfg.base:
-        from ivt_core.bootstrap import toy_model_path
+    logs.setup(args.verbose)
+    stored = None
+    if args.job_id:  # a job: the settings stored with it; the runner gives the workspace and the job id
+        from ivt_core.jobs import stored_config
+        from ivt_core.workspace import Workspace
 
-        cfg.base = str(toy_model_path())
+        stored = stored_config(Workspace.open(args.workspace or "workspace"), args.job_id)
+    return with_default_out(from_args(cls, args, stored), name)
+
+
+def with_default_out(cfg, name: str):
+    """``cfg`` with its output folder filled in: WORKSPACE/models/<name>-job<N> for a job (what the job runner
+    records), else WORKSPACE/models/<name>-<time>."""
     if not cfg.out:
-        cfg.out = str(Path(cfg.workspace) / "models" / f"{name}-{cfg.job_id or time.strftime('%Y%m%d-%H%M%S')}")
+        suffix = f"job{cfg.job_id}" if cfg.job_id else time.strftime("%Y%m%d-%H%M%S")
+        cfg.out = str(Path(cfg.workspace) / "models" / f"{name}-{suffix}")
     return cfg
 
 

@@ -22,79 +22,12 @@ from __future__ import annotations
 import json
 import signal
 import sys
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ivt_core.errors import InvalidInputError
+from ivt_core.config.settings import stored
+from ivt_core.config.training import GRPOConfig
 from training.config_cli import config_from_args as cli_config
 from training.config_cli import run_main
-
-
-@dataclass
-class GRPOConfig:
-    workspace: str = "workspace"
-    base: str = ""
-    init_adapter: str = ""
-    out: str = ""
-    dataset: str = "shapes"
-    split: str = "train"
-    group_size: int = 6
-    prompts: int = 4
-    steps: int = 2
-    max_steps: int = 50
-    lr: float = 1e-5
-    beta: float = 0.04
-    clip: float = 0.2
-    reward: str = "final_iou_format"
-    temperature: float = 1.0
-    max_new_tokens: int = 96
-    lora_r: int = 16
-    lora_alpha: int = 32
-    micro_batch: int = 8
-    save_steps: int = 10
-    flywheel_below: float = -1.0  # reward threshold for the flywheel; < 0 = off
-    seed: int = 0
-    gpus: int = 1  # > 1: the job runner starts it under `accelerate launch --num_processes gpus` (DDP)
-    job_id: int = 0
-
-    def check(self) -> GRPOConfig:
-        from ivt_core.rewards import get_reward
-
-        if self.group_size < 2:
-            raise InvalidInputError(f"group_size (G) must be at least 2 for group-normalised advantages, got "
-                                    f"{self.group_size}")
-        if not 0 < self.lr < 1:
-            raise InvalidInputError(f"lr must be between 0 and 1 (e.g. 1e-5), got {self.lr}")
-        if self.beta < 0 or not 0 < self.clip < 1:
-            raise InvalidInputError("beta must be >= 0 and clip in (0, 1)")
-        if self.prompts < 1 or self.max_steps < 1 or self.micro_batch < 1 or not 1 <= self.steps <= 5:
-            raise InvalidInputError("prompts, max_steps and micro_batch must be >= 1, and steps (T) in 1..5")
-        if self.gpus < 1:
-            raise InvalidInputError(f"gpus must be at least 1, got {self.gpus}")
-        if self.temperature <= 0:
-            raise InvalidInputError("temperature must be > 0 (GRPO needs sampled rollouts)")
-        get_reward(self.reward)
-        if not (Path(self.base) / "config.json").is_file():
-            raise InvalidInputError(f"base model folder {self.base} has no config.json")
-        if self.init_adapter:
-            from training.sft import check_adapter_base
-
-            if not (Path(self.init_adapter) / "adapter_config.json").is_file():
-                raise InvalidInputError(f"init_adapter {self.init_adapter} is not a LoRA adapter folder")
-            check_adapter_base(Path(self.init_adapter), Path(self.base))
-        return self
-
-
-def preflight(cfg: GRPOConfig) -> None:
-    from ivt_core.store.samples import get_samples
-    from ivt_core.workspace import Workspace
-
-    cfg.check()
-    db = Workspace.open(cfg.workspace).connect()
-    try:
-        get_samples(db, cfg.dataset, cfg.split, limit=1)
-    finally:
-        db.close()
 
 
 def _trajectory_tensors(processor, trajectories, rope, pad):
@@ -130,11 +63,11 @@ def train(cfg: GRPOConfig) -> Path:
     from ivt_core.supervision import cpu_rope_index
     from ivt_core.workspace import Workspace
 
-    preflight(cfg)
     workspace = Workspace.open(cfg.workspace)
+    cfg.preflight(workspace)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "grpo_config.json").write_text(json.dumps(asdict(cfg), indent=1))
+    (out / "grpo_config.json").write_text(json.dumps(stored(cfg), indent=1))
     torch.manual_seed(cfg.seed)
     base = Path(cfg.base)
     family = family_for_model_type(json.loads((base / "config.json").read_text())["model_type"])
@@ -168,7 +101,7 @@ def train(cfg: GRPOConfig) -> Path:
         start = state["step"]
     wrapped, optimizer = accelerator.prepare(model, optimizer)  # DDP under accelerate launch; as is otherwise
     model = accelerator.unwrap_model(wrapped)
-    rope = cpu_rope_index(type(model.base_model.model.model), model.config) if family.name == "qwen3_vl" else None
+    rope = cpu_rope_index(type(model.base_model.model.model), model.config) if family.rope_index else None
     pad = processor.tokenizer.pad_token_id
     reward_fn = get_reward(cfg.reward)
     db = workspace.connect()
@@ -235,13 +168,13 @@ def train(cfg: GRPOConfig) -> Path:
             return out / "adapter"
         adapter = out / "adapter"
         model.save_pretrained(adapter)
-        (adapter / "grpo_config.json").write_text(json.dumps(asdict(cfg), indent=1))
+        (adapter / "grpo_config.json").write_text(json.dumps(stored(cfg), indent=1))
         parent = register_model(db, base.name, str(base.resolve()), family.name)
         stacked = ",".join([str(Path(cfg.init_adapter).resolve())] if cfg.init_adapter else []
                            + [str(adapter.resolve())])
         model_id = register_model(db, out.name, str(base.resolve()), family.name, adapter_path=stacked,
                                   parent_id=parent, origin_job=cfg.job_id or None,
-                                  meta={"kind": "grpo", "config": asdict(cfg), "init_adapter": cfg.init_adapter,
+                                  meta={"kind": "grpo", "config": stored(cfg), "init_adapter": cfg.init_adapter,
                                         "note": "adapter applies on top of the base with init_adapter merged"})
         print(json.dumps({"model_id": model_id, "adapter": str(adapter)}), flush=True)
     db.close()

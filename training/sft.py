@@ -19,86 +19,13 @@ from __future__ import annotations
 import json
 import signal
 import sys
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from ivt_core.config.settings import stored
+from ivt_core.config.training import LORA_TARGETS, SFTConfig
 from ivt_core.errors import InvalidInputError
 from training.config_cli import config_from_args as cli_config
 from training.config_cli import run_main
-
-LORA_TARGETS = {
-    "attention": r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj)",
-    "all": r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)",
-}
-
-
-@dataclass
-class SFTConfig:
-    """SFT settings. ``out`` defaults to WORKSPACE/models/sft-<job or time>."""
-
-    workspace: str = "workspace"
-    base: str = ""  # base checkpoint folder (default: the shipped toy model)
-    out: str = ""
-    traces_status: str = "approved"
-    epochs: float = 2.0
-    max_steps: int = -1  # > 0 overrides epochs
-    lr: float = 2e-4
-    batch_size: int = 4
-    grad_accum: int = 1
-    lora_r: int = 64
-    lora_alpha: int = 128
-    lora_dropout: float = 0.05
-    lora_targets: str = "attention"  # "attention": q/k/v/o of the language model; "all": its MLPs too
-    load_in_4bit: bool = False
-    full_finetune: bool = False  # train every weight instead of a LoRA adapter (small models such as the toy)
-    replay: float = 0.0  # add this many single-shot grounding examples per trace (keeps step 0 from drifting)
-    eval_fraction: float = 0.1
-    save_steps: int = 50
-    seed: int = 0
-    gpus: int = 1  # > 1: the job runner starts it under `accelerate launch --num_processes gpus` (DDP)
-    job_id: int = 0
-
-    def check(self) -> SFTConfig:
-        """Refuse nonsense before anything starts; messages say what to fix."""
-        if not 0 < self.lr < 1:
-            raise InvalidInputError(f"lr must be between 0 and 1 (e.g. 2e-4), got {self.lr}")
-        if self.epochs <= 0 and self.max_steps <= 0:
-            raise InvalidInputError("give epochs > 0 or max_steps > 0")
-        if self.batch_size < 1 or self.grad_accum < 1:
-            raise InvalidInputError("batch_size and grad_accum must be at least 1")
-        if self.lora_r < 1 or self.lora_alpha < 1:
-            raise InvalidInputError(f"lora_r and lora_alpha must be at least 1, got {self.lora_r}, {self.lora_alpha}")
-        if self.gpus < 1:
-            raise InvalidInputError(f"gpus must be at least 1, got {self.gpus}")
-        if self.lora_targets not in LORA_TARGETS:
-            raise InvalidInputError(f"lora_targets must be one of {', '.join(LORA_TARGETS)}, not {self.lora_targets!r}")
-        if not 0 <= self.replay <= 4:
-            raise InvalidInputError(f"replay must be between 0 and 4 examples per trace, got {self.replay}")
-        if self.full_finetune and self.load_in_4bit:
-            raise InvalidInputError("full_finetune cannot train a 4-bit base; drop one of the two")
-        if not 0 <= self.eval_fraction < 0.9:
-            raise InvalidInputError(f"eval_fraction must be in [0, 0.9), got {self.eval_fraction}")
-        base = Path(self.base)
-        if not (base / "config.json").is_file():
-            raise InvalidInputError(f"base model folder {base} has no config.json; give a checkpoint folder")
-        return self
-
-
-def preflight(cfg: SFTConfig) -> None:
-    """Everything that can be refused before a run starts: the config, and traces to train on."""
-    from ivt_core.store.traces import count_traces
-    from ivt_core.workspace import Workspace
-
-    cfg.check()
-    if (Path(cfg.out) / "data" / "traces.jsonl").is_file():
-        return  # resuming from a snapshot
-    db = Workspace.open(cfg.workspace).connect()
-    try:
-        if count_traces(db).get(cfg.traces_status, 0) == 0:
-            raise InvalidInputError(f"no {cfg.traces_status} traces in {cfg.workspace}: synthesize and approve some "
-                                    "(`ivt synth`, `ivt traces approve`) before SFT")
-    finally:
-        db.close()
 
 
 def snapshot_traces(workspace, cfg: SFTConfig, out: Path) -> Path:
@@ -156,16 +83,6 @@ def replay_conversation(record: dict, base_dir: Path) -> list[dict]:
             {"role": "assistant", "content": [{"type": "text", "text": json.dumps({"bbox_2d": coords})}]}]
 
 
-def check_adapter_base(adapter: Path, base: Path) -> None:
-    """Raise InvalidInputError if a LoRA adapter was trained on another base model."""
-    config = adapter / "adapter_config.json"
-    if not config.is_file():
-        return
-    wanted = json.loads(config.read_text()).get("base_model_name_or_path", "")
-    if wanted and Path(wanted).resolve() != base.resolve() and Path(wanted).name != base.name:
-        raise InvalidInputError(f"adapter {adapter} was trained on {wanted}, not on {base}; use the matching base")
-
-
 def train(cfg: SFTConfig) -> Path:
     import torch
     from peft import LoraConfig, get_peft_model
@@ -178,11 +95,11 @@ def train(cfg: SFTConfig) -> Path:
     from ivt_core.supervision import collate, cpu_rope_index
     from ivt_core.workspace import Workspace
 
-    preflight(cfg)
     workspace = Workspace.open(cfg.workspace)
+    cfg.preflight(workspace)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "sft_config.json").write_text(json.dumps(asdict(cfg), indent=1))
+    (out / "sft_config.json").write_text(json.dumps(stored(cfg), indent=1))
     base = Path(cfg.base)
     model_type = json.loads((base / "config.json").read_text())["model_type"]
     family = family_for_model_type(model_type)
@@ -210,7 +127,7 @@ def train(cfg: SFTConfig) -> Path:
     if not cfg.full_finetune:
         model = get_peft_model(model, lora)
     inner = model.base_model.model.model if not cfg.full_finetune else model.model
-    rope = cpu_rope_index(type(inner), model.config) if family.name == "qwen3_vl" else None
+    rope = cpu_rope_index(type(inner), model.config) if family.rope_index else None
     pad = processor.tokenizer.pad_token_id
 
     reporter = JobReporter(workspace, cfg.job_id or None)
@@ -255,7 +172,7 @@ def train(cfg: SFTConfig) -> Path:
                 processor.save_pretrained(adapter)
                 processor.image_processor.save_pretrained(adapter)
                 (adapter / "chat_template.jinja").write_text(processor.chat_template)
-            (adapter / "sft_config.json").write_text(json.dumps(asdict(cfg), indent=1))
+            (adapter / "sft_config.json").write_text(json.dumps(stored(cfg), indent=1))
             db = workspace.connect()
             parent = register_model(db, base.name, str(base.resolve()), family.name)
             model_base = adapter if cfg.full_finetune else base
@@ -263,7 +180,7 @@ def train(cfg: SFTConfig) -> Path:
                 db, out.name, str(model_base.resolve()), family.name,
                 adapter_path="" if cfg.full_finetune else str(adapter.resolve()), parent_id=parent,
                 origin_job=cfg.job_id or None,
-                meta={"kind": "sft", "config": asdict(cfg), "data": str(data_path), "traces": len(records)})
+                meta={"kind": "sft", "config": stored(cfg), "data": str(data_path), "traces": len(records)})
             db.close()
             print(json.dumps({"model_id": model_id, "adapter": str(adapter)}), flush=True)
     signal.signal(signal.SIGTERM, previous)

@@ -19,7 +19,6 @@ import argparse
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -27,54 +26,13 @@ import torch
 from tqdm import tqdm
 
 from ivt_core.boxes import to_model
-from ivt_core.data.shapes import ShapesConfig, make_sample
-from ivt_core.errors import InvalidInputError
+from ivt_core.config.flags import add_config_arguments, config_from_args
+from ivt_core.config.settings import stored
+from ivt_core.config.toy import ToyConfig, world_config
+from ivt_core.data.shapes import make_sample
 from ivt_core.prompts import get_prompts
 from ivt_core.supervision import build_text_example, collate, cpu_rope_index, patchify_on_device
 from ivt_core.tinykit import TinySpec, build_tiny_model
-
-
-@dataclass
-class ToyConfig:
-    """Everything that determines the toy model. Saved as train_config.json beside the weights."""
-
-    seed: int = 0
-    steps: int = 6000
-    batch_size: int = 256
-    lr: float = 1e-3
-    min_lr_ratio: float = 0.05
-    warmup: int = 300
-    weight_decay: float = 0.01
-    grad_clip: float = 1.0
-    hidden: int = 256
-    layers: int = 4
-    heads: int = 4
-    kv_heads: int = 2
-    intermediate: int = 768
-    vision_hidden: int = 256
-    vision_depth: int = 4
-    vocab: int = 1024
-    world: dict = field(default_factory=lambda: asdict(ShapesConfig()))
-    eval_every: int = 1000
-    eval_samples: int = 256
-    save_every: int = 1000
-    workers: int = 8
-    bf16: bool = True
-    time_limit_s: float = 0.0  # stop (and save) after this many seconds of training; 0 = no limit
-
-    def check(self) -> ToyConfig:
-        if self.steps < 1 or self.batch_size < 1:
-            raise InvalidInputError("steps and batch_size must be at least 1")
-        if self.hidden % self.heads or self.heads % self.kv_heads:
-            raise InvalidInputError("hidden must divide by heads, and heads by kv_heads")
-        if not 0 < self.lr < 1:
-            raise InvalidInputError(f"lr {self.lr} makes no sense; use something like 1e-3")
-        ShapesConfig(**_world(self.world)).check()
-        return self
-
-
-def _world(world: dict) -> dict:
-    return {k: tuple(v) if isinstance(v, list) else v for k, v in world.items()}
 
 
 def answer_text(sample) -> str:
@@ -85,7 +43,7 @@ def answer_text(sample) -> str:
 class ShapesGrounding(torch.utils.data.Dataset):
     """Example ``i`` is scene ``i`` of the train split, as a one-turn grounding conversation with its answer."""
 
-    def __init__(self, processor, world: ShapesConfig, seed: int, length: int, start: int = 0):
+    def __init__(self, processor, world, seed: int, length: int, start: int = 0):
         self.processor, self.world, self.seed, self.length, self.start = processor, world, seed, length, start
         self.prompts = get_prompts("qwen3_vl")
 
@@ -128,7 +86,7 @@ def evaluate_val(model, processor, cfg: ToyConfig, device: str) -> dict:
     from ivt_core.metrics import run_metrics
 
     grounder = TransformersGrounder(model, processor, FAMILIES["qwen3_vl"], "toy", device)
-    world = ShapesConfig(**_world(cfg.world))
+    world = world_config(cfg.world)
     loop = LoopConfig(steps=0, batch_size=64, sampling=Sampling(max_new_tokens=40))
     model.eval()
     trajectories = []
@@ -148,7 +106,7 @@ def save(model, processor, out: Path, cfg: ToyConfig, state: dict | None, metric
     processor.save_pretrained(out)
     processor.image_processor.save_pretrained(out)
     (out / "chat_template.jinja").write_text(processor.chat_template)
-    (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=1))
+    (out / "train_config.json").write_text(json.dumps(stored(cfg), indent=1))
     (out / "train_metrics.json").write_text(json.dumps(metrics, indent=1))
     if state is not None:
         torch.save(state, out / "trainer_state.pt")
@@ -163,18 +121,11 @@ def main(argv: list[str] | None = None) -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, help="folder for the finished model (last/ inside for resuming)")
-    parser.add_argument("--config", help="JSON file of ToyConfig fields (e.g. a shipped train_config.json)")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/last/")
     parser.add_argument("--device", default="auto")
-    kinds = {"int": int, "float": float}
-    for f in fields(ToyConfig):
-        if f.type in kinds:
-            parser.add_argument(f"--{f.name.replace('_', '-')}", type=kinds[f.type], default=None)
+    add_config_arguments(parser, ToyConfig)  # --config FILE (e.g. a shipped train_config.json) and a flag per field
     args = parser.parse_args(argv)
-
-    values = json.loads(Path(args.config).read_text()) if args.config else {}
-    values.update({f.name: getattr(args, f.name) for f in fields(ToyConfig) if getattr(args, f.name, None) is not None})
-    cfg = ToyConfig(**values).check()
+    cfg = config_from_args(ToyConfig, args).check()
     out = Path(args.out)
     last = out / "last"
     device = "cuda" if args.device == "auto" and torch.cuda.is_available() else ("cpu" if args.device == "auto"
@@ -209,7 +160,7 @@ def main(argv: list[str] | None = None) -> None:
 
     rope = cpu_rope_index(Qwen3VLModel, model.config)
     pad = processor.tokenizer.pad_token_id
-    dataset = ShapesGrounding(processor, ShapesConfig(**_world(cfg.world)), cfg.seed,
+    dataset = ShapesGrounding(processor, world_config(cfg.world), cfg.seed,
                               (cfg.steps - start) * cfg.batch_size, start * cfg.batch_size)
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=cfg.batch_size, shuffle=False, num_workers=cfg.workers,

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import shlex
+
 import gradio as gr
 import pandas as pd
 import plotly.graph_objects as go
 from PIL import Image
 
 from ivt_core import jobs
+from ivt_core.config.evaluation import EvalConfig
 from ivt_core.errors import IVTError
-from ivt_core.explore import count_rows, run_sources, sample_rows, step_view
+from ivt_core.explore import count_rows, sample_rows, step_view
 from ivt_core.metrics import OUTCOMES
 from ivt_core.report import summary_rows
-from ivt_core.stopping import LABEL_FREE_POLICIES
 from ivt_core.store.models import get_model, list_models
 from ivt_core.store.runs import get_run, list_runs
+from ivt_core.store.views import run_sources
+from ui.config_form import config_fields, config_from_form
 from ui.context import AppContext
 from ui.overview import split_choices
 from ui.train import model_choices
@@ -180,26 +184,28 @@ def build(ctx: AppContext) -> list:
         with gr.Row():
             eval_model = gr.Dropdown(models, value=models[0][1] if models else None, label="Model")
             eval_split = gr.Dropdown(splits, value=splits[0] if splits else None, label="Dataset split")
-            eval_steps = gr.Slider(0, 6, value=2, step=1, label="T (refinement steps)")
-            eval_stop = gr.Dropdown(list(LABEL_FREE_POLICIES), value="fixed", label="Stopping policy")
-            eval_limit = gr.Number(0, label="At most N samples (0: all)", precision=0, minimum=0)
+        with gr.Row():
+            settings = config_fields(EvalConfig)  # T, stopping policy, sample limit: the CLI's defaults and limits
         eval_btn = gr.Button("Start evaluation", elem_id="eval-start")
         eval_note = gr.Markdown()
 
-    def start_eval(model_id, split_choice, steps, stop, limit):
+    def start_eval(model_id, split_choice, *values):
         if not model_id or not split_choice:
             return "**Pick a model and a split.**"
         dataset, split_name = split_choice.split("/", 1)
         try:
-            args = jobs.eval_job_args(get_model(ctx.db(), int(model_id)), dataset, split_name, int(steps), stop,
-                                      int(limit) if limit else None)
-            job_id, ahead = jobs.submit_in_turn(ctx.workspace, "eval", args)
+            model = get_model(ctx.db(), int(model_id))
+            config = config_from_form(EvalConfig, dict(zip(settings, values, strict=True)), dataset=dataset,
+                                      split=split_name, model=model["base_path"],
+                                      adapter=model.get("adapter_path") or "")
+            job_id, ahead = jobs.submit_in_turn(ctx.workspace, "eval", config)
         except IVTError as exc:
             return f"**Not started:** {exc}"
         when = f"queued behind job {ahead} (one model job at a time)" if ahead else "started"
-        return f"Evaluation job {job_id} {when}; follow it on the Overview tab, then press Refresh runs."
+        return (f"Evaluation job {job_id} {when}: `{shlex.join(jobs.shown_command('eval', config))}`; follow it "
+                "on the Overview tab, then press Refresh runs.")
 
-    eval_btn.click(start_eval, [eval_model, eval_split, eval_steps, eval_stop, eval_limit], eval_note)
+    eval_btn.click(start_eval, [eval_model, eval_split, *settings.values()], eval_note)
 
     view_inputs = [run, sample, step, history, truth]
     view_outputs = [image, text, sample_curve, step]

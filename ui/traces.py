@@ -4,6 +4,7 @@ and synthesis of new traces from a run as a background job."""
 from __future__ import annotations
 
 import functools
+import shlex
 from datetime import datetime
 
 import gradio as gr
@@ -11,12 +12,13 @@ import pandas as pd
 from PIL import Image
 
 from ivt_core import jobs
+from ivt_core.config.synthesis import SynthConfig
 from ivt_core.errors import IVTError
 from ivt_core.review import check_box, history_rows, next_trace, queue_filters, trace_view
 from ivt_core.store.traces import STATUSES, count_traces, get_trace, matching_ids
-from ivt_core.teachers.geometric import STYLES as TEACHER_STYLES
 from ivt_core.trace_export import STYLES, export_traces
 from ivt_core.traces import approve, bulk, edit_box, edit_reasoning, reject
+from ui.config_form import config_fields, config_from_form
 from ui.context import AppContext
 from ui.explore import run_choices
 
@@ -118,11 +120,7 @@ def build(ctx: AppContext) -> list:
         choices = run_choices(ctx)
         with gr.Row():
             synth_run = gr.Dropdown(choices, value=choices[0][1] if choices else None, label="Run")
-            synth_style = gr.Dropdown(list(TEACHER_STYLES), value="prose", label="Teacher style")
-            synth_steps = gr.Slider(1, 4, value=2, step=1, label="Corrective steps")
-            synth_keep = gr.Number(value=0.2, label="Keep traces per corrective trace", minimum=0, maximum=10)
-            synth_zero = gr.Checkbox(label="Also correct IoU-0 answers (wrong object)")
-            synth_confirm = gr.Checkbox(label="End with a step that confirms the corrected box")
+            synth_settings = config_fields(SynthConfig)  # the CLI's defaults and limits
         synth_btn = gr.Button("Start synthesis job")
         synth_note = gr.Markdown()
 
@@ -223,17 +221,16 @@ def build(ctx: AppContext) -> list:
             return None, f"**{exc}**"
         return str(out), f"{n:,} {st} traces written to `{out}`."
 
-    def synth(run_id, style, n_steps, keep, zero, confirm):
+    def synth(run_id, *values):
         if not run_id:
             return "Pick a run first (Explore starts evaluations)."
-        args = ["--run", str(int(run_id)), "--style", style, "--steps", str(int(n_steps)),
-                "--keep-ratio", str(keep if keep is not None else 0)]
         try:
-            job_id = jobs.submit(ctx.workspace, "synth", args + (["--include-zero"] if zero else [])
-                                 + (["--confirm"] if confirm else []))
+            config = config_from_form(SynthConfig, dict(zip(synth_settings, values, strict=True)), run=int(run_id))
+            job_id = jobs.submit(ctx.workspace, "synth", config)
         except IVTError as exc:
             return f"**{exc}**"
-        return f"Started job {job_id}; its progress is in the Train tab's jobs list. Refresh the queue when it ends."
+        return (f"Started job {job_id} (`{shlex.join(jobs.shown_command('synth', config))}`); its progress is in "
+                "the Train tab's jobs list. Refresh the queue when it ends.")
 
     outputs = [*views, counts, message]
     for trigger in (status.change, kind.change, search.submit, iou_min.release, iou_max.release):
@@ -254,7 +251,7 @@ def build(ctx: AppContext) -> list:
     bulk_approve.click(functools.partial(run_bulk, "approve"), filter_inputs, outputs)
     bulk_reject.click(functools.partial(run_bulk, "reject"), filter_inputs, outputs)
     export_btn.click(export, [export_status, export_style], [export_file, export_note])
-    synth_btn.click(synth, [synth_run, synth_style, synth_steps, synth_keep, synth_zero, synth_confirm], synth_note)
+    synth_btn.click(synth, [synth_run, *synth_settings.values()], synth_note)
 
     def synth_runs():
         """The runs to synthesize from, listed afresh at page load (newest first, as at the app's start)."""

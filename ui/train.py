@@ -3,6 +3,7 @@ curves, log tail and the jobs list polled from the store (a reloaded page finds 
 
 from __future__ import annotations
 
+import json
 import shlex
 
 import gradio as gr
@@ -11,13 +12,14 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from ivt_core import jobs
+from ivt_core.config.settings import replace, stored
+from ivt_core.config.training import GRPOConfig, SFTConfig
 from ivt_core.errors import IVTError
-from ivt_core.rewards import REWARDS
 from ivt_core.store.jobs import ACTIVE, get_job, job_metrics, list_jobs
 from ivt_core.store.models import get_model, list_models
 from ivt_core.store.samples import list_datasets
 from ivt_core.store.traces import count_traces
-from ivt_core.train_form import TrainForm
+from ui.config_form import config_fields, config_from_form
 from ui.context import AppContext
 
 POLL_S = 2.0
@@ -98,6 +100,9 @@ def job_status(ctx: AppContext, job_id: int | None) -> str:
     return f"**Job {job['id']}** ({job['kind']}) · **{job['status']}**{progress}{extra}{error}"
 
 
+CONFIGS = {"sft": SFTConfig, "grpo": GRPOConfig}
+
+
 def build(ctx: AppContext) -> list:
     models = model_choices(ctx)
     splits = split_choices(ctx)
@@ -108,25 +113,15 @@ def build(ctx: AppContext) -> list:
             model = gr.Dropdown(models, value=models[0][1] if models else None,
                                 label="Start from model (GRPO continues an adapter)")
             traces_note = gr.Markdown()
-            with gr.Row():
-                epochs = gr.Number(2, label="Epochs (SFT)", minimum=0)
-                max_steps = gr.Number(-1, label="Max steps (-1: epochs decide; GRPO: 50)", precision=0)
-                lr = gr.Number(2e-4, label="Learning rate")
-            with gr.Row():
-                lora_r = gr.Number(64, label="LoRA rank", precision=0)
-                batch = gr.Number(4, label="Batch size (SFT)", precision=0)
-                replay = gr.Number(0, label="Replay per trace (SFT)")
-            with gr.Row():
-                four_bit = gr.Checkbox(label="4-bit NF4 base (needs bitsandbytes + GPU)")
-                full = gr.Checkbox(label="Full fine-tuning instead of LoRA (small models)")
-            with gr.Row():
-                group = gr.Number(6, label="G rollouts per prompt (GRPO)", precision=0)
-                beta = gr.Number(0.04, label="KL beta (GRPO)")
-                reward = gr.Dropdown(list(REWARDS), value="final_iou_format", label="Reward (GRPO)")
-            with gr.Row():
-                prompts_split = gr.Dropdown(splits, value=training_split(splits), label="GRPO prompts from")
-                gpus = gr.Number(1, label="GPUs", precision=0, minimum=1)
-            command = gr.Code(label="The exact command the job will run", language="shell", interactive=False)
+            # one group of settings per trainer, each with its own defaults and limits (ivt_core.config.training)
+            with gr.Group(visible=True) as sft_group:
+                sft_settings = config_fields(SFTConfig)
+            with gr.Group(visible=False) as grpo_group:
+                prompts_split = gr.Dropdown(splits, value=training_split(splits), label="GRPO prompts from",
+                                            info="a train split: the numbers reported on val and test stay held out")
+                grpo_settings = config_fields(GRPOConfig)
+            command = gr.Code(label="The exact command the job will run, and its settings", language="shell",
+                              interactive=False, elem_id="train-command")
             with gr.Row():
                 start = gr.Button("Start training", variant="primary", elem_id="train-start")
             form_note = gr.Markdown(elem_id="train-message")
@@ -142,40 +137,47 @@ def build(ctx: AppContext) -> list:
     table = gr.Dataframe(label="Jobs", interactive=False)
     timer = gr.Timer(POLL_S)
 
-    form_inputs = [kind, model, epochs, max_steps, lr, lora_r, batch, replay, four_bit, full, group, beta, reward,
-                   prompts_split, gpus]
+    form_inputs = [kind, model, prompts_split, *sft_settings.values(), *grpo_settings.values()]
 
-    def form_args(knd, model_id, ep, ms, rate, rank, bs, rp, fb, ff, g, b, rw, split, n_gpus) -> tuple[str, list]:
+    def form_config(knd, model_id, split, *values):
+        """The trainer config the form describes (checked). Raises IVTError saying what to fix."""
+        if knd not in CONFIGS:
+            raise IVTError(f"training kind must be sft or grpo, not {knd!r}")
         if not model_id:
             raise IVTError("pick a model to start from")
-        dataset, _, split_name = (split or "shapes/train").partition("/")
-        form = TrainForm(knd, get_model(ctx.db(), int(model_id)), epochs=ep, max_steps=int(ms if ms is not None
-                         else -1), lr=rate, lora_r=rank, load_in_4bit=fb, full_finetune=ff, replay=rp or 0,
-                         batch_size=bs, group_size=g, beta=b, reward=rw, dataset=dataset, split=split_name,
-                         gpus=n_gpus)
-        return knd, form.args()
+        names = list(sft_settings) if knd == "sft" else list(grpo_settings)
+        chosen = values[:len(sft_settings)] if knd == "sft" else values[len(sft_settings):]
+        settings = config_from_form(CONFIGS[knd], dict(zip(names, chosen, strict=True)))
+        if knd == "grpo":
+            dataset, _, split_name = (split or "shapes/train").partition("/")
+            settings = replace(settings, dataset=dataset, split=split_name)
+        picked = {name: getattr(settings, name) for name in ("dataset", "split", *names) if hasattr(settings, name)}
+        return CONFIGS[knd].for_model(get_model(ctx.db(), int(model_id)), **picked)
 
     def preview(*values):
         approved = count_traces(ctx.db())["approved"]
         note = f"{approved:,} approved traces in the store (SFT trains on a snapshot of them)."
+        knd = values[0]
         try:
-            knd, args = form_args(*values)
+            config = jobs.checked_config(ctx.workspace, knd, form_config(*values))
         except IVTError as exc:
             return f"# {exc}", note
-        argv = [*args, "--out", str(ctx.workspace.root / "models" / f"{knd}-job<N>")]
-        words = [shlex.quote(w) if w != "<N>" else w for w in jobs.job_command(ctx.workspace, knd, argv, "<N>")]
-        return " ".join(words).replace(" --", " \\\n  --"), note
+        resolved = json.dumps({k: v for k, v in stored(config).items() if k not in ("workspace", "job_id")},
+                              indent=1)
+        return (f"{shlex.join(jobs.shown_command(knd, config))} --workspace {shlex.quote(str(ctx.workspace.root))}"
+                f"\n\n# settings stored with the job:\n# " + resolved.replace("\n", "\n# ")), note
 
     def submit(*values):
         try:
-            knd, args = form_args(*values)
-            job_id, ahead = jobs.submit_in_turn(ctx.workspace, knd, args)
+            job_id, ahead = jobs.submit_in_turn(ctx.workspace, values[0], form_config(*values))
         except IVTError as exc:
             return f"**Not started:** {exc}", gr.update()
         note = (f"Job {job_id} queued: it starts when job {ahead} ends (one model job at a time)." if ahead
                 else f"Started job {job_id}.")
         return note, gr.update(choices=job_choices(ctx), value=job_id)
 
+    kind.change(lambda k: (gr.update(visible=k == "sft"), gr.update(visible=k == "grpo")), kind,
+                [sft_group, grpo_group], show_progress="hidden")
     def poll(job_id):
         return (job_status(ctx, job_id), curves(ctx, job_id),
                 jobs.log_tail(get_job(ctx.db(), int(job_id)), 30) if job_id else "", jobs_frame(ctx))

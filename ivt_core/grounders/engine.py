@@ -35,9 +35,11 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ivt_core.families import FAMILIES
 from ivt_core.grounders.base import Generation, Sampling, conversation_images
 
-SUPPORTED_MODEL_TYPES = ("qwen3_vl",)
+# the model types of the families the engine runs (``Family.cached_engine``)
+SUPPORTED_MODEL_TYPES = tuple(t for family in FAMILIES.values() if family.cached_engine for t in family.model_types)
 GRAPH_MIN_TOKENS = 16  # below this many decode steps per call, capturing a graph costs more than it saves
 
 

@@ -12,7 +12,7 @@ import io
 import time
 
 from ivt_core.errors import InvalidInputError
-from ivt_core.families import Family, family_for_model_type, get_family
+from ivt_core.families import FAMILIES, Family, family_for_model_type, get_family
 from ivt_core.grounders.base import Generation, Sampling
 
 
@@ -54,8 +54,7 @@ class OpenAIGrounder:
         self.url = base_url.rstrip("/") + "/chat/completions"
         self.model = model
         self.family = family if isinstance(family, Family) else (
-            get_family(family) if family in ("qwen3_vl", "qwen2_5_vl", "qwen2_vl") else family_for_model_type(
-                family, "abs"))
+            get_family(family) if family in FAMILIES else family_for_model_type(family, "abs"))
         self.name = f"{model}@{base_url}"
         self.retries, self.backoff_s = retries, backoff_s
         self._resized = resized
@@ -66,7 +65,9 @@ class OpenAIGrounder:
         if self.family.convention == "abs_resized" and self._resized is None:
             from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
 
-            h, w = smart_resize(height, width, factor=28, min_pixels=56 * 56, max_pixels=28 * 28 * 1280)
+            factor = self.family.resize_factor()  # the processor's defaults: 4 to 1280 merged patches
+            h, w = smart_resize(height, width, factor=factor, min_pixels=4 * factor ** 2,
+                                max_pixels=1280 * factor ** 2)
             return w, h
         return self._resized
 

@@ -20,6 +20,7 @@ from transformers.models.qwen2_vl.processing_qwen2_vl import Qwen2VLProcessor
 from transformers.models.qwen3_vl.processing_qwen3_vl import Qwen3VLProcessor
 
 from ivt_core.errors import InvalidInputError
+from ivt_core.families import FAMILIES
 
 
 class Qwen3VLImageOnlyProcessor(Qwen3VLProcessor):
@@ -37,11 +38,8 @@ class Qwen2VLImageOnlyProcessor(Qwen2VLProcessor):
         super().__init__(image_processor, tokenizer, None, chat_template=chat_template, **kwargs)
 
 
-PROCESSOR_CLASSES = {
-    "qwen3_vl": Qwen3VLImageOnlyProcessor,
-    "qwen2_5_vl": Qwen2_5_VLImageOnlyProcessor,
-    "qwen2_vl": Qwen2VLImageOnlyProcessor,
-}
+# family name -> its image-only processor class (the family names the class: ``Family.processor``)
+PROCESSOR_CLASSES = {name: globals()[family.processor] for name, family in FAMILIES.items() if family.processor}
 
 
 def _read_chat_template(folder: Path) -> str | None:

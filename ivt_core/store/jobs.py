@@ -14,19 +14,22 @@ FINAL = ("done", "failed", "cancelled", "interrupted")
 
 
 def create_job(db: Database, kind: str, argv: list[str], log_path: str, resumed_from: int | None = None,
-               waits_for: int | None = None, needs_success: bool = True) -> int:
+               waits_for: int | None = None, needs_success: bool = True, config: dict | None = None) -> int:
+    """A queued job. ``config``: its settings (a config dataclass as a dict); ``argv``: the command shown."""
     cursor = db.execute(
-        "INSERT INTO jobs (kind, status, argv, created_at, log_path, resumed_from, waits_for, needs_success) "
-        "VALUES (?, 'queued', ?, ?, ?, ?, ?, ?)",
-        [kind, json.dumps(argv), now(), log_path, resumed_from, waits_for, int(needs_success)],
+        "INSERT INTO jobs (kind, status, argv, created_at, log_path, resumed_from, waits_for, needs_success, config) "
+        "VALUES (?, 'queued', ?, ?, ?, ?, ?, ?, ?)",
+        [kind, json.dumps(argv), now(), log_path, resumed_from, waits_for, int(needs_success),
+         json.dumps(config) if config is not None else None],
     )
     return cursor.lastrowid
 
 
 def update_job(db: Database, job_id: int, **fields) -> None:
     """Set columns of a job (``result`` is JSON-encoded)."""
-    if "result" in fields and not isinstance(fields["result"], str):
-        fields["result"] = json.dumps(fields["result"])
+    for name in ("result", "config", "argv"):
+        if name in fields and fields[name] is not None and not isinstance(fields[name], str):
+            fields[name] = json.dumps(fields[name])
     columns = ", ".join(f"{name} = ?" for name in fields)
     db.execute(f"UPDATE jobs SET {columns} WHERE id = ?", [*fields.values(), job_id])
 
@@ -46,7 +49,35 @@ def _decode(row: dict) -> dict:
     out = dict(row)
     out["argv"] = json.loads(row["argv"])
     out["result"] = json.loads(row["result"]) if row["result"] else None
+    out["config"] = json.loads(row["config"]) if row.get("config") else None  # None: made before job configs
     return out
+
+
+def newest_active_job(db: Database, kinds: tuple[str, ...]) -> int | None:
+    """The newest job of one of ``kinds`` still queued or running, or None."""
+    marks = ", ".join("?" * len(kinds))
+    rows = list(db.query(f"SELECT id FROM jobs WHERE kind IN ({marks}) AND status IN ('queued', 'running') "
+                         "ORDER BY id DESC LIMIT 1", list(kinds)))
+    return rows[0]["id"] if rows else None
+
+
+def waiting_jobs(db: Database) -> list[dict]:
+    """Queued jobs that wait for another one and have not been started: id, kind, the awaited job's id and
+    status, and whether they need it to succeed."""
+    return list(db.query(
+        "SELECT j.id, j.kind, j.config, j.needs_success, w.status AS awaited, w.id AS awaited_id FROM jobs j "
+        "JOIN jobs w ON w.id = j.waits_for WHERE j.status = 'queued' AND j.pid IS NULL"))
+
+
+def claim_job(db: Database, job_id: int) -> bool:
+    """Mark a waiting job as being started (pid -1); False if another process claimed it first."""
+    return db.execute("UPDATE jobs SET pid = -1 WHERE id = ? AND pid IS NULL", [job_id]).rowcount == 1
+
+
+def unfinished_jobs(db: Database) -> list[dict]:
+    """Jobs that should have a live process: running, or queued and started or not waiting for another job."""
+    return list(db.query("SELECT id, pid, status, heartbeat_at, created_at FROM jobs WHERE status IN (?, ?) "
+                         "AND NOT (status = 'queued' AND waits_for IS NOT NULL AND pid IS NULL)", list(ACTIVE)))
 
 
 def add_metric(db: Database, job_id: int, step: int, name: str, value: float) -> None:

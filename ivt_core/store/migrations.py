@@ -1,13 +1,18 @@
-"""Schema migrations, applied in order, each in its own transaction, recorded in ``_migrations``.
+"""Schema migrations: sqlite-utils' ``Migrations`` runs them in order, each in its own transaction, recorded in
+``_sqlite_migrations`` (set ``ivt``).
 
-Add a schema change by appending a ``(name, sql)`` pair; never edit one that has shipped.
+Add a schema change by appending a ``(name, sql)`` pair; never edit one that has shipped. Workspaces made before
+the switch to sqlite-utils' runner recorded their migrations in ``_migrations``; ``migrate`` adopts those records
+once, so an existing workspace upgrades in place.
 """
 
 from __future__ import annotations
 
 import sqlite3
 
-from sqlite_utils import Database
+from sqlite_utils import Database, Migrations
+
+from ivt_core import logs
 
 MIGRATIONS: list[tuple[str, str]] = [
     (
@@ -199,6 +204,12 @@ MIGRATIONS: list[tuple[str, str]] = [
         ALTER TABLE jobs ADD COLUMN needs_success INTEGER NOT NULL DEFAULT 1
         """,
     ),
+    (
+        "0006_job_config",
+        """
+        ALTER TABLE jobs ADD COLUMN config TEXT
+        """,
+    ),
 ]
 
 
@@ -214,24 +225,46 @@ def _statements(sql: str):
         yield buffer.strip()
 
 
+def _runner() -> Migrations:
+    runner = Migrations("ivt")
+    for name, sql in MIGRATIONS:
+        def apply(db: Database, sql: str = sql) -> None:
+            for statement in _statements(sql):
+                db.execute(statement)
+
+        runner(name=name)(apply)
+    return runner
+
+
+RUNNER = _runner()
+LEGACY_TABLE = "_migrations"  # the hand-written runner's record, before sqlite-utils' Migrations
+
+
 def applied(db: Database) -> list[str]:
     """Names of the migrations already applied, in order."""
-    if "_migrations" not in db.table_names():
-        return []
-    return [row["name"] for row in db.query("SELECT name FROM _migrations ORDER BY id")]
+    return [migration.name for migration in RUNNER.applied(db)]
+
+
+def _adopt_legacy_records(db: Database) -> None:
+    """Copy what the old runner recorded into sqlite-utils' table, once (the old table is then dropped)."""
+    if LEGACY_TABLE not in db.table_names():
+        return
+    with db.atomic():
+        RUNNER.ensure_migrations_table(db)
+        known = set(applied(db))
+        for row in db.query(f"SELECT name, applied_at FROM {LEGACY_TABLE} ORDER BY id"):
+            if row["name"] not in known:
+                db[Migrations.migrations_table].insert(
+                    {"migration_set": RUNNER.name, "name": row["name"], "applied_at": row["applied_at"]})
+        db.execute(f"DROP TABLE {LEGACY_TABLE}")
 
 
 def migrate(db: Database) -> list[str]:
     """Apply pending migrations, each atomically; return the names applied now."""
-    db.execute("CREATE TABLE IF NOT EXISTS _migrations (id INTEGER PRIMARY KEY, name TEXT UNIQUE, applied_at TEXT)")
-    done = set(applied(db))
-    new = []
-    for name, sql in MIGRATIONS:
-        if name in done:
-            continue
-        with db.atomic():
-            for statement in _statements(sql):
-                db.execute(statement)
-            db.execute("INSERT INTO _migrations (name, applied_at) VALUES (?, datetime('now'))", [name])
-        new.append(name)
-    return new
+    _adopt_legacy_records(db)
+    pending = [migration.name for migration in RUNNER.pending(db)]
+    if pending:
+        RUNNER.apply(db)
+        logs.get(__name__).info("applied migrations %s to %s", ", ".join(pending), db.conn.execute(
+            "PRAGMA database_list").fetchone()[2] or "memory")
+    return pending

@@ -110,6 +110,30 @@ def run_of_job(db: Database, job_id: int) -> int | None:
     return rows[0]["id"] if rows else None
 
 
+def run_samples_meta(db: Database, run_id: int) -> dict[str, dict]:
+    """{sample id: {"source", "meta"}} of the samples a run has trajectories for."""
+    rows = db.query(
+        "SELECT s.id, s.source, s.meta FROM samples s JOIN trajectories t ON t.sample_id = s.id WHERE t.run_id = ?",
+        [run_id],
+    )
+    return {r["id"]: {"source": r["source"], "meta": json.loads(r["meta"])} for r in rows}
+
+
+def count_trajectories(db: Database, run_id: int) -> int:
+    """How many trajectories a run has stored."""
+    return db.execute("SELECT COUNT(*) FROM trajectories WHERE run_id = ?", [run_id]).fetchone()[0]
+
+
+def link_run_to_job(db: Database, run_id: int, job_id: int) -> None:
+    """Record that job ``job_id`` writes run ``run_id`` now (a resumed run moves to the resuming job)."""
+    db.execute("UPDATE runs SET job_id = ? WHERE id = ?", [job_id, run_id])
+
+
+def running_runs(db: Database) -> list[dict]:
+    """Runs marked running: id, pid of their writer, job id."""
+    return list(db.query("SELECT id, pid, job_id FROM runs WHERE status = 'running'"))
+
+
 def list_runs(db: Database) -> list[dict]:
     return [_decode_run(r) for r in db.query("SELECT * FROM runs ORDER BY id DESC")]
 

@@ -55,6 +55,21 @@ def upsert_samples(db: Database, samples: Iterable[Sample]) -> int:
     return len(rows)
 
 
+def dataset_rows(db: Database, dataset: str) -> list[dict]:
+    """Every sample row of a dataset (all splits) in id order, as stored."""
+    return list(db.query("SELECT * FROM samples WHERE dataset = ? ORDER BY id", [dataset]))
+
+
+def record_import(db: Database, dataset: str, fmt: str, path: str, split: str, read: int, imported: int,
+                  skipped: int, reasons: dict) -> None:
+    """Keep what an import read, kept and skipped (and why)."""
+    db.execute(
+        "INSERT INTO imports (dataset, format, path, split, created_at, read, imported, skipped, reasons) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [dataset, fmt, path, split, now(), read, imported, skipped, json.dumps(reasons)],
+    )
+
+
 def _row_to_sample(row: dict) -> Sample:
     return Sample(
         id=row["id"], dataset=row["dataset"], split=row["split"], image_path=row["image_path"],

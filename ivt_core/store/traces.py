@@ -149,3 +149,20 @@ def update_trace(db: Database, trace_id: int, expected_version: int, reviewer: s
 def revisions(db: Database, trace_id: int) -> list[dict]:
     rows = db.query("SELECT * FROM trace_revisions WHERE trace_id = ? ORDER BY version", [trace_id])
     return [{**r, "diff": json.loads(r["diff"]), "snapshot": json.loads(r["snapshot"])} for r in rows]
+
+
+def traced_samples(db: Database, run_id: int, teacher: str) -> set[str]:
+    """The samples of a run that already have a trace by ``teacher``."""
+    return {r["sample_id"] for r in db.query(
+        "SELECT sample_id FROM traces WHERE run_id = ? AND teacher = ?", [run_id, teacher])}
+
+
+def has_trace(db: Database, sample_id: str, **equal) -> bool:
+    """Whether a trace of ``sample_id`` exists whose columns equal ``equal`` (lists and dicts compared as the
+    JSON they are stored as)."""
+    allowed = {"teacher", "origin", "steps", "student_box", "run_id", "kind"}
+    if set(equal) - allowed:
+        raise ValueError(f"has_trace compares only {sorted(allowed)}")
+    where = "".join(f" AND {name} = ?" for name in equal)
+    values = [json.dumps(v) if isinstance(v, (list, dict)) else v for v in equal.values()]
+    return bool(list(db.query(f"SELECT id FROM traces WHERE sample_id = ?{where} LIMIT 1", [sample_id, *values])))

@@ -1,11 +1,14 @@
 """Evaluation as a background job: progress in the store, cancel, resume, reconcile, refused arguments."""
 
+import dataclasses
 import os
 import time
 
 import pytest
 
-from ivt_core.errors import InvalidInputError
+from ivt_core.config.evaluation import EvalConfig
+from ivt_core.config.synthesis import SynthConfig
+from ivt_core.errors import IVTError
 from ivt_core.jobs import cancel, reconcile, resume, submit
 from ivt_core.store.jobs import create_job, get_job
 from ivt_core.store.runs import get_run
@@ -23,8 +26,8 @@ def _wait(workspace, job_id, statuses, timeout=120):
 
 @pytest.fixture
 def job_ws(shapes_ws, tiny_models):
-    return shapes_ws, ["--model", str(tiny_models["qwen3_vl"]), "--dataset", "shapes", "--split", "test",
-                       "--steps", "1", "--max-new-tokens", "4", "--batch-size", "2"]
+    return shapes_ws, EvalConfig(model=str(tiny_models["qwen3_vl"]), dataset="shapes", split="test", steps=1,
+                                 max_new_tokens=4, batch_size=2)
 
 
 def test_job_runs_to_done_with_progress_and_run(job_ws):
@@ -38,7 +41,7 @@ def test_job_runs_to_done_with_progress_and_run(job_ws):
 
 def test_cancel_then_resume_completes_the_same_run(job_ws):
     workspace, args = job_ws
-    job_id = submit(workspace, "eval", [*_slow(args)])
+    job_id = submit(workspace, "eval", dataclasses.replace(args, max_new_tokens=200, batch_size=1))
     _wait(workspace, job_id, {"running"})
     while get_job(workspace.connect(), job_id)["progress_done"] < 2:
         time.sleep(0.2)
@@ -53,13 +56,6 @@ def test_cancel_then_resume_completes_the_same_run(job_ws):
     assert run["status"] == "done" and run["n_samples"] == 6 and run["metrics"]["n"] == 6
 
 
-def _slow(args):
-    out = list(args)
-    out[out.index("--max-new-tokens") + 1] = "200"
-    out[out.index("--batch-size") + 1] = "1"
-    return out
-
-
 def test_reconcile_marks_vanished_jobs_interrupted(workspace):
     db = workspace.connect()
     job_id = create_job(db, "eval", ["eval"], "x.log")
@@ -68,15 +64,19 @@ def test_reconcile_marks_vanished_jobs_interrupted(workspace):
     assert get_job(db, job_id)["status"] == "interrupted"
 
 
-@pytest.mark.parametrize("kind,args", [
-    ("shell", ["rm", "-rf", "/"]),
-    ("eval", ["--steps", "-1"]),
-    ("eval", ["--workspace", "/elsewhere"]),
-    ("eval", ["--model", "x", "; rm -rf /"]),
+@pytest.mark.parametrize("kind,config", [
+    ("shell", EvalConfig(dataset="shapes", split="val")),
+    ("eval", ["--steps", "1"]),  # an argument list is not a config
+    ("eval", EvalConfig(dataset="shapes", split="val", steps=-1)),
+    ("eval", EvalConfig(dataset="shapes", split="val", steps=11)),
+    ("eval", EvalConfig(dataset="nope", split="val")),
+    ("eval", EvalConfig(model="x; rm -rf /", dataset="shapes", split="val")),
+    ("synth", SynthConfig()),
+    ("synth", EvalConfig(dataset="shapes", split="val")),
 ])
-def test_refuses_what_the_cli_would_not_run(workspace, kind, args):
-    with pytest.raises(InvalidInputError):
-        submit(workspace, kind, args)
+def test_refuses_what_the_program_would_not_run(workspace, kind, config):
+    with pytest.raises(IVTError):
+        submit(workspace, kind, config)
     assert workspace.connect().execute("SELECT COUNT(*) FROM jobs").fetchone()[0] == 0
 
 
@@ -84,26 +84,19 @@ def test_cli_job_flag_from_an_argument_list(job_ws, capsys):
     from ivt_core.cli import main
 
     workspace, args = job_ws
-    assert main(["eval", "--workspace", str(workspace.root), *args, "--job"]) == 0
+    flags = ["--model", args.model, "--dataset", "shapes", "--split", "test", "--steps", "1", "--max-new-tokens",
+             "4", "--batch-size", "2"]
+    assert main(["eval", "--workspace", str(workspace.root), *flags, "--job"]) == 0
     job_id = int(capsys.readouterr().out.strip())
     job = _wait(workspace, job_id, {"done", "failed"})
     assert job["status"] == "done" and "--workspace" not in job["argv"] and "--job" not in job["argv"]
-
-
-def test_option_helpers():
-    from ivt_core.jobs import job_arguments, option_value, without_options
-
-    args = ["--a", "1", "--workspace=/w", "--job", "--b", "2", "--workspace", "/x"]
-    assert job_arguments(args) == ["--a", "1", "--b", "2"]
-    assert option_value(args, "--workspace") == "/w" and option_value(args, "--c") is None
-    assert without_options(["--resume-run", "3", "--steps", "1"], valued=("--resume-run",)) == ["--steps", "1"]
+    assert job["config"]["steps"] == 1 and job["config"]["max_new_tokens"] == 4  # the settings, stored
 
 
 def test_a_queued_synthesis_starts_when_its_evaluation_is_done_and_reads_its_run(job_ws):
     workspace, args = job_ws
     first = submit(workspace, "eval", args)
-    synth = submit(workspace, "synth", ["--run-of-job", str(first), "--include-zero", "--keep-ratio", "1"],
-                   after=first)
+    synth = submit(workspace, "synth", SynthConfig(run_of_job=first, include_zero=True, keep_ratio=1.0), after=first)
     queued = get_job(workspace.connect(), synth)
     assert queued["waits_for"] == first and queued["pid"] is None and queued["message"] == f"waits for job {first}"
     assert reconcile(workspace) == []  # a job waiting for another is not a vanished one
@@ -121,7 +114,7 @@ def test_a_job_queued_behind_a_failed_one_is_cancelled_never_started(workspace):
     db = workspace.connect()
     failed = create_job(db, "eval", ["eval"], "x.log")
     db.execute("UPDATE jobs SET status = 'failed' WHERE id = ?", [failed])
-    behind = submit(workspace, "synth", ["--run-of-job", str(failed)], after=failed)
+    behind = submit(workspace, "synth", SynthConfig(run_of_job=failed), after=failed)
     job = get_job(db, behind)
     assert job["status"] == "cancelled" and job["pid"] is None and f"job {failed} ended failed" in job["message"]
     assert start_ready(workspace) == []
@@ -144,12 +137,12 @@ def test_model_jobs_take_turns_and_a_turn_starts_however_the_one_ahead_ends(work
     db = workspace.connect()
     running = create_job(db, "eval", ["--steps", "0"], "x.log")
     db.execute("UPDATE jobs SET status = 'running', pid = ? WHERE id = ?", [os.getpid(), running])
-    args = ["--dataset", "shapes", "--split", "val", "--steps", "0", "--limit", "1"]
+    args = EvalConfig(dataset="shapes", split="val", steps=0, limit=1)
     second, ahead = submit_in_turn(workspace, "eval", args)
     assert ahead == running and get_job(db, second)["pid"] is None
     third, ahead = submit_in_turn(workspace, "eval", args)
     assert ahead == second  # behind the newest model job, queued or running
-    synth, ahead = submit_in_turn(workspace, "synth", ["--run", "1"])
+    synth, ahead = submit_in_turn(workspace, "synth", SynthConfig(run_of_job=running))
     assert ahead is None  # synthesis from the app loads no model: it does not wait
     cancel(workspace, synth)
     db.execute("UPDATE jobs SET status = 'failed' WHERE id = ?", [running])

@@ -3,13 +3,14 @@
 import pytest
 
 from ivt_core import jobs
-from ivt_core.bootstrap import start_first_jobs
+from ivt_core.bootstrap import TOY_MODEL_PATH
+from ivt_core.config.training import GRPOConfig, SFTConfig
 from ivt_core.errors import InvalidInputError
+from ivt_core.first_start import start_first_jobs
 from ivt_core.review import check_box, history_rows, next_trace, queue_filters, trace_view
 from ivt_core.store.traces import get_trace, list_traces
 from ivt_core.teachers.geometric import GeometricTeacher
 from ivt_core.traces import SynthConfig, approve, edit_box, edit_reasoning, synthesize
-from ivt_core.train_form import TrainForm
 from tests.integration.test_traces import run  # noqa: F401 - the fixture
 
 
@@ -78,25 +79,26 @@ def test_trace_view_previews_an_edit_and_history_shows_diffs(queue):
 TOY = {"id": 1, "name": "toy", "base_path": "/models/toy", "adapter_path": ""}
 
 
-def test_train_form_builds_trainer_arguments():
-    sft = TrainForm("sft", TOY, epochs=3, lr=1e-4, lora_r=8, replay=0.5, full_finetune=True).args()
-    assert sft[:2] == ["--base", "/models/toy"] and "--full-finetune" in sft and sft[sft.index("--lr") + 1] == "0.0001"
-    grpo = TrainForm("grpo", {**TOY, "adapter_path": "/a"}, group_size=4, beta=0.1, max_steps=-1).args()
-    assert grpo[grpo.index("--init-adapter") + 1] == "/a" and grpo[grpo.index("--max-steps") + 1] == "50"
+def test_training_configs_for_a_registered_model():
+    sft = SFTConfig.for_model(TOY, epochs=3, lr=1e-4, lora_r=8, replay=0.5, full_finetune=True)
+    assert sft.base == "/models/toy" and sft.full_finetune and sft.lr == 1e-4
+    grpo = GRPOConfig.for_model({**TOY, "adapter_path": "/a"}, group_size=4, beta=0.1)
+    assert grpo.init_adapter == "/a" and grpo.max_steps == 50
 
 
-@pytest.mark.parametrize("form, message", [
-    (TrainForm("sft", TOY, lr=-1), "learning rate"),
-    (TrainForm("sft", TOY, lora_r=0), "LoRA rank"),
-    (TrainForm("sft", TOY, epochs=0), "epochs"),
-    (TrainForm("sft", {**TOY, "adapter_path": "/a"}), "is an adapter"),
-    (TrainForm("grpo", TOY, group_size=1), "at least 2"),
-    (TrainForm("grpo", TOY, reward="nope"), "unknown reward"),
-    (TrainForm("rm -rf", TOY), "sft or grpo"),
+@pytest.mark.parametrize("config, message", [
+    (lambda: SFTConfig(base=str(TOY_MODEL_PATH), lr=-1), "lr must be between"),
+    (lambda: SFTConfig(base=str(TOY_MODEL_PATH), lora_r=0), "lora_r must be between"),
+    (lambda: SFTConfig(base=str(TOY_MODEL_PATH), epochs=0), "epochs > 0"),
+    (lambda: SFTConfig.for_model({**TOY, "adapter_path": "/a"}), "is an adapter"),
+    (lambda: GRPOConfig(base=str(TOY_MODEL_PATH), group_size=1), "group_size must be between 2"),
+    (lambda: GRPOConfig(base=str(TOY_MODEL_PATH), reward="nope"), "reward must be one of"),
+    (lambda: GRPOConfig(base=str(TOY_MODEL_PATH), steps=11), "steps must be between 0 and 10"),
+    (lambda: GRPOConfig(base="/nonexistent"), "config.json"),
 ])
-def test_train_form_refuses_nonsense(form, message):
+def test_training_configs_refuse_nonsense(config, message):
     with pytest.raises(InvalidInputError, match=message):
-        form.args()
+        config().check()
 
 
 def test_first_start_queues_evaluations_and_a_synthesis_only_on_an_untouched_workspace(workspace, monkeypatch):
@@ -104,8 +106,8 @@ def test_first_start_queues_evaluations_and_a_synthesis_only_on_an_untouched_wor
 
     started = []
 
-    def fake_submit(ws, kind, args, after=None):
-        started.append((kind, args, after))
+    def fake_submit(ws, kind, config, after=None):
+        started.append((kind, config, after))
         return 7 + len(started)
 
     monkeypatch.setattr(jobs, "submit", fake_submit)
@@ -114,10 +116,10 @@ def test_first_start_queues_evaluations_and_a_synthesis_only_on_an_untouched_wor
     assert start_first_jobs(workspace, models) == [8, 9, 10]
     (k1, a1, after1), (k2, a2, after2), (k3, a3, after3) = started
     assert (k1, k2, k3) == ("eval", "synth", "eval") and (after1, after2, after3) == (None, 8, 9)
-    assert a1[a1.index("--steps") + 1] == "2" and "--limit" in a1 and a2[:2] == ["--run-of-job", "8"]
-    assert a3[a3.index("--model") + 1].endswith("toy-model-sft")
-    for kind, args, _ in started:
-        jobs._validate(kind, args)  # the real CLI parser accepts them
+    assert a1.steps == 2 and a1.limit == 100 and a2.run_of_job == 8 and a3.model.endswith("toy-model-sft")
+    jobs.checked_config(workspace, "eval", a1)  # what the job runner accepts
+    jobs.checked_config(workspace, "eval", a3)
+    a2.check()  # (its preflight would look for job 8, which this test does not start)
     db = workspace.connect()
     db.execute("INSERT INTO jobs (kind, status, argv, created_at, log_path) VALUES ('eval', 'done', '[]', 'x', '')")
     assert start_first_jobs(workspace, models) == []

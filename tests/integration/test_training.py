@@ -8,6 +8,7 @@ import time
 import pytest
 
 from ivt_core.cli import main
+from ivt_core.config.training import GRPOConfig, SFTConfig
 from ivt_core.jobs import reconcile, resume, submit
 from ivt_core.store.jobs import get_job, job_metrics
 from ivt_core.teachers.geometric import GeometricTeacher
@@ -63,7 +64,7 @@ def test_job_submission_refuses_before_starting(approved, tiny_models):
     from ivt_core.errors import InvalidInputError
 
     with pytest.raises(InvalidInputError, match="group_size"):
-        submit(approved, "grpo", ["--base", str(tiny_models["qwen3_vl"]), "--group-size", "1"])
+        submit(approved, "grpo", GRPOConfig(base=str(tiny_models["qwen3_vl"]), group_size=1))
     assert approved.connect().execute("SELECT COUNT(*) FROM jobs").fetchone()[0] == 0
 
 
@@ -106,9 +107,9 @@ def _wait(workspace, job_id, check, timeout=180):
 
 
 def test_sigkill_leaves_interrupted_job_that_resumes_without_losing_metrics(approved, tiny_models):
-    args = ["--base", str(tiny_models["qwen3_vl"]), "--batch-size", "1", "--lora-r", "4", "--eval-fraction", "0",
-            "--max-steps", "40", "--save-steps", "2"]
-    job_id = submit(approved, "sft", args)
+    config = SFTConfig(base=str(tiny_models["qwen3_vl"]), batch_size=1, lora_r=4, eval_fraction=0.0, max_steps=40,
+                       save_steps=2)
+    job_id = submit(approved, "sft", config)
     job = _wait(approved, job_id, lambda j: j["progress_done"] >= 5)
     os.killpg(job["pid"], signal.SIGKILL)
     _wait(approved, job_id, lambda j: not _alive(j["pid"]), timeout=30)

@@ -2,8 +2,9 @@ import pytest
 
 from ivt_core.errors import InvalidInputError
 from ivt_core.evaluate import EvalRequest, evaluate
-from ivt_core.explore import count_rows, iou_curve, run_sources, sample_rows, step_view
+from ivt_core.explore import count_rows, iou_curve, sample_rows, step_view
 from ivt_core.loop import LoopConfig
+from ivt_core.store.views import run_sources
 from tests.fakes import ScriptedGrounder
 
 

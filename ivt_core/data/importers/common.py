@@ -10,7 +10,6 @@ importing the same source again replaces rows instead of duplicating them.
 from __future__ import annotations
 
 import io
-import json
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +19,7 @@ from PIL import Image, UnidentifiedImageError
 from ivt_core.boxes import Box
 from ivt_core.data.sample import Sample
 from ivt_core.errors import InvalidInputError, NotFoundError
-from ivt_core.store.samples import now, upsert_dataset, upsert_samples
+from ivt_core.store.samples import record_import, upsert_dataset, upsert_samples
 from ivt_core.workspace import Workspace
 
 EXAMPLES_PER_REASON = 5
@@ -173,12 +172,8 @@ def write_import(workspace: Workspace, summary: ImportSummary, samples: list[Sam
         with db.atomic():
             upsert_dataset(db, summary.dataset, kind, meta)
             upsert_samples(db, samples)
-            db.execute(
-                "INSERT INTO imports (dataset, format, path, split, created_at, read, imported, skipped, reasons) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [summary.dataset, summary.format, summary.path, summary.split, now(), summary.read,
-                 summary.imported, summary.skipped, json.dumps({"reasons": dict(summary.reasons),
-                                                               "examples": summary.examples})],
-            )
+            record_import(db, summary.dataset, summary.format, summary.path, summary.split, summary.read,
+                          summary.imported, summary.skipped,
+                          {"reasons": dict(summary.reasons), "examples": summary.examples})
     finally:
         db.close()

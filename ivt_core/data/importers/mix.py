@@ -12,7 +12,7 @@ import random
 
 from ivt_core.data.sample import Sample
 from ivt_core.errors import InvalidInputError
-from ivt_core.store.samples import get_dataset
+from ivt_core.store.samples import dataset_rows, get_dataset
 from ivt_core.workspace import Workspace
 
 SPLITS = ("train", "val", "test")
@@ -30,7 +30,7 @@ def build_mix(workspace: Workspace, sources: list[str], sizes: list[int], seed: 
         for source in sources:
             if get_dataset(db, source) is None:
                 raise InvalidInputError(f"source dataset {source!r} is not in this workspace; import it first")
-            rows = list(db.query("SELECT * FROM samples WHERE dataset = ? ORDER BY id", [source]))
+            rows = dataset_rows(db, source)
             random.Random(f"{seed}:{source}").shuffle(rows)
             pools[source] = rows
         needed = {s: 0 for s in sources}

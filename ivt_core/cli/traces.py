@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 
@@ -25,56 +26,54 @@ def run_of_job(workspace, job_id: int) -> int:
 def cmd_synth(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from ivt_core.jobs import JobReporter, submit
-    from ivt_core.traces import SynthConfig, synthesize
+    from ivt_core.config.flags import config_from_args
+    from ivt_core.config.synthesis import SynthConfig
+    from ivt_core.jobs import JobReporter, stored_config, submit
+    from ivt_core.traces import synthesize
     from ivt_core.workspace import Workspace
 
     workspace = Workspace.open(args.workspace)
-    config = SynthConfig(steps=args.steps, iou_low=args.iou_low, iou_high=args.iou_high,
-                         keep_ratio=args.keep_ratio, seed=args.seed, include_zero=args.include_zero,
-                         confirm=args.confirm).check()
+    base = stored_config(workspace, args.as_job_id) if args.as_job_id else None
+    config = config_from_args(SynthConfig, args, base)
     if args.job:
-        from ivt_core.jobs import job_arguments
-
-        job_id = submit(workspace, "synth", job_arguments(args.argv))
+        job_id = submit(workspace, "synth", config)
         print(f"started job {job_id}; follow it with `ivt jobs show {job_id}`", file=sys.stderr)
         print(job_id)
         return 0
-    if args.run_of_job is not None:
-        args.run = run_of_job(workspace, args.run_of_job)
-    teacher = make_teacher(args)
+    config.teacher_api_key = config.teacher_api_key or os.environ.get("IVT_TEACHER_API_KEY", "")
+    config.preflight(workspace)
+    run = config.run if config.run is not None else run_of_job(workspace, config.run_of_job)
+    teacher = make_teacher(config)
     with JobReporter(workspace, args.as_job_id) as reporter, tqdm(desc="synth", unit="trace", file=sys.stderr) as bar:
         def advance(done: int, total: int) -> None:
             bar.total = total
             bar.update(done - bar.n)
             reporter.progress(done, total, f"{done}/{total} traces")
 
-        counts = synthesize(workspace, args.run, teacher, config, progress=advance)
+        counts = synthesize(workspace, run, teacher, config, progress=advance)
     print(json.dumps(counts) if args.json else
-          f"run {args.run}, teacher {teacher.name}: {counts['created']} new pending traces "
+          f"run {run}, teacher {teacher.name}: {counts['created']} new pending traces "
           f"({counts['corrective']} corrective eligible, {counts['keep']} keep, {counts['existing']} already there)")
     return 0
 
 
-def make_teacher(args: argparse.Namespace):
-    from ivt_core.errors import InvalidInputError
+def make_teacher(config):
+    """The teacher a ``SynthConfig`` names."""
     from ivt_core.teachers.geometric import GeometricTeacher
 
-    if args.teacher == "geometric":
-        return GeometricTeacher(seed=args.seed, style=args.style)
+    if config.teacher == "geometric":
+        return GeometricTeacher(seed=config.seed, style=config.style)
     from ivt_core.teachers.vlm import VLMTeacher
 
-    if args.teacher_url:
+    if config.teacher_url:
         from ivt_core.grounders.openai_grounder import OpenAIGrounder
 
-        grounder = OpenAIGrounder(args.teacher_url, args.teacher_model or "default", args.teacher_family,
-                                  api_key=args.teacher_api_key)
-    elif args.teacher_model:
+        grounder = OpenAIGrounder(config.teacher_url, config.teacher_model or "default", config.teacher_family,
+                                  api_key=config.teacher_api_key or None)
+    else:
         from ivt_core.grounders.transformers_grounder import TransformersGrounder
 
-        grounder = TransformersGrounder.load(args.teacher_model, device=args.device)
-    else:
-        raise InvalidInputError("the vlm teacher needs --teacher-model PATH (local) or --teacher-url URL (server)")
+        grounder = TransformersGrounder.load(config.teacher_model, device=config.device)
     return VLMTeacher(grounder)
 
 
@@ -123,37 +122,17 @@ def cmd_traces(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_parsers(sub, parser_class, positive, non_negative) -> None:
-    from ivt_core.teachers.geometric import STYLES
+def add_parsers(sub, parser_class, positive) -> None:
+    from ivt_core.config.flags import add_config_arguments
+    from ivt_core.config.synthesis import SynthConfig
 
     p = sub.add_parser("synth", help="write corrective traces from a run's own errors")
     p.add_argument("--workspace", default=None)
-    which = p.add_mutually_exclusive_group(required=True)
-    which.add_argument("--run", type=positive, help="the recorded run whose step-0 errors to correct")
-    which.add_argument("--run-of-job", type=positive, default=None,
-                       help="the run that evaluation job N wrote (for a synthesis queued behind that job)")
-    p.add_argument("--teacher", choices=["geometric", "vlm"], default="geometric")
-    p.add_argument("--style", choices=list(STYLES), default="prose",
-                   help="geometric teacher: full sentences (prose), a short fixed form (terse), or the kind of "
-                        "error only (minimal, for tiny models)")
-    p.add_argument("--steps", type=positive, default=2, help="corrective steps per trace (last = ground truth)")
-    p.add_argument("--iou-low", type=float, default=0.0, help="keep samples with step-0 IoU above this")
-    p.add_argument("--iou-high", type=float, default=0.85, help="... and below this")
-    p.add_argument("--keep-ratio", type=float, default=0.0, help="keep traces per corrective trace")
-    p.add_argument("--confirm", action="store_true",
-                   help="end each trace with a step that keeps the corrected box and says it is correct")
-    p.add_argument("--include-zero", action="store_true",
-                   help="also correct readable boxes with IoU 0 (the wrong object), which the paper's band excludes")
-    p.add_argument("--seed", type=non_negative, default=0)
-    p.add_argument("--teacher-model", default=None, help="vlm teacher: local checkpoint folder, or server model")
-    p.add_argument("--teacher-url", default=None, help="vlm teacher: OpenAI-compatible server, e.g. http://host:8000/v1")
-    p.add_argument("--teacher-family", default="qwen2_5_vl", help="vlm teacher on a server: its model family")
-    p.add_argument("--teacher-api-key", default=None)
-    p.add_argument("--device", default="auto")
+    add_config_arguments(p, SynthConfig)
     p.add_argument("--json", action="store_true")
     p.add_argument("--job", action="store_true", help="run in the background as a job")
     p.add_argument("--job-id", dest="as_job_id", type=positive, default=None, help=argparse.SUPPRESS)
-    p.set_defaults(func=cmd_synth, argv=None)
+    p.set_defaults(func=cmd_synth)
 
     traces = sub.add_parser("traces", help="review and export corrective traces").add_subparsers(
         dest="traces_command", required=True, parser_class=parser_class)

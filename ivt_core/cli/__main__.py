@@ -1,0 +1,5 @@
+import sys
+
+from ivt_core.cli.main import main
+
+sys.exit(main())

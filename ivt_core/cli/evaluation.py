@@ -1,0 +1,220 @@
+"""``ivt eval``, ``ivt report``, ``ivt compare``, ``ivt probe``, ``ivt runs``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from ivt_core.errors import InvalidInputError
+
+
+def _model_path(args: argparse.Namespace) -> Path:
+    from ivt_core.bootstrap import toy_model_path
+
+    return Path(args.model) if args.model else toy_model_path()
+
+
+def _request_from_run(workspace, run_id: int):
+    """The request, model and adapter a stored run was made with (to resume it)."""
+    from ivt_core.evaluate import EvalRequest
+    from ivt_core.grounders.base import Sampling
+    from ivt_core.loop import LoopConfig
+    from ivt_core.render import RenderStyle
+    from ivt_core.store.runs import get_run
+
+    db = workspace.connect()
+    try:
+        run = get_run(db, run_id)
+    finally:
+        db.close()
+    cfg = run["config"]
+    loop = LoopConfig(steps=cfg["steps"], policy=cfg["policy"], batch_size=cfg["batch_size"],
+                      prompt_version=cfg["prompt_version"], render=RenderStyle.from_dict(cfg["render"]),
+                      sampling=Sampling(**cfg["sampling"]), engine=cfg.get("engine", "auto"))
+    request = EvalRequest(run["dataset"], run["split"], loop, cfg.get("limit"))
+    return request, Path(cfg["model_path"]), (cfg.get("adapter_path") or None), cfg.get("coords")
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from ivt_core.bootstrap import DEFAULT_SPLITS, ensure_default_data, toy_model_path
+    from ivt_core.config.evaluation import EvalConfig
+    from ivt_core.config.flags import config_from_args
+    from ivt_core.evaluate import EvalRequest, evaluate, load_eval_samples
+    from ivt_core.grounders.transformers_grounder import TransformersGrounder
+    from ivt_core.jobs import JobReporter, stored_config, submit
+    from ivt_core.workspace import Workspace
+
+    workspace = Workspace.open(args.workspace)
+    base = stored_config(workspace, args.as_job_id) if args.as_job_id and args.shard is None else None
+    config = config_from_args(EvalConfig, args, base)
+    if args.job:
+        job_id = submit(workspace, "eval", config)
+        print(f"started job {job_id}; follow it with `ivt jobs show {job_id}`", file=sys.stderr)
+        print(json.dumps({"job_id": job_id}) if args.json else job_id)
+        return 0
+    config.check()
+    if config.resume_run is not None:
+        request, model_path, adapter, coords = _request_from_run(workspace, config.resume_run)
+    else:
+        request = EvalRequest(config.dataset, config.split, config.loop_config(), config.limit)
+        model_path = Path(config.model) if config.model else toy_model_path()
+        adapter, coords = config.adapter or None, config.coords or None
+        if config.dataset == "shapes" and config.split in DEFAULT_SPLITS:
+            written = ensure_default_data(workspace)
+            if written:
+                print(f"generated the default shapes-world splits first: {written}", file=sys.stderr)
+    samples = load_eval_samples(workspace, request)
+    shard = _shard(args.shard) if args.shard else None
+    total = len(samples[shard[0]::shard[1]]) if shard else len(samples)
+    with JobReporter(workspace, args.as_job_id) as reporter:
+        with tqdm(total=total, desc=f"eval T={request.loop.steps}", unit="sample", file=sys.stderr) as bar:
+            def advance(n: int) -> None:
+                bar.update(n)
+                reporter.progress(bar.n, total, f"{bar.n}/{total} samples")
+
+            if config.gpus > 1 and not shard:
+                from ivt_core.parallel_eval import evaluate_parallel
+
+                result = evaluate_parallel(workspace, model_path, request, config.gpus, adapter, coords,
+                                           "cpu" if config.device == "cpu" else "cuda", config.load_in_4bit,
+                                           advance, args.as_job_id, config.resume_run)
+                reporter.link_run(result.run_id)
+                return _print_result(args, result)
+            grounder = TransformersGrounder.load(model_path, adapter, config.load_in_4bit, config.device, coords)
+
+            result = evaluate(workspace, grounder, model_path, request, adapter, samples, progress=advance,
+                              resume_run=config.resume_run, job_id=args.as_job_id, shard=shard)
+        reporter.link_run(result.run_id)
+    return _print_result(args, result)
+
+
+def _shard(text: str) -> tuple[int, int]:
+    try:
+        index, count = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise InvalidInputError(f"--shard must look like I/N (worker I of N), got {text!r}") from None
+    if not 0 <= index < count:
+        raise InvalidInputError(f"--shard {text}: I must be between 0 and N-1")
+    return index, count
+
+
+def _print_result(args: argparse.Namespace, result) -> int:
+    metrics = result.metrics
+    if metrics["parse_failure_rate"] > 0:
+        print(f"warning: {metrics['parse_failure_rate']:.0%} of answers had no readable box "
+              "(counted as misses)", file=sys.stderr)
+    if args.json:
+        print(json.dumps({"run_id": result.run_id, **metrics}))
+    else:
+        print(_summary(result.run_id, metrics))
+    return 0
+
+
+def _summary(run_id: int, m: dict) -> str:
+    lines = [f"run {run_id}: {m['n']} samples", f"{'':<28}{'Acc@0.5':>9}{'Acc@0.7':>9}{'Acc@0.9':>9}{'mIoU':>8}"]
+
+    def row(label: str, d: dict) -> str:
+        return f"{label:<28}{d['acc@0.5']:>9.3f}{d['acc@0.7']:>9.3f}{d['acc@0.9']:>9.3f}{d['miou']:>8.3f}"
+
+    lines.append(row("step 0", m["step0"]))
+    lines.append(row("final step", m["final"]))
+    for name, d in m["policies"].items():
+        lines.append(row(f"stop: {name}", d))
+    lines.append(row(m["oracle"]["label"], m["oracle"]))
+    outcomes = ", ".join(f"{k} {v:.0%}" for k, v in m["outcomes"].items())
+    lines.append(f"degradation per step {m['degradation']:.3f}; {outcomes}; "
+                 f"unparsable {m['parse_failure_rate']:.0%}")
+    return "\n".join(lines)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from ivt_core.report import build_report, report_html, text_table
+    from ivt_core.workspace import Workspace
+
+    report = build_report(Workspace.open(args.workspace).connect(), args.run_id)
+    if args.html:
+        Path(args.html).write_text(report_html(report))
+        print(f"wrote {args.html}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(report))
+    elif not args.html:
+        run = report["run"]
+        print(f"run {run['id']}: {report['model']['name']} on {run['dataset']}/{run['split']}, T={run['steps']}, "
+              f"policy {run['policy']}, {report['metrics']['n']} samples, {run['status']}")
+        print(text_table(report["metrics"]))
+        for name, m in report["by_source"].items() if len(report["by_source"]) > 1 else ():
+            print(f"\nsource {name} ({m['n']} samples)\n{text_table(m)}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from ivt_core.report import compare_runs, compare_text
+    from ivt_core.workspace import Workspace
+
+    result = compare_runs(Workspace.open(args.workspace).connect(), args.run_ids)
+    print(json.dumps(result) if args.json else compare_text(result))
+    return 0
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from ivt_core.data.sample import load_image
+    from ivt_core.evaluate import check_images
+    from ivt_core.grounders.transformers_grounder import TransformersGrounder
+    from ivt_core.probe import probe_samples, rows_as_dicts, summarize_probe
+    from ivt_core.store.samples import get_sample, get_samples
+    from ivt_core.workspace import Workspace
+
+    workspace = Workspace.open(args.workspace)
+    db = workspace.connect()
+    if args.sample:
+        samples = [get_sample(db, args.sample)]
+    elif args.dataset and args.split:
+        samples = get_samples(db, args.dataset, args.split, args.n)
+    else:
+        raise InvalidInputError("give --sample ID, or --dataset and --split (with --n) for the batch form")
+    check_images(workspace, samples)
+    grounder = TransformersGrounder.load(_model_path(args), args.adapter, False, args.device, args.coords)
+    rows = []
+    for start in tqdm(range(0, len(samples), args.batch_size), desc="probe", unit="batch", file=sys.stderr):
+        chunk = samples[start:start + args.batch_size]
+        images = [load_image(workspace.resolve(s.image_path)) for s in chunk]
+        rows += probe_samples(grounder, chunk, images, seed=args.seed)
+    summary = summarize_probe(rows)
+    if args.json:
+        print(json.dumps({"summary": summary, "rows": rows_as_dicts(rows)}))
+        return 0
+    print(f"{'drawn box':<14}{'n':>4}{'drawn IoU':>11}{'next IoU':>10}{'moved':>8}{'readable':>10}")
+    for name, d in summary["per_counterfactual"].items():
+        def fmt(v):
+            return f"{v:.3f}" if v is not None else "-"
+
+        print(f"{name:<14}{d['n']:>4}{fmt(d['mean_shown_iou']):>11}{fmt(d['mean_next_iou']):>10}"
+              f"{fmt(d['mean_moved']):>8}{d['readable']:>10.0%}")
+    corr = summary["corr_shown_iou_vs_moved"]
+    print(f"correlation of drawn-box IoU with how much the model moved it: "
+          f"{'n/a (too few readable refinements)' if corr is None else f'{corr:+.3f}'} "
+          f"over {summary['pairs_used']} pairs")
+    print(summary["reading"])
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from ivt_core.store.runs import list_runs
+    from ivt_core.workspace import Workspace
+
+    db = Workspace.open(args.workspace).connect()
+    for run in list_runs(db):
+        m = run["metrics"] or {}
+        score = (f"step0 Acc@0.5 {m['step0']['acc@0.5']:.3f}, final {m['final']['acc@0.5']:.3f}"
+                 if m else run["status"])
+        print(f"{run['id']:>4}  {run['dataset']}/{run['split']}  T={run['steps']} {run['policy']:<9} "
+              f"n={run['n_samples']}  {score}")
+    return 0
+
+

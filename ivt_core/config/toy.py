@@ -1,0 +1,53 @@
+"""``ToyConfig``: everything that determines the toy model (``training/toy_pretrain.py``), saved as
+``train_config.json`` beside its weights."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from ivt_core.config.settings import check_settings, setting
+from ivt_core.data.shapes import ShapesConfig
+from ivt_core.errors import InvalidInputError
+
+
+def world_config(world: dict) -> ShapesConfig:
+    """The shapes world a stored dict describes (JSON lists back to tuples)."""
+    return ShapesConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in world.items()})
+
+
+@dataclass
+class ToyConfig:
+    """The toy model's architecture, data and schedule."""
+
+    seed: int = setting(0, "seed of the weights and of the scene stream", min=0)
+    steps: int = setting(6000, "optimizer steps", min=1)
+    batch_size: int = setting(256, "scenes per step", min=1, max=65536)
+    lr: float = setting(1e-3, "peak learning rate (cosine schedule after warmup)", min=1e-8, max=0.1)
+    min_lr_ratio: float = setting(0.05, "final learning rate as a share of the peak", min=0.0, max=1.0)
+    warmup: int = setting(300, "linear warmup steps", min=0)
+    weight_decay: float = setting(0.01, "AdamW weight decay on matrices", min=0.0, max=1.0)
+    grad_clip: float = setting(1.0, "gradient norm clip", min=0.0)
+    hidden: int = setting(256, "language model width", min=8)
+    layers: int = setting(4, "language model layers", min=1, max=64)
+    heads: int = setting(4, "attention heads", min=1)
+    kv_heads: int = setting(2, "key/value heads (grouped-query attention)", min=1)
+    intermediate: int = setting(768, "MLP width", min=8)
+    vision_hidden: int = setting(256, "vision tower width", min=8)
+    vision_depth: int = setting(4, "vision tower layers", min=1, max=64)
+    vocab: int = setting(1024, "tokenizer vocabulary size", min=256)
+    world: dict = setting(help="the shapes world's settings (config file only)",
+                          default_factory=lambda: asdict(ShapesConfig()))
+    eval_every: int = setting(1000, "run the loop on val scenes every N steps", min=1)
+    eval_samples: int = setting(256, "val scenes per evaluation", min=1)
+    save_every: int = setting(1000, "save last/ every N steps", min=1)
+    workers: int = setting(8, "data loader processes", min=0, max=256)
+    bf16: bool = setting(True, "bfloat16 autocast")
+    time_limit_s: float = setting(0.0, "stop (and save) after this many seconds of training; 0: no limit", min=0.0)
+
+    def check(self) -> ToyConfig:
+        """Return self if the settings make sense. Raises InvalidInputError saying what to fix."""
+        check_settings(self)
+        if self.hidden % self.heads or self.heads % self.kv_heads:
+            raise InvalidInputError("--hidden must divide by --heads, and --heads by --kv-heads")
+        world_config(self.world).check()
+        return self

@@ -1,0 +1,33 @@
+"""What a fresh workspace runs on first start, so that every tab of the app has something real to show.
+
+The app calls ``start_first_jobs`` once the shipped models are registered (``bootstrap``); the jobs are ordinary
+jobs with ordinary configs, queued one after the other so that a laptop is not asked to do two at once.
+"""
+
+from __future__ import annotations
+
+from ivt_core import jobs
+from ivt_core.config.evaluation import EvalConfig
+from ivt_core.config.synthesis import SynthConfig
+from ivt_core.store.jobs import list_jobs
+from ivt_core.store.models import get_model
+from ivt_core.store.runs import list_runs
+from ivt_core.workspace import Workspace
+
+FIRST_EVAL = {"dataset": "shapes", "split": "val", "steps": 2, "limit": 100}
+FIRST_SYNTH = {"steps": 2, "include_zero": True, "keep_ratio": 0.2}
+
+
+def start_first_jobs(workspace: Workspace, models: dict[str, int]) -> list[int]:
+    """On a workspace that has never run anything: an evaluation of the toy model (Explore), traces synthesized
+    from its mistakes (Traces), and an evaluation of each other shipped model on the same samples (Compare).
+    Returns the job ids, or [] when the workspace already has runs or jobs."""
+    with workspace.connect() as db:
+        if list_runs(db) or list_jobs(db, limit=1):
+            return []
+        rows = {name: get_model(db, model_id) for name, model_id in models.items()}
+    first = jobs.submit(workspace, "eval", EvalConfig.for_model(rows.pop("toy-model"), **FIRST_EVAL))
+    started = [first, jobs.submit(workspace, "synth", SynthConfig(run_of_job=first, **FIRST_SYNTH), after=first)]
+    for row in rows.values():
+        started.append(jobs.submit(workspace, "eval", EvalConfig.for_model(row, **FIRST_EVAL), after=started[-1]))
+    return started

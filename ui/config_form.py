@@ -1,0 +1,66 @@
+"""Browser form fields generated from the config dataclasses (``ivt_core.config``): a field marked ``form=True``
+becomes a component whose label, default, limits and choices are the field's, so the browser and the CLI cannot
+disagree. ``config_from_form`` turns the submitted values back into the same config the CLI builds.
+
+Each component's ``elem_id`` is ``cfg-<job kind>-<field>`` (a test compares every one with its dataclass default).
+"""
+
+from __future__ import annotations
+
+from dataclasses import fields
+
+import gradio as gr
+
+from ivt_core.config.settings import default_of, field_of, optional, replace, type_name
+from ivt_core.errors import InvalidInputError
+
+SLIDER_SPAN = 20  # whole-number settings with at most this many values are a slider, others a number box
+
+
+def form_names(cls) -> list[str]:
+    """The settings the browser form shows, in the dataclass's order."""
+    return [spec.name for spec in fields(cls) if spec.metadata.get("form")]
+
+
+def config_field(cls, name: str, **overrides) -> gr.components.Component:
+    """The component for setting ``name`` of ``cls``."""
+    spec = field_of(cls, name)
+    meta = spec.metadata
+    kind = type_name(spec)
+    common = {"label": meta.get("label") or name, "info": meta.get("help") or None,
+              "elem_id": f"cfg-{cls.job_kind}-{name}", **overrides}
+    value = overrides.pop("value", default_of(cls, name))
+    common.pop("value", None)
+    low, high = meta.get("min"), meta.get("max")
+    if kind == "bool":
+        common.pop("info")
+        return gr.Checkbox(value=value, **common)
+    if meta.get("choices") is not None:
+        return gr.Dropdown(list(meta["choices"]), value=value, **common)
+    if kind == "int" and low is not None and high is not None and high - low <= SLIDER_SPAN:
+        return gr.Slider(low, high, value=value, step=1, **common)
+    if kind in ("int", "float"):
+        return gr.Number(value=value, precision=0 if kind == "int" else None, minimum=low, maximum=high, **common)
+    return gr.Textbox(value=value, **common)
+
+
+def config_fields(cls) -> dict[str, gr.components.Component]:
+    """A component per form setting of ``cls`` (in a row each two)."""
+    return {name: config_field(cls, name) for name in form_names(cls)}
+
+
+def config_from_form(cls, values: dict, **fixed):
+    """The config the form's ``values`` (by field name) and the ``fixed`` settings describe, not yet checked.
+    Raises InvalidInputError for an emptied field that has no meaning when empty."""
+    for name, value in values.items():
+        if value is None and not optional(field_of(cls, name)):
+            label = field_of(cls, name).metadata.get("label") or name
+            raise InvalidInputError(f"{label} is empty; its default is {default_of(cls, name)}")
+        kind = type_name(field_of(cls, name))
+        if kind == "int" and value is not None:
+            if float(value) != int(value):
+                raise InvalidInputError(f"{name} must be a whole number, got {value}")
+            values[name] = int(value)
+        elif kind == "float" and value is not None:
+            values[name] = float(value)
+    return replace(cls(), **{**values, **fixed})
