@@ -85,11 +85,18 @@ def _user(image: Image.Image, text: str) -> dict:
 
 
 def _record(live: _Live, index: int, answer: Generation, grounder: Grounder) -> StepRecord:
+    """A step's record. A refinement answer that says the box it was shown is correct answers with that box,
+    b(t-1), whatever coordinates it types after the verdict (kept in ``raw_text``), and may type none: the
+    verdict is the answer, which the ``self`` rule stops on and every rule scores."""
     parsed = parse_answer(answer.text)
     box: Box | None = None
+    failure = parsed.failure
     if parsed.coords is not None:
         size = live.image.size
         box = from_model(parsed.coords, grounder.family.convention, size, grounder.resized_size(*size))
+    shown = _latest_box(live.trajectory) if index > 0 else None
+    if parsed.says_correct and shown is not None:
+        box, failure = shown, None
     return StepRecord(
         index=index,
         raw_text=answer.text,
@@ -97,7 +104,7 @@ def _record(live: _Live, index: int, answer: Generation, grounder: Grounder) -> 
         box=box,
         iou=iou(box, live.sample.bbox),
         parse_ok=box is not None,
-        parse_failure=parsed.failure,
+        parse_failure=failure,
         says_correct=parsed.says_correct,
         tokens_in=answer.tokens_in,
         tokens_out=answer.tokens_out,

@@ -77,3 +77,25 @@ def test_run_loop_batches():
 def test_bad_config(kw):
     with pytest.raises(InvalidInputError):
         LoopConfig(**kw).check()
+
+
+def test_a_verdict_of_correct_answers_with_the_box_it_judged():
+    """The self rule scores the judged box b(t-1), not coordinates re-typed after the verdict (the SFT toy
+    re-typed another box in 151 of 157 such answers)."""
+    answers = ['{"bbox_2d": [0, 0, 500, 500]}', 'The box is correct. {"bbox_2d": [600, 600, 900, 900]}']
+    g = ScriptedGrounder(lambda t, s: answers[s])
+    t = _run(g, n=1, steps=2, policy="self")[0]
+    assert t.stop_step == 1 and t.steps[1].box == t.steps[0].box == Box(0, 0, 100, 50)
+    assert t.final_iou == t.step0_iou == 1.0 and "600, 600" in t.steps[1].raw_text
+
+
+def test_a_keep_answer_may_omit_coordinates():
+    answers = ['{"bbox_2d": [0, 0, 500, 500]}', "The box is correct.", "The box is correct."]
+    t = _run(ScriptedGrounder(lambda t, s: answers[s]), n=1, steps=2)[0]
+    assert [s.parse_ok for s in t.steps] == [True, True, True] and t.steps[2].box == Box(0, 0, 100, 50)
+    assert t.steps[1].parse_failure is None and t.final_iou == 1.0
+
+
+def test_a_verdict_with_nothing_shown_is_not_a_box():
+    t = _run(ScriptedGrounder(lambda t, s: "The box is correct."), n=1, steps=1)[0]
+    assert not t.steps[0].parse_ok and not t.steps[1].parse_ok  # step 0 showed no box; nor did step 1
