@@ -58,7 +58,6 @@ def train(cfg: GRPOConfig) -> Path:
     from ivt_core.loop import LoopConfig, run_samples
     from ivt_core.metrics import degradation
     from ivt_core.rewards import get_reward, group_advantages, grpo_loss, token_logprobs
-    from ivt_core.store.models import register_model
     from ivt_core.store.samples import get_samples
     from ivt_core.supervision import cpu_rope_index
     from ivt_core.workspace import Workspace
@@ -169,16 +168,30 @@ def train(cfg: GRPOConfig) -> Path:
         adapter = out / "adapter"
         model.save_pretrained(adapter)
         (adapter / "grpo_config.json").write_text(json.dumps(stored(cfg), indent=1))
-        parent = register_model(db, base.name, str(base.resolve()), family.name)
-        stacked = ",".join([str(Path(cfg.init_adapter).resolve())] if cfg.init_adapter else []
-                           + [str(adapter.resolve())])
-        model_id = register_model(db, out.name, str(base.resolve()), family.name, adapter_path=stacked,
-                                  parent_id=parent, origin_job=cfg.job_id or None,
-                                  meta={"kind": "grpo", "config": stored(cfg), "init_adapter": cfg.init_adapter,
-                                        "note": "adapter applies on top of the base with init_adapter merged"})
+        model_id = register_grpo_model(db, cfg, base, adapter, family.name, out.name)
         print(json.dumps({"model_id": model_id, "adapter": str(adapter)}), flush=True)
     db.close()
     return out / "adapter"
+
+
+def register_grpo_model(db, cfg: GRPOConfig, base: Path, adapter: Path, family: str, name: str) -> int:
+    """Register the trained model with its own id: the base, then the SFT adapter it started from (merged first)
+    and its own adapter on top (``adapter_path`` "sft,grpo", which evaluation applies in that order). Its parent
+    is the model it started from: the SFT model (registered now if it was not), else the base."""
+    from ivt_core.store.models import register_model
+
+    parent = register_model(db, base.name, str(base.resolve()), family)
+    adapters = [str(adapter.resolve())]
+    if cfg.init_adapter:
+        start = Path(cfg.init_adapter).resolve()
+        parent = register_model(db, start.parent.name if start.name == "adapter" else start.name,
+                                str(base.resolve()), family, adapter_path=str(start), parent_id=parent)
+        adapters.insert(0, str(start))
+    return register_model(db, name, str(base.resolve()), family, adapter_path=",".join(adapters), parent_id=parent,
+                          origin_job=cfg.job_id or None,
+                          meta={"kind": "grpo", "config": stored(cfg), "init_adapter": cfg.init_adapter,
+                                "adapters": adapters,
+                                "note": "the adapters apply in order: the first merged into the base, the last on top"})
 
 
 def _save_checkpoint(model, optimizer, step: int, checkpoint: Path) -> None:

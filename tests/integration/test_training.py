@@ -167,3 +167,22 @@ def test_sft_skips_a_checkpoint_left_half_written(approved, tiny_models):
     (out / "checkpoints" / "checkpoint-999").mkdir(parents=True)  # as a kill during saving leaves it
     assert _sft(approved, tiny_models["qwen3_vl"], "--max-steps", "2", "--out", str(out)) == 0
     assert (out / "adapter" / "adapter_config.json").is_file()
+
+
+def test_grpo_from_an_sft_adapter_is_its_own_model_with_both_adapters(approved, tiny_models):
+    sft_out, grpo_out = approved.root / "models" / "sft-a", approved.root / "models" / "grpo-b"
+    assert _sft(approved, tiny_models["qwen3_vl"], "--max-steps", "1", "--out", str(sft_out)) == 0
+    assert main(["train", "grpo", "--workspace", str(approved.root), "--base", str(tiny_models["qwen3_vl"]),
+                 "--init-adapter", str(sft_out / "adapter"), "--dataset", "shapes", "--split", "test",
+                 "--group-size", "2", "--prompts", "1", "--steps", "1", "--max-steps", "1", "--max-new-tokens", "4",
+                 "--lora-r", "2", "--out", str(grpo_out)]) == 0
+    db = approved.connect()
+    rows = {r["name"]: r for r in db.query("SELECT id, name, adapter_path, parent_id FROM models")}
+    sft, grpo = rows["sft-a"], rows["grpo-b"]
+    assert grpo["id"] != sft["id"] and grpo["parent_id"] == sft["id"]
+    assert grpo["adapter_path"] == f"{(sft_out / 'adapter').resolve()},{(grpo_out / 'adapter').resolve()}"
+
+    from ivt_core.grounders.transformers_grounder import TransformersGrounder
+
+    loaded = TransformersGrounder.load(tiny_models["qwen3_vl"], adapter=grpo["adapter_path"], device="cpu")
+    assert "sft-a" in loaded.name and "grpo-b" in loaded.name  # both adapters applied, in order
