@@ -40,8 +40,20 @@ def config_field(cls, name: str, **overrides) -> gr.components.Component:
     if kind == "int" and low is not None and high is not None and high - low <= SLIDER_SPAN:
         return gr.Slider(low, high, value=value, step=1, **common)
     if kind in ("int", "float"):
-        return gr.Number(value=value, precision=0 if kind == "int" else None, minimum=low, maximum=high, **common)
+        # the limits are checked by the config (a message naming the setting and its range, in the form's note)
+        # rather than by gradio's own minimum/maximum, whose refusal is a bare "Error"
+        common["info"] = " ".join(filter(None, [common["info"], limits_text(low, high)]))
+        return gr.Number(value=value, precision=0 if kind == "int" else None, **common)
     return gr.Textbox(value=value, **common)
+
+
+def limits_text(low, high) -> str:
+    """The range of a number setting as its form field shows it: "(1e-08 to 0.1)", "(at least 1)"."""
+    if low is not None and high is not None:
+        return f"({low:g} to {high:g})"
+    if low is not None:
+        return f"(at least {low:g})"
+    return f"(at most {high:g})" if high is not None else ""
 
 
 def config_fields(cls) -> dict[str, gr.components.Component]:

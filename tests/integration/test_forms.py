@@ -37,13 +37,17 @@ def test_every_form_default_equals_the_dataclass_default(app_blocks):
 def test_form_limits_are_the_dataclass_limits(app_blocks):
     from dataclasses import fields
 
+    from ui.config_form import limits_text
+
     for elem_id, component in _config_components(app_blocks).items():
         _, kind, name = elem_id.split("-", 2)
         meta = next(f.metadata for f in fields(job_config_class(kind)) if f.name == name)
         if meta["choices"] is not None:
             assert [c[1] for c in component.choices] == list(meta["choices"]), elem_id
-        elif hasattr(component, "minimum"):
+        elif hasattr(component, "minimum"):  # a slider
             assert (component.minimum, component.maximum) == (meta["min"], meta["max"]), elem_id
+        elif meta["min"] is not None or meta["max"] is not None:  # a number box says its range
+            assert limits_text(meta["min"], meta["max"]) in component.info, elem_id
 
 
 def test_a_new_form_field_shows_without_another_edit(monkeypatch):
