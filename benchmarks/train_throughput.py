@@ -120,7 +120,9 @@ def bench_grpo(model_dir: Path, size, group: int, new_tokens: int, device: str, 
     from ivt_core.grounders.processing import load_processor
     from ivt_core.grounders.transformers_grounder import TransformersGrounder
     from ivt_core.loop import LoopConfig, run_samples
-    from ivt_core.rewards import final_iou_format, group_advantages, grpo_loss, token_logprobs
+    from ivt_core.policy_gradient import advantages as group_advantages
+    from ivt_core.policy_gradient import grpo_loss, token_logprobs
+    from ivt_core.rewards import final_iou_format
     from ivt_core.supervision import build_example, collate
 
     processor = load_processor(model_dir, "qwen3_vl")

@@ -149,6 +149,8 @@ def _advance(item: _Live, answer: Generation, grounder: Grounder, config: LoopCo
     item.trajectory.steps.append(_record(item, item.step, answer, grounder))
     item.trajectory.stop_step = item.step
     reply = {"role": "assistant", "content": [{"type": "text", "text": answer.text}]}
+    if keep_conversations:  # what GRPO scores: the sampled tokens, not the text tokenized again
+        reply.update(token_ids=list(answer.token_ids), truncated=answer.truncated)
     if item.step == config.steps or should_stop(item.trajectory.steps, config.policy):
         if keep_conversations:
             item.conversation.append(reply)

@@ -1,27 +1,28 @@
-"""GRPO rewards and the policy-gradient pieces, each a plain function tested on literal values.
+"""GRPO rewards, each a plain function of a recorded trajectory tested on literal values.
 
 Rewards read a recorded ``Trajectory`` (the same records and the same IoU the evaluation uses):
 
 - ``final_iou_format`` (default, the paper's): final-step IoU + 0.1 x (share of answers with a readable box);
 - ``mean_iou``: mean IoU over all steps;
-- ``final_minus_degradation``: final IoU - 0.1 x (number of steps whose IoU fell by more than 0.05).
+- ``final_minus_degradation``: final IoU - 0.1 x (number of steps whose IoU fell by more than 0.05);
+- ``improvement``: final IoU - step-0 IoU (what refinement added; pair it with ``train_turns="refinement"``, so
+  that the policy cannot earn it by making step 0 worse);
+- ``fix_break``: +1 when refinement turns a miss at step 0 into a hit at the final step (IoU 0.5), -1 for the
+  reverse, 0 when it keeps the verdict.
 
-``group_advantages`` normalises rewards within each group of G rollouts of one prompt; ``kl_per_token`` is the
-k3 estimator exp(ref - pol) - (ref - pol) - 1 (>= 0); ``grpo_loss`` is the clipped surrogate over the assistant
-tokens of each trajectory plus beta x KL.
+The policy-gradient pieces (advantages, token log-probabilities, KL, the loss) are in ``policy_gradient``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-import torch
-
 from ivt_core.errors import InvalidInputError
 from ivt_core.records import Trajectory
 
 FORMAT_WEIGHT = 0.1
 DEGRADE_BAND = 0.05
+HIT_IOU = 0.5
 
 
 def final_iou_format(t: Trajectory) -> float:
@@ -41,10 +42,21 @@ def final_minus_degradation(t: Trajectory) -> float:
     return t.final_iou - FORMAT_WEIGHT * drops
 
 
+def improvement(t: Trajectory) -> float:
+    return t.final_iou - t.step0_iou
+
+
+def fix_break(t: Trajectory) -> float:
+    before, after = t.step0_iou >= HIT_IOU, t.final_iou >= HIT_IOU
+    return float(after) - float(before)
+
+
 REWARDS: dict[str, Callable[[Trajectory], float]] = {
     "final_iou_format": final_iou_format,
     "mean_iou": mean_iou,
     "final_minus_degradation": final_minus_degradation,
+    "improvement": improvement,
+    "fix_break": fix_break,
 }
 
 
@@ -52,39 +64,3 @@ def get_reward(name: str) -> Callable[[Trajectory], float]:
     if name not in REWARDS:
         raise InvalidInputError(f"unknown reward {name!r}; use one of {', '.join(REWARDS)}")
     return REWARDS[name]
-
-
-def group_advantages(rewards: torch.Tensor, group_size: int, eps: float = 1e-4) -> torch.Tensor:
-    """(r - group mean) / (group std + eps) for rewards laid out group after group."""
-    if rewards.numel() % group_size:
-        raise ValueError("rewards must be a whole number of groups")
-    grouped = rewards.view(-1, group_size)
-    mean = grouped.mean(dim=1, keepdim=True)
-    std = grouped.std(dim=1, unbiased=False, keepdim=True)
-    return ((grouped - mean) / (std + eps)).view(-1)
-
-
-def kl_per_token(policy_logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
-    diff = ref_logp - policy_logp
-    return torch.exp(diff) - diff - 1
-
-
-def token_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Log-probabilities of the next tokens and the mask of trained positions (labels != -100), shifted."""
-    logits, labels = logits[:, :-1].float(), labels[:, 1:]
-    mask = labels != -100
-    picked = torch.gather(torch.log_softmax(logits, dim=-1), 2, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-    return picked, mask
-
-
-def grpo_loss(policy_logp, old_logp, ref_logp, mask, advantages, beta: float, clip: float = 0.2):
-    """Mean over trajectories of the masked token mean of -(clipped surrogate) + beta * KL; also returns the KL."""
-    ratio = torch.exp(policy_logp - old_logp)
-    adv = advantages.unsqueeze(1)
-    surrogate = torch.minimum(ratio * adv, torch.clamp(ratio, 1 - clip, 1 + clip) * adv)
-    kl = kl_per_token(policy_logp, ref_logp)
-    per_token = -(surrogate - beta * kl)
-    mask = mask.float()
-    per_traj = (per_token * mask).sum(1) / mask.sum(1).clamp(min=1)
-    kl_mean = ((kl * mask).sum(1) / mask.sum(1).clamp(min=1)).mean()
-    return per_traj.mean(), kl_mean

@@ -42,6 +42,55 @@ def build_example(processor, conversation: list[dict], train_turns: set[int] | N
     return example
 
 
+def build_rollout_example(processor, conversation: list[dict], train_turns: set[int],
+                          drop_truncated: bool = False) -> dict:
+    """Like ``build_example``, for a sampled rollout: every assistant turn that carries ``token_ids`` (the loop
+    keeps them, ``keep_conversations``) holds exactly the sampled tokens, and those are what ``train_turns``
+    label; the text tokenized again could differ. A turn cut at the token limit (``truncated``) is followed by
+    the template's end of turn as context, never labelled: no end token the model did not sample is trained.
+    ``drop_truncated``: a truncated turn is not labelled at all (TRL's ``mask_truncated_completions``).
+    A rollout that sampled the image placeholder token (an untrained model may) cannot be fed back as it was
+    (the placeholder stands for image features): it is replaced by padding and the rollout carries no loss.
+    """
+    example = build_example(processor, conversation, set())
+    ids, types = example["input_ids"].tolist(), example.get("mm_token_type_ids")
+    types = types.tolist() if types is not None else None
+    labels = [IGNORE] * len(ids)
+    counts = _image_token_counts(processor, {"image_grid_thw": example.get("image_grid_thw")})
+    end_id = processor.tokenizer.eos_token_id
+    placeholder, pad = getattr(processor, "image_token_id", None), processor.tokenizer.pad_token_id
+    poisoned = False
+    turns = [i for i, m in enumerate(conversation) if m["role"] == "assistant"]
+    for turn in reversed(turns):  # from the end, so that earlier positions stay where they are
+        message = conversation[turn]
+        start = _prefix_length(processor, conversation[:turn], counts)
+        end = _prefix_length(processor, conversation[: turn + 1], counts, generation_prompt=False)
+        if "token_ids" not in message:
+            span, trained = ids[start:end], [turn in train_turns] * (end - start)
+        else:
+            rendered = ids[start:end]
+            stop = max((i for i, t in enumerate(rendered) if t == end_id), default=None)
+            tail = rendered[stop:] if stop is not None else []  # the end token and what follows it
+            sampled = list(message["token_ids"])
+            if placeholder is not None and placeholder in sampled:
+                sampled, poisoned = [pad if t == placeholder else t for t in sampled], True
+            truncated = bool(message.get("truncated"))
+            if not truncated and sampled and sampled[-1] == end_id:
+                tail = tail[1:]  # the sampled end token is already there
+            label = turn in train_turns and not (truncated and drop_truncated)
+            span, trained = sampled + tail, [label] * len(sampled) + [False] * len(tail)
+        ids[start:end] = span
+        labels[start:end] = [t if keep else IGNORE for t, keep in zip(span, trained, strict=True)]
+        if types is not None:
+            types[start:end] = [0] * len(span)  # text
+    if poisoned:
+        labels = [IGNORE] * len(ids)
+    out = dict(example, input_ids=torch.tensor(ids), labels=torch.tensor(labels))
+    if types is not None:
+        out["mm_token_type_ids"] = torch.tensor(types, dtype=example["mm_token_type_ids"].dtype)
+    return out
+
+
 def _image_token_counts(processor, inputs) -> list[int]:
     grids = inputs.get("image_grid_thw")
     if grids is None:

@@ -30,15 +30,28 @@ from training.config_cli import config_from_args as cli_config
 from training.config_cli import run_main
 
 
-def _trajectory_tensors(processor, trajectories, rope, pad):
-    from ivt_core.supervision import build_example, collate
+def _trajectory_tensors(processor, trajectories, chunk: list[int], cfg: GRPOConfig, rope, pad) -> dict:
+    """A micro-batch of rollouts as model inputs: each assistant turn holds the tokens it sampled; the trained
+    turns are all of them, or the refinement turns only (``train_turns="refinement"``: step 0 is context)."""
+    from ivt_core.supervision import build_rollout_example, collate
 
     examples = []
-    for t in trajectories:
-        conversation = t.conversation
-        turns = {i for i, m in enumerate(conversation) if m["role"] == "assistant"}
-        examples.append(build_example(processor, conversation, turns))
-    return collate(examples, pad, rope)
+    for index in chunk:
+        conversation = trajectories[index].conversation
+        answers = [i for i, m in enumerate(conversation) if m["role"] == "assistant"]
+        trained = set(answers[1:] if cfg.train_turns == "refinement" else answers)
+        examples.append(build_rollout_example(processor, conversation, trained, cfg.mask_truncated_completions))
+    return {**collate(examples, pad, rope), "index": chunk}
+
+
+KL_STILL = 1e-4
+KL_WINDOW = 10
+
+
+def not_moving(kls: list[float]) -> bool:
+    """True once, when the KL has stayed under ``KL_STILL`` for exactly the last ``KL_WINDOW`` steps."""
+    return len(kls) >= KL_WINDOW and max(kls[-KL_WINDOW:]) < KL_STILL and (
+        len(kls) == KL_WINDOW or kls[-KL_WINDOW - 1] >= KL_STILL)
 
 
 def train(cfg: GRPOConfig) -> Path:
@@ -57,7 +70,9 @@ def train(cfg: GRPOConfig) -> Path:
     from ivt_core.jobs import JobReporter
     from ivt_core.loop import LoopConfig, run_samples
     from ivt_core.metrics import degradation
-    from ivt_core.rewards import get_reward, group_advantages, grpo_loss, token_logprobs
+    from ivt_core.policy_gradient import advantages as group_advantages
+    from ivt_core.policy_gradient import chunks, policy_update
+    from ivt_core.rewards import get_reward
     from ivt_core.store.samples import get_samples
     from ivt_core.supervision import cpu_rope_index
     from ivt_core.workspace import Workspace
@@ -93,7 +108,9 @@ def train(cfg: GRPOConfig) -> Path:
         state = None
     model.to(device)
     enable_batched_vision_attention(model)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr)
+    lr = cfg.learning_rate(sum(p.numel() for p in model.parameters()))
+    print(f"learning rate {lr:g}" + (" (by model size: --lr 0)" if not cfg.lr else ""), flush=True)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
     start = 0
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])
@@ -110,6 +127,13 @@ def train(cfg: GRPOConfig) -> Path:
                       sampling=Sampling(max_new_tokens=cfg.max_new_tokens, do_sample=True,
                                         temperature=cfg.temperature))
     stop = {"flag": False}
+    kls: list[float] = []
+
+    def reference(inputs):
+        """The starting model: the policy with its new adapter switched off (the SFT adapter is merged in)."""
+        with model.disable_adapter():
+            return model(**inputs).logits
+
     log = (out / "metrics.jsonl").open("a") if main_rank else None
     with JobReporter(workspace, cfg.job_id if main_rank and cfg.job_id else None) as reporter:
         signal.signal(signal.SIGTERM, lambda *a: stop.update(flag=True))
@@ -121,30 +145,25 @@ def train(cfg: GRPOConfig) -> Path:
             model.eval()
             trajectories = run_samples(grounder, batch, loop, images, keep_conversations=True)
             rewards = torch.tensor([reward_fn(t) for t in trajectories])
-            advantages = group_advantages(rewards, cfg.group_size)
+            advantages = group_advantages(rewards, cfg.group_size, cfg.scale_rewards)
+            batches = [_trajectory_tensors(processor, trajectories, chunk, cfg, rope, pad)
+                       for chunk in chunks(len(trajectories), cfg.micro_batch)]
             model.train()
-            optimizer.zero_grad(set_to_none=True)
-            kls = []
-            for begin in range(0, len(trajectories), cfg.micro_batch):
-                chunk = list(range(begin, min(begin + cfg.micro_batch, len(trajectories))))
-                tensors = {k: v.to(device) for k, v in _trajectory_tensors(
-                    processor, [trajectories[i] for i in chunk], rope, pad).items()}
-                labels = tensors.pop("labels")
-                with torch.no_grad(), model.disable_adapter():
-                    ref_logp, _ = token_logprobs(model(**tensors).logits, labels)
-                policy_logp, mask = token_logprobs(wrapped(**tensors).logits, labels)
-                loss, kl = grpo_loss(policy_logp, policy_logp.detach(), ref_logp, mask,
-                                     advantages[chunk].to(device), cfg.beta, cfg.clip)
-                accelerator.backward(loss * len(chunk) / len(trajectories))
-                kls.append(kl.item())
-            accelerator.clip_grad_norm_(wrapped.parameters(), 1.0)
-            optimizer.step()
+            update = policy_update(
+                lambda inputs: wrapped(**inputs).logits, reference if cfg.beta else None, batches, advantages,
+                optimizer, beta=cfg.beta, clip=cfg.clip, loss_type=cfg.loss_type, num_iterations=cfg.num_iterations,
+                temperature=cfg.temperature, max_tokens=cfg.max_new_tokens * (cfg.steps + 1),
+                backward=accelerator.backward, before_step=lambda: accelerator.clip_grad_norm_(wrapped.parameters(),
+                                                                                               1.0), device=device)
+            kls.append(update["kl"])
             gathered = accelerator.gather(rewards.to(device)).cpu()  # every rank's rollouts in the logged numbers
             per_step = [sum(t.steps[k].iou for t in trajectories if len(t.steps) > k) / len(trajectories)
                         for k in range(cfg.steps + 1)]
             losses = [x for t in trajectories for x in degradation(t)]
             record = {"step": step + 1, "reward_mean": gathered.mean().item(), "reward_std": gathered.std().item(),
-                      "kl": sum(kls) / len(kls), "degradation": sum(losses) / max(1, len(losses)),
+                      "kl": update["kl"], "loss": update["loss"], "degradation": sum(losses) / max(1, len(losses)),
+                      "truncated": sum(s.tokens_out >= cfg.max_new_tokens for t in trajectories for s in t.steps)
+                      / max(1, sum(len(t.steps) for t in trajectories)),
                       "completion_tokens": sum(s.tokens_out for t in trajectories for s in t.steps) / len(trajectories),
                       **{f"iou_step{k}": v for k, v in enumerate(per_step)}}
             if main_rank:
@@ -156,6 +175,10 @@ def train(cfg: GRPOConfig) -> Path:
                 reporter.progress(step + 1, cfg.max_steps, f"step {step + 1}/{cfg.max_steps} reward "
                                   f"{record['reward_mean']:.3f}")
                 print(json.dumps(record), flush=True)
+                if not_moving(kls):
+                    print(f"warning: KL to the reference has stayed under {KL_STILL:g} for the last {KL_WINDOW} steps: "
+                          f"the policy is not moving (lr {lr:g}); raise --lr (the 11 M toy needs 1e-4..5e-4)",
+                          flush=True)
                 if cfg.flywheel_below >= 0:
                     _flywheel(workspace, trajectories, rewards, cfg, family)
                 if (step + 1) % cfg.save_steps == 0 or step + 1 == cfg.max_steps or stop["flag"]:

@@ -56,9 +56,14 @@ def limits_text(low, high) -> str:
     return f"(at most {high:g})" if high is not None else ""
 
 
-def config_fields(cls) -> dict[str, gr.components.Component]:
-    """A component per form setting of ``cls`` (in a row each two)."""
-    return {name: config_field(cls, name) for name in form_names(cls)}
+def config_fields(cls, per_row: int = 3) -> dict[str, gr.components.Component]:
+    """A component per form setting of ``cls``, ``per_row`` to a row."""
+    names, made = form_names(cls), {}
+    for start in range(0, len(names), per_row):
+        with gr.Row():
+            for name in names[start:start + per_row]:
+                made[name] = config_field(cls, name)
+    return made
 
 
 def config_from_form(cls, values: dict, **fixed):

@@ -13,12 +13,17 @@ from typing import ClassVar
 
 from ivt_core.config.settings import check_settings, setting, steps_setting
 from ivt_core.errors import InvalidInputError
+from ivt_core.policy_gradient import LOSS_TYPES, SCALE_REWARDS
 from ivt_core.rewards import REWARDS
 
 LORA_TARGETS = {
     "attention": r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj)",
     "all": r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)",
 }
+
+
+SMALL_MODEL = 100_000_000  # parameters; below: GRPO's default learning rate is SMALL_MODEL_LR
+SMALL_MODEL_LR, LARGE_MODEL_LR = 3e-4, 1e-5
 
 
 def check_adapter_base(adapter: Path, base: Path) -> None:
@@ -131,12 +136,31 @@ class GRPOConfig:
     prompts: int = setting(4, "prompts per step", min=1, max=1024, form=True, label="Prompts per step")
     steps: int = steps_setting(help="refinement steps T of every rollout", form=True, label="T (refinement steps)")
     max_steps: int = setting(50, "optimizer steps", min=1, form=True, label="Max steps")
-    lr: float = setting(1e-5, "learning rate (LoRA on a 2-8 B model: ~1e-5; the 11 M toy: 1e-4..5e-4)", min=1e-8,
-                        max=0.1, form=True, label="Learning rate")
-    beta: float = setting(0.04, "KL penalty to the reference", min=0.0, max=10.0, form=True, label="KL beta")
-    clip: float = setting(0.2, "PPO clip range epsilon", min=1e-3, max=0.99)
-    reward: str = setting("final_iou_format", "reward of a trajectory (ivt_core.rewards)", choices=tuple(REWARDS),
-                          form=True, label="Reward")
+    lr: float = setting(0.0, "learning rate; 0: by model size, 3e-4 under 100 M parameters (the 11 M toy needs "
+                        "1e-4..5e-4 to move) and 1e-5 above (LoRA on a 2-8 B model)", min=0.0, max=0.1, form=True,
+                        label="Learning rate (0: by model size)")
+    beta: float = setting(0.04, "KL penalty to the reference (0: none, and no reference pass)", min=0.0, max=10.0,
+                          form=True, label="KL beta")
+    clip: float = setting(0.2, "PPO clip range epsilon (TRL's epsilon): acts from the second of num_iterations",
+                          min=1e-3, max=0.99)
+    loss_type: str = setting("grpo", "how token losses add up (TRL's loss_type): grpo, each answer's token mean "
+                             "then the mean over answers; dapo, the mean over every trained token; dr_grpo, the "
+                             "token sum over answers x the maximum length", choices=LOSS_TYPES, form=True,
+                             label="Loss aggregation")
+    scale_rewards: str = setting("group", "advantages = reward - group mean, divided by the group's std (group), "
+                                 "the batch's std (batch) or nothing (none: a group of near-equal rewards then "
+                                 "gives small advantages instead of amplified noise)", choices=SCALE_REWARDS,
+                                 form=True, label="Scale rewards by")
+    num_iterations: int = setting(1, "optimisation passes over each batch of rollouts (TRL's num_iterations, mu); "
+                                  "from the second, the ratio to the old policy and the clip act", min=1, max=16)
+    mask_truncated_completions: bool = setting(False, "answers cut at the token limit carry no loss at all (they "
+                                               "never get an end token they did not sample, either way)")
+    train_turns: str = setting("all", "the answers the loss trains: all, or refinement (step 0 is context, so "
+                               "that an improvement reward cannot be earned by making step 0 worse)",
+                               choices=("all", "refinement"), form=True, label="Trained answers")
+    reward: str = setting("final_iou_format", "reward of a trajectory (ivt_core.rewards): final_iou_format, "
+                          "mean_iou, final_minus_degradation, improvement (final - step-0 IoU), fix_break (+1 fix, "
+                          "-1 break)", choices=tuple(REWARDS), form=True, label="Reward")
     temperature: float = setting(1.0, "sampling temperature of the rollouts", min=0.01, max=10.0)
     max_new_tokens: int = setting(96, "answer length limit per step, in tokens", min=1, max=8192)
     lora_r: int = setting(16, "LoRA rank", min=1, max=1024, form=True, label="LoRA rank")
@@ -154,12 +178,18 @@ class GRPOConfig:
         """Refuse nonsense before anything starts; messages say what to fix."""
         self.base = self.base or default_base()
         check_settings(self)
+        if 0 < self.lr < 1e-8:
+            raise InvalidInputError(f"lr must be 0 (by model size) or at least 1e-8, got {self.lr:g} (--lr)")
         _check_base(self.base)
         if self.init_adapter:
             if not (Path(self.init_adapter) / "adapter_config.json").is_file():
                 raise InvalidInputError(f"--init-adapter {self.init_adapter} is not a LoRA adapter folder")
             check_adapter_base(Path(self.init_adapter), Path(self.base))
         return self
+
+    def learning_rate(self, parameters: int) -> float:
+        """The learning rate to use for a model of ``parameters`` parameters (``lr`` 0: by size)."""
+        return self.lr or (SMALL_MODEL_LR if parameters < SMALL_MODEL else LARGE_MODEL_LR)
 
     @classmethod
     def for_model(cls, model: dict, **settings) -> GRPOConfig:

@@ -18,15 +18,22 @@ from ivt_core.families import Family
 
 @dataclass(frozen=True)
 class Generation:
+    """One answer. ``token_ids``: the tokens sampled, up to and including the end token (GRPO scores these,
+    not the text tokenized again); ``truncated``: the answer hit the token limit before an end token."""
+
     text: str
     tokens_in: int = 0
     tokens_out: int = 0
     latency_ms: float = 0.0
+    token_ids: tuple[int, ...] = ()
+    truncated: bool = False
 
 
 @dataclass(frozen=True)
 class Sampling:
-    """Decoding settings: greedy by default; GRPO rollouts sample."""
+    """Decoding settings: greedy by default; GRPO rollouts sample from softmax(logits / temperature), cut to the
+    top-p nucleus, and nothing else (no top-k, whatever a checkpoint's generation config says): the plain loop
+    and the cached engine draw from the same distribution, the one GRPO's log-probabilities score."""
 
     max_new_tokens: int = 256
     do_sample: bool = False

@@ -244,7 +244,8 @@ class CachedEngine:
         results = []
         for ids, prompt_length in zip(generated, prompt_lengths, strict=True):
             results.append(Generation(text=self.tokenizer.decode(ids, skip_special_tokens=True).strip(),
-                                      tokens_in=prompt_length, tokens_out=len(ids), latency_ms=elapsed_ms))
+                                      tokens_in=prompt_length, tokens_out=len(ids), latency_ms=elapsed_ms,
+                                      token_ids=tuple(ids), truncated=not ids or ids[-1] not in self.eos))
         return results
 
     def _sync(self) -> None:

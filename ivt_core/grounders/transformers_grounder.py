@@ -136,8 +136,8 @@ class TransformersGrounder:
         inputs = self.processor(text=texts, images=images or None, padding=True, return_tensors="pt")
         inputs = inputs.to(self.device)
         gen_kwargs = {"max_new_tokens": sampling.max_new_tokens, "do_sample": sampling.do_sample}
-        if sampling.do_sample:
-            gen_kwargs.update(temperature=sampling.temperature, top_p=sampling.top_p)
+        if sampling.do_sample:  # top_k 0: no top-k cut (transformers' default is 50; the engine has none)
+            gen_kwargs.update(temperature=sampling.temperature, top_p=sampling.top_p, top_k=0)
         else:
             gen_kwargs.update(temperature=None, top_p=None, top_k=None)
         start = time.perf_counter()
@@ -147,19 +147,28 @@ class TransformersGrounder:
         prompt_len = inputs["input_ids"].shape[1]
         new_tokens = output[:, prompt_len:]
         answers = self.processor.batch_decode(new_tokens, skip_special_tokens=True)
-        eos = self.processor.tokenizer.eos_token_id
-        pad = self.processor.tokenizer.pad_token_id
+        ends = _end_tokens(self.model, self.processor.tokenizer)
         results = []
         for row, answer in enumerate(answers):
             ids = new_tokens[row].tolist()
-            count = next((i + 1 for i, t in enumerate(ids) if t == eos), len([t for t in ids if t != pad]))
+            end = next((i + 1 for i, t in enumerate(ids) if t in ends), None)
+            sampled = ids[:end] if end else ids[:sampling.max_new_tokens]
             results.append(Generation(
                 text=answer.strip(),
                 tokens_in=int(inputs["attention_mask"][row].sum()),
-                tokens_out=count,
+                tokens_out=len(sampled),
                 latency_ms=elapsed_ms,
+                token_ids=tuple(sampled),
+                truncated=end is None,
             ))
         return results
+
+
+def _end_tokens(model, tokenizer) -> set[int]:
+    """The tokens that end an answer: the generation config's (one or several), else the tokenizer's."""
+    ends = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ends = ends if ends is not None else tokenizer.eos_token_id
+    return set(ends if isinstance(ends, list) else [ends])
 
 
 def _attach_adapter(model, adapter: Path):

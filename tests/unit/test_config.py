@@ -115,4 +115,6 @@ def test_unknown_job_kind_is_refused():
 
 
 def test_trainer_defaults_differ_where_the_trainers_do():
-    assert default_of(SFTConfig, "lr") == 2e-4 and default_of(GRPOConfig, "lr") == 1e-5
+    assert default_of(SFTConfig, "lr") == 2e-4 and default_of(GRPOConfig, "lr") == 0.0  # GRPO: by model size
+    assert GRPOConfig().learning_rate(11_000_000) == 3e-4 and GRPOConfig().learning_rate(4_000_000_000) == 1e-5
+    assert GRPOConfig(lr=5e-5).learning_rate(11_000_000) == 5e-5
