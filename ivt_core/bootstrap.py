@@ -16,7 +16,7 @@ from ivt_core.store.models import register_model
 from ivt_core.store.samples import get_dataset, list_datasets
 from ivt_core.workspace import Workspace
 
-DEFAULT_SPLITS = {"val": 200, "test": 500}
+DEFAULT_SPLITS = {"train": 1000, "val": 200, "test": 500}  # train: traces and GRPO prompts; val, test: numbers
 TOY_MODEL_PATH = Path(__file__).resolve().parent.parent / "assets" / "toy-model"
 TOY_SFT_PATH = TOY_MODEL_PATH.parent / "toy-model-sft"
 

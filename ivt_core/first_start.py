@@ -15,19 +15,25 @@ from ivt_core.store.runs import list_runs
 from ivt_core.workspace import Workspace
 
 FIRST_EVAL = {"dataset": "shapes", "split": "val", "steps": 2, "limit": 100}
+TRACE_SOURCE = {"dataset": "shapes", "split": "train", "steps": 0, "limit": 200}  # traces never from val or test
 FIRST_SYNTH = {"steps": 2, "include_zero": True, "keep_ratio": 0.2}
 
 
 def start_first_jobs(workspace: Workspace, models: dict[str, int]) -> list[int]:
-    """On a workspace that has never run anything: an evaluation of the toy model (Explore), traces synthesized
-    from its mistakes (Traces), and an evaluation of each other shipped model on the same samples (Compare).
+    """On a workspace that has never run anything: an evaluation of the toy model on val (Explore), its single
+    shot on train samples and traces synthesized from those mistakes (Traces: training data comes from the train
+    split only), and an evaluation of each other shipped model on the same val samples (Compare).
     Returns the job ids, or [] when the workspace already has runs or jobs."""
     with workspace.connect() as db:
         if list_runs(db) or list_jobs(db, limit=1):
             return []
         rows = {name: get_model(db, model_id) for name, model_id in models.items()}
-    first = jobs.submit(workspace, "eval", EvalConfig.for_model(rows.pop("toy-model"), **FIRST_EVAL))
-    started = [first, jobs.submit(workspace, "synth", SynthConfig(run_of_job=first, **FIRST_SYNTH), after=first)]
+    toy = rows.pop("toy-model")
+    first = jobs.submit(workspace, "eval", EvalConfig.for_model(toy, **FIRST_EVAL))
+    source = jobs.submit(workspace, "eval", EvalConfig.for_model(toy, **TRACE_SOURCE), after=first,
+                         needs_success=False)
+    started = [first, source, jobs.submit(workspace, "synth", SynthConfig(run_of_job=source, **FIRST_SYNTH),
+                                          after=source)]
     for row in rows.values():
         started.append(jobs.submit(workspace, "eval", EvalConfig.for_model(row, **FIRST_EVAL), after=started[-1]))
     return started
