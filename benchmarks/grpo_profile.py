@@ -1,5 +1,5 @@
-"""Where a GRPO step's time goes: a few steps of the real trainer under cProfile, grouped into rollout,
-rollout-to-tensor preparation, the policy update, and the rest.
+"""Where a GRPO step's time goes: a few steps of the real trainer under cProfile; the trainer's own timings
+(rollout, preparation of the training tensors, policy update) per step, the first step (warm-up) left out.
 
     python benchmarks/grpo_profile.py --workspace W --base assets/toy-model-sft --steps 3 --prompts 16 \\
         --group-size 8 --max-new-tokens 48 --json build/grpo_profile.json
@@ -16,10 +16,6 @@ import json
 import pstats
 import time
 from pathlib import Path
-
-PARTS = {"rollout": "ivt_core/loop.py:180(run_samples)",
-         "tensors": "training/grpo.py:", "update": "ivt_core/policy_gradient.py:"}
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -44,22 +40,18 @@ def main() -> None:
     start = time.perf_counter()
     profile.runcall(train, cfg)
     wall = time.perf_counter() - start
-    stats = pstats.Stats(profile)
-    cumulative = {f"{Path(k[0]).parent.name}/{Path(k[0]).name}:{k[1]}({k[2]})": v[3] for k, v in stats.stats.items()}
-    parts = {
-        "rollout_s": sum(v for k, v in cumulative.items() if k.endswith("loop.py:180(run_samples)")),
-        "tensors_s": sum(v for k, v in cumulative.items() if "grpo.py" in k and "_trajectory_tensors" in k),
-        "update_s": sum(v for k, v in cumulative.items() if "policy_gradient.py" in k and "policy_update" in k),
-    }
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    steady = records[1:] or records
+    parts = ("rollout_s", "prepare_s", "update_s")
+    per_step = {k: sum(r[k] for r in steady) / len(steady) for k in parts}
+    per_step["step_s"] = sum(per_step.values())
     steps = len(records)
-    per_step = {k: v / steps for k, v in parts.items()}
     text = io.StringIO()
     pstats.Stats(profile, stream=text).sort_stats("tottime").print_stats(25)
     print(f"{'part':<12}{'s/step':>10}")
     for name, value in per_step.items():
         print(f"{name:<12}{value:>10.3f}")
-    print(f"{'wall':<12}{wall / steps:>10.3f}  (includes model load once)")
+    print(f"{'wall':<12}{wall:>10.1f}  (all {steps} steps and the model load)")
     print(text.getvalue())
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)

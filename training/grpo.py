@@ -20,8 +20,11 @@ geometric teacher and into the review queue as pending traces (origin ``grpo``).
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from ivt_core.config.settings import stored
@@ -35,15 +38,19 @@ def _trajectory_tensors(processor, trajectories, chunk: list[int], cfg: GRPOConf
     turns are all of them, or the refinement turns only (``train_turns="refinement"``: step 0 is context)."""
     from ivt_core.supervision import build_rollout_example, collate
 
-    examples = []
-    for index in chunk:
+    def example(index: int) -> dict:
         conversation = trajectories[index].conversation
         answers = [i for i, m in enumerate(conversation) if m["role"] == "assistant"]
         trained = set(answers[1:] if cfg.train_turns == "refinement" else answers)
-        examples.append(build_rollout_example(processor, conversation, trained, cfg.mask_truncated_completions))
+        return build_rollout_example(processor, conversation, trained, cfg.mask_truncated_completions)
+
+    # tokenizing and image preprocessing release the GIL for most of their time: threads overlap them
+    with ThreadPoolExecutor(max_workers=PREP_THREADS) as pool:
+        examples = list(pool.map(example, chunk))
     return {**collate(examples, pad, rope), "index": chunk}
 
 
+PREP_THREADS = min(8, os.cpu_count() or 1)
 KL_STILL = 1e-4
 KL_WINDOW = 10
 
@@ -143,11 +150,14 @@ def train(cfg: GRPOConfig) -> Path:
             batch = [s for s in prompts for _ in range(cfg.group_size)]
             images = [load_image(workspace.resolve(s.image_path)) for s in batch]
             model.eval()
+            began = time.perf_counter()
             trajectories = run_samples(grounder, batch, loop, images, keep_conversations=True)
+            rolled = time.perf_counter()
             rewards = torch.tensor([reward_fn(t) for t in trajectories])
             advantages = group_advantages(rewards, cfg.group_size, cfg.scale_rewards)
             batches = [_trajectory_tensors(processor, trajectories, chunk, cfg, rope, pad)
                        for chunk in chunks(len(trajectories), cfg.micro_batch)]
+            prepared = time.perf_counter()
             model.train()
             update = policy_update(
                 lambda inputs: wrapped(**inputs).logits, reference if cfg.beta else None, batches, advantages,
@@ -156,6 +166,8 @@ def train(cfg: GRPOConfig) -> Path:
                 backward=accelerator.backward, before_step=lambda: accelerator.clip_grad_norm_(wrapped.parameters(),
                                                                                                1.0), device=device)
             kls.append(update["kl"])
+            timing = {"rollout_s": rolled - began, "prepare_s": prepared - rolled,
+                      "update_s": time.perf_counter() - prepared}
             gathered = accelerator.gather(rewards.to(device)).cpu()  # every rank's rollouts in the logged numbers
             per_step = [sum(t.steps[k].iou for t in trajectories if len(t.steps) > k) / len(trajectories)
                         for k in range(cfg.steps + 1)]
@@ -165,7 +177,7 @@ def train(cfg: GRPOConfig) -> Path:
                       "truncated": sum(s.tokens_out >= cfg.max_new_tokens for t in trajectories for s in t.steps)
                       / max(1, sum(len(t.steps) for t in trajectories)),
                       "completion_tokens": sum(s.tokens_out for t in trajectories for s in t.steps) / len(trajectories),
-                      **{f"iou_step{k}": v for k, v in enumerate(per_step)}}
+                      **{f"iou_step{k}": v for k, v in enumerate(per_step)}, **timing}
             if main_rank:
                 log.write(json.dumps(record) + "\n")
                 log.flush()

@@ -165,7 +165,8 @@ class GRPOConfig:
     max_new_tokens: int = setting(96, "answer length limit per step, in tokens", min=1, max=8192)
     lora_r: int = setting(16, "LoRA rank", min=1, max=1024, form=True, label="LoRA rank")
     lora_alpha: int = setting(32, "LoRA alpha (scale = alpha / rank)", min=1, max=4096)
-    micro_batch: int = setting(8, "trajectories per forward/backward pass", min=1, max=1024)
+    micro_batch: int = setting(32, "trajectories per forward/backward pass (fewer, larger passes are faster; "
+                               "lower it when a large model runs out of memory)", min=1, max=1024)
     save_steps: int = setting(10, "save a checkpoint every N steps", min=1)
     flywheel_below: float = setting(-1.0, "rollouts with a reward under this become pending traces (< 0: off)",
                                     min=-1.0)

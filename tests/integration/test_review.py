@@ -115,8 +115,10 @@ def test_first_start_queues_evaluations_and_a_synthesis_only_on_an_untouched_wor
     assert set(models) == {"toy-model", "toy-model-sft"}
     assert start_first_jobs(workspace, models) == [8, 9, 10, 11]
     (k1, a1, after1), (k2, a2, after2), (k3, a3, after3), (k4, a4, after4) = started
-    assert (k1, k2, k3, k4) == ("eval", "eval", "synth", "eval") and (after1, after2, after3, after4) == (None, 8, 9, 10)
-    assert (a1.split, a1.steps, a1.limit) == ("val", 2, 100) and a4.model.endswith("toy-model-sft") and a4.split == "val"
+    assert (k1, k2, k3, k4) == ("eval", "eval", "synth", "eval")
+    assert (after1, after2, after3, after4) == (None, 8, 9, 10)
+    assert (a1.split, a1.steps, a1.limit) == ("val", 2, 100)
+    assert a4.model.endswith("toy-model-sft") and a4.split == "val"
     assert a2.split == "train" and a3.run_of_job == 9  # traces come from train samples, never val or test
     for config in (a1, a2, a4):
         jobs.checked_config(workspace, "eval", config)  # what the job runner accepts
