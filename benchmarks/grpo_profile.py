@@ -17,6 +17,7 @@ import pstats
 import time
 from pathlib import Path
 
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workspace", required=True)
