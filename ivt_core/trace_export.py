@@ -27,6 +27,7 @@ from ivt_core.boxes import Box, iou
 from ivt_core.data.sample import Sample
 from ivt_core.errors import InvalidInputError, NotFoundError
 from ivt_core.prompts import get_prompts
+from ivt_core.store import write_transaction
 from ivt_core.store.samples import get_dataset, get_sample, upsert_dataset, upsert_samples
 from ivt_core.store.traces import has_trace, insert_trace, list_traces
 from ivt_core.traces import answer_text, trace_images
@@ -157,7 +158,7 @@ def import_traces(workspace: Workspace, path: str | Path, reviewer: str = "impor
     db = workspace.connect()
     created = skipped = 0
     try:
-        with db.atomic():
+        with write_transaction(db):
             for number, meta, images in records:
                 sample_id = meta["sample_id"]
                 try:

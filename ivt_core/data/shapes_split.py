@@ -8,6 +8,7 @@ from dataclasses import asdict
 from ivt_core.data.sample import Sample
 from ivt_core.data.shapes import ShapesConfig, generate
 from ivt_core.errors import InvalidInputError
+from ivt_core.store import write_transaction
 from ivt_core.store.samples import get_dataset, upsert_dataset, upsert_samples
 from ivt_core.workspace import Workspace
 
@@ -46,7 +47,7 @@ def write_shapes_split(
             ))
             if progress:
                 progress(1)
-        with db.atomic():
+        with write_transaction(db):
             upsert_dataset(db, name, "shapes", meta)
             upsert_samples(db, samples)
         return len(samples)

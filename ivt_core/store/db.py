@@ -6,8 +6,10 @@ every query function takes the ``Database`` as its first argument.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 from sqlite_utils import Database
@@ -27,6 +29,11 @@ def connect(path: str | Path) -> Database:
         db.enable_wal()
         # Jobs and the UI write from different processes; wait for a lock instead of failing at once.
         db.execute("PRAGMA busy_timeout = 10000")
+        # ... and take the write lock when a write transaction begins: a deferred one that reads first (the
+        # FTS triggers on traces do) cannot upgrade to a writer once another process has committed, and gets
+        # "database is locked" at once, without waiting (SQLITE_BUSY_SNAPSHOT). Implicit transactions of
+        # write statements begin IMMEDIATE too.
+        db.conn.isolation_level = "IMMEDIATE"
         # Deleting a run must take its trajectories and steps with it (ON DELETE CASCADE).
         db.execute("PRAGMA foreign_keys = ON")
         # NORMAL is crash-safe under WAL (a power cut may lose the last commit, never corrupt the file).
@@ -38,6 +45,24 @@ def connect(path: str | Path) -> Database:
             f"{path} is not a usable IVT Studio database ({exc}); point --workspace elsewhere"
         ) from exc
     return db
+
+
+@contextlib.contextmanager
+def write_transaction(db: Database) -> Iterator[Database]:
+    """A transaction that holds the write lock from its start (``BEGIN IMMEDIATE``), waiting for it up to the
+    busy timeout; nested inside another transaction it is a savepoint. Commits, or rolls back on any error."""
+    if db.conn.in_transaction:
+        with db.atomic():
+            yield db
+        return
+    db.conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield db
+    except BaseException:
+        if db.conn.in_transaction:
+            db.conn.execute("ROLLBACK")
+        raise
+    db.conn.execute("COMMIT")
 
 
 class ThreadConnections:

@@ -11,6 +11,7 @@ from ivt_core.boxes import Box
 from ivt_core.errors import NotFoundError
 from ivt_core.metrics import outcome
 from ivt_core.records import StepRecord, Trajectory
+from ivt_core.store.db import write_transaction
 from ivt_core.store.samples import now
 
 
@@ -52,7 +53,7 @@ def done_sample_ids(db: Database, run_id: int) -> set[str]:
 def add_trajectories(db: Database, run_id: int, trajectories: Iterable[Trajectory]) -> int:
     """Write trajectories with all their steps in one transaction; returns how many were written."""
     count = 0
-    with db.atomic():
+    with write_transaction(db):
         for traj in trajectories:
             cursor = db.execute(
                 "INSERT INTO trajectories (run_id, sample_id, stop_step, step0_iou, final_iou, oracle_iou, outcome) "
@@ -86,7 +87,7 @@ def finish_run(db: Database, run_id: int, metrics: dict) -> None:
 
 def delete_run(db: Database, run_id: int) -> None:
     """Remove a run with its trajectories and steps (used to roll back a run that failed half-way)."""
-    with db.atomic():
+    with write_transaction(db):
         db.execute("DELETE FROM runs WHERE id = ?", [run_id])
 
 

@@ -12,6 +12,7 @@ import json
 from sqlite_utils import Database
 
 from ivt_core.errors import InvalidInputError, NotFoundError
+from ivt_core.store.db import write_transaction
 from ivt_core.store.samples import now
 
 STATUSES = ("pending", "approved", "rejected")
@@ -32,7 +33,7 @@ def insert_trace(db: Database, fields: dict, reviewer: str, expression: str) -> 
     for key in ("steps", "flags", "meta", "student_box"):
         if not isinstance(row.get(key), str) and row.get(key) is not None:
             row[key] = json.dumps(row[key])
-    with db.atomic():
+    with write_transaction(db):
         columns = ", ".join(row)
         cursor = db.execute(
             f"INSERT OR IGNORE INTO traces ({columns}) VALUES ({', '.join('?' * len(row))})", list(row.values()))
@@ -133,7 +134,7 @@ def update_trace(db: Database, trace_id: int, expected_version: int, reviewer: s
         encoded["search_text"] = _search_text(expression, changes["steps"])
     encoded["updated_at"] = now()
     columns = ", ".join(f"{k} = ?" for k in encoded)
-    with db.atomic():
+    with write_transaction(db):
         cursor = db.execute(
             f"UPDATE traces SET {columns}, version = version + 1 WHERE id = ? AND version = ?",
             [*encoded.values(), trace_id, expected_version])

@@ -19,6 +19,7 @@ from PIL import Image, UnidentifiedImageError
 from ivt_core.boxes import Box
 from ivt_core.data.sample import Sample
 from ivt_core.errors import InvalidInputError, NotFoundError
+from ivt_core.store import write_transaction
 from ivt_core.store.samples import record_import, upsert_dataset, upsert_samples
 from ivt_core.workspace import Workspace
 
@@ -169,7 +170,7 @@ def write_import(workspace: Workspace, summary: ImportSummary, samples: list[Sam
     summary.imported = len(samples)
     db = workspace.connect()
     try:
-        with db.atomic():
+        with write_transaction(db):
             upsert_dataset(db, summary.dataset, kind, meta)
             upsert_samples(db, samples)
             record_import(db, summary.dataset, summary.format, summary.path, summary.split, summary.read,
