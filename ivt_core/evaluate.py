@@ -57,7 +57,7 @@ def check_images(workspace: Workspace, samples: list[Sample]) -> None:
         try:
             with Image.open(path) as image:
                 image.verify()
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
             raise InvalidInputError(f"image of sample {sample.id} is unreadable: {path} ({exc})") from exc
 
 

@@ -8,6 +8,7 @@ trace is one indexed query whatever the number of traces, and a trace that leave
 from __future__ import annotations
 
 import difflib
+import math
 
 from PIL import Image
 from sqlite_utils import Database
@@ -49,6 +50,8 @@ def check_box(values: list[float | None], width: int, height: int) -> Box:
     if len(values) != 4 or any(v is None for v in values):
         raise InvalidInputError("give all four numbers of the box: x1, y1, x2, y2 (pixels)")
     x1, y1, x2, y2 = (float(v) for v in values)
+    if not all(math.isfinite(v) for v in (x1, y1, x2, y2)):
+        raise InvalidInputError("the box's numbers must be finite")
     if x2 <= x1:
         raise InvalidInputError(f"x2 ({x2:g}) must be greater than x1 ({x1:g})")
     if y2 <= y1:

@@ -26,10 +26,11 @@ from pathlib import Path
 from ivt_core.boxes import Box, iou
 from ivt_core.data.sample import Sample
 from ivt_core.errors import InvalidInputError, NotFoundError
+from ivt_core.limits import MAX_EXPRESSION_CHARS, MAX_REASONING_CHARS, check_box_values, check_text
 from ivt_core.prompts import get_prompts
 from ivt_core.store import write_transaction
 from ivt_core.store.samples import get_dataset, get_sample, upsert_dataset, upsert_samples
-from ivt_core.store.traces import has_trace, insert_trace, list_traces
+from ivt_core.store.traces import STATUSES, has_trace, insert_trace, list_traces
 from ivt_core.traces import answer_text, trace_images
 from ivt_core.workspace import Workspace
 
@@ -135,6 +136,35 @@ def export_traces(workspace: Workspace, out: str | Path, status: str = "approved
         db.close()
 
 
+def check_record(meta: dict, images: object) -> None:
+    """Refuse an exported trace whose fields could not have come from IVT Studio: raises InvalidInputError
+    naming the field (an unknown status, a box that is not finite or lies outside the image, no steps...)."""
+    if meta.get("status") not in STATUSES:
+        raise InvalidInputError(f"status {meta.get('status')!r} is not one of {', '.join(STATUSES)}")
+    if meta.get("kind") not in ("corrective", "keep"):
+        raise InvalidInputError(f"kind {meta.get('kind')!r} is not corrective or keep")
+    size = meta.get("image_size")
+    if not (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and 0 < v <= 100_000 for v in size)):
+        raise InvalidInputError(f"image_size {size!r} is not two positive whole numbers")
+    width, height = size
+    if not (isinstance(images, list) and images and isinstance(images[0], str)):
+        raise InvalidInputError("images is not a list of image paths")
+    check_text(meta.get("expression"), "expression", MAX_EXPRESSION_CHARS)
+    for key in ("sample_id", "teacher", "family"):
+        check_text(meta.get(key), key, 500)
+    check_box_values(meta["ground_truth"], width, height, "ground_truth")
+    if meta["student_box"] is not None:
+        check_box_values(meta["student_box"], width, height, "student_box")
+    steps = meta["steps"]
+    if not (isinstance(steps, list) and steps and all(isinstance(s, dict) for s in steps)):
+        raise InvalidInputError("steps is not a non-empty list of steps")
+    for index, step in enumerate(steps, start=1):
+        check_text(step.get("reasoning"), f"reasoning of step {index}", MAX_REASONING_CHARS)
+        check_box_values(step.get("box"), width, height, f"box of step {index}")
+    if not isinstance(meta.get("student_iou"), (int, float)) or not 0 <= meta["student_iou"] <= 1:
+        raise InvalidInputError(f"student_iou {meta.get('student_iou')!r} is not a number in 0..1")
+
+
 def import_traces(workspace: Workspace, path: str | Path, reviewer: str = "import") -> dict:
     """Read an export back: missing samples are recreated (dataset ``imported-traces``); returns counts.
 
@@ -144,7 +174,11 @@ def import_traces(workspace: Workspace, path: str | Path, reviewer: str = "impor
     if not path.is_file():
         raise NotFoundError(f"trace file not found: {path}")
     records = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidInputError(f"{path} is not a text file of JSON lines ({exc.reason} at byte {exc.start})") from exc
+    for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
@@ -154,6 +188,10 @@ def import_traces(workspace: Workspace, path: str | Path, reviewer: str = "impor
             _ = (meta["sample_id"], meta["steps"], meta["student_box"], meta["ground_truth"])
         except (ValueError, KeyError, TypeError) as exc:
             raise InvalidInputError(f"{path}: line {number} is not an IVT trace export ({exc})") from exc
+        try:
+            check_record(meta, images)
+        except InvalidInputError as exc:
+            raise InvalidInputError(f"{path}: line {number}: {exc}") from None
         records.append((number, meta, images))
     db = workspace.connect()
     created = skipped = 0

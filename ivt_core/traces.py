@@ -26,6 +26,7 @@ from ivt_core.config.settings import stored
 from ivt_core.config.synthesis import SynthConfig
 from ivt_core.data.sample import Sample, load_image
 from ivt_core.errors import InvalidInputError
+from ivt_core.limits import MAX_REASONING_CHARS, check_text
 from ivt_core.render import RenderStyle, render_box
 from ivt_core.store.models import get_model
 from ivt_core.store.runs import get_run, load_trajectories
@@ -194,6 +195,7 @@ def edit_reasoning(db: Database, trace_id: int, version: int, step: int, text: s
     """Replace one step's reasoning. Raises InvalidInputError for empty text or a wrong step number."""
     if not text or not text.strip():
         raise InvalidInputError("the reasoning cannot be empty")
+    check_text(text, "reasoning", MAX_REASONING_CHARS)
     trace = get_trace(db, trace_id)
     steps = [dict(s) for s in trace["steps"]]
     old = _step(trace, step)["reasoning"]

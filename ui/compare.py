@@ -11,8 +11,9 @@ from PIL import Image
 from ivt_core.comparison import SHOWS, per_sample, side_by_side
 from ivt_core.errors import IVTError
 from ivt_core.report import compare_runs, summary_rows
+from ui.choices import run_choices
 from ui.context import AppContext
-from ui.explore import DISPLAY_SIDE, run_choices
+from ui.explore import DISPLAY_SIDE
 
 MAX_RUNS = 3
 LISTED = 500

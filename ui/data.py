@@ -10,14 +10,16 @@ from ivt_core.data.shapes import SPLITS
 from ivt_core.data.shapes_split import write_shapes_split
 from ivt_core.errors import InvalidInputError, IVTError
 from ivt_core.store.samples import get_samples
+from ui.choices import parse_split_choice, split_choices
 from ui.context import AppContext
-from ui.overview import datasets_frame, show_sample, split_choices
+from ui.overview import datasets_frame, show_sample
 
 PAGE = 20
 MAX_GENERATE = 20_000
 
 
-def import_from(ctx: AppContext, fmt, path, upload, split, images, name, limit, progress=gr.Progress()):  # noqa: B008
+def import_from(ctx: AppContext, fmt, path, upload, split, images, name, limit, replace=False,
+                progress=gr.Progress()):  # noqa: B008
     source = upload or (path or "").strip()
     if not source:
         return "**Give a path** to the dataset file or folder on this machine (or upload a JSONL file).", gr.update()
@@ -25,7 +27,7 @@ def import_from(ctx: AppContext, fmt, path, upload, split, images, name, limit, 
     try:
         summary = import_dataset(ctx.workspace, fmt, source, split=(split or "").strip() or None,
                                  images=(images or "").strip() or None, limit=int(limit) if limit else None,
-                                 name=(name or "").strip() or None)
+                                 name=(name or "").strip() or None, replace=bool(replace))
     except IVTError as exc:
         return f"**Not imported:** {exc}", gr.update()
     reasons = ", ".join(f"{n} {why}" for why, n in summary.reasons.most_common()) or "none"
@@ -52,7 +54,7 @@ def generate(ctx: AppContext, split, n, seed, progress=gr.Progress()):  # noqa: 
 def page_frame(ctx: AppContext, choice, page):
     if not choice:
         return pd.DataFrame([{"": "no dataset yet"}])
-    dataset, split = choice.split("/", 1)
+    dataset, split = parse_split_choice(choice)
     rows = get_samples(ctx.db(), dataset, split, limit=PAGE, offset=int(page or 0) * PAGE)
     return pd.DataFrame([{"#": int(page or 0) * PAGE + i, "id": s.id, "expression": s.expression,
                           "size": f"{s.width}x{s.height}", "source": s.source} for i, s in enumerate(rows)]
@@ -71,6 +73,7 @@ def build(ctx: AppContext) -> list:
             images = gr.Textbox(label="Images folder (if the format needs one)")
             name = gr.Textbox(label="Dataset name (empty: the format's)")
             limit = gr.Number(0, label="At most N samples (0: all)", precision=0, minimum=0)
+            replace = gr.Checkbox(label="Replace a split the dataset already holds")
         import_btn = gr.Button("Import", variant="primary", elem_id="import-run")
         import_note = gr.Markdown(elem_id="import-note")
     with gr.Accordion("Generate shapes-world scenes", open=False):
@@ -92,7 +95,7 @@ def build(ctx: AppContext) -> list:
             image = gr.Image(type="pil", format="png", label="Selected sample with its ground truth", height=420)
             caption = gr.Markdown()
     fmt.change(lambda f: gr.update(placeholder=f"default: {DEFAULT_SPLIT.get(f, 'train,val,test')}"), fmt, split)
-    import_btn.click(lambda *a: import_from(ctx, *a), [fmt, path, upload, split, images, name, limit],
+    import_btn.click(lambda *a: import_from(ctx, *a), [fmt, path, upload, split, images, name, limit, replace],
                      [import_note, datasets])
     gen_btn.click(lambda *a: generate(ctx, *a), [gen_split, gen_n, gen_seed], [gen_note, datasets])
     for trigger in (browse_split.change, page.change):

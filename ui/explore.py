@@ -15,13 +15,12 @@ from ivt_core.errors import IVTError
 from ivt_core.explore import count_rows, sample_rows, step_view
 from ivt_core.metrics import OUTCOMES
 from ivt_core.report import summary_rows
-from ivt_core.store.models import get_model, list_models
-from ivt_core.store.runs import get_run, list_runs
+from ivt_core.store.models import get_model
+from ivt_core.store.runs import get_run
 from ivt_core.store.views import run_sources
+from ui.choices import model_choices, parse_split_choice, run_choices, split_choices
 from ui.config_form import config_fields, config_from_form
 from ui.context import AppContext
-from ui.overview import split_choices
-from ui.train import model_choices
 
 DISPLAY_SIDE = 448
 # The step marker on a sample's IoU curve: a thin line laid over the plotly figure at the step's x position,
@@ -62,13 +61,6 @@ MOVE_MARKER = """(step) => {
   place(20);
 }"""
 SHOWN = 500  # samples listed at once (the worst first); the count line says how many match
-
-
-def run_choices(ctx: AppContext) -> list[tuple[str, int]]:
-    """The runs, newest first, labelled with their model."""
-    names = {m["id"]: m["name"] for m in list_models(ctx.db())}
-    return [(f"run {r['id']}: {names.get(r['model_id'], 'model ?')} on {r['dataset']}/{r['split']} T={r['steps']} "
-             f"{r['policy']} ({r['status']}, {r['n_samples']} samples)", r["id"]) for r in list_runs(ctx.db())]
 
 
 def run_summary(ctx: AppContext, run_id: int | None):
@@ -192,7 +184,7 @@ def build(ctx: AppContext) -> list:
     def start_eval(model_id, split_choice, *values):
         if not model_id or not split_choice:
             return "**Pick a model and a split.**"
-        dataset, split_name = split_choice.split("/", 1)
+        dataset, split_name = parse_split_choice(split_choice)
         try:
             model = get_model(ctx.db(), int(model_id))
             config = config_from_form(EvalConfig, dict(zip(settings, values, strict=True)), dataset=dataset,

@@ -8,10 +8,12 @@ from PIL import Image
 
 from ivt_core import jobs as ivt_jobs
 from ivt_core.data.sample import load_image
+from ivt_core.errors import IVTError
 from ivt_core.render import RenderStyle, render_box
 from ivt_core.store.models import list_models
 from ivt_core.store.runs import list_runs
 from ivt_core.store.samples import get_samples, list_datasets
+from ui.choices import parse_split_choice, split_choices
 from ui.context import AppContext
 from ui.train import jobs_frame
 
@@ -49,17 +51,16 @@ def runs_frame(ctx: AppContext) -> pd.DataFrame:
     return pd.DataFrame(rows or [{"run": "(no runs yet: `ivt eval ...`)"}])
 
 
-def split_choices(ctx: AppContext) -> list[str]:
-    return [f"{d['name']}/{split}" for d in list_datasets(ctx.db()) for split in sorted(d["splits"])]
-
-
 def show_sample(ctx: AppContext, choice: str | None, index: float):
     if not choice:
         return None, "No dataset yet."
-    dataset, split = choice.split("/", 1)
+    dataset, split = parse_split_choice(choice)
     size = next((d["splits"].get(split, 0) for d in list_datasets(ctx.db()) if d["name"] == dataset), 0)
     (sample,) = get_samples(ctx.db(), dataset, split, limit=1, offset=int(index) % max(1, size))
-    image = load_image(ctx.workspace.resolve(sample.image_path))
+    try:
+        image = load_image(ctx.workspace.resolve(sample.image_path))
+    except IVTError as exc:  # a moved or broken image: say so where the picture would be
+        return None, f"`{sample.id}`: {exc}"
     shown = render_box(image, None, GT_STYLE, ground_truth=sample.bbox)
     scale = DISPLAY_SIDE / max(shown.size)
     if scale > 1:  # small scenes are shown enlarged, pixels kept sharp

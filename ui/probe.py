@@ -15,9 +15,8 @@ from ivt_core.errors import InvalidInputError, IVTError
 from ivt_core.probe import probe_samples, summarize_probe
 from ivt_core.render import RenderStyle, render_box
 from ivt_core.store.samples import get_samples
+from ui.choices import model_choices, parse_split_choice, split_choices
 from ui.context import INFERENCE, AppContext
-from ui.overview import split_choices
-from ui.train import model_choices
 
 SHOWN = RenderStyle(label="shown")
 ANSWER = RenderStyle(color=(30, 100, 255), label="answer", fill_alpha=0.1)
@@ -26,7 +25,7 @@ ANSWER = RenderStyle(color=(30, 100, 255), label="answer", fill_alpha=0.1)
 def pick_sample(ctx: AppContext, choice: str | None, index: float):
     if not choice:
         raise InvalidInputError("no dataset yet: generate or import one in the Data tab")
-    dataset, split = choice.split("/", 1)
+    dataset, split = parse_split_choice(choice)
     found = get_samples(ctx.db(), dataset, split, limit=1, offset=max(0, int(index or 0)))
     if not found:
         raise InvalidInputError(f"{choice} has no sample number {int(index or 0)}")

@@ -18,9 +18,9 @@ from ivt_core.review import check_box, history_rows, next_trace, queue_filters, 
 from ivt_core.store.traces import STATUSES, count_traces, get_trace, matching_ids
 from ivt_core.trace_export import STYLES, export_traces
 from ivt_core.traces import approve, bulk, edit_box, edit_reasoning, reject
+from ui.choices import run_choices
 from ui.config_form import config_fields, config_from_form
 from ui.context import AppContext
-from ui.explore import run_choices
 
 DISPLAY_SIDE = 448
 PAST = {"approve": "approved", "reject": "rejected"}

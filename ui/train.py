@@ -16,24 +16,15 @@ from ivt_core.config.settings import replace, stored
 from ivt_core.config.training import GRPOConfig, SFTConfig
 from ivt_core.errors import IVTError
 from ivt_core.store.jobs import ACTIVE, get_job, job_metrics, list_jobs
-from ivt_core.store.models import get_model, list_models
-from ivt_core.store.samples import list_datasets
+from ivt_core.store.models import get_model
 from ivt_core.store.traces import count_traces
+from ui.choices import model_choices, parse_split_choice, split_choices
 from ui.config_form import config_fields, config_from_form
 from ui.context import AppContext
 
 POLL_S = 2.0
 PANELS = (("loss", ("loss", "eval_loss")), ("reward", ("reward_mean", "reward_std")), ("KL", ("kl",)),
           ("IoU by step", ("iou_step",)), ("degradation", ("degradation",)))
-
-
-def model_choices(ctx: AppContext) -> list[tuple[str, int]]:
-    return [(f"{m['id']}: {m['name']}" + (" (adapter)" if m["adapter_path"] else ""), m["id"])
-            for m in list_models(ctx.db())]
-
-
-def split_choices(ctx: AppContext) -> list[str]:
-    return [f"{d['name']}/{s}" for d in list_datasets(ctx.db()) for s in sorted(d["splits"])]
 
 
 def training_split(splits: list[str]) -> str | None:
@@ -149,7 +140,7 @@ def build(ctx: AppContext) -> list:
         chosen = values[:len(sft_settings)] if knd == "sft" else values[len(sft_settings):]
         settings = config_from_form(CONFIGS[knd], dict(zip(names, chosen, strict=True)))
         if knd == "grpo":
-            dataset, _, split_name = (split or "shapes/train").partition("/")
+            dataset, split_name = parse_split_choice(split or "shapes/train")
             settings = replace(settings, dataset=dataset, split=split_name)
         picked = {name: getattr(settings, name) for name in ("dataset", "split", *names) if hasattr(settings, name)}
         return CONFIGS[knd].for_model(get_model(ctx.db(), int(model_id)), **picked)

@@ -24,6 +24,8 @@ from ivt_core.config.flags import add_config_arguments
 from ivt_core.config.training import GRPOConfig, SFTConfig
 from ivt_core.errors import InvalidInputError, IVTError
 
+MAX_COUNT = 1_000_000_000  # counts, ids and limits above this are typing mistakes (SQLite stores 64-bit integers)
+
 
 def _quiet_libraries() -> None:
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
@@ -47,6 +49,8 @@ def _positive(value: str) -> int:
     number = _non_negative(value)
     if number < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
+    if number > MAX_COUNT:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_COUNT:,}, got {number}")
     return number
 
 
@@ -82,7 +86,7 @@ def cmd_data_import(args: argparse.Namespace) -> int:
         except ValueError:
             raise InvalidInputError(f"--sizes must be whole numbers like 2400,510,505, not {args.sizes!r}") from None
     summary = import_dataset(Workspace.open(args.workspace), args.format, args.path, args.split, args.images,
-                             args.limit, args.name, sizes, args.seed)
+                             args.limit, args.name, sizes, args.seed, args.replace)
     print(json.dumps(summary.to_dict()) if args.json else summary.text())
     return 0
 
@@ -140,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default=None, help="dataset name in the workspace (default: the format's name)")
     p.add_argument("--sizes", default=None, help="mix only: train,val,test sizes (default 2400,510,505)")
     p.add_argument("--seed", type=_non_negative, default=0, help="mix only: the draw's seed")
+    p.add_argument("--replace", action="store_true", help="replace samples of a split the dataset already holds")
     p.add_argument("--json", action="store_true", help="print the import summary as JSON")
     p.set_defaults(func=cmd_data_import)
     p = data.add_parser("list", help="list the datasets of a workspace")
@@ -224,6 +229,10 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except IVTError as exc:
         print(f"ivt: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a file that cannot be read or written, a full disk: the user can fix it
+        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+        print(f"ivt: error: {exc.strerror or exc}{where}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("ivt: interrupted; nothing half-written was kept", file=sys.stderr)

@@ -28,7 +28,7 @@ class EvalConfig:
                                  flags=("--4bit", "--load-in-4bit"))
     dataset: str = setting("", "dataset name in the workspace")
     split: str = setting("", "split to evaluate")
-    limit: int | None = setting(None, "evaluate only the first N samples", min=1, form=True,
+    limit: int | None = setting(None, "evaluate only the first N samples", min=1, max=100_000_000, form=True,
                                 label="At most N samples (empty: all)")
     steps: int = steps_setting(form=True, label="T (refinement steps)")
     stop: str = setting("fixed", "stopping policy (how the answer's step is picked without ground truth)",

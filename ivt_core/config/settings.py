@@ -92,9 +92,14 @@ def check_settings(config) -> None:
         low, high = meta.get("min"), meta.get("max")
         if (low is not None and value < low) or (high is not None and value > high):
             if low is not None and high is not None:
-                raise InvalidInputError(f"{name} must be between {low:g} and {high:g}, got {value:g}{flag}")
-            bound = f"at least {low:g}" if low is not None else f"at most {high:g}"
-            raise InvalidInputError(f"{name} must be {bound}, got {value:g}{flag}")
+                raise InvalidInputError(f"{name} must be between {_number(low)} and {_number(high)}, got "
+                                        f"{_number(value)}{flag}")
+            bound = f"at least {_number(low)}" if low is not None else f"at most {_number(high)}"
+            raise InvalidInputError(f"{name} must be {bound}, got {_number(value)}{flag}")
+
+
+def _number(value: float) -> str:
+    return f"{value:,}" if isinstance(value, int) else f"{value:g}"
 
 
 def stored(config) -> dict:

@@ -10,7 +10,8 @@ from sqlite_utils import Database
 
 from ivt_core.boxes import Box
 from ivt_core.data.sample import Sample
-from ivt_core.errors import NotFoundError
+from ivt_core.errors import InvalidInputError, NotFoundError
+from ivt_core.limits import check_name
 
 
 def now() -> str:
@@ -18,7 +19,9 @@ def now() -> str:
 
 
 def upsert_dataset(db: Database, name: str, kind: str, meta: dict) -> None:
-    """Create the dataset row, or update its kind and meta."""
+    """Create the dataset row, or update its kind and meta. Raises InvalidInputError for a name that cannot name
+    a dataset (``limits.check_name``)."""
+    check_name(name)
     db.execute(
         "INSERT INTO datasets (name, kind, created_at, meta) VALUES (?, ?, ?, ?) "
         "ON CONFLICT(name) DO UPDATE SET kind = excluded.kind, meta = excluded.meta",
@@ -41,7 +44,15 @@ def list_datasets(db: Database) -> list[dict]:
 
 
 def upsert_samples(db: Database, samples: Iterable[Sample]) -> int:
-    """Insert samples, replacing any with the same id (re-generation is idempotent). Returns the count."""
+    """Insert samples, replacing any with the same id in the same dataset (re-generation is idempotent). Returns
+    the count. Raises InvalidInputError, writing nothing, if an id belongs to another dataset (replacing it would
+    move that dataset's row, and the runs and traces that point at it, into this one)."""
+    samples = list(samples)
+    taken = _ids_in_other_datasets(db, samples)
+    if taken:
+        sample_id, other = next(iter(taken.items()))
+        raise InvalidInputError(f"sample id {sample_id!r} already belongs to dataset {other!r} ({len(taken)} ids "
+                                "collide); import or generate under another name")
     rows = [
         {
             "id": s.id, "dataset": s.dataset, "split": s.split, "image_path": s.image_path,
@@ -53,6 +64,23 @@ def upsert_samples(db: Database, samples: Iterable[Sample]) -> int:
     ]
     db["samples"].upsert_all(rows, pk="id")
     return len(rows)
+
+
+def _ids_in_other_datasets(db: Database, samples: list[Sample]) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for start in range(0, len(samples), 500):
+        chunk = samples[start:start + 500]
+        wanted = {s.id: s.dataset for s in chunk}
+        marks = ", ".join("?" * len(wanted))
+        for row in db.query(f"SELECT id, dataset FROM samples WHERE id IN ({marks})", list(wanted)):
+            if row["dataset"] != wanted[row["id"]]:
+                found[row["id"]] = row["dataset"]
+    return found
+
+
+def split_size(db: Database, dataset: str, split: str) -> int:
+    """How many samples a dataset split holds (0 for none)."""
+    return db.execute("SELECT COUNT(*) FROM samples WHERE dataset = ? AND split = ?", [dataset, split]).fetchone()[0]
 
 
 def dataset_rows(db: Database, dataset: str) -> list[dict]:

@@ -85,6 +85,8 @@ def _where(**filters) -> tuple[str, list]:
     """SQL WHERE clause and parameters for the given filters (None or empty = not filtered)."""
     clauses, params = [], []
     for name, value in filters.items():
+        if name == "search" and isinstance(value, str):
+            value = value.replace('"', " ").strip()  # nothing left to search for: not filtered
         if value is None or value == "":
             continue
         clauses.append(FILTERS[name])

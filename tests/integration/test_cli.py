@@ -154,4 +154,4 @@ def test_eval_without_model_uses_toy_model_and_creates_default_splits(tmp_path, 
     metrics = json.loads(captured.out)
     assert metrics["n"] == 8 and metrics["parse_failure_rate"] == 0.0
     assert "generated the default shapes-world splits" in captured.err
-    assert _count(ws, "samples") == 700
+    assert _count(ws, "samples") == 1700  # train 1,000, val 200, test 500

@@ -25,10 +25,12 @@ def test_refcocog_one_sample_per_sentence(workspace, tmp_path):
     assert summary.reasons["box outside the image"] == 1 and summary.imported == 2
 
 
-def test_reimport_does_not_duplicate(workspace, tmp_path):
+def test_reimport_is_refused_unless_replace_and_never_duplicates(workspace, tmp_path):
     root = fx.write_refcocog(tmp_path / "refer")
-    for _ in range(2):
+    import_dataset(workspace, "refcocog", str(root), split="val")
+    with pytest.raises(InvalidInputError, match="already has 2 samples in split 'val'.*--replace"):
         import_dataset(workspace, "refcocog", str(root), split="val")
+    import_dataset(workspace, "refcocog", str(root), split="val", replace=True)
     assert len(_samples(workspace, "refcocog", "val")) == 2
 
 

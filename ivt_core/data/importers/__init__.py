@@ -12,6 +12,7 @@ from ivt_core.data.importers import jsonl, parquet_formats, refcocog
 from ivt_core.data.importers.common import Collector, ImportSummary, write_import
 from ivt_core.data.importers.mix import build_mix
 from ivt_core.errors import InvalidInputError, NotFoundError
+from ivt_core.limits import check_name
 from ivt_core.workspace import Workspace
 
 FORMATS = ("refcocog", "refcocog-parquet", "ref-l4", "ref-adv-s", "jsonl", "mix")
@@ -28,18 +29,21 @@ def import_dataset(
     name: str | None = None,
     sizes: list[int] | None = None,
     seed: int = 0,
+    replace: bool = False,
 ) -> ImportSummary:
-    """Import one source; return the summary. Raises IVTError subclasses saying what to fix; writes nothing then."""
+    """Import one source; return the summary. Raises IVTError subclasses saying what to fix; writes nothing then.
+    A split the dataset already holds is refused unless ``replace`` (then samples with the same ids are replaced)."""
     if fmt not in FORMATS:
         raise InvalidInputError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
-    if limit is not None and limit < 1:
-        raise InvalidInputError(f"--limit must be at least 1, got {limit}")
+    if limit is not None and not 1 <= limit <= 1_000_000_000:
+        raise InvalidInputError(f"--limit must be between 1 and 1,000,000,000, got {limit}")
+    check_name(name or fmt)
     if fmt == "mix":
         sources = [s for s in path.split(",") if s]
         name = name or "mix"
         samples, meta = build_mix(workspace, sources, sizes or [2400, 510, 505], seed, name)
         summary = ImportSummary(name, "mix", path, "train,val,test", read=len(samples))
-        write_import(workspace, summary, samples, "mix", meta)
+        write_import(workspace, summary, samples, "mix", meta, replace)
         return summary
     source = Path(path).expanduser()
     if not source.exists():
@@ -61,5 +65,5 @@ def import_dataset(
     else:
         jsonl.import_rows(collector, source, split, image_dir)
     write_import(workspace, summary, list(collector.samples.values()), fmt,
-                 {"format": fmt, "path": summary.path})
+                 {"format": fmt, "path": summary.path}, replace)
     return summary

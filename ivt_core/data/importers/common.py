@@ -19,8 +19,9 @@ from PIL import Image, UnidentifiedImageError
 from ivt_core.boxes import Box
 from ivt_core.data.sample import Sample
 from ivt_core.errors import InvalidInputError, NotFoundError
+from ivt_core.limits import MAX_EXPRESSION_CHARS, MAX_IMAGE_PIXELS
 from ivt_core.store import write_transaction
-from ivt_core.store.samples import record_import, upsert_dataset, upsert_samples
+from ivt_core.store.samples import get_dataset, record_import, split_size, upsert_dataset, upsert_samples
 from ivt_core.workspace import Workspace
 
 EXAMPLES_PER_REASON = 5
@@ -83,6 +84,9 @@ class Collector:
         self.summary.read += 1
         if not isinstance(expression, str) or not expression.strip():
             return self.skip("empty or missing expression", where)
+        if len(expression) > MAX_EXPRESSION_CHARS:
+            return self.skip(f"expression longer than {MAX_EXPRESSION_CHARS:,} characters",
+                             f"{where}: {len(expression):,} characters")
         if image_path is None or size is None:
             return self.skip("missing or unreadable image", where)
         if box is None:
@@ -101,11 +105,17 @@ class Collector:
         )
 
     def image_file(self, path: Path) -> tuple[str | None, tuple[int, int] | None]:
-        """(absolute path, size) of an image file on disk, or (None, None) if missing or unreadable."""
+        """(absolute path, size) of an image file on disk, or (None, None) if missing, unreadable, truncated or
+        larger than ``MAX_IMAGE_PIXELS`` (every image is decoded in full here, so that a broken one is counted
+        now instead of aborting an evaluation later)."""
         try:
             with Image.open(path) as image:
+                if image.width * image.height > MAX_IMAGE_PIXELS:
+                    return None, None
+                image.load()
                 return str(path.resolve()), image.size
-        except (FileNotFoundError, UnidentifiedImageError, OSError, ValueError):
+        except (FileNotFoundError, UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError,
+                SyntaxError):
             return None, None
 
     def image_bytes(self, data: bytes | None) -> tuple[str | None, tuple[int, int] | None]:
@@ -114,9 +124,11 @@ class Collector:
             return None, None
         try:
             with Image.open(io.BytesIO(data)) as image:
+                if image.width * image.height > MAX_IMAGE_PIXELS:
+                    return None, None
                 image.load()
                 return self.workspace.store_image(image.convert("RGB")), image.size
-        except (UnidentifiedImageError, OSError, ValueError):
+        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError, SyntaxError):
             return None, None
 
 
@@ -160,7 +172,8 @@ def embedded_image_bytes(value: object) -> bytes | None:
     return bytes(value) if isinstance(value, (bytes, bytearray, memoryview)) else None
 
 
-def write_import(workspace: Workspace, summary: ImportSummary, samples: list[Sample], kind: str, meta: dict) -> None:
+def write_import(workspace: Workspace, summary: ImportSummary, samples: list[Sample], kind: str, meta: dict,
+                 replace: bool = False) -> None:
     """Store dataset, samples and the import summary in one transaction.
 
     Raises InvalidInputError if no row survived validation (nothing is written).
@@ -171,6 +184,16 @@ def write_import(workspace: Workspace, summary: ImportSummary, samples: list[Sam
     db = workspace.connect()
     try:
         with write_transaction(db):
+            existing = get_dataset(db, summary.dataset)
+            if existing and existing["kind"] != kind:
+                raise InvalidInputError(f"dataset {summary.dataset!r} already exists as a {existing['kind']} "
+                                        f"dataset; import this {kind} data under another --name")
+            for split in {s.split for s in samples}:
+                held = split_size(db, summary.dataset, split)
+                if held and not replace:
+                    raise InvalidInputError(f"dataset {summary.dataset!r} already has {held:,} samples in split "
+                                            f"{split!r}; import under another --name, or pass --replace to "
+                                            "replace samples with the same ids")
             upsert_dataset(db, summary.dataset, kind, meta)
             upsert_samples(db, samples)
             record_import(db, summary.dataset, summary.format, summary.path, summary.split, summary.read,

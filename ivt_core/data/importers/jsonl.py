@@ -20,7 +20,7 @@ FORMATS = ("xyxy", "xywh", "norm1000", "norm1")
 def import_rows(collector: Collector, path: Path, split: str, images: Path | None) -> None:
     require_file(path, "JSONL file")
     base = images or path.parent
-    with path.open(encoding="utf-8") as handle:
+    with path.open(encoding="utf-8", errors="replace") as handle:  # bytes that are not UTF-8: a bad line
         for number, line in enumerate(handle, start=1):
             if collector.full:
                 return
