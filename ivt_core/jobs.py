@@ -23,7 +23,6 @@ Closing the browser or the terminal loses nothing: the job goes on, and its stat
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import signal
@@ -38,7 +37,7 @@ from sqlite_utils import Database
 from ivt_core import logs
 from ivt_core.config import job_config_class
 from ivt_core.config.flags import config_to_argv, parse_config
-from ivt_core.config.settings import from_stored, stored
+from ivt_core.config.settings import absolute_paths, from_stored, stored
 from ivt_core.errors import InvalidInputError, JobCancelled
 from ivt_core.store import ThreadConnections
 from ivt_core.store.jobs import (
@@ -49,6 +48,7 @@ from ivt_core.store.jobs import (
     create_job,
     get_job,
     newest_active_job,
+    resumed_by,
     unfinished_jobs,
     update_job,
     waiting_jobs,
@@ -81,7 +81,7 @@ def checked_config(workspace: Workspace, kind: str, config):
     cls = job_config_class(kind)
     if not isinstance(config, cls):
         raise InvalidInputError(f"a {kind} job takes a {cls.__name__}, not {type(config).__name__}")
-    config = dataclasses.replace(config)
+    config = absolute_paths(config)  # the job runs elsewhere (the repository): paths mean what the user meant
     if kind in TRAINERS:
         config.workspace, config.job_id = str(workspace.root), 0
     config.preflight(workspace)
@@ -236,6 +236,16 @@ def _alive(pid: int | None) -> bool:
         return True
 
 
+def _ours(pid: int) -> bool:
+    """Whether process ``pid`` runs one of the job programs (a pid reused by another program after a reboot is
+    not our job). True where the command line cannot be read."""
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return True
+    return any(program[1] in command for program in JOB_PROGRAMS.values())
+
+
 def cancel(workspace: Workspace, job_id: int) -> str:
     """Ask a job to stop (SIGTERM to its process group); return the status it has now."""
     db = workspace.connect()
@@ -264,10 +274,13 @@ def reconcile(workspace: Workspace) -> list[int]:
         stale = (datetime.now(UTC) - timedelta(seconds=STALE_AFTER_S)).isoformat(timespec="seconds")
         for job in unfinished_jobs(db):
             silent = (job["heartbeat_at"] or job["created_at"]) < stale
-            if not _alive(job["pid"]) or (silent and job["status"] == "running"):
+            if not _alive(job["pid"]):
                 update_job(db, job["id"], status="interrupted", finished_at=now(),
                            message="the job's process ended without reporting; resume it")
                 marked.append(job["id"])
+            elif silent and job["status"] == "running":  # alive but silent (stopped, swapped out): never resumed
+                update_job(db, job["id"], message=f"stalled: no heartbeat since {job['heartbeat_at']} (its "
+                                                   f"process {job['pid']} is alive; cancel it to stop it)")
         for run in running_runs(db):
             if not _alive(run["pid"]):
                 set_run_status(db, run["id"], "interrupted")
@@ -275,16 +288,35 @@ def reconcile(workspace: Workspace) -> list[int]:
     return marked
 
 
+def resume_chain(db, job_id: int) -> list[int]:
+    """``job_id`` and the jobs that resumed it, and those that resumed them, oldest first."""
+    chain = [job_id]
+    while True:
+        nxt = resumed_by(db, chain[-1])
+        if nxt is None:
+            return chain
+        chain.append(nxt)
+
+
 def resume(workspace: Workspace, job_id: int) -> int:
     """Start a job that continues an interrupted, cancelled or failed one with its stored settings (an
     evaluation continues its run, a trainer its checkpoint); return the new job's id."""
     with workspace.connect() as db:
         job = get_job(db, job_id)
-        run_id = run_of_job(db, job_id)
+        chain = resume_chain(db, job_id)
+        run_id = next((r for r in (run_of_job(db, j) for j in reversed(chain)) if r is not None), None)
+        later = [get_job(db, j) for j in chain[1:]]
     if job["status"] in ACTIVE:
         raise InvalidInputError(f"job {job_id} is still {job['status']}; cancel it first or wait for it")
     if job["status"] == "done":
         raise InvalidInputError(f"job {job_id} finished; nothing to resume")
+    going = next((j for j in later if j["status"] in ACTIVE or j["status"] == "done"), None)
+    if going is not None:
+        raise InvalidInputError(f"job {job_id} was resumed as job {going['id']}, which is {going['status']}; "
+                                f"{'follow' if going['status'] != 'done' else 'use'} that one")
+    if _alive(job["pid"]) and _ours(job["pid"]):
+        raise InvalidInputError(f"job {job_id}'s process {job['pid']} is still alive (stopped or stalled); end it "
+                                "before resuming, or two writers would share its run")
     config = job_config(workspace, job)
     if job["kind"] == "eval" and run_id is not None:
         config.resume_run = run_id

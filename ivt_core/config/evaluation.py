@@ -20,8 +20,9 @@ class EvalConfig:
 
     job_kind: ClassVar[str] = "eval"
 
-    model: str = setting("", "local checkpoint folder (default: the shipped toy model)")
-    adapter: str = setting("", "LoRA adapter folder to put on the model (several, comma-separated, apply in order)")
+    model: str = setting("", "local checkpoint folder (default: the shipped toy model)", path=True)
+    adapter: str = setting("", "LoRA adapter folder to put on the model (several, comma-separated, apply in order)",
+                           path=True)
     coords: str = setting("", "box convention for models outside the known families", choices=("", *CONVENTIONS))
     device: str = setting("auto", "auto, cpu or cuda[:N]")
     load_in_4bit: bool = setting(False, "load the base model in 4-bit NF4 (needs bitsandbytes and a GPU)",

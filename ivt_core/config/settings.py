@@ -20,17 +20,18 @@ MAX_STEPS = 10  # T, the refinement steps after step 0, is 0..MAX_STEPS at every
 
 def setting(default: Any = MISSING, help: str = "", *, min: float | None = None, max: float | None = None,
             choices: tuple | None = None, form: bool = False, label: str | None = None,
-            flags: tuple[str, ...] | None = None, hidden: bool = False, secret: bool = False,
+            flags: tuple[str, ...] | None = None, hidden: bool = False, secret: bool = False, path: bool = False,
             default_factory: Any = MISSING) -> Any:
     """A documented config field.
 
     ``min``/``max``: inclusive limits (checked by ``check_settings``, and the browser field's limits);
     ``choices``: the allowed values; ``form``: the browser form shows it; ``label``: its label there;
     ``flags``: command-line spellings (default ``--field-name``); ``hidden``: not in ``--help`` (set by the job
-    runner); ``secret``: never stored in a job record nor shown in a command.
+    runner); ``secret``: never stored in a job record nor shown in a command; ``path``: a local path (several
+    comma-separated), made absolute before a job stores it (the job runs in another working directory).
     """
     metadata = {"help": help, "min": min, "max": max, "choices": choices, "form": form, "label": label,
-                "flags": flags, "hidden": hidden, "secret": secret}
+                "flags": flags, "hidden": hidden, "secret": secret, "path": path}
     if default_factory is not MISSING:
         return field(default_factory=default_factory, metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -121,6 +122,18 @@ def changed(config) -> dict:
     """The fields whose value differs from the default (what a command line needs to say)."""
     return {spec.name: getattr(config, spec.name) for spec in fields(config)
             if getattr(config, spec.name) != default_of(type(config), spec.name)}
+
+
+def absolute_paths(config):
+    """A copy of ``config`` whose path settings are absolute, resolved from the current working directory."""
+    from pathlib import Path
+
+    values = {}
+    for spec in fields(config):
+        value = getattr(config, spec.name)
+        if spec.metadata.get("path") and isinstance(value, str) and value:
+            values[spec.name] = ",".join(str(Path(part).expanduser().resolve()) for part in value.split(",") if part)
+    return dataclasses.replace(config, **values)
 
 
 def replace(config, **values):

@@ -54,9 +54,9 @@ class SFTConfig:
 
     job_kind: ClassVar[str] = "sft"
 
-    workspace: str = setting("workspace", "workspace folder")
-    base: str = setting("", "base checkpoint folder (default: the shipped toy model)")
-    out: str = setting("", "output folder (default: WORKSPACE/models/sft-<job id or time>)")
+    workspace: str = setting("workspace", "workspace folder", path=True)
+    base: str = setting("", "base checkpoint folder (default: the shipped toy model)", path=True)
+    out: str = setting("", "output folder (default: WORKSPACE/models/sft-<job id or time>)", path=True)
     traces_status: str = setting("approved", "train on the traces with this review status",
                                  choices=("approved", "pending", "rejected"))
     epochs: float = setting(2.0, "passes over the traces", min=0.0, max=100.0, form=True, label="Epochs")
@@ -124,11 +124,11 @@ class GRPOConfig:
 
     job_kind: ClassVar[str] = "grpo"
 
-    workspace: str = setting("workspace", "workspace folder")
-    base: str = setting("", "base checkpoint folder (default: the shipped toy model)")
+    workspace: str = setting("workspace", "workspace folder", path=True)
+    base: str = setting("", "base checkpoint folder (default: the shipped toy model)", path=True)
     init_adapter: str = setting("", "an SFT adapter to start from: merged into the base, which is also the "
-                                "KL reference")
-    out: str = setting("", "output folder (default: WORKSPACE/models/grpo-<job id or time>)")
+                                "KL reference", path=True)
+    out: str = setting("", "output folder (default: WORKSPACE/models/grpo-<job id or time>)", path=True)
     dataset: str = setting("shapes", "dataset whose samples are the prompts")
     split: str = setting("train", "split of the prompts (a train split: a test split would no longer be held out)")
     group_size: int = setting(6, "G: rollouts per prompt (group-normalised advantages need at least 2)", min=2,

@@ -53,6 +53,12 @@ def _decode(row: dict) -> dict:
     return out
 
 
+def resumed_by(db: Database, job_id: int) -> int | None:
+    """The newest job that resumed job ``job_id``, or None."""
+    rows = list(db.query("SELECT id FROM jobs WHERE resumed_from = ? ORDER BY id DESC LIMIT 1", [job_id]))
+    return rows[0]["id"] if rows else None
+
+
 def newest_active_job(db: Database, kinds: tuple[str, ...]) -> int | None:
     """The newest job of one of ``kinds`` still queued or running, or None."""
     marks = ", ".join("?" * len(kinds))

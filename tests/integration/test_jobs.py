@@ -3,6 +3,7 @@
 import dataclasses
 import os
 import time
+from pathlib import Path
 
 import pytest
 
@@ -154,3 +155,62 @@ def test_model_jobs_take_turns_and_a_turn_starts_however_the_one_ahead_ends(work
     assert get_job(db, third)["pid"] is not None
     cancel(workspace, third)
     _wait(workspace, third, {"cancelled", "failed", "done"})
+
+
+def test_resuming_an_older_job_of_a_chain_continues_its_run(workspace):
+    from ivt_core.jobs import job_config
+    from ivt_core.store.runs import create_run, link_run_to_job
+
+    db = workspace.connect()
+    first = create_job(db, "eval", ["--dataset", "shapes", "--split", "val"], "a.log",
+                       config={"dataset": "shapes", "split": "val", "steps": 1})
+    second = create_job(db, "eval", [], "b.log", resumed_from=first,
+                        config={"dataset": "shapes", "split": "val", "steps": 1})
+    db.execute("UPDATE jobs SET status = 'cancelled' WHERE id IN (?, ?)", [first, second])
+    run_id = _a_run(db, create_run)
+    link_run_to_job(db, run_id, second)  # the run moved to the newest job of the chain
+    from ivt_core.jobs import resume_chain
+
+    assert resume_chain(db, first) == [first, second]
+    captured = {}
+    import ivt_core.jobs as jobs_module
+
+    original = jobs_module.submit
+    try:
+        jobs_module.submit = lambda ws, kind, config, **kw: captured.setdefault("config", config) and 0
+        jobs_module.resume(workspace, first)
+    finally:
+        jobs_module.submit = original
+    assert captured["config"].resume_run == run_id  # not a new run from zero
+    assert job_config(workspace, get_job(db, first)).resume_run is None
+
+
+def _a_run(db, create_run):
+    from ivt_core.bootstrap import ensure_toy_model
+    from ivt_core.data.shapes_split import write_shapes_split
+    from ivt_core.workspace import Workspace
+
+    root = Path(db.execute("PRAGMA database_list").fetchone()[2]).parent
+    workspace = Workspace(root)
+    write_shapes_split(workspace, "val", 2)
+    model = ensure_toy_model(workspace)
+    return create_run(db, model, "shapes", "val", 1, "fixed", "qwen3_vl", "v1", {}, {"steps": 1})
+
+
+def test_a_live_but_silent_job_is_stalled_not_interrupted(workspace):
+    db = workspace.connect()
+    job_id = create_job(db, "eval", [], "x.log")
+    db.execute("UPDATE jobs SET status = 'running', pid = ?, heartbeat_at = '2000-01-01T00:00:00+00:00' "
+               "WHERE id = ?", [os.getpid(), job_id])
+    assert reconcile(workspace) == []
+    job = get_job(db, job_id)
+    assert job["status"] == "running" and job["message"].startswith("stalled")
+
+
+def test_paths_are_stored_absolute(shapes_ws, tiny_models, monkeypatch, tmp_path):
+    from ivt_core.jobs import checked_config
+
+    monkeypatch.chdir(tiny_models["qwen3_vl"].parent)
+    config = checked_config(shapes_ws, "eval", EvalConfig(model=tiny_models["qwen3_vl"].name, dataset="shapes",
+                                                          split="test"))
+    assert config.model == str(tiny_models["qwen3_vl"].resolve())
