@@ -63,6 +63,9 @@ def test_four_writers_lose_nothing_and_never_see_locked(run):  # noqa: F811
                                str(SECONDS), str(seed)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
              for seed in range(WRITERS)]
     results = [json.loads(p.communicate(timeout=120)[0]) for p in procs]
+    print(json.dumps({"writers": WRITERS, "seconds": SECONDS, "edits": sum(sum(r["ok"].values()) for r in results),
+                      "conflicts": sum(r["conflict"] for r in results), "metrics": sum(r["metrics"] for r in results),
+                      "locked": sum(r["locked"] for r in results), "other": sum(len(r["other"]) for r in results)}))
     assert all(p.returncode == 0 for p in procs)
     assert sum(r["locked"] for r in results) == 0, results
     assert not [e for r in results for e in r["other"]], results
