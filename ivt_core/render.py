@@ -1,7 +1,9 @@
 """Drawing a step's box on the image: what the model sees between steps, and what the UI shows.
 
 Pure functions over PIL images: same inputs, same pixels. The default is the paper's style: the latest box as
-a 3 px red outline with a 25 % red fill, drawn on the original image before the processor resizes it.
+a 3 px red outline with a 25 % red fill, drawn on the original image before the processor resizes it. The
+``outline`` style (``RENDER_STYLES``) draws the outline alone in a colour outside the shapes world's palette:
+a fill recolours the boxed shape (blue looks purple), and colour is what the toy confuses.
 Options (history of older boxes, fading and numbered; ground truth in green; a label) exist for people; the
 loop never shows ground truth to a model. The style is recorded with every run (``RenderStyle.to_dict``).
 
@@ -45,6 +47,27 @@ class RenderStyle:
 
 
 GT_COLOR = (0, 200, 0)
+# a colour outside the shapes world's palette (ivt_core.data.shapes.COLOURS), so the box never looks like a shape
+OUTLINE_COLOR = (0, 220, 220)
+RENDER_STYLES = {
+    "paper": RenderStyle(),  # the paper's: red outline and a 25 % red fill (which recolours the boxed shape)
+    "outline": RenderStyle(color=OUTLINE_COLOR, fill_alpha=0.0),  # outline only: the evidence inside is unchanged
+}
+
+
+def render_style(name: str, dataset_kind: str = "") -> RenderStyle:
+    """The style called ``name`` ("paper", "outline"; "auto": outline for shapes-world datasets, where colour
+    is the attribute models confuse, else the paper's). Raises KeyError for another name."""
+    if name == "auto":
+        name = "outline" if dataset_kind == "shapes" else "paper"
+    return RENDER_STYLES[name]
+
+
+def describe(style: dict) -> str:
+    """A stored style in words, for reports: "outline rgb(0, 220, 220) 3 px, no fill"."""
+    color = tuple(style.get("color", (255, 0, 0)))
+    fill = style.get("fill_alpha", 0.25)
+    return f"outline rgb{color} {style.get('outline_px', 3)} px, " + (f"{fill:.0%} fill" if fill else "no fill")
 
 
 def _draw_box(overlay: ImageDraw.ImageDraw, box: Box, color, alpha: float, outline_px: int, fill_alpha: float):

@@ -16,6 +16,7 @@ from sqlite_utils import Database
 
 from ivt_core.errors import InvalidInputError
 from ivt_core.metrics import OUTCOME_BAND, THRESHOLDS, run_metrics
+from ivt_core.render import describe
 from ivt_core.store.models import get_model
 from ivt_core.store.runs import get_run, load_trajectories, run_samples_meta
 
@@ -114,7 +115,8 @@ def report_html(report: dict) -> str:
         f"<h1>Run {run['id']}: {html.escape(model['name'])} on {html.escape(run['dataset'])}/"
         f"{html.escape(run['split'])}</h1>",
         f"<p>T = {run['steps']} refinement steps, stopping policy <b>{html.escape(run['policy'])}</b>, prompts "
-        f"{html.escape(run['prompt_family'])}/{html.escape(run['prompt_version'])}, {m['n']} samples, status "
+        f"{html.escape(run['prompt_family'])}/{html.escape(run['prompt_version'])}, box drawn as "
+        f"{html.escape(describe(report['render_style']))}, {m['n']} samples, status "
         f"{html.escape(run['status'])}. Model: {html.escape(model['base_path'])}"
         f"{' + ' + html.escape(model['adapter_path']) if model['adapter_path'] else ''}.</p>",
     ]

@@ -123,7 +123,8 @@ def synthesize(
                     "origin": "synth", "status": "pending", "family": family.name,
                     "student_text": traj.steps[0].raw_text, "student_box": traj.steps[0].box.to_xyxy(),
                     "student_iou": traj.step0_iou, "steps": steps, "flags": flags, "final_iou": steps[-1]["iou"],
-                    "meta": {"convention": family.convention, "resized": resized, "synth": stored(config)},
+                    "meta": {"convention": family.convention, "resized": resized, "synth": stored(config),
+                             "render": run["render_style"]},
                 }
                 if insert_trace(db, fields, f"teacher:{teacher.name}", sample.expression) is not None:
                     created += 1
@@ -239,10 +240,11 @@ def bulk(db: Database, trace_ids: list[int], action: str, reviewer: str) -> dict
 def trace_images(workspace: Workspace, trace: dict, sample: Sample, style: RenderStyle | None = None) -> list[str]:
     """Stored paths of the images of a trace's conversation: the original, then each box the student is shown.
 
-    Rendered from the current boxes (so a box edit gives new images); content-addressed, so unchanged renders
-    are not written twice.
+    Rendered from the current boxes (so a box edit gives new images) in the style of the run the trace came from
+    (stored with it; the paper's for traces made before styles were stored); content-addressed, so unchanged
+    renders are not written twice.
     """
-    style = style or RenderStyle()
+    style = style or RenderStyle.from_dict(trace.get("meta", {}).get("render") or {})
     image = load_image(workspace.resolve(sample.image_path))
     shown = [trace["student_box"], *[s["box"] for s in trace["steps"][:-1]]]
     paths = [str(workspace.resolve(sample.image_path))]

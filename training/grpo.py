@@ -79,8 +79,9 @@ def train(cfg: GRPOConfig) -> Path:
     from ivt_core.metrics import degradation
     from ivt_core.policy_gradient import advantages as group_advantages
     from ivt_core.policy_gradient import chunks, policy_update
+    from ivt_core.render import render_style
     from ivt_core.rewards import get_reward
-    from ivt_core.store.samples import get_samples
+    from ivt_core.store.samples import get_dataset, get_samples
     from ivt_core.supervision import cpu_rope_index
     from ivt_core.workspace import Workspace
 
@@ -130,7 +131,9 @@ def train(cfg: GRPOConfig) -> Path:
     db = workspace.connect()
     samples = get_samples(db, cfg.dataset, cfg.split)
     grounder = TransformersGrounder(model, processor, family, "grpo-policy", str(device))
+    dataset = get_dataset(db, cfg.dataset)
     loop = LoopConfig(steps=cfg.steps, batch_size=cfg.prompts * cfg.group_size,
+                      render=render_style(cfg.render, dataset["kind"] if dataset else ""),
                       sampling=Sampling(max_new_tokens=cfg.max_new_tokens, do_sample=True,
                                         temperature=cfg.temperature))
     stop = {"flag": False}

@@ -60,7 +60,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if config.resume_run is not None:
         request, model_path, adapter, coords = _request_from_run(workspace, config.resume_run)
     else:
-        request = EvalRequest(config.dataset, config.split, config.loop_config(), config.limit)
+        request = EvalRequest(config.dataset, config.split, config.loop_config(_dataset_kind(workspace, config)),
+                              config.limit)
         model_path = Path(config.model) if config.model else toy_model_path()
         adapter, coords = config.adapter or None, config.coords or None
         if config.dataset == "shapes" and config.split in DEFAULT_SPLITS:
@@ -90,6 +91,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
                               resume_run=config.resume_run, job_id=args.as_job_id, shard=shard)
         reporter.link_run(result.run_id)
     return _print_result(args, result)
+
+
+def _dataset_kind(workspace, config) -> str:
+    from ivt_core.store.samples import get_dataset
+
+    if config.dataset == "shapes":
+        return "shapes"  # the default splits may not exist yet (they are written just below)
+    with workspace.connect() as db:
+        dataset = get_dataset(db, config.dataset)
+    return dataset["kind"] if dataset else ""
 
 
 def _shard(text: str) -> tuple[int, int]:
@@ -132,6 +143,7 @@ def _summary(run_id: int, m: dict) -> str:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from ivt_core.render import describe
     from ivt_core.report import build_report, report_html, text_table
     from ivt_core.workspace import Workspace
 
@@ -144,7 +156,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     elif not args.html:
         run = report["run"]
         print(f"run {run['id']}: {report['model']['name']} on {run['dataset']}/{run['split']}, T={run['steps']}, "
-              f"policy {run['policy']}, {report['metrics']['n']} samples, {run['status']}")
+              f"policy {run['policy']}, box drawn as {describe(report['render_style'])}, "
+              f"{report['metrics']['n']} samples, {run['status']}")
         print(text_table(report["metrics"]))
         for name, m in report["by_source"].items() if len(report["by_source"]) > 1 else ():
             print(f"\nsource {name} ({m['n']} samples)\n{text_table(m)}")

@@ -9,6 +9,7 @@ from typing import ClassVar
 from ivt_core.boxes import CONVENTIONS
 from ivt_core.config.settings import check_settings, setting, steps_setting
 from ivt_core.errors import InvalidInputError
+from ivt_core.render import RENDER_STYLES
 from ivt_core.stopping import LABEL_FREE_POLICIES
 
 ENGINES = ("auto", "cached", "plain")
@@ -37,6 +38,10 @@ class EvalConfig:
     batch_size: int = setting(8, "samples advancing together; auto (0): as many as the GPU's free memory holds",
                               min=0, max=4096)
     max_new_tokens: int = setting(256, "answer length limit per step, in tokens", min=1, max=8192)
+    render: str = setting("auto", "how the model is shown its box: paper (red outline, 25% fill), outline (an "
+                          "outline in a colour outside the scene palette, no fill), auto (outline for shapes-world "
+                          "datasets, else paper); stored with the run", choices=("auto", *RENDER_STYLES),
+                          form=True, label="Box drawing")
     engine: str = setting("auto", "cached: keep each conversation's KV cache between steps, continuous batching "
                           "(Qwen3-VL); plain: re-encode the whole conversation each step; auto: cached where "
                           "supported", choices=ENGINES)
@@ -81,9 +86,12 @@ class EvalConfig:
         """An evaluation of a registered model (its registry row)."""
         return cls(model=model["base_path"], adapter=model.get("adapter_path") or "", **settings)
 
-    def loop_config(self):
+    def loop_config(self, dataset_kind: str = ""):
+        """The loop's settings (the box drawing resolved for a dataset of ``dataset_kind``)."""
         from ivt_core.grounders.base import Sampling
         from ivt_core.loop import LoopConfig
+        from ivt_core.render import render_style
 
         return LoopConfig(steps=self.steps, policy=self.stop, batch_size=self.batch_size,
+                          render=render_style(self.render, dataset_kind),
                           sampling=Sampling(max_new_tokens=self.max_new_tokens), engine=self.engine).check()

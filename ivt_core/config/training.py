@@ -14,6 +14,7 @@ from typing import ClassVar
 from ivt_core.config.settings import check_settings, setting, steps_setting
 from ivt_core.errors import InvalidInputError
 from ivt_core.policy_gradient import LOSS_TYPES, SCALE_REWARDS
+from ivt_core.render import RENDER_STYLES
 from ivt_core.rewards import REWARDS
 
 LORA_TARGETS = {
@@ -163,6 +164,9 @@ class GRPOConfig:
                           "-1 break)", choices=tuple(REWARDS), form=True, label="Reward")
     temperature: float = setting(1.0, "sampling temperature of the rollouts", min=0.01, max=10.0)
     max_new_tokens: int = setting(96, "answer length limit per step, in tokens", min=1, max=8192)
+    render: str = setting("auto", "how rollouts show the model its box: paper (red outline, 25% fill), outline "
+                          "(outline only, in a colour outside the scene palette), auto (outline for shapes-world "
+                          "datasets)", choices=("auto", *RENDER_STYLES))
     lora_r: int = setting(16, "LoRA rank", min=1, max=1024, form=True, label="LoRA rank")
     lora_alpha: int = setting(32, "LoRA alpha (scale = alpha / rank)", min=1, max=4096)
     micro_batch: int = setting(32, "trajectories per forward/backward pass (fewer, larger passes are faster; "

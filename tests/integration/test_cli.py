@@ -155,3 +155,19 @@ def test_eval_without_model_uses_toy_model_and_creates_default_splits(tmp_path, 
     assert metrics["n"] == 8 and metrics["parse_failure_rate"] == 0.0
     assert "generated the default shapes-world splits" in captured.err
     assert _count(ws, "samples") == 1700  # train 1,000, val 200, test 500
+
+
+def test_a_shapes_run_draws_outlines_and_says_so(tmp_path, capsys):
+    ws = tmp_path / "ws"
+    assert main(["data", "shapes", "--workspace", str(ws), "--split", "val", "--n", "3", "--name", "mini"]) == 0
+    assert main(["eval", "--workspace", str(ws), "--dataset", "mini", "--split", "val", "--steps", "1"]) == 0
+    from ivt_core.render import OUTLINE_COLOR
+    from ivt_core.store.runs import get_run
+    from ivt_core.workspace import Workspace
+
+    with Workspace.open(ws).connect() as db:
+        style = get_run(db, 1)["render_style"]
+    assert tuple(style["color"]) == OUTLINE_COLOR and style["fill_alpha"] == 0.0
+    capsys.readouterr()
+    assert main(["report", "1", "--workspace", str(ws)]) == 0
+    assert "box drawn as outline rgb(0, 220, 220) 3 px, no fill" in capsys.readouterr().out

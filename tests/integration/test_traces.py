@@ -190,3 +190,19 @@ def test_exported_file_feeds_the_sft_example_builder(run, tmp_path, tiny_models)
     assert record["messages"][3]["content"][0]["text"] in trained and record["messages"][1]["content"][0][
         "text"] not in trained
     assert example["image_grid_thw"].shape[0] == 3
+
+
+def test_traces_keep_and_draw_in_the_render_style_of_their_run(run):
+    from ivt_core.render import OUTLINE_COLOR, RENDER_STYLES
+    from ivt_core.store.samples import get_sample
+
+    workspace, run_id = run
+    db = workspace.connect()
+    db.execute("UPDATE runs SET render_style = ? WHERE id = ?", [json.dumps(RENDER_STYLES["outline"].to_dict()),
+                                                                 run_id])
+    synthesize(workspace, run_id, GeometricTeacher(), SynthConfig(steps=2))
+    trace = list_traces(db, kind="corrective")[0]
+    assert tuple(trace["meta"]["render"]["color"]) == OUTLINE_COLOR
+    shown = load_image(trace_images(workspace, trace, get_sample(db, trace["sample_id"]))[1])
+    x1, y1, x2, y2 = (round(v) for v in trace["student_box"])
+    assert shown.getpixel((x1 + 1, (y1 + y2) // 2)) == OUTLINE_COLOR

@@ -35,3 +35,17 @@ def test_no_box_returns_plain_copy():
 def test_style_round_trip():
     style = RenderStyle(history=True, color=(1, 2, 3))
     assert RenderStyle.from_dict(style.to_dict()) == style
+
+
+def test_the_outline_style_leaves_the_boxed_evidence_unchanged():
+    from ivt_core.data.shapes import COLOURS
+    from ivt_core.render import OUTLINE_COLOR, RENDER_STYLES, render_style
+
+    blue = Image.new("RGB", (60, 60), COLOURS["blue"])
+    outlined = render_box(blue, Box(10, 10, 50, 50), RENDER_STYLES["outline"])
+    painted = render_box(blue, Box(10, 10, 50, 50), RENDER_STYLES["paper"])
+    assert outlined.getpixel((30, 30)) == COLOURS["blue"]  # inside: the shape's own colour
+    assert painted.getpixel((30, 30)) != COLOURS["blue"]  # the paper's fill shifts it (blue looks purple)
+    assert outlined.getpixel((10, 30)) == OUTLINE_COLOR and OUTLINE_COLOR not in COLOURS.values()
+    assert render_style("auto", "shapes") == RENDER_STYLES["outline"]
+    assert render_style("auto", "jsonl") == RENDER_STYLES["paper"]
