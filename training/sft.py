@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from ivt_core.config.settings import stored
@@ -50,9 +51,11 @@ class TraceDataset:
     original image, the grounding prompt, the ground-truth box as the answer): replay of the model's first task.
     """
 
-    def __init__(self, records: list[dict], base_dir: Path, processor, replay: float = 0.0):
+    def __init__(self, records: list[dict], base_dir: Path, processor, replay: float = 0.0,
+                 train_step0: bool = False, fresh_replay: Callable[[int], list[dict]] | None = None):
         self.records, self.base_dir, self.processor = records, base_dir, processor
         self.n_replay = int(round(replay * len(records)))
+        self.train_step0, self.fresh_replay = train_step0, fresh_replay
 
     def __len__(self) -> int:
         return len(self.records) + self.n_replay
@@ -63,7 +66,11 @@ class TraceDataset:
 
         if i < len(self.records):
             conversation, train = record_to_conversation(self.records[i], self.base_dir)
+            if self.train_step0:  # the first answer is the student's own (greedy) step 0
+                train = train | {next(k for k, m in enumerate(conversation) if m["role"] == "assistant")}
             return build_example(self.processor, conversation, train)
+        if self.fresh_replay is not None:
+            return build_example(self.processor, self.fresh_replay(i - len(self.records)))
         record = self.records[(i - len(self.records)) % len(self.records)]
         return build_example(self.processor, replay_conversation(record, self.base_dir))
 
@@ -81,6 +88,35 @@ def replay_conversation(record: dict, base_dir: Path) -> list[dict]:
     first = record["messages"][0]
     return [{"role": "user", "content": [{"type": "image", "image": image}, dict(first["content"][1])]},
             {"role": "assistant", "content": [{"type": "text", "text": json.dumps({"bbox_2d": coords})}]}]
+
+
+def fresh_scene_replay(family, seed: int) -> Callable[[int], list[dict]]:
+    """Replay conversations on new shapes-world scenes (split "replay", never a trace's): the grounding prompt and
+    the ground-truth box, in the family's convention."""
+    from ivt_core.boxes import to_model
+    from ivt_core.data.shapes import ShapesConfig, make_sample
+    from ivt_core.prompts import get_prompts
+
+    world, prompts = ShapesConfig(), get_prompts(family.prompt_family)
+
+    def conversation(index: int) -> list[dict]:
+        scene = make_sample(world, seed, "replay", index)
+        coords = to_model(scene.bbox, family.convention, scene.image.size, None)
+        return [{"role": "user", "content": [{"type": "image", "image": scene.image},
+                                             {"type": "text", "text": prompts.ground_text(scene.expression)}]},
+                {"role": "assistant", "content": [{"type": "text", "text": json.dumps({"bbox_2d": coords})}]}]
+
+    return conversation
+
+
+def freeze_vision_tower(model) -> int:
+    """Stop gradients into the vision tower; return how many parameters were frozen."""
+    frozen = 0
+    for name, parameter in model.named_parameters():
+        if ".visual." in f".{name}" or name.startswith("visual."):
+            parameter.requires_grad_(False)
+            frozen += parameter.numel()
+    return frozen
 
 
 def train(cfg: SFTConfig) -> Path:
@@ -110,7 +146,12 @@ def train(cfg: SFTConfig) -> Path:
         data_path = snapshot_traces(workspace, cfg, out)
     records = [json.loads(line) for line in data_path.read_text().splitlines() if line.strip()]
     n_eval = int(len(records) * cfg.eval_fraction) if len(records) >= 10 else 0
-    train_set = TraceDataset(records[n_eval:], data_path.parent, processor, cfg.replay)
+    fresh = None
+    if cfg.replay and cfg.replay_source == "fresh":
+        if family.convention == "abs_resized":
+            raise InvalidInputError("--replay-source fresh needs a model whose boxes are not in resized pixels")
+        fresh = fresh_scene_replay(family, cfg.seed)
+    train_set = TraceDataset(records[n_eval:], data_path.parent, processor, cfg.replay, cfg.train_step0, fresh)
     eval_set = TraceDataset(records[:n_eval], data_path.parent, processor) if n_eval else None
 
     cuda = torch.cuda.is_available()
@@ -126,6 +167,8 @@ def train(cfg: SFTConfig) -> Path:
                       target_modules=LORA_TARGETS[cfg.lora_targets])
     if not cfg.full_finetune:
         model = get_peft_model(model, lora)
+    elif cfg.freeze_vision:
+        print(f"vision tower frozen: {freeze_vision_tower(model) / 1e6:.2f} M parameters", flush=True)
     inner = model.base_model.model.model if not cfg.full_finetune else model.model
     rope = cpu_rope_index(type(inner), model.config) if family.rope_index else None
     pad = processor.tokenizer.pad_token_id

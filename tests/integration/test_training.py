@@ -186,3 +186,47 @@ def test_grpo_from_an_sft_adapter_is_its_own_model_with_both_adapters(approved, 
 
     loaded = TransformersGrounder.load(tiny_models["qwen3_vl"], adapter=grpo["adapter_path"], device="cpu")
     assert "sft-a" in loaded.name and "grpo-b" in loaded.name  # both adapters applied, in order
+
+
+def test_full_finetuning_keeps_the_vision_tower_by_default(approved, tiny_models):
+    import torch
+    from transformers import AutoModelForImageTextToText
+
+    out = approved.root / "models" / "sft-frozen"
+    assert _sft(approved, tiny_models["qwen3_vl"], "--max-steps", "2", "--out", str(out), "--full-finetune",
+                "--lr", "1e-2") == 0
+    before = AutoModelForImageTextToText.from_pretrained(tiny_models["qwen3_vl"]).state_dict()
+    after = AutoModelForImageTextToText.from_pretrained(out / "model").state_dict()
+    vision = [k for k in before if ".visual." in f".{k}"]
+    language = [k for k in before if "language_model" in k and k.endswith("q_proj.weight")]
+    assert vision and all(torch.equal(before[k], after[k]) for k in vision)
+    assert any(not torch.equal(before[k], after[k]) for k in language)
+
+
+def test_step0_self_distillation_and_fresh_replay(approved, tmp_path, tiny_models):
+    from ivt_core.families import FAMILIES
+    from ivt_core.grounders.processing import load_processor
+    from ivt_core.supervision import IGNORE
+    from ivt_core.trace_export import export_traces
+    from training.sft import TraceDataset, fresh_scene_replay
+
+    path = tmp_path / "t.jsonl"
+    export_traces(approved, path)
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    processor = load_processor(tiny_models["qwen3_vl"], "qwen3_vl")
+    plain = TraceDataset(records, path.parent, processor)[0]
+    anchored = TraceDataset(records, path.parent, processor, train_step0=True)[0]
+    assert (anchored["labels"] != IGNORE).sum() > (plain["labels"] != IGNORE).sum()
+    student = records[0]["ivt"]["student_text"]
+    trained = processor.tokenizer.decode(anchored["input_ids"][anchored["labels"] != IGNORE])
+    assert student.strip()[:20] in trained  # the model's own step-0 answer is now a target
+    fresh = TraceDataset(records, path.parent, processor, replay=1.0,
+                         fresh_replay=fresh_scene_replay(FAMILIES["qwen3_vl"], 0))
+    first, second = fresh[len(records)], fresh[len(records) + 1]
+    assert not torch_equal(first["pixel_values"], second["pixel_values"])  # a new scene each time
+
+
+def torch_equal(a, b):
+    import torch
+
+    return a.shape == b.shape and torch.equal(a, b)
