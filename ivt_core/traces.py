@@ -1,7 +1,8 @@
 """Corrective traces: synthesis from a run's own errors, and the review actions.
 
 Synthesis (``synthesize``) takes a recorded run, keeps samples whose step-0 IoU lies strictly inside a band
-(paper: 0 < IoU < 0.85), interpolates target boxes from the student's box to the ground truth over T steps
+(paper: 0 < IoU < 0.85), interpolates target boxes from the student's box to the ground truth over T steps (a box
+on another object, IoU < 0.1, jumps to the ground truth at once: no targets over empty background)
 (the last target is the ground truth itself), has a teacher write each step, and stores the traces as pending.
 Optionally it adds "keep" traces for already-good boxes (IoU >= the band's top) at a ratio of the corrective
 ones, so the model also learns not to drift, and (``confirm``) a last step that looks at the corrected box and
@@ -35,6 +36,8 @@ from ivt_core.store.traces import get_trace, has_trace, insert_trace, traced_sam
 from ivt_core.teachers.base import TeachContext, Teacher
 from ivt_core.teachers.geometric import keep_reasoning
 from ivt_core.workspace import Workspace
+
+WRONG_OBJECT_IOU = 0.1  # a student box overlapping the target less than this is on another object (or nothing)
 
 
 def answer_text(reasoning: str, box: Box, convention: str, size: tuple[int, int], resized) -> str:
@@ -75,7 +78,8 @@ def synthesize(
         corrective = [t for t in trajectories if config.iou_low < t.step0_iou < config.iou_high
                       or (config.include_zero and t.step0_iou == 0.0)]
         keepable = [t for t in trajectories if t.step0_iou >= config.iou_high]
-        n_keep = min(len(keepable), round(config.keep_ratio * len(corrective)))
+        ratio = config.keep_ratio if config.keep_ratio >= 0 else len(keepable) / max(1, len(corrective))
+        n_keep = min(len(keepable), round(ratio * len(corrective)))
         keep = random.Random(f"{config.seed}:keep").sample(keepable, n_keep) if n_keep else []
         existing = traced_samples(db, run_id, teacher.name)
         todo = [(t, "corrective") for t in corrective if t.sample_id not in existing]
@@ -91,8 +95,11 @@ def synthesize(
                 if kind == "keep":
                     continue
                 sample, student = samples[traj.sample_id], traj.steps[0].box
-                targets = [interpolate(student, sample.bbox, k / config.steps) for k in range(1, config.steps + 1)]
-                targets[-1] = sample.bbox
+                if iou(student, sample.bbox) < WRONG_OBJECT_IOU:  # another object: jump, never cross background
+                    targets = [sample.bbox] * config.steps
+                else:
+                    targets = [interpolate(student, sample.bbox, k / config.steps) for k in range(1, config.steps + 1)]
+                    targets[-1] = sample.bbox
                 shown = [student, *targets[:-1]]
                 for k in range(config.steps):
                     contexts.append(TeachContext(

@@ -30,8 +30,9 @@ class SynthConfig:
                          max=MAX_STEPS, form=True, label="Corrective steps")
     iou_low: float = setting(0.0, "keep samples with step-0 IoU above this", min=0.0, max=1.0)
     iou_high: float = setting(0.85, "... and below this", min=0.0, max=1.0)
-    keep_ratio: float = setting(0.0, "keep traces (the box was right: say so) per corrective trace", min=0.0,
-                                max=10.0, form=True, label="Keep traces per corrective trace")
+    keep_ratio: float = setting(0.0, "keep traces (the box was right: say so) per corrective trace; -1: the "
+                                "model's own mix (as many as its right answers per wrong one)", min=-1.0,
+                                max=10.0, form=True, label="Keep traces per corrective trace (-1: the model's mix)")
     confirm: bool = setting(False, "end each trace with a step that keeps the corrected box and says it is correct",
                             form=True, label="End with a step that confirms the corrected box")
     include_zero: bool = setting(False, "also correct readable boxes with IoU 0 (the wrong object), which the "
@@ -49,6 +50,8 @@ class SynthConfig:
     def check(self) -> SynthConfig:
         """Return self if the settings make sense. Raises InvalidInputError saying what to fix."""
         check_settings(self)
+        if -1 < self.keep_ratio < 0:
+            raise InvalidInputError(f"keep_ratio must be 0..10, or -1 for the model's own mix; got {self.keep_ratio}")
         if not self.iou_low < self.iou_high:
             raise InvalidInputError(f"the IoU band needs --iou-low < --iou-high, got {self.iou_low}..{self.iou_high}")
         if self.teacher == "vlm" and not (self.teacher_model or self.teacher_url):

@@ -73,6 +73,29 @@ def _object_name(obj: dict) -> str:
     return f"{obj['size']} {obj['colour']} {obj['kind']}"
 
 
+def difference(covered: dict, target: dict) -> str:
+    """What tells the boxed object from the one meant: "colour" (the same shape in another colour), "shape",
+    "size", several of them joined ("colour and shape"), or "position" (an identical object elsewhere)."""
+    differs = [name for name, key in (("colour", "colour"), ("shape", "kind"), ("size", "size"))
+               if covered[key] != target[key]]
+    return " and ".join(differs) if differs else "position"
+
+
+def _difference_sentence(covered: dict, target: dict) -> str:
+    kind = difference(covered, target)
+    if kind == "colour":
+        return f"Right shape, wrong colour: this {covered['kind']} is {covered['colour']}, the one meant is " \
+               f"{target['colour']}."
+    if kind == "shape":
+        return f"Right colour, wrong shape: this is a {covered['kind']}, the one meant is a {target['kind']}."
+    if kind == "size":
+        return f"Right shape and colour, wrong size: this {covered['kind']} is {covered['size']}, the one meant " \
+               f"is {target['size']}."
+    if kind == "position":
+        return "An identical shape, in the wrong place: the expression's relation or order picks another one."
+    return f"It differs in {kind}: this is the {_object_name(covered)}, the one meant is the {_object_name(target)}."
+
+
 def _covered(ctx: TeachContext) -> tuple[int | None, float]:
     best, best_iou = None, 0.0
     for index, obj in enumerate(ctx.objects):
@@ -104,8 +127,12 @@ class GeometricTeacher:
         """The kind of error only: on another shape (or on nothing), or on the right shape with edges off."""
         if ctx.objects and ctx.target_object is not None:
             covered, _ = _covered(ctx)
+            if covered is None:
+                return TeacherOutput("Wrong place.")
             if covered != ctx.target_object:
-                return TeacherOutput("Wrong shape.")
+                kind = difference(ctx.objects[covered], ctx.objects[ctx.target_object])
+                return TeacherOutput({"colour": "Wrong colour.", "shape": "Wrong shape.", "size": "Wrong size.",
+                                      "position": "Wrong one."}.get(kind, "Wrong shape."))
         return TeacherOutput("Edges off.")
 
     def _terse(self, ctx: TeachContext) -> TeacherOutput:
@@ -118,7 +145,8 @@ class GeometricTeacher:
             if covered is None:
                 parts.append(f"Box on background; target {target_name}.")
             elif covered != ctx.target_object:
-                parts.append(f"Box on {_object_name(ctx.objects[covered])}; target {target_name}.")
+                kind = difference(ctx.objects[covered], ctx.objects[ctx.target_object])
+                parts.append(f"Box on {_object_name(ctx.objects[covered])}; target {target_name} (wrong {kind}).")
             else:
                 parts.append(f"Box on {target_name}, edges off.")
         moves = edge_moves(ctx.current, ctx.target, width, height)
@@ -149,11 +177,11 @@ class GeometricTeacher:
                     + (f"{where}" if where else "another one") + ".",
                 ]))
             elif covered != ctx.target_object:
+                sentences.append(_difference_sentence(ctx.objects[covered], ctx.objects[ctx.target_object]))
                 sentences.append(rng.choice([
-                    f"The box covers the {_object_name(ctx.objects[covered])}, but {ctx.expression} is the "
+                    f"So the box covers the {_object_name(ctx.objects[covered])}, but {ctx.expression} is the "
                     f"{target_name}" + (f", which is {where}" if where else "") + ".",
-                    f"That is the {_object_name(ctx.objects[covered])}, not {ctx.expression}. The {target_name}"
-                    + (f" is {where}" if where else " is the one meant") + ".",
+                    f"The {target_name}" + (f" is {where}" if where else " is the one meant") + ".",
                 ]))
             else:
                 sentences.append(rng.choice([

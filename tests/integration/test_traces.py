@@ -206,3 +206,25 @@ def test_traces_keep_and_draw_in_the_render_style_of_their_run(run):
     shown = load_image(trace_images(workspace, trace, get_sample(db, trace["sample_id"]))[1])
     x1, y1, x2, y2 = (round(v) for v in trace["student_box"])
     assert shown.getpixel((x1 + 1, (y1 + y2) // 2)) == OUTLINE_COLOR
+
+
+def test_a_box_on_another_object_jumps_to_the_right_one(shapes_ws):
+    from ivt_core.evaluate import EvalRequest, evaluate
+    from ivt_core.loop import LoopConfig
+
+    def far_away(text, step, conversation):  # every step-0 box in a corner, away from the object (IoU 0)
+        return '{"bbox_2d": [0, 0, 40, 40]}'
+
+    result = evaluate(shapes_ws, ScriptedGrounder(far_away, with_conversation=True), "/m",
+                      EvalRequest("shapes", "test", LoopConfig(steps=0)))
+    synthesize(shapes_ws, result.run_id, GeometricTeacher(), SynthConfig(steps=3, include_zero=True))
+    traces = list_traces(shapes_ws.connect(), kind="corrective")
+    assert traces and all(t["student_iou"] == 0.0 for t in traces)
+    for trace in traces:  # no interpolated targets over empty background: the first step is the ground truth
+        assert [s["iou"] for s in trace["steps"]] == [1.0, 1.0, 1.0]
+
+
+def test_the_keep_mix_can_follow_the_models_own(run):
+    workspace, run_id = run  # 5 corrective samples, 1 right one
+    counts = synthesize(workspace, run_id, GeometricTeacher(), SynthConfig(steps=1, keep_ratio=-1))
+    assert counts["corrective"] == 5 and counts["keep"] == 1

@@ -79,3 +79,25 @@ def test_minimal_style_names_the_kind_of_error():
     assert teacher.keep_text("the red circle", "s") == "The box is correct."
     with pytest.raises(Exception, match="unknown teacher style"):
         GeometricTeacher(style="chatty")
+
+
+def _obj(kind, colour, size, box):
+    return {"kind": kind, "colour": colour, "size": size, "box": box}
+
+
+def test_the_rationale_names_the_real_difference():
+    from ivt_core.teachers.geometric import difference
+
+    blue_star = _obj("star", "blue", "large", [10, 10, 40, 40])
+    yellow_star = _obj("star", "yellow", "large", [100, 100, 130, 130])
+    blue_circle = _obj("circle", "blue", "large", [150, 10, 180, 40])
+    assert difference(yellow_star, blue_star) == "colour" and difference(blue_circle, blue_star) == "shape"
+    assert difference(dict(blue_star, box=[0, 0, 1, 1]), blue_star) == "position"
+    on_yellow = _ctx(Box(100, 100, 130, 130), Box(10, 10, 40, 40), objects=[blue_star, yellow_star],
+                     target_object=0)
+    (prose,) = GeometricTeacher().write([on_yellow])
+    assert "wrong colour" in prose.reasoning and "yellow" in prose.reasoning and "blue" in prose.reasoning
+    (minimal,) = GeometricTeacher(style="minimal").write([on_yellow])
+    assert minimal.reasoning == "Wrong colour."
+    (terse,) = GeometricTeacher(style="terse").write([on_yellow])
+    assert "(wrong colour)" in terse.reasoning
