@@ -222,6 +222,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
     from ivt_core.workspace import Workspace
 
     db = Workspace.open(args.workspace).connect()
+    if not list_runs(db):
+        print("no runs in this workspace yet (`ivt eval --dataset shapes --split val` makes one)")
     for run in list_runs(db):
         m = run["metrics"] or {}
         score = (f"step0 Acc@0.5 {m['step0']['acc@0.5']:.3f}, final {m['final']['acc@0.5']:.3f}"

@@ -41,6 +41,8 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     workspace = Workspace.open(args.workspace)
     if args.jobs_command == "list":
         db = workspace.connect()
+        if not list_jobs(db, limit=1):
+            print("no jobs in this workspace yet (`ivt eval --job ...` or the app's Train tab start one)")
         for job in list_jobs(db):
             done = f"{job['progress_done']}/{job['progress_total']}" if job["progress_total"] else ""
             print(f"{job['id']:>4}  {job['kind']:<6} {job['status']:<12} {done:<10} {job['created_at']}  "

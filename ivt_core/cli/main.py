@@ -230,6 +230,9 @@ def main(argv: list[str] | None = None) -> int:
     except IVTError as exc:
         print(f"ivt: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `ivt jobs list | head`: the reader has what it wanted; stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except OSError as exc:  # a file that cannot be read or written, a full disk: the user can fix it
         where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
         print(f"ivt: error: {exc.strerror or exc}{where}", file=sys.stderr)

@@ -102,7 +102,11 @@ def cmd_traces(args: argparse.Namespace) -> int:
     if command in ("approve", "reject"):
         if args.all_matching:
             ids = [t["id"] for t in list_traces(db, limit=1_000_000, status="pending", **filters)]
-            print(json.dumps(core.bulk(db, ids, command, args.reviewer)))
+            result = core.bulk(db, ids, command, args.reviewer)
+            left = len(result["conflicts"])
+            conflicts = f"; {left} changed meanwhile and were left alone" if left else ""
+            print(f"{command}d {result['done']} of {len(ids)} pending traces matching the filters{conflicts} "
+                  f"(each is a new revision: `ivt traces show ID` lists them)")
             return 0
         if not args.trace_id:
             from ivt_core.errors import InvalidInputError

@@ -171,3 +171,27 @@ def test_a_shapes_run_draws_outlines_and_says_so(tmp_path, capsys):
     capsys.readouterr()
     assert main(["report", "1", "--workspace", str(ws)]) == 0
     assert "box drawn as outline rgb(0, 220, 220) 3 px, no fill" in capsys.readouterr().out
+
+
+def test_a_closed_pipe_ends_quietly(tmp_path):
+    import subprocess
+    import sys
+
+    from ivt_core.store.jobs import create_job
+    from ivt_core.workspace import Workspace
+
+    ws = Workspace.open(tmp_path / "ws")
+    with ws.connect() as db:
+        for _ in range(3000):  # far more than a pipe buffers
+            create_job(db, "eval", ["--dataset", "shapes", "--split", "val", "--steps", "2"], "x.log")
+        db.execute("UPDATE jobs SET status = 'done'")
+    done = subprocess.run(f"{sys.executable} -m ivt_core.cli jobs list --workspace {ws.root} | head -1", shell=True,
+                          capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() and done.stderr == ""
+
+
+def test_empty_lists_say_so(tmp_path, capsys):
+    assert main(["jobs", "list", "--workspace", str(tmp_path / "ws")]) == 0
+    assert main(["runs", "--workspace", str(tmp_path / "ws")]) == 0
+    out = capsys.readouterr().out
+    assert "no jobs in this workspace yet" in out and "no runs in this workspace yet" in out
