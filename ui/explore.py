@@ -141,7 +141,7 @@ def build(ctx: AppContext) -> list:
     gr.Markdown("Step 0, the final step and the label-free stopping rules are deployable numbers; the oracle row "
                 "picks the best step with ground truth. Use the arrow keys on the step slider.")
     choices = run_choices(ctx)
-    run = gr.Dropdown(choices=choices, value=choices[0][1] if choices else None, label="Run")
+    run = gr.Dropdown(choices=choices, value=choices[0][1] if choices else None, label="Run", elem_id="explore-run")
     with gr.Row():
         with gr.Column(scale=3):  # eight metric columns: wider than the curve
             table = gr.Dataframe(label="Run metrics", interactive=False)
@@ -203,8 +203,11 @@ def build(ctx: AppContext) -> list:
     view_outputs = [image, text, sample_curve, step]
     filters = [run, outcome, failures, search, source, low, high]
     listed = [samples, sample, matched]
+    # the sample view follows the run too: when two runs list the same sample first, the sample picker does not
+    # change, and without this last step the previous run's box and answer would stay under the new run's header
     run.change(lambda r: (*run_summary(ctx, r), source_choices(ctx, r)), run, [table, curve, source]).then(
-        lambda *a: samples_frame(ctx, *a), filters, listed)
+        lambda *a: samples_frame(ctx, *a), filters, listed).then(
+        lambda *a: show_step(ctx, *a[:2], 0, *a[3:]), view_inputs, view_outputs).then(lambda: 0, None, step)
     for trigger in (outcome.change, failures.change, search.submit, source.input, low.release, high.release):
         trigger(lambda *a: samples_frame(ctx, *a), filters, listed)
     sample.change(lambda *a: show_step(ctx, *a[:2], 0, *a[3:]), view_inputs, view_outputs).then(

@@ -38,6 +38,10 @@ def _scripted_run(ws):
     ensure_toy_model(workspace)  # model 1: what the Train and Probe forms pick by default
     _traces(workspace)  # first, so that the two runs below are the newest (Explore and Compare open them)
     answers = ['{"bbox_2d": [100, 100, 400, 400]}', 'Move it. {"bbox_2d": [150, 150, 500, 500]}', "no idea"]
+    for reader in ("a", "b"):  # two runs with the same boxes (so the same first sample), other words
+        evaluate(workspace, ScriptedGrounder(lambda text, step, r=reader: f'Reading {r.upper()}. {{"bbox_2d": '
+                                             '[0, 0, 500, 500]}'), f"/run-{reader}",
+                 EvalRequest("shapes", "val", LoopConfig(steps=0), limit=20))
     evaluate(workspace, ScriptedGrounder(lambda text, step: '{"bbox_2d": [0, 0, 1000, 1000]}'), "/whole-image",
              EvalRequest("shapes", "val", LoopConfig(steps=1), limit=20))
     evaluate(workspace, ScriptedGrounder(lambda text, step: answers[step]), "/scripted",

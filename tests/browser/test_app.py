@@ -64,6 +64,18 @@ def test_explore_steps_through_a_sample_with_the_keyboard(app_url, page):
     _message(page, "explore-matched", "0 samples match")
 
 
+def test_explore_switching_runs_never_shows_the_previous_runs_answer(app_url, page):
+    import re
+
+    _open(page, app_url, "Explore")
+    page.get_by_text("step 0 of 2").wait_for(timeout=30_000)
+    for run, reader, other in ((2, "a", "B"), (3, "b", "A")):  # both runs list the same sample first
+        page.locator("#explore-run input").click()
+        page.get_by_role("option", name=re.compile(f"^run {run}: ")).click()
+        page.locator("#explore-text").get_by_text(f"Reading {reader.upper()}.").first.wait_for(timeout=30_000)
+        assert f"Reading {other}." not in page.locator("#explore-text").inner_text()
+
+
 def test_compare_two_runs(app_url, page):
     _open(page, app_url, "Compare")
     page.get_by_text("common samples").first.wait_for(timeout=30_000)
