@@ -132,10 +132,22 @@ def build(ctx: AppContext) -> list:
         found = next_trace(ctx.db(), None, filters)
         return (*show(ctx, found and found["id"], 1), counts_text(ctx, filters), "")
 
-    def move(st, backwards, *form):
+    def move(backwards, st, text, a, b, c, d, *form, request: gr.Request = None):
+        """Next or previous trace; an unsaved edit of this one is saved first (never dropped without a word)."""
         filters = queue_filters(*form)
+        note = ""
+        if st:
+            try:
+                before = st["version"]
+                version = save_edits(st, text or "", a, b, c, d, reviewer(request))
+                if version != before:
+                    note = f"Saved your edit of trace {st['id']} (version {version}) before moving."
+            except IVTError as exc:
+                return (*[gr.update()] * len(views), counts_text(ctx, filters),
+                        f"**Not moved:** your edit of trace {st['id']} cannot be saved: {exc}. Fix it, or reload "
+                        "the trace to drop it.")
         found = next_trace(ctx.db(), st and st["id"], filters, backwards)
-        return (*show(ctx, found and found["id"], 1), counts_text(ctx, filters), "")
+        return (*show(ctx, found and found["id"], 1), counts_text(ctx, filters), note)
 
     def preview(st, a, b, c, d):
         if not st:
@@ -236,9 +248,9 @@ def build(ctx: AppContext) -> list:
     for trigger in (status.change, kind.change, search.submit, iou_min.release, iou_max.release):
         trigger(first, filter_inputs, outputs)
     # review actions are short store reads and writes: they skip the queue (one round trip less per key press)
-    next_btn.click(lambda st, *f: move(st, False, *f), [state, *filter_inputs], outputs, queue=False)
-    prev_btn.click(lambda st, *f: move(st, True, *f), [state, *filter_inputs], outputs, queue=False)
     edit_inputs = [state, reasoning, x1, y1, x2, y2, *filter_inputs]
+    next_btn.click(functools.partial(move, False), edit_inputs, outputs, queue=False)
+    prev_btn.click(functools.partial(move, True), edit_inputs, outputs, queue=False)
     for button, action in ((approve_btn, "approve"), (reject_btn, "reject"), (save_btn, "save")):
         button.click(functools.partial(act, action), edit_inputs, outputs, queue=False)
     step.input(lambda st, s: show(ctx, st and st["id"], s), [state, step], views)

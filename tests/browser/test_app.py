@@ -177,6 +177,14 @@ def test_traces_review_with_the_keyboard(app_url, page):
     page.locator("body").press("s")
     _message(page, "trace-message", "Saved (version 4)")
 
+    reasoning.fill("Edited, then j pressed without saving.")  # j must not drop this
+    page.locator("body").click(position={"x": 5, "y": 5})
+    page.locator("body").press("j")
+    _message(page, "trace-message", "(version 5) before moving")
+    page.locator("body").press("k")
+    page.wait_for_function("() => document.querySelector('#trace-reasoning textarea').value === "
+                           "'Edited, then j pressed without saving.'", timeout=30_000)
+
     page.locator("body").press("r")
     _message(page, "trace-message", "rejected.")
     page.wait_for_function("() => /rejected\\s*1/.test(document.querySelector('#trace-counts').innerText)")
