@@ -288,6 +288,14 @@ def reconcile(workspace: Workspace) -> list[int]:
     return marked
 
 
+def whole_chain(db, job_id: int) -> list[int]:
+    """Every job of ``job_id``'s resume chain, from the first job to the newest resume, oldest first."""
+    first = job_id
+    while (job := get_job(db, first))["resumed_from"] is not None:
+        first = job["resumed_from"]
+    return resume_chain(db, first)
+
+
 def resume_chain(db, job_id: int) -> list[int]:
     """``job_id`` and the jobs that resumed it, and those that resumed them, oldest first."""
     chain = [job_id]

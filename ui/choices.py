@@ -3,10 +3,18 @@ model, run, dataset or split made since the app started is there: one helper per
 
 from __future__ import annotations
 
+import gradio as gr
+
 from ivt_core.store.models import list_models
 from ivt_core.store.runs import list_runs
 from ivt_core.store.samples import list_datasets
 from ui.context import AppContext
+
+
+def refreshed(choices: list, current=None) -> dict:
+    """A dropdown update to ``choices`` keeping ``current`` where it is still offered, else the first choice."""
+    values = [c[1] if isinstance(c, tuple) else c for c in choices]
+    return gr.update(choices=choices, value=current if current in values else (values[0] if values else None))
 
 
 def split_choices(ctx: AppContext) -> list[str]:

@@ -10,7 +10,7 @@ from ivt_core.data.shapes import SPLITS
 from ivt_core.data.shapes_split import write_shapes_split
 from ivt_core.errors import InvalidInputError, IVTError
 from ivt_core.store.samples import get_samples
-from ui.choices import parse_split_choice, split_choices
+from ui.choices import parse_split_choice, refreshed, split_choices
 from ui.context import AppContext
 from ui.overview import datasets_frame, show_sample
 
@@ -108,4 +108,9 @@ def build(ctx: AppContext) -> list:
 
     table.select(pick, [browse_split, table], [image, caption])
     refresh.click(lambda: (gr.update(choices=split_choices(ctx)), datasets_frame(ctx)), None, [browse_split, datasets])
-    return [(lambda c: page_frame(ctx, c, 0), [browse_split], table)]
+    def first_view(choice):
+        splits_now = split_choices(ctx)
+        choice = choice if choice in splits_now else (splits_now[0] if splits_now else None)
+        return refreshed(splits_now, choice), page_frame(ctx, choice, 0)
+
+    return [(first_view, [browse_split], [browse_split, table])]

@@ -18,7 +18,7 @@ from ivt_core.report import summary_rows
 from ivt_core.store.models import get_model
 from ivt_core.store.runs import get_run
 from ivt_core.store.views import run_sources
-from ui.choices import model_choices, parse_split_choice, run_choices, split_choices
+from ui.choices import model_choices, parse_split_choice, refreshed, run_choices, split_choices
 from ui.config_form import config_fields, config_from_form
 from ui.context import AppContext
 
@@ -169,7 +169,7 @@ def build(ctx: AppContext) -> list:
         with gr.Column(scale=2):
             text = gr.Markdown(elem_id="explore-text")
             sample_curve = gr.Plot(elem_id="explore-curve")
-    refresh = gr.Button("Refresh runs")
+    refresh = gr.Button("Refresh runs, models and splits")
     with gr.Accordion("Start a new evaluation (background job)", open=False):
         models = model_choices(ctx)
         splits = split_choices(ctx)
@@ -224,16 +224,19 @@ def build(ctx: AppContext) -> list:
         return frame.iloc[evt.index[0]]["sample"] if evt.index is not None else gr.update()
 
     samples.select(pick, samples, sample)
-    refresh.click(lambda: gr.update(choices=run_choices(ctx)), None, run)
+    refresh.click(lambda r, m, s: (refreshed(run_choices(ctx), r), refreshed(model_choices(ctx), m),
+                                   refreshed(split_choices(ctx), s)),
+                  [run, eval_model, eval_split], [run, eval_model, eval_split])
 
-    def first_view(_current):
-        """Runs are listed afresh at every page load (a run that finished after the app started, such as the
-        first-start evaluation, is there without a restart), and the newest is shown, as at the app's start."""
+    def first_view(_current, model_id, split_choice):
+        """Runs, models and splits are listed afresh at every page load (a run that finished or a model trained
+        after the app started is there without a restart), and the newest run is shown."""
         choices = run_choices(ctx)
         chosen = choices[0][1] if choices else None
         summary = run_summary(ctx, chosen)
         listing = samples_frame(ctx, chosen, "all", False, "")
-        return (gr.update(choices=choices, value=chosen), *summary, source_choices(ctx, chosen), *listing)
+        return (gr.update(choices=choices, value=chosen), *summary, source_choices(ctx, chosen), *listing,
+                refreshed(model_choices(ctx), model_id), refreshed(split_choices(ctx), split_choice))
 
     # what to fill when the page opens (the app wires it to its load event)
-    return [(first_view, [run], [run, table, curve, source, *listed])]
+    return [(first_view, [run, eval_model, eval_split], [run, table, curve, source, *listed, eval_model, eval_split])]

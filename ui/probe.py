@@ -15,7 +15,7 @@ from ivt_core.errors import InvalidInputError, IVTError
 from ivt_core.probe import probe_samples, summarize_probe
 from ivt_core.render import RenderStyle, render_box
 from ivt_core.store.samples import get_samples
-from ui.choices import model_choices, parse_split_choice, split_choices
+from ui.choices import model_choices, parse_split_choice, refreshed, split_choices
 from ui.context import INFERENCE, AppContext
 
 SHOWN = RenderStyle(label="shown")
@@ -99,4 +99,11 @@ def build(ctx: AppContext) -> list:
         trigger(lambda c, i: sample_expression(ctx, c, i), [split, index], [expression, note])
     start.click(lambda *a: run_probe(ctx, *a), [model, split, index, expression, seed], [gallery, table, plot, note],
                 concurrency_id=INFERENCE, concurrency_limit=1)
-    return [(lambda c, i: sample_expression(ctx, c, i), [split, index], [expression, note])]
+    def first_view(model_id, choice, i):
+        """Models and splits listed afresh at page load (a model trained since the app started is there)."""
+        splits_now = split_choices(ctx)
+        choice = choice if choice in splits_now else (splits_now[0] if splits_now else None)
+        return (refreshed(model_choices(ctx), model_id), refreshed(splits_now, choice),
+                *sample_expression(ctx, choice, i))
+
+    return [(first_view, [model, split, index], [model, split, expression, note])]

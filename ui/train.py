@@ -12,11 +12,12 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from ivt_core import jobs
+from ivt_core.config.evaluation import EvalConfig
 from ivt_core.config.settings import replace, stored
 from ivt_core.config.training import GRPOConfig, SFTConfig
 from ivt_core.errors import IVTError
 from ivt_core.store.jobs import ACTIVE, get_job, job_metrics, list_jobs
-from ivt_core.store.models import get_model
+from ivt_core.store.models import get_model, model_of_jobs
 from ivt_core.store.traces import count_traces
 from ui.choices import model_choices, parse_split_choice, split_choices
 from ui.config_form import config_fields, config_from_form
@@ -63,9 +64,14 @@ def jobs_frame(ctx: AppContext) -> pd.DataFrame:
 
 
 def curves(ctx: AppContext, job_id: int | None) -> go.Figure | None:
+    """The job's curves, continuous across resumes (every job of its resume chain, later ones winning a step)."""
     if not job_id:
         return None
-    series = job_metrics(ctx.db(), int(job_id))
+    series: dict[str, dict[int, float]] = {}
+    for member in jobs.whole_chain(ctx.db(), int(job_id)):
+        for name, points in job_metrics(ctx.db(), member).items():
+            series.setdefault(name, {}).update(dict(points))
+    series = {name: sorted(points.items()) for name, points in series.items()}
     panels = [(title, [(n, s) for n, s in series.items() if any(n.startswith(p) for p in prefixes)])
               for title, prefixes in PANELS]
     panels = [p for p in panels if p[1]]
@@ -88,7 +94,42 @@ def job_status(ctx: AppContext, job_id: int | None) -> str:
     progress = f" · {job['progress_done']}/{job['progress_total']}" if job["progress_total"] else ""
     extra = f" · {job['message']}" if job["message"] else ""
     error = f"\n\n**Error:** {job['error']}" if job["error"] else ""
-    return f"**Job {job['id']}** ({job['kind']}) · **{job['status']}**{progress}{extra}{error}"
+    chain = jobs.whole_chain(ctx.db(), job["id"])
+    resumed = f" · resumed as {', '.join(f'job {j}' for j in chain[chain.index(job['id']) + 1:])}" if (
+        chain[-1] != job["id"]) else ""
+    command = f"\n\n`{' '.join(jobs.COMMANDS[job['kind']] + job['argv'])}`" if job["kind"] in jobs.COMMANDS else ""
+    model = model_of_jobs(ctx.db(), chain) if job["kind"] in jobs.TRAINERS else None
+    registered = ""
+    if model is not None:
+        parent = get_model(ctx.db(), model["parent_id"])["name"] if model["parent_id"] else "none"
+        registered = (f"\n\n**Registered model {model['id']}: {model['name']}** · base `{model['base_path']}`"
+                      + (f" · adapter `{model['adapter_path']}`" if model["adapter_path"] else "")
+                      + f" · parent: {parent}. Evaluate it below, or pick it in Explore.")
+    return (f"**Job {job['id']}** ({job['kind']}) · **{job['status']}**{progress}{extra}{resumed}{error}{command}"
+            f"{registered}")
+
+
+def evaluate_trained(ctx: AppContext, job_id: int | None) -> str:
+    """Queue an evaluation of the model a training job registered: a val split (else any but train), T=2."""
+    if not job_id:
+        return "Pick a training job."
+    model = model_of_jobs(ctx.db(), jobs.whole_chain(ctx.db(), int(job_id)))
+    if model is None:
+        return "This job has not registered a model (yet): evaluation is for finished training jobs."
+    splits = split_choices(ctx)
+    held_out = next((s for s in splits if s.endswith("/val")), None) or next(
+        (s for s in splits if not s.endswith("/train")), None)
+    if held_out is None:
+        return "No held-out split to evaluate on: generate or import a val split in the Data tab."
+    dataset, split = parse_split_choice(held_out)
+    try:
+        config = EvalConfig.for_model(model, dataset=dataset, split=split, steps=2, limit=100)
+        new, ahead = jobs.submit_in_turn(ctx.workspace, "eval", config)
+    except IVTError as exc:
+        return f"**Not started:** {exc}"
+    when = f"queued behind job {ahead}" if ahead else "started"
+    return (f"Evaluation job {new} {when}: model {model['id']} ({model['name']}) on {held_out}, T=2, 100 samples. "
+            "Its run appears in Explore and Compare when it is done.")
 
 
 CONFIGS = {"sft": SFTConfig, "grpo": GRPOConfig}
@@ -122,6 +163,7 @@ def build(ctx: AppContext) -> list:
             with gr.Row():
                 stop = gr.Button("Stop (saves a checkpoint)", variant="stop", elem_id="train-stop")
                 resume = gr.Button("Resume", elem_id="train-resume")
+                evaluate = gr.Button("Evaluate the trained model", elem_id="train-evaluate")
             action_note = gr.Markdown()
             plot = gr.Plot(label="Live curves")
             log = gr.Code(label="Log (last lines)", language=None, interactive=False, max_lines=16)
@@ -195,15 +237,18 @@ def build(ctx: AppContext) -> list:
     timer.tick(poll, job, poll_outputs, show_progress="hidden")
     stop.click(do_stop, job, action_note)
     resume.click(do_resume, job, [action_note, job])
+    evaluate.click(lambda j: evaluate_trained(ctx, j), job, action_note)
 
     def first_view(*values):
         """Models and jobs listed afresh at page load (a model trained since the app started can be picked)."""
         models_now = model_choices(ctx)
         ids = [value for _, value in models_now]
         current = values[1] if values[1] in ids else (ids[0] if ids else None)
-        values = (values[0], current, *values[2:])
+        splits_now = split_choices(ctx)
+        prompts = values[2] if values[2] in splits_now else training_split(splits_now)
+        values = (values[0], current, prompts, *values[3:])
         chosen = default_job(ctx)
-        return (gr.update(choices=models_now, value=current), *preview(*values),
-                gr.update(choices=job_choices(ctx), value=chosen), *poll(chosen))
+        return (gr.update(choices=models_now, value=current), gr.update(choices=splits_now, value=prompts),
+                *preview(*values), gr.update(choices=job_choices(ctx), value=chosen), *poll(chosen))
 
-    return [(first_view, form_inputs, [model, command, traces_note, job, *poll_outputs])]
+    return [(first_view, form_inputs, [model, prompts_split, command, traces_note, job, *poll_outputs])]

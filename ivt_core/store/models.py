@@ -42,3 +42,12 @@ def get_model(db: Database, model_id: int) -> dict:
 
 def list_models(db: Database) -> list[dict]:
     return [{**r, "meta": json.loads(r["meta"])} for r in db.query("SELECT * FROM models ORDER BY id")]
+
+
+def model_of_jobs(db: Database, job_ids: list[int]) -> dict | None:
+    """The newest model registered by one of ``job_ids`` (a training job and the jobs that resumed it), or None."""
+    if not job_ids:
+        return None
+    marks = ", ".join("?" * len(job_ids))
+    rows = list(db.query(f"SELECT id FROM models WHERE origin_job IN ({marks}) ORDER BY id DESC LIMIT 1", job_ids))
+    return get_model(db, rows[0]["id"]) if rows else None
