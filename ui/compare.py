@@ -37,7 +37,7 @@ def compare_view(ctx: AppContext, run_ids: list[int] | None):
                 cell = f"{value[key]:.3f}"
                 if run is not base:
                     cell += f" ({value[key] - first[key]:+.3f})"
-                row[f"run {run['run_id']} {key}"] = cell
+                row[f"run {run['run_id']} ({run['model']}){' baseline' if run is base else ''} {key}"] = cell
         rows.append(row)
     pairs = pd.DataFrame([{"run": p["run"], "vs": p["against"], "at": p["at"], "wins": p["wins"],
                            "losses": p["losses"], "ties": p["ties"]} for p in result["pairs"]])
@@ -109,12 +109,29 @@ def trajectories(ctx: AppContext, run_ids, sample_id, step, history, truth):
             gr.update(maximum=max(1, longest - 1)))
 
 
+def ordered(run_ids, baseline) -> list[int]:
+    """The selected runs with the baseline first (the deltas, wins and losses are against it)."""
+    run_ids = [int(r) for r in run_ids or []]
+    if baseline is not None and int(baseline) in run_ids:
+        return [int(baseline), *[r for r in run_ids if r != int(baseline)]]
+    return run_ids
+
+
+def baseline_choices(ctx: AppContext, run_ids, current=None) -> dict:
+    """The baseline picker: one of the selected runs (kept if still selected, else the oldest)."""
+    labels = dict((value, label) for label, value in run_choices(ctx))
+    run_ids = sorted(int(r) for r in run_ids or [])
+    value = int(current) if current is not None and int(current) in run_ids else (run_ids[0] if run_ids else None)
+    return gr.update(choices=[(labels.get(r, f"run {r}"), r) for r in run_ids], value=value)
+
+
 def build(ctx: AppContext) -> list:
     choices = run_choices(ctx)
     runs = gr.Dropdown(choices=choices, multiselect=True, max_choices=MAX_RUNS, label="Runs to compare (2 or 3)",
                        value=sorted(c[1] for c in choices[:2]) if len(choices) >= 2 else None)
+    baseline = gr.Dropdown(label="Baseline (deltas, wins and losses are against it)", elem_id="compare-baseline")
     note = gr.Markdown()
-    table = gr.Dataframe(label="Numbers (delta against the first run)", interactive=False)
+    table = gr.Dataframe(label="Numbers (delta against the baseline)", interactive=False)
     with gr.Row():
         pairs = gr.Dataframe(label="Per-sample wins / losses", interactive=False)
         curve = gr.Plot()
@@ -122,7 +139,7 @@ def build(ctx: AppContext) -> list:
     gr.Markdown("### Sample by sample\nPick a sample from the list (or click a row); the step slider (arrow keys "
                 "work on it) moves every run's trajectory together.")
     with gr.Row():
-        show = gr.Dropdown(list(SHOWS), value="all", label="Samples (against the first run)")
+        show = gr.Dropdown(list(SHOWS), value="all", label="Samples (against the baseline)")
         sample = gr.Dropdown(label="Sample", choices=[])
         step = gr.Slider(0, 2, value=0, step=1, label="Step (shared)", elem_id="compare-step")
         with gr.Column(min_width=160):
@@ -138,16 +155,22 @@ def build(ctx: AppContext) -> list:
     sample_curve = gr.Plot()
 
     listing = [samples, sample, listed]
-    view_inputs = [runs, sample, step, history, truth]
+    view_inputs = [runs, baseline, sample, step, history, truth]
     view_outputs = [*[c for c, _, _ in slots], *[i for _, i, _ in slots], *[t for _, _, t in slots],
                     sample_curve, step]
-    runs.change(lambda r: compare_view(ctx, r), runs, [table, pairs, curve, note]).then(
-        lambda r, s: sample_frame(ctx, r, s), [runs, show], listing)
-    show.change(lambda r, s: sample_frame(ctx, r, s), [runs, show], listing)
-    sample.change(lambda *a: trajectories(ctx, *a[:2], 0, *a[3:]), view_inputs, view_outputs).then(
-        lambda: 0, None, step)
+
+    def recompare(r, b, s):
+        return (*compare_view(ctx, ordered(r, b)), *sample_frame(ctx, ordered(r, b), s))
+
+    runs.change(lambda r, b: baseline_choices(ctx, r, b), [runs, baseline], baseline).then(
+        recompare, [runs, baseline, show], [table, pairs, curve, note, *listing])
+    baseline.input(recompare, [runs, baseline, show], [table, pairs, curve, note, *listing])
+    show.change(lambda r, b, s: sample_frame(ctx, ordered(r, b), s), [runs, baseline, show], listing)
+    sample.change(lambda r, b, s, _, h, t: trajectories(ctx, ordered(r, b), s, 0, h, t), view_inputs,
+                  view_outputs).then(lambda: 0, None, step)
     for trigger in (step.change, history.change, truth.change):
-        trigger(lambda *a: trajectories(ctx, *a), view_inputs, view_outputs, show_progress="hidden")
+        trigger(lambda r, b, *a: trajectories(ctx, ordered(r, b), *a), view_inputs, view_outputs,
+                show_progress="hidden")
 
     def pick(frame: pd.DataFrame, evt: gr.SelectData):
         return frame.iloc[evt.index[0]]["sample"] if evt.index is not None and "sample" in frame else gr.update()
@@ -156,10 +179,11 @@ def build(ctx: AppContext) -> list:
     refresh.click(lambda: gr.update(choices=run_choices(ctx)), None, runs)
 
     def first_view(_current):
-        """Runs listed afresh at page load; the two newest are compared, the older first (the deltas read as
-        what the newer run changed, e.g. a fine-tuned model against its base)."""
+        """Runs listed afresh at page load; the two newest are compared, the older as the baseline (the deltas
+        read as what the newer run changed, e.g. a fine-tuned model against its base)."""
         choices = run_choices(ctx)
         chosen = sorted(value for _, value in choices[:2])
-        return (gr.update(choices=choices, value=chosen), *compare_view(ctx, chosen), *sample_frame(ctx, chosen, "all"))
+        return (gr.update(choices=choices, value=chosen), baseline_choices(ctx, chosen), *compare_view(ctx, chosen),
+                *sample_frame(ctx, chosen, "all"))
 
-    return [(first_view, [runs], [runs, table, pairs, curve, note, *listing])]
+    return [(first_view, [runs], [runs, baseline, table, pairs, curve, note, *listing])]

@@ -260,3 +260,45 @@ def test_a_run_made_after_the_app_started_shows_after_a_reload(app_url, browser_
                            "e.value.startsWith(head) && e.value.endsWith(tail))",
                            arg=label, timeout=30_000)  # the run dropdown shows the newest run, named by its model
     page.get_by_text("step 0 of 1").wait_for(timeout=30_000)
+
+
+def test_the_whole_cycle_without_a_restart(app_url, browser_ws, page):
+    """Train SFT from the Train tab, see the model it registered, evaluate it with the job's button, compare it
+    with a baseline chosen in Compare and step a sample in both: one app process throughout."""
+    import time
+
+    from ivt_core.store.runs import list_runs
+    from ivt_core.workspace import Workspace
+
+    _open(page, app_url, "Train")
+    page.get_by_text("approved traces in the store").first.wait_for(timeout=30_000)
+    _fill_until_kept(page, "#cfg-sft-max_steps input", "2")
+    _fill_until_kept(page, "#cfg-sft-batch_size input", "1")
+    page.get_by_text("--max-steps 2").first.wait_for(timeout=30_000)
+    page.locator("#train-start").click()
+    _message(page, "train-message", "ob ")  # "Started job N." or "Job N queued: ..."
+    page.locator("#train-status").get_by_text("done").wait_for(timeout=300_000)
+    page.locator("#train-status").get_by_text("Registered model").wait_for(timeout=30_000)
+    model_name = page.locator("#train-status").inner_text().split("Registered model ")[1].split(":")[1].split("·")[0]
+    page.locator("#train-evaluate").click()
+    page.get_by_text("Its run appears in Explore and Compare").first.wait_for(timeout=30_000)
+    workspace = Workspace.open(browser_ws)
+    deadline = time.time() + 300
+    while time.time() < deadline:  # the evaluation job runs in the background
+        with workspace.connect() as db:
+            newest = list_runs(db)[0]
+        if newest["status"] == "done" and newest["n_samples"] == 100:
+            break
+        time.sleep(1)
+    assert newest["status"] == "done", newest
+
+    _open(page, app_url, "Compare")  # a reload: the new run is listed without a restart
+    page.get_by_text("common samples").first.wait_for(timeout=60_000)
+    page.locator("#compare-baseline input").click()
+    page.get_by_role("option", name=f"run {newest['id']}:").first.click()
+    page.get_by_text(f"run {newest['id']} ({model_name.strip()}) baseline").first.wait_for(timeout=30_000)
+    step = page.locator("#compare-step input[type=range]")
+    step.focus()
+    step.press("ArrowRight")
+    page.get_by_text("· step 1 ·").first.wait_for(timeout=30_000)
+    _shot(page, "cycle-compare")
