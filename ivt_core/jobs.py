@@ -25,10 +25,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -72,6 +74,7 @@ HEARTBEAT_S = 5.0
 STALE_AFTER_S = 60.0
 ROOT = Path(__file__).resolve().parent.parent
 log = logs.get(__name__)
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b[@-Z\\-_]")
 RUNNER_SET = ("workspace", "job_id")  # trainer settings the runner gives on the command line, not the user
 
 
@@ -216,6 +219,7 @@ def log_tail(job: dict, lines: int = 40) -> str:
     with path.open("rb") as handle:
         handle.seek(max(0, path.stat().st_size - 64_000))
         text = handle.read().decode("utf-8", errors="replace")
+    text = ANSI_ESCAPE.sub("", text)  # colours and cursor moves of progress bars: noise outside a terminal
     shown = [line.rsplit("\r", 1)[-1] for line in text.splitlines()]
     return "\n".join(shown[-lines:])
 
@@ -234,6 +238,17 @@ def _alive(pid: int | None) -> bool:
         return waited == 0
     except ChildProcessError:
         return True
+
+
+def _ending(pid: int | None, wait_s: float = 10.0) -> bool:
+    """Whether process ``pid`` is still alive after waiting up to ``wait_s`` for it to end (a job that has
+    written its end state takes a moment to exit)."""
+    deadline = time.monotonic() + wait_s
+    while _alive(pid):
+        if time.monotonic() > deadline:
+            return True
+        time.sleep(0.2)
+    return False
 
 
 def _ours(pid: int) -> bool:
@@ -322,7 +337,7 @@ def resume(workspace: Workspace, job_id: int) -> int:
     if going is not None:
         raise InvalidInputError(f"job {job_id} was resumed as job {going['id']}, which is {going['status']}; "
                                 f"{'follow' if going['status'] != 'done' else 'use'} that one")
-    if _alive(job["pid"]) and _ours(job["pid"]):
+    if _ending(job["pid"]) and _ours(job["pid"]):
         raise InvalidInputError(f"job {job_id}'s process {job['pid']} is still alive (stopped or stalled); end it "
                                 "before resuming, or two writers would share its run")
     config = job_config(workspace, job)

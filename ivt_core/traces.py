@@ -244,6 +244,23 @@ def bulk(db: Database, trace_ids: list[int], action: str, reviewer: str) -> dict
     return {"done": done, "conflicts": conflicts}
 
 
+def restore_statuses(db: Database, changed: dict, reviewer: str) -> tuple[int, int]:
+    """Undo a bulk action: each trace of ``changed`` ({id: {"status", "version"}}) goes back to its earlier status
+    if nobody changed it since (a new revision, "undo"); returns (restored, left alone)."""
+    from ivt_core.store.traces import TraceConflict
+
+    restored = skipped = 0
+    for trace_id, was in changed.items():
+        trace = get_trace(db, int(trace_id))
+        try:
+            update_trace(db, int(trace_id), was["version"], reviewer, "undo", {"status": was["status"]},
+                         {"status": [trace["status"], was["status"]]}, _sample_for(db, trace).expression)
+            restored += 1
+        except TraceConflict:
+            skipped += 1
+    return restored, skipped
+
+
 def trace_images(workspace: Workspace, trace: dict, sample: Sample, style: RenderStyle | None = None) -> list[str]:
     """Stored paths of the images of a trace's conversation: the original, then each box the student is shown.
 

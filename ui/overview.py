@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import gradio as gr
 import pandas as pd
 from PIL import Image
@@ -27,9 +29,16 @@ def datasets_frame(ctx: AppContext) -> pd.DataFrame:
     return pd.DataFrame(rows or [{"dataset": "(none yet)"}])
 
 
+def _short(paths: str) -> str:
+    """Paths as their last two parts (a GRPO model lists its SFT and GRPO adapters): readable in a table."""
+    return ", ".join("/".join(Path(p).parts[-2:]) for p in (paths or "").split(",") if p)
+
+
 def models_frame(ctx: AppContext) -> pd.DataFrame:
-    rows = [{"model": m["id"], "name": m["name"], "family": m["family"], "path": m["base_path"],
-             "adapter": m["adapter_path"] or "-"} for m in list_models(ctx.db())]
+    names = {m["id"]: m["name"] for m in list_models(ctx.db())}
+    rows = [{"model": m["id"], "name": m["name"], "adapter": _short(m["adapter_path"]) or "-",
+             "parent": names.get(m["parent_id"], "-"), "family": m["family"], "path": _short(m["base_path"])}
+            for m in list_models(ctx.db())]
     return pd.DataFrame(rows or [{"model": "(none registered)"}])
 
 
@@ -39,13 +48,12 @@ def runs_frame(ctx: AppContext) -> pd.DataFrame:
     for run in list_runs(ctx.db()):
         m = run["metrics"] or {}
         row = {"run": run["id"], "model": names.get(run["model_id"], "?"), "data": f"{run['dataset']}/{run['split']}",
-               "T": run["steps"],
-               "policy": run["policy"], "n": run["n_samples"], "status": run["status"]}
-        if m:
-            row.update({"step-0 Acc@0.5": round(m["step0"]["acc@0.5"], 3),
-                        "final Acc@0.5": round(m["final"]["acc@0.5"], 3),
-                        **{f"{p} Acc@0.5": round(v["acc@0.5"], 3) for p, v in m["policies"].items() if p != "fixed"},
-                        "oracle (uses ground truth) Acc@0.5": round(m["oracle"]["acc@0.5"], 3),
+               "T": run["steps"], "policy": run["policy"], "n": run["n_samples"], "status": run["status"],
+               "finished": (run["finished_at"] or "")[5:16].replace("T", " ")}
+        if m:  # Acc@0.5 throughout (said in the table's label), so that every column fits
+            row.update({"step 0": round(m["step0"]["acc@0.5"], 3), "final": round(m["final"]["acc@0.5"], 3),
+                        **{p: round(v["acc@0.5"], 3) for p, v in m["policies"].items() if p != "fixed"},
+                        "oracle*": round(m["oracle"]["acc@0.5"], 3),
                         "unparsable": round(m["parse_failure_rate"], 3)})
         rows.append(row)
     return pd.DataFrame(rows or [{"run": "(no runs yet: `ivt eval ...`)"}])
@@ -75,7 +83,9 @@ def build(ctx: AppContext) -> None:
     with gr.Row():
         datasets = gr.Dataframe(value=lambda: datasets_frame(ctx), label="Datasets", interactive=False)
         models = gr.Dataframe(value=lambda: models_frame(ctx), label="Models", interactive=False)
-    runs = gr.Dataframe(value=lambda: runs_frame(ctx), label="Runs", interactive=False)
+    runs = gr.Dataframe(value=lambda: runs_frame(ctx), interactive=False, label="Runs (Acc@0.5 at step 0, at the "
+                        "final step, under each label-free stopping rule; oracle* picks the best step with ground "
+                        "truth)")
     jobs = gr.Dataframe(value=lambda: jobs_frame(ctx), label="Jobs (updated every few seconds)", interactive=False,
                         elem_id="overview-jobs")
     def tick():

@@ -12,6 +12,7 @@ import plotly.graph_objects as go
 from ivt_core.boxes import Box
 from ivt_core.data.sample import load_image
 from ivt_core.errors import InvalidInputError, IVTError
+from ivt_core.limits import MAX_EXPRESSION_CHARS, check_text
 from ivt_core.probe import probe_samples, summarize_probe
 from ivt_core.render import RenderStyle, render_box
 from ivt_core.store.samples import get_samples
@@ -39,6 +40,10 @@ def sample_expression(ctx: AppContext, choice, index):
         return "", f"**{exc}**"
 
 
+def _clip(text: str, limit: int = 400) -> str:
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text):,} characters)"
+
+
 def run_probe(ctx: AppContext, model_id, choice, index, expression, seed):
     empty = ([], pd.DataFrame(), None)
     if not model_id:
@@ -46,6 +51,7 @@ def run_probe(ctx: AppContext, model_id, choice, index, expression, seed):
     if not expression or not expression.strip():
         return *empty, "**The expression cannot be empty:** type what the model should find."
     try:
+        check_text(expression, "expression", MAX_EXPRESSION_CHARS)  # the model runs inside the web server
         sample = dataclasses.replace(pick_sample(ctx, choice, index), expression=expression.strip())
         image = load_image(ctx.workspace.resolve(sample.image_path))
         rows = ctx.infer(int(model_id), lambda g: probe_samples(g, [sample], [image], seed=int(seed or 0)))
@@ -60,7 +66,7 @@ def run_probe(ctx: AppContext, model_id, choice, index, expression, seed):
         gallery.append((shown, f"{row.shown}: {before} -> {row.next_iou:.2f}"))
     table = pd.DataFrame([{"shown": r.shown, "shown IoU": _r(r.shown_iou), "answer IoU": round(r.next_iou, 3),
                            "moved (1 - IoU shown/answer)": _r(r.moved), "gain": _r(r.gain),
-                           "readable": r.parse_ok, "answer": r.raw_text} for r in rows])
+                           "readable": r.parse_ok, "answer": _clip(r.raw_text)} for r in rows])
     points = [r for r in rows if r.shown_iou is not None and r.moved is not None]
     fig = go.Figure(go.Scatter(x=[r.shown_iou for r in points], y=[r.moved for r in points], mode="markers+text",
                                text=[r.shown for r in points], textposition="top center"))
@@ -93,7 +99,9 @@ def build(ctx: AppContext) -> list:
     note = gr.Markdown(elem_id="probe-note")
     gallery = gr.Gallery(label="Counterfactuals", columns=6, height=300)
     with gr.Row():
-        table = gr.Dataframe(label="Answers", interactive=False, wrap=True)
+        # fixed widths: a long answer wraps inside its own (wide) column instead of squeezing the headers
+        table = gr.Dataframe(label="Answers", interactive=False, wrap=True, elem_id="probe-answers",
+                             column_widths=["12%", "8%", "8%", "10%", "7%", "7%", "48%"])
         plot = gr.Plot()
     for trigger in (split.change, index.change):
         trigger(lambda c, i: sample_expression(ctx, c, i), [split, index], [expression, note])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import shlex
+import time
 from datetime import datetime
 
 import gradio as gr
@@ -17,7 +18,7 @@ from ivt_core.errors import IVTError
 from ivt_core.review import check_box, history_rows, next_trace, queue_filters, trace_view
 from ivt_core.store.traces import STATUSES, count_traces, get_trace, matching_ids
 from ivt_core.trace_export import STYLES, export_traces
-from ivt_core.traces import approve, bulk, edit_box, edit_reasoning, reject
+from ivt_core.traces import approve, bulk, edit_box, edit_reasoning, reject, restore_statuses
 from ui.choices import run_choices
 from ui.config_form import config_fields, config_from_form
 from ui.context import AppContext
@@ -71,6 +72,9 @@ def live_text(info: dict) -> str:
     return f"target box IoU with ground truth: **{info['target_iou']:.3f}**{edited}"
 
 
+CONFIRM_S = 30.0  # a bulk action is confirmed by a second click within this time
+
+
 def build(ctx: AppContext) -> list:
     gr.Markdown(SHORTCUTS)
     counts = gr.Markdown(elem_id="trace-counts")
@@ -107,8 +111,10 @@ def build(ctx: AppContext) -> list:
     with gr.Accordion("Bulk actions over the filter", open=False):
         gr.Markdown("Applies to every trace the filter above matches (at its current version).")
         with gr.Row():
-            bulk_approve = gr.Button("Approve all matching")
-            bulk_reject = gr.Button("Reject all matching")
+            bulk_approve = gr.Button("Approve all matching", elem_id="bulk-approve")
+            bulk_reject = gr.Button("Reject all matching", elem_id="bulk-reject")
+            bulk_undo = gr.Button("Undo the last bulk action", elem_id="bulk-undo")
+        bulk_state = gr.State(None)
     with gr.Accordion("Export", open=False):
         with gr.Row():
             export_status = gr.Dropdown(list(STATUSES), value="approved", label="Traces with status")
@@ -212,18 +218,43 @@ def build(ctx: AppContext) -> list:
         x1, y1, x2, y2 = (round(v / st["scale"], 1) for v in values)
         return min(max(x1, 0), w), min(max(y1, 0), h), min(max(x2, 0), w), min(max(y2, 0), h)
 
-    def run_bulk(action, st_f, kd, sr, lo, hi, request: gr.Request = None, progress=gr.Progress()):  # noqa: B008 - Gradio's way
+    def run_bulk(action, pending, st_f, kd, sr, lo, hi, request: gr.Request = None,
+                 progress=gr.Progress()):  # noqa: B008 - Gradio's way
+        """First click: say how many traces the action touches and ask again; second click: do it, keeping what
+        changed so that it can be undone."""
         filters = queue_filters(st_f, kd, sr, lo, hi)
         ids = matching_ids(ctx.db(), **filters)
+        asked = pending and pending.get("ask") == action and pending.get("ids") == ids and \
+            time.monotonic() - pending["at"] < CONFIRM_S
+        if not asked:
+            note = (f"**{action.capitalize()} {len(ids):,} traces** matching the filter? Click "
+                    f"\"{action.capitalize()} all matching\" again within {CONFIRM_S:.0f} s to confirm.") if ids else \
+                "No trace matches the filter."
+            return ({"ask": action, "ids": ids, "at": time.monotonic()} if ids else None,
+                    *[gr.update()] * len(views), counts_text(ctx, filters), note)
+        before = {i: get_trace(ctx.db(), i)["status"] for i in ids}
         done, conflicts = 0, []
         for start in progress.tqdm(range(0, len(ids), 200), desc=f"{action} traces"):
             result = bulk(ctx.db(), ids[start:start + 200], action, reviewer(request))
             done, conflicts = done + result["done"], conflicts + result["conflicts"]
-        note = f"{PAST[action].capitalize()} {done:,} traces"
+        changed = {i: {"status": before[i], "version": get_trace(ctx.db(), i)["version"]} for i in ids
+                   if i not in conflicts}
+        note = f"{PAST[action].capitalize()} {done:,} traces (Undo puts them back)"
         if conflicts:
             note += f"; {len(conflicts)} changed meanwhile, left as they are"
         found = next_trace(ctx.db(), None, filters)
-        return (*show(ctx, found and found["id"], 1), counts_text(ctx, filters), note)
+        return ({"undo": changed}, *show(ctx, found and found["id"], 1), counts_text(ctx, filters), note)
+
+    def undo_bulk(pending, st_f, kd, sr, lo, hi, request: gr.Request = None):
+        filters = queue_filters(st_f, kd, sr, lo, hi)
+        changed = (pending or {}).get("undo")
+        if not changed:
+            return (pending, *[gr.update()] * len(views), counts_text(ctx, filters), "No bulk action to undo.")
+        restored, skipped = restore_statuses(ctx.db(), changed, reviewer(request))
+        note = f"Undone: {restored:,} traces back to their earlier status" + (
+            f"; {skipped} changed since and were left alone" if skipped else "") + "."
+        found = next_trace(ctx.db(), None, filters)
+        return (None, *show(ctx, found and found["id"], 1), counts_text(ctx, filters), note)
 
     def export(st, style):
         out = ctx.workspace.root / "exports" / f"traces-{st}-{datetime.now():%Y%m%d-%H%M%S}.jsonl"
@@ -260,8 +291,9 @@ def build(ctx: AppContext) -> list:
         preview, [state, x1, y1, x2, y2], [image, live], show_progress="hidden")
     dragged_box.change(dragged, [state, dragged_box], [x1, y1, x2, y2], show_progress="hidden").then(
         preview, [state, x1, y1, x2, y2], [image, live], show_progress="hidden")
-    bulk_approve.click(functools.partial(run_bulk, "approve"), filter_inputs, outputs)
-    bulk_reject.click(functools.partial(run_bulk, "reject"), filter_inputs, outputs)
+    bulk_approve.click(functools.partial(run_bulk, "approve"), [bulk_state, *filter_inputs], [bulk_state, *outputs])
+    bulk_reject.click(functools.partial(run_bulk, "reject"), [bulk_state, *filter_inputs], [bulk_state, *outputs])
+    bulk_undo.click(undo_bulk, [bulk_state, *filter_inputs], [bulk_state, *outputs])
     export_btn.click(export, [export_status, export_style], [export_file, export_note])
     synth_btn.click(synth, [synth_run, *synth_settings.values()], synth_note)
 

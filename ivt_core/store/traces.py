@@ -142,6 +142,9 @@ def update_trace(db: Database, trace_id: int, expected_version: int, reviewer: s
             [*encoded.values(), trace_id, expected_version])
         if cursor.rowcount == 0:
             current = get_trace(db, trace_id)
+            if expected_version > current["version"]:
+                raise InvalidInputError(f"trace {trace_id} is at version {current['version']}; version "
+                                        f"{expected_version} does not exist yet (check the --version you gave)")
             raise TraceConflict(
                 f"trace {trace_id} was changed to version {current['version']} (you edited version "
                 f"{expected_version}); reload it and redo your change")

@@ -262,6 +262,22 @@ def test_a_run_made_after_the_app_started_shows_after_a_reload(app_url, browser_
     page.get_by_text("step 0 of 1").wait_for(timeout=30_000)
 
 
+def test_bulk_actions_ask_first_and_can_be_undone(app_url, page):
+    _open(page, app_url, "Traces")
+    page.get_by_text("· pending · version").first.wait_for(timeout=30_000)
+    before = _counts(page)
+    page.get_by_text("Bulk actions over the filter").click()
+    page.locator("#bulk-reject").click()
+    _message(page, "trace-message", f"Reject {before['pending']} traces")  # asks, does nothing yet
+    assert _counts(page) == before
+    page.locator("#bulk-reject").click()
+    _message(page, "trace-message", f"Rejected {before['pending']} traces")
+    page.locator("#bulk-undo").click()
+    _message(page, "trace-message", f"Undone: {before['pending']} traces")
+    page.wait_for_function("(n) => document.querySelector('#trace-counts').innerText.includes('pending ' + n)",
+                           arg=before["pending"], timeout=30_000)
+
+
 def test_the_whole_cycle_without_a_restart(app_url, browser_ws, page):
     """Train SFT from the Train tab, see the model it registered, evaluate it with the job's button, compare it
     with a baseline chosen in Compare and step a sample in both: one app process throughout."""

@@ -135,3 +135,16 @@ def test_default_splits_leave_a_users_own_shapes_dataset_alone(workspace):
 
     write_shapes_split(workspace, "test", 3, seed=0, config=ShapesConfig(image_size=320))
     assert ensure_default_data(workspace) == {}  # another world: no default splits forced into it
+
+
+def test_a_bulk_action_can_be_undone_unless_changed_since(queue):
+    from ivt_core.traces import bulk, restore_statuses
+
+    workspace, db = queue
+    ids = [t["id"] for t in list_traces(db, status="pending", limit=3)]
+    before = {i: get_trace(db, i) for i in ids}
+    bulk(db, ids, "approve", "me")
+    changed = {i: {"status": before[i]["status"], "version": get_trace(db, i)["version"]} for i in ids}
+    edit_reasoning(db, ids[0], get_trace(db, ids[0])["version"], 1, "Changed after the bulk action.", "other")
+    assert restore_statuses(db, changed, "me") == (2, 1)
+    assert [get_trace(db, i)["status"] for i in ids] == ["approved", "pending", "pending"]
