@@ -83,3 +83,22 @@ def test_cuda_engine_with_graphs_equals_plain_loop_in_float32():
     cached = run_samples(g, samples, config, images, engine=engine)
     assert engine.stats.get("graphs", 0) >= 1, engine.stats.get("graph_error")
     assert [[s.raw_text for s in t.steps] for t in cached] == [[s.raw_text for s in t.steps] for t in plain]
+
+
+def test_cuda_grpo_scores_the_sampled_tokens(tiny, tmp_path):
+    """Two GRPO steps on CUDA through the cached engine: rollouts carry their sampled ids, the update runs."""
+    import json
+
+    from ivt_core.config.training import GRPOConfig
+    from ivt_core.data.shapes_split import write_shapes_split
+    from ivt_core.workspace import Workspace
+    from training.grpo import train
+
+    workspace = Workspace.open(tmp_path / "ws")
+    write_shapes_split(workspace, "train", 8, seed=0)
+    out = tmp_path / "grpo"
+    train(GRPOConfig(workspace=str(workspace.root), base=str(tiny), out=str(out), prompts=2, group_size=2, steps=1,
+                     max_steps=2, max_new_tokens=8, num_iterations=2, loss_type="dapo"))
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2] and all(r["truncated"] >= 0 for r in records)
+    assert (out / "adapter" / "adapter_config.json").is_file()
