@@ -101,6 +101,17 @@ def samples_frame(ctx: AppContext, run_id, outcome, failures, search, source="al
     return frame, gr.update(choices=ids, value=ids[0] if ids else None), f"{total:,} samples match{shown}."
 
 
+def queue_evaluation(ctx: AppContext, config: EvalConfig) -> str:
+    """Submit an evaluation behind the model job ahead of it; one line saying what happened."""
+    try:
+        job_id, ahead = jobs.submit_in_turn(ctx.workspace, "eval", config)
+    except IVTError as exc:
+        return f"**Not started:** {exc}"
+    when = f"queued behind job {ahead} (one model job at a time)" if ahead else "started"
+    return (f"Evaluation job {job_id} {when}: `{shlex.join(jobs.shown_command('eval', config))}`. Its run appears "
+            "in Explore and Compare when it is done (Overview shows its progress).")
+
+
 def source_choices(ctx: AppContext, run_id) -> dict:
     sources = run_sources(ctx.db(), run_id) if run_id else []
     return gr.update(choices=["all", *sources], value="all")
@@ -190,12 +201,9 @@ def build(ctx: AppContext) -> list:
             config = config_from_form(EvalConfig, dict(zip(settings, values, strict=True)), dataset=dataset,
                                       split=split_name, model=model["base_path"],
                                       adapter=model.get("adapter_path") or "")
-            job_id, ahead = jobs.submit_in_turn(ctx.workspace, "eval", config)
         except IVTError as exc:
             return f"**Not started:** {exc}"
-        when = f"queued behind job {ahead} (one model job at a time)" if ahead else "started"
-        return (f"Evaluation job {job_id} {when}: `{shlex.join(jobs.shown_command('eval', config))}`; follow it "
-                "on the Overview tab, then press Refresh runs.")
+        return queue_evaluation(ctx, config)
 
     eval_btn.click(start_eval, [eval_model, eval_split, *settings.values()], eval_note)
 

@@ -22,6 +22,7 @@ from ivt_core.store.traces import count_traces
 from ui.choices import model_choices, parse_split_choice, split_choices
 from ui.config_form import config_fields, config_from_form
 from ui.context import AppContext
+from ui.explore import queue_evaluation
 
 POLL_S = 2.0
 PANELS = (("loss", ("loss", "eval_loss")), ("reward", ("reward_mean", "reward_std")), ("KL", ("kl",)),
@@ -122,14 +123,7 @@ def evaluate_trained(ctx: AppContext, job_id: int | None) -> str:
     if held_out is None:
         return "No held-out split to evaluate on: generate or import a val split in the Data tab."
     dataset, split = parse_split_choice(held_out)
-    try:
-        config = EvalConfig.for_model(model, dataset=dataset, split=split, steps=2, limit=100)
-        new, ahead = jobs.submit_in_turn(ctx.workspace, "eval", config)
-    except IVTError as exc:
-        return f"**Not started:** {exc}"
-    when = f"queued behind job {ahead}" if ahead else "started"
-    return (f"Evaluation job {new} {when}: model {model['id']} ({model['name']}) on {held_out}, T=2, 100 samples. "
-            "Its run appears in Explore and Compare when it is done.")
+    return queue_evaluation(ctx, EvalConfig.for_model(model, dataset=dataset, split=split, steps=2, limit=100))
 
 
 CONFIGS = {"sft": SFTConfig, "grpo": GRPOConfig}

@@ -50,12 +50,21 @@ def default_base() -> str:
 
 
 @dataclass
-class SFTConfig:
+class TrainerSettings:
+    """What every trainer shares: where it writes, on how many GPUs, and for which job."""
+
+    workspace: str = setting("workspace", "workspace folder", path=True)
+    gpus: int = setting(1, "> 1: the job runner starts it under `accelerate launch --num_processes N` (DDP)",
+                        min=1, max=64, form=True, label="GPUs")
+    job_id: int = setting(0, "the job this run reports to (set by the job runner)", min=0, hidden=True)
+
+
+@dataclass
+class SFTConfig(TrainerSettings):
     """SFT on approved corrective traces. ``out`` defaults to WORKSPACE/models/sft-<job id or time>."""
 
     job_kind: ClassVar[str] = "sft"
 
-    workspace: str = setting("workspace", "workspace folder", path=True)
     base: str = setting("", "base checkpoint folder (default: the shipped toy model)", path=True)
     out: str = setting("", "output folder (default: WORKSPACE/models/sft-<job id or time>)", path=True)
     traces_status: str = setting("approved", "train on the traces with this review status",
@@ -90,9 +99,6 @@ class SFTConfig:
     eval_fraction: float = setting(0.1, "share of traces held out for the eval loss", min=0.0, max=0.89)
     save_steps: int = setting(50, "save a checkpoint every N steps", min=1)
     seed: int = setting(0, "seed of the data order and the adapter's initialisation", min=0)
-    gpus: int = setting(1, "> 1: the job runner starts it under `accelerate launch --num_processes N` (DDP)",
-                        min=1, max=64, form=True, label="GPUs")
-    job_id: int = setting(0, "the job this run reports to (set by the job runner)", min=0, hidden=True)
 
     def check(self) -> SFTConfig:
         """Refuse nonsense before anything starts; messages say what to fix."""
@@ -129,12 +135,11 @@ class SFTConfig:
 
 
 @dataclass
-class GRPOConfig:
+class GRPOConfig(TrainerSettings):
     """GRPO through the IVT loop. ``out`` defaults to WORKSPACE/models/grpo-<job id or time>."""
 
     job_kind: ClassVar[str] = "grpo"
 
-    workspace: str = setting("workspace", "workspace folder", path=True)
     base: str = setting("", "base checkpoint folder (default: the shipped toy model)", path=True)
     init_adapter: str = setting("", "an SFT adapter to start from: merged into the base, which is also the "
                                 "KL reference", path=True)
@@ -184,9 +189,6 @@ class GRPOConfig:
     flywheel_below: float = setting(-1.0, "rollouts with a reward under this become pending traces (< 0: off)",
                                     min=-1.0)
     seed: int = setting(0, "seed of the prompt draw and the sampling", min=0)
-    gpus: int = setting(1, "> 1: the job runner starts it under `accelerate launch --num_processes N` (DDP)",
-                        min=1, max=64, form=True, label="GPUs")
-    job_id: int = setting(0, "the job this run reports to (set by the job runner)", min=0, hidden=True)
 
     def check(self) -> GRPOConfig:
         """Refuse nonsense before anything starts; messages say what to fix."""
