@@ -228,6 +228,25 @@ def build(ctx: AppContext) -> list:
     start.click(submit, form_inputs, [form_note, job])
     poll_outputs = [status, plot, log, table]
     job.change(poll, job, poll_outputs, show_progress="hidden")
+
+    def job_form(job_id):
+        """The form as the selected training job was started: its kind and its stored settings (what to change
+        for a next run starts from what this one did)."""
+        keep = [gr.update()] * (2 + len(sft_settings) + len(grpo_settings))
+        if not job_id:
+            return keep
+        row = get_job(ctx.db(), int(job_id))
+        if row["kind"] not in CONFIGS:
+            return keep
+        config = jobs.job_config(ctx.workspace, row)
+        fields = sft_settings if row["kind"] == "sft" else grpo_settings
+        values = {name: gr.update(value=getattr(config, name)) for name in fields}
+        split = f"{config.dataset}/{config.split}" if row["kind"] == "grpo" else None
+        return (gr.update(value=row["kind"]), gr.update(value=split) if split else gr.update(),
+                *[values.get(name, gr.update()) if row["kind"] == "sft" else gr.update() for name in sft_settings],
+                *[values.get(name, gr.update()) if row["kind"] == "grpo" else gr.update() for name in grpo_settings])
+
+    job.input(job_form, job, [kind, prompts_split, *sft_settings.values(), *grpo_settings.values()])
     timer.tick(poll, job, poll_outputs, show_progress="hidden")
     stop.click(do_stop, job, action_note)
     resume.click(do_resume, job, [action_note, job])

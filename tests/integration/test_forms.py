@@ -77,3 +77,42 @@ def test_an_emptied_form_field_says_which(monkeypatch):
 
     with pytest.raises(InvalidInputError, match=r"Learning rate \(0: by model size\) is empty"):
         config_from_form(GRPOConfig, {"lr": None})
+
+
+@pytest.mark.parametrize("cls, values, message", [
+    (SFTConfig, {"lr": float("nan")}, "lr must be a finite number"),
+    (SFTConfig, {"lr": 1e20}, "lr must be between"),
+    (SFTConfig, {"batch_size": 2.5}, "batch_size must be a whole number"),
+    (SFTConfig, {"epochs": -3}, "epochs must be between"),
+    (GRPOConfig, {"group_size": 1}, "group_size must be between 2"),
+    (GRPOConfig, {"steps": 11}, "steps must be between 0 and 10"),
+    (GRPOConfig, {"reward": "hack"}, "reward must be one of"),
+    (GRPOConfig, {"max_steps": None}, "is empty"),
+])
+def test_bad_form_values_are_refused_with_the_setting_named(cls, values, message, tmp_path):
+    from ivt_core.errors import IVTError
+    from ivt_core.jobs import checked_config
+    from ivt_core.workspace import Workspace
+    from ui.config_form import config_from_form
+
+    workspace = Workspace.open(tmp_path / "ws")
+    with pytest.raises(IVTError, match=message):
+        checked_config(workspace, cls.job_kind, config_from_form(cls, dict(values)))
+    with workspace.connect() as db:
+        assert db["jobs"].count == 0
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"steps": -1}, "steps must be between 0 and 10"), ({"limit": 10 ** 20}, "limit must be between"),
+    ({"stop": "oracle"}, "stop must be one of"), ({"render": "sketch"}, "render must be one of"),
+])
+def test_bad_evaluation_form_values(values, message, tmp_path):
+    from ivt_core.config.evaluation import EvalConfig
+    from ivt_core.errors import IVTError
+    from ivt_core.jobs import checked_config
+    from ivt_core.workspace import Workspace
+    from ui.config_form import config_from_form
+
+    workspace = Workspace.open(tmp_path / "ws")
+    with pytest.raises(IVTError, match=message):
+        checked_config(workspace, "eval", config_from_form(EvalConfig, dict(values), dataset="shapes", split="val"))
