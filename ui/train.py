@@ -64,8 +64,18 @@ def jobs_frame(ctx: AppContext) -> pd.DataFrame:
     return pd.DataFrame(rows or [{"job": "(no jobs yet)"}])
 
 
-def curves(ctx: AppContext, job_id: int | None) -> go.Figure | None:
-    """The job's curves, continuous across resumes (every job of its resume chain, later ones winning a step)."""
+def smoothed(values: list[float], weight: float) -> list[float]:
+    """An exponential moving average (TensorBoard's smoothing): ``weight`` 0 leaves the values as they are."""
+    out, last = [], None
+    for value in values:
+        last = value if last is None else weight * last + (1 - weight) * value
+        out.append(last)
+    return out
+
+
+def curves(ctx: AppContext, job_id: int | None, smoothing: float = 0.0, log_scale: bool = False) -> go.Figure | None:
+    """The job's curves, continuous across resumes (every job of its resume chain, later ones winning a step);
+    ``smoothing``: EMA weight (the raw points stay, faint); ``log_scale``: the loss and KL axes logarithmic."""
     if not job_id:
         return None
     series: dict[str, dict[int, float]] = {}
@@ -79,10 +89,17 @@ def curves(ctx: AppContext, job_id: int | None) -> go.Figure | None:
     if not panels:
         return None
     fig = make_subplots(rows=1, cols=len(panels), subplot_titles=[t for t, _ in panels])
-    for col, (_, lines) in enumerate(panels, start=1):
+    for col, (title, lines) in enumerate(panels, start=1):
         for name, points in lines:
-            fig.add_trace(go.Scatter(x=[p[0] for p in points], y=[p[1] for p in points], name=name,
-                                     mode="lines+markers" if len(points) < 40 else "lines"), row=1, col=col)
+            xs, ys = [p[0] for p in points], [p[1] for p in points]
+            if smoothing:
+                fig.add_trace(go.Scatter(x=xs, y=ys, name=f"{name} (raw)", opacity=0.25, showlegend=False,
+                                         mode="lines"), row=1, col=col)
+                ys = smoothed(ys, smoothing)
+            fig.add_trace(go.Scatter(x=xs, y=ys, name=name, mode="lines+markers" if len(points) < 40 else "lines"),
+                          row=1, col=col)
+        if log_scale and title in ("loss", "KL"):
+            fig.update_yaxes(type="log", row=1, col=col)
     fig.update_layout(height=320, margin={"t": 40, "b": 30}, legend={"orientation": "h"})
     fig.update_xaxes(title_text="step")
     return fig
@@ -159,6 +176,9 @@ def build(ctx: AppContext) -> list:
                 resume = gr.Button("Resume", elem_id="train-resume")
                 evaluate = gr.Button("Evaluate the trained model", elem_id="train-evaluate")
             action_note = gr.Markdown()
+            with gr.Row():
+                smoothing = gr.Slider(0, 0.99, value=0.0, step=0.01, label="Smoothing (EMA)")
+                log_scale = gr.Checkbox(label="Log scale (loss, KL)")
             plot = gr.Plot(label="Live curves")
             log = gr.Code(label="Log (last lines)", language=None, interactive=False, max_lines=16)
     table = gr.Dataframe(label="Jobs", interactive=False)
@@ -205,8 +225,8 @@ def build(ctx: AppContext) -> list:
 
     kind.change(lambda k: (gr.update(visible=k == "sft"), gr.update(visible=k == "grpo")), kind,
                 [sft_group, grpo_group], show_progress="hidden")
-    def poll(job_id):
-        return (job_status(ctx, job_id), curves(ctx, job_id),
+    def poll(job_id, smooth=0.0, log_axes=False):
+        return (job_status(ctx, job_id), curves(ctx, job_id, smooth or 0.0, bool(log_axes)),
                 jobs.log_tail(get_job(ctx.db(), int(job_id)), 30) if job_id else "", jobs_frame(ctx))
 
     def do_stop(job_id):
@@ -227,7 +247,10 @@ def build(ctx: AppContext) -> list:
         component.change(preview, form_inputs, [command, traces_note], show_progress="hidden")
     start.click(submit, form_inputs, [form_note, job])
     poll_outputs = [status, plot, log, table]
-    job.change(poll, job, poll_outputs, show_progress="hidden")
+    job.change(poll, [job, smoothing, log_scale], poll_outputs, show_progress="hidden")
+    for control in (smoothing, log_scale):
+        control.change(lambda j, s, lg: curves(ctx, j, s or 0.0, bool(lg)), [job, smoothing, log_scale], plot,
+                       show_progress="hidden")
 
     def job_form(job_id):
         """The form as the selected training job was started: its kind and its stored settings (what to change
@@ -247,7 +270,7 @@ def build(ctx: AppContext) -> list:
                 *[values.get(name, gr.update()) if row["kind"] == "grpo" else gr.update() for name in grpo_settings])
 
     job.input(job_form, job, [kind, prompts_split, *sft_settings.values(), *grpo_settings.values()])
-    timer.tick(poll, job, poll_outputs, show_progress="hidden")
+    timer.tick(poll, [job, smoothing, log_scale], poll_outputs, show_progress="hidden")
     stop.click(do_stop, job, action_note)
     resume.click(do_resume, job, [action_note, job])
     evaluate.click(lambda j: evaluate_trained(ctx, j), job, action_note)
