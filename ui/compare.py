@@ -30,14 +30,14 @@ def compare_view(ctx: AppContext, run_ids: list[int] | None):
     rows = []
     for index, (label, _) in enumerate(summary_rows(base["metrics"])):
         row = {"": label}
-        for run in result["runs"]:
+        for run in result["runs"]:  # one column per run (Acc@0.5 and mIoU in one cell), so that three runs fit
             value = summary_rows(run["metrics"])[index][1]
             first = summary_rows(base["metrics"])[index][1]
-            for key in ("acc@0.5", "miou"):
-                cell = f"{value[key]:.3f}"
-                if run is not base:
-                    cell += f" ({value[key] - first[key]:+.3f})"
-                row[f"run {run['run_id']} ({run['model']}){' baseline' if run is base else ''} {key}"] = cell
+            cells = []
+            for key, name in (("acc@0.5", "Acc@0.5"), ("miou", "mIoU")):
+                delta = f" ({value[key] - first[key]:+.3f})" if run is not base else ""
+                cells.append(f"{name} {value[key]:.3f}{delta}")
+            row[f"run {run['run_id']} · {run['model']}{' · baseline' if run is base else ''}"] = " · ".join(cells)
         rows.append(row)
     pairs = pd.DataFrame([{"run": p["run"], "vs": p["against"], "at": p["at"], "wins": p["wins"],
                            "losses": p["losses"], "ties": p["ties"]} for p in result["pairs"]])

@@ -312,7 +312,7 @@ def test_the_whole_cycle_without_a_restart(app_url, browser_ws, page):
     page.get_by_text("common samples").first.wait_for(timeout=60_000)
     page.locator("#compare-baseline input").click()
     page.get_by_role("option", name=f"run {newest['id']}:").first.click()
-    page.get_by_text(f"run {newest['id']} ({model_name.strip()}) baseline").first.wait_for(timeout=30_000)
+    page.get_by_text(f"run {newest['id']} · {model_name.strip()} · baseline").first.wait_for(timeout=30_000)
     step = page.locator("#compare-step input[type=range]")
     step.focus()
     step.press("ArrowRight")
