@@ -144,7 +144,7 @@ CASES = [
     (["traces", "show", "999"], "no trace with id 999"),
     (["traces", "approve", "999"], "no trace with id 999"),
     (["traces", "approve"], "give trace ids"),
-    (["traces", "approve", "1", "--version", "99"], "was changed to version"),
+    (["traces", "approve", "1", "--version", "99"], "does not exist yet"),
     (["traces", "import", "{files}/absent.jsonl"], "not found"),
     (["traces", "import", "{files}/binary.jsonl"], "not a text file"),
     (["traces", "import", "{files}/nan_box.jsonl"], "not a finite number"),
