@@ -15,7 +15,9 @@ from ivt_core.boxes import Box
 from ivt_core.data.sample import load_image
 from ivt_core.errors import InvalidInputError, NotFoundError
 from ivt_core.render import RenderStyle, render_box
+from ivt_core.store.runs import get_run
 from ivt_core.store.samples import get_sample
+from ivt_core.store.traces import traces_of_sample
 from ivt_core.store.views import count_trajectory_rows, trajectory_rows, trajectory_steps
 from ivt_core.workspace import Workspace
 
@@ -55,8 +57,10 @@ def iou_curve(db: Database, run_id: int, sample_id: str) -> list[float]:
 
 
 def step_view(workspace: Workspace, db: Database, run_id: int, sample_id: str, step: int, history: bool = False,
-              ground_truth: bool = True, clamp: bool = False) -> tuple[Image.Image, dict]:
-    """The image with step ``step``'s box drawn, and that step's texts and numbers.
+              ground_truth: bool = True, clamp: bool = False, model_view: bool = False) -> tuple[Image.Image, dict]:
+    """The image with step ``step``'s box drawn, and that step's texts and numbers. ``model_view``: instead, the
+    image exactly as the model was shown it before answering this step (the original at step 0, then the
+    previous readable box drawn in the run's style; never the ground truth).
 
     Raises NotFoundError for an unknown run/sample and InvalidInputError for a step the trajectory lacks (with
     ``clamp``, a step past either end shows the nearest one instead; ``info["step"]`` says which).
@@ -69,12 +73,20 @@ def step_view(workspace: Workspace, db: Database, run_id: int, sample_id: str, s
     sample = get_sample(db, sample_id)
     image = load_image(workspace.resolve(sample.image_path))
     row = rows[step]
-    style = RenderStyle(history=history, ground_truth=ground_truth, label=f"step {step}")
-    shown = render_box(image, _box(row), style, history=[_box(r) for r in rows[:step]], ground_truth=sample.bbox)
+    if model_view:
+        earlier = next((b for b in (_box(r) for r in reversed(rows[:step])) if b is not None), None)
+        run_style = RenderStyle.from_dict(get_run(db, run_id)["render_style"])
+        shown = image if step == 0 or earlier is None else render_box(image, earlier, run_style)
+    else:
+        style = RenderStyle(history=history, ground_truth=ground_truth, label=f"step {step}")
+        shown = render_box(image, _box(row), style, history=[_box(r) for r in rows[:step]],
+                           ground_truth=sample.bbox)
     info = {
         "expression": sample.expression, "step": step, "steps": len(rows), "iou": row["iou"],
         "parse_ok": bool(row["parse_ok"]), "parse_failure": row["parse_failure"], "raw_text": row["raw_text"],
         "reasoning": row["reasoning"], "box": _box(row).to_xyxy() if row["x1"] is not None else None,
         "ground_truth": sample.bbox.to_xyxy(), "tokens_out": row["tokens_out"], "ious": [r["iou"] for r in rows],
+        "tokens_in": row["tokens_in"], "latency_ms": row["latency_ms"],
+        "traces": traces_of_sample(db, sample_id),
     }
     return shown, info

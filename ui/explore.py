@@ -117,28 +117,33 @@ def source_choices(ctx: AppContext, run_id) -> dict:
     return gr.update(choices=["all", *sources], value="all")
 
 
-def step_content(ctx: AppContext, run_id, sample_id, step, history, ground_truth):
+def step_content(ctx: AppContext, run_id, sample_id, step, history, ground_truth, model_view=False):
     """What a step move changes: the image with that step's box, and the step's text. Returns (image, text,
     info); info is None when nothing could be shown."""
     if not run_id or not sample_id:
         return None, "Pick a run and a sample.", None
     try:
-        image, info = step_view(ctx.workspace, ctx.db(), run_id, sample_id, int(step), history, ground_truth)
+        image, info = step_view(ctx.workspace, ctx.db(), run_id, sample_id, int(step), history, ground_truth,
+                                model_view=bool(model_view))
     except IVTError as exc:
         return None, f"**{exc}**", None
     scale = DISPLAY_SIDE / max(image.size)
     if scale > 1:
         image = image.resize((round(image.width * scale), round(image.height * scale)), Image.NEAREST)
     box = "no readable box" if info["box"] is None else "[" + ", ".join(f"{v:.1f}" for v in info["box"]) + "]"
+    traces = ", ".join(f"#{t['id']} ({t['status']})" for t in info["traces"][:5]) or "none yet"
     text = (f"**{info['expression']}** · step {info['step']} of {info['steps'] - 1} · IoU **{info['iou']:.3f}** · "
             f"box {box}" + (f" · unreadable: {info['parse_failure']}" if not info["parse_ok"] else "")
+            + f" · {info['tokens_in']:,} tokens in, {info['tokens_out']:,} out, {info['latency_ms']:.0f} ms"
+            + (" · *the image as the model saw it*" if model_view else "")
+            + f"\n\nTraces of this sample (Traces tab, search its expression): {traces}"
             + f"\n\n**Reasoning:** {info['reasoning'] or '(none)'}\n\n**Raw answer:**\n```\n{info['raw_text']}\n```")
     return image, text, info
 
 
-def show_step(ctx: AppContext, run_id, sample_id, step, history, ground_truth):
+def show_step(ctx: AppContext, run_id, sample_id, step, history, ground_truth, model_view=False):
     """A sample's whole view: image and text of the step, the sample's IoU curve, and the slider's range."""
-    image, text, info = step_content(ctx, run_id, sample_id, step, history, ground_truth)
+    image, text, info = step_content(ctx, run_id, sample_id, step, history, ground_truth, model_view)
     if info is None:
         return image, text, None, gr.update()
     ious = info["ious"]
@@ -175,6 +180,7 @@ def build(ctx: AppContext) -> list:
             with gr.Row():
                 history = gr.Checkbox(label="Show earlier boxes")
                 truth = gr.Checkbox(value=True, label="Show ground truth (green; never shown to the model)")
+                seen = gr.Checkbox(label="What the model saw at this step", elem_id="explore-model-view")
             image = gr.Image(type="pil", format="png", label="The box at this step", height=460,
                              elem_id="explore-image")
         with gr.Column(scale=2):
@@ -207,7 +213,7 @@ def build(ctx: AppContext) -> list:
 
     eval_btn.click(start_eval, [eval_model, eval_split, *settings.values()], eval_note)
 
-    view_inputs = [run, sample, step, history, truth]
+    view_inputs = [run, sample, step, history, truth, seen]
     view_outputs = [image, text, sample_curve, step]
     filters = [run, outcome, failures, search, source, low, high]
     listed = [samples, sample, matched]
@@ -223,7 +229,7 @@ def build(ctx: AppContext) -> list:
     # A step move changes the picture and the text (from the server, skipping the queue: a store read and a
     # render, never inference) and moves the curve's step marker in the browser: the curve itself depends only
     # on the sample, and redrawing it from the server doubled a move's time (docs/LOG.md, ui_latency).
-    for trigger in (step.change, history.change, truth.change):
+    for trigger in (step.change, history.change, truth.change, seen.change):
         trigger(lambda *a: step_content(ctx, *a)[:2], view_inputs, view_outputs[:2], show_progress="hidden",
                 queue=False)
     step.change(None, step, None, js=MOVE_MARKER)

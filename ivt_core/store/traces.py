@@ -172,3 +172,8 @@ def has_trace(db: Database, sample_id: str, **equal) -> bool:
     where = "".join(f" AND {name} = ?" for name in equal)
     values = [json.dumps(v) if isinstance(v, (list, dict)) else v for v in equal.values()]
     return bool(list(db.query(f"SELECT id FROM traces WHERE sample_id = ?{where} LIMIT 1", [sample_id, *values])))
+
+
+def traces_of_sample(db: Database, sample_id: str) -> list[dict]:
+    """The traces written for a sample (id, status, kind), newest first."""
+    return list(db.query("SELECT id, status, kind FROM traces WHERE sample_id = ? ORDER BY id DESC", [sample_id]))

@@ -58,3 +58,19 @@ def test_step_view_and_curve(run):
     assert not last["parse_ok"] and last["box"] is None
     with pytest.raises(InvalidInputError):
         step_view(workspace, db, run_id, sample_id, 3)
+
+
+def test_the_image_the_model_saw_at_each_step(run):
+    from ivt_core.data.sample import load_image
+    from ivt_core.store.samples import get_sample
+
+    workspace, run_id = run
+    db = workspace.connect()
+    sample_id = sample_rows(db, run_id)[0]["sample_id"]
+    original = load_image(workspace.resolve(get_sample(db, sample_id).image_path))
+    first, info = step_view(workspace, db, run_id, sample_id, 0, model_view=True)
+    assert first.tobytes() == original.tobytes()  # step 0: the image alone, no ground truth
+    seen, _ = step_view(workspace, db, run_id, sample_id, 2, model_view=True)
+    assert seen.getpixel((1, 50)) == (255, 0, 0)  # step 2 was shown step 1's box [0, 0, 112, 112] in the run's red
+    assert seen.getpixel((150, 150)) == original.getpixel((150, 150))  # outside that box: untouched
+    assert info["tokens_in"] >= 0 and info["traces"] == []
