@@ -112,6 +112,24 @@ def queue_evaluation(ctx: AppContext, config: EvalConfig) -> str:
             "in Explore and Compare when it is done (Overview shows its progress).")
 
 
+GLANCE = 12  # thumbnails of the first listed (worst) samples
+
+
+def glance_images(ctx: AppContext, run_id, frame: pd.DataFrame) -> list[tuple[Image.Image, str]]:
+    """Thumbnails of the first listed samples at the step the run answered with (box in red, truth in green)."""
+    if not run_id or frame is None or "sample" not in frame or "final" not in frame:
+        return []
+    shown = []
+    for _, row in frame.head(GLANCE).iterrows():
+        try:
+            image, info = step_view(ctx.workspace, ctx.db(), int(run_id), row["sample"], 99, clamp=True)
+        except IVTError:
+            continue
+        image.thumbnail((160, 160))
+        shown.append((image, f"{row['sample']} · final IoU {info['iou']:.2f}"))
+    return shown
+
+
 def source_choices(ctx: AppContext, run_id) -> dict:
     sources = run_sources(ctx.db(), run_id) if run_id else []
     return gr.update(choices=["all", *sources], value="all")
@@ -173,6 +191,9 @@ def build(ctx: AppContext) -> list:
         search = gr.Textbox(label="Search expressions", placeholder="words, then Enter")
     matched = gr.Markdown(elem_id="explore-matched")
     samples = gr.Dataframe(label="Samples, worst final IoU first", interactive=False, max_height=260)
+    with gr.Accordion("The listed samples at a glance (click one to open it)", open=True):
+        glance = gr.Gallery(columns=GLANCE // 2, height=300, allow_preview=False, elem_id="explore-glance",
+                            show_label=False)
     with gr.Row():
         with gr.Column(scale=2):
             sample = gr.Dropdown(label="Sample", choices=[])
@@ -234,6 +255,13 @@ def build(ctx: AppContext) -> list:
                 queue=False)
     step.change(None, step, None, js=MOVE_MARKER)
     sample_curve.change(None, step, None, js=MOVE_MARKER)
+    samples.change(lambda r, frame: glance_images(ctx, r, frame), [run, samples], glance, show_progress="hidden")
+
+    def open_glanced(frame: pd.DataFrame, evt: gr.SelectData):
+        return frame.iloc[evt.index]["sample"] if evt.index is not None and "sample" in frame else gr.update()
+
+    glance.select(open_glanced, samples, sample)
+
     def pick(frame: pd.DataFrame, evt: gr.SelectData):
         return frame.iloc[evt.index[0]]["sample"] if evt.index is not None else gr.update()
 

@@ -76,6 +76,20 @@ def test_explore_switching_runs_never_shows_the_previous_runs_answer(app_url, pa
         assert f"Reading {other}." not in page.locator("#explore-text").inner_text()
 
 
+def test_explore_opens_a_sample_from_its_thumbnail(app_url, page):
+    _open(page, app_url, "Explore")
+    page.get_by_text("step 0 of 2").wait_for(timeout=30_000)
+    thumbnails = page.locator("#explore-glance button img, #explore-glance img")
+    thumbnails.nth(2).wait_for(timeout=30_000)
+    caption = page.locator("#explore-glance").inner_text()
+    third = [line.split(" · ")[0] for line in caption.splitlines() if " · final IoU" in line][2]
+    thumbnails.nth(2).click()
+    page.wait_for_function("(id) => document.querySelector('#explore-text').innerText.length > 0 && "
+                           "[...document.querySelectorAll('input')].some(e => e.value === id)", arg=third,
+                           timeout=30_000)
+    _shot(page, "explore-glance")
+
+
 def test_compare_two_runs(app_url, page):
     _open(page, app_url, "Compare")
     page.get_by_text("common samples").first.wait_for(timeout=30_000)
