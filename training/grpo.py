@@ -51,6 +51,17 @@ def _trajectory_tensors(processor, trajectories, chunk: list[int], cfg: GRPOConf
 
 
 PREP_THREADS = min(8, os.cpu_count() or 1)
+def rollout_record(step: int, batch, trajectories, rewards, advantages, group_size: int) -> dict:
+    """One step's first group of rollouts as the Train tab's rollout viewer reads them (``ivt_core.rollouts``)."""
+    sample = batch[0]
+    return {"step": step, "sample_id": sample.id, "image_path": sample.image_path, "expression": sample.expression,
+            "ground_truth": sample.bbox.to_xyxy(), "rollouts": [
+                {"boxes": [s.box.to_xyxy() if s.box is not None else None for s in t.steps],
+                 "ious": [round(s.iou, 4) for s in t.steps], "answers": [s.raw_text for s in t.steps],
+                 "reward": round(float(rewards[i]), 4), "advantage": round(float(advantages[i]), 4)}
+                for i, t in enumerate(trajectories[:group_size])]}
+
+
 KL_STILL = 1e-4
 KL_WINDOW = 10
 
@@ -184,6 +195,9 @@ def train(cfg: GRPOConfig) -> Path:
             if main_rank:
                 log.write(json.dumps(record) + "\n")
                 log.flush()
+                with (out / "rollouts.jsonl").open("a") as viewer:  # the first prompt's group, for the Train tab
+                    viewer.write(json.dumps(rollout_record(step + 1, batch, trajectories, rewards, advantages,
+                                                           cfg.group_size)) + "\n")
                 for key, value in record.items():
                     if key != "step":
                         reporter.metric(step + 1, key, value)

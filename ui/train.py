@@ -16,6 +16,7 @@ from ivt_core.config.evaluation import EvalConfig
 from ivt_core.config.settings import replace, stored
 from ivt_core.config.training import GRPOConfig, SFTConfig
 from ivt_core.errors import IVTError
+from ivt_core.rollouts import rollout_steps, rollout_views
 from ivt_core.store.jobs import ACTIVE, get_job, job_metrics, list_jobs
 from ivt_core.store.models import get_model, model_of_jobs
 from ivt_core.store.traces import count_traces
@@ -180,6 +181,10 @@ def build(ctx: AppContext) -> list:
                 smoothing = gr.Slider(0, 0.99, value=0.0, step=0.01, label="Smoothing (EMA)")
                 log_scale = gr.Checkbox(label="Log scale (loss, KL)")
             plot = gr.Plot(label="Live curves")
+            with gr.Accordion("GRPO rollouts: a step's group of sampled trajectories", open=False):
+                rollout_step = gr.Slider(1, 2, value=1, step=1, label="Step", elem_id="rollout-step")
+                rollout_note = gr.Markdown(elem_id="rollout-note")
+                rollout_gallery = gr.Gallery(columns=4, height=360, allow_preview=True, show_label=False)
             log = gr.Code(label="Log (last lines)", language=None, interactive=False, max_lines=16)
     table = gr.Dataframe(label="Jobs", interactive=False)
     timer = gr.Timer(POLL_S)
@@ -252,6 +257,27 @@ def build(ctx: AppContext) -> list:
         control.change(lambda j, s, lg: curves(ctx, j, s or 0.0, bool(lg)), [job, smoothing, log_scale], plot,
                        show_progress="hidden")
 
+    def rollouts(job_id, at_step, latest=False):
+        """The GRPO job's rollouts at a step (the newest with ``latest``): the slider's range, images, a line."""
+        if not job_id or get_job(ctx.db(), int(job_id))["kind"] != "grpo":
+            return gr.update(), [], "Rollouts are shown for GRPO jobs."
+        steps = rollout_steps(jobs.job_config(ctx.workspace, get_job(ctx.db(), int(job_id))).out)
+        if not steps:
+            return gr.update(), [], "No rollouts yet (the first step writes them)."
+        index = len(steps) - 1 if latest else min(max(int(at_step or 1), 1), len(steps)) - 1
+        record = steps[index]
+        rewards = [r["reward"] for r in record["rollouts"]]
+        note = (f"Step {record['step']}: \"{record['expression']}\" ({record['sample_id']}), "
+                f"{len(rewards)} rollouts, reward {min(rewards):.2f}..{max(rewards):.2f}. Red: each rollout's "
+                "boxes (numbered by step, the last one in full); green: the ground truth.")
+        return (gr.update(maximum=max(2, len(steps)), value=record["step"]), rollout_views(ctx.workspace, record),
+                note)
+
+    job.change(lambda j: rollouts(j, None, latest=True), job, [rollout_step, rollout_gallery, rollout_note],
+               show_progress="hidden")
+    rollout_step.release(lambda j, s: rollouts(j, s)[1:], [job, rollout_step], [rollout_gallery, rollout_note],
+                         show_progress="hidden")
+
     def job_form(job_id):
         """The form as the selected training job was started: its kind and its stored settings (what to change
         for a next run starts from what this one did)."""
@@ -285,6 +311,8 @@ def build(ctx: AppContext) -> list:
         values = (values[0], current, prompts, *values[3:])
         chosen = default_job(ctx)
         return (gr.update(choices=models_now, value=current), gr.update(choices=splits_now, value=prompts),
-                *preview(*values), gr.update(choices=job_choices(ctx), value=chosen), *poll(chosen))
+                *preview(*values), gr.update(choices=job_choices(ctx), value=chosen), *poll(chosen),
+                *rollouts(chosen, None, latest=True))
 
-    return [(first_view, form_inputs, [model, prompts_split, command, traces_note, job, *poll_outputs])]
+    return [(first_view, form_inputs, [model, prompts_split, command, traces_note, job, *poll_outputs,
+                                       rollout_step, rollout_gallery, rollout_note])]

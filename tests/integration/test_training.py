@@ -91,6 +91,13 @@ def test_grpo_runs_logs_rewards_and_registers(approved, tiny_models, capsys):
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [1, 2]
     assert {"reward_mean", "reward_std", "kl", "degradation", "iou_step0", "iou_step1"} <= set(records[0])
+    from ivt_core.rollouts import rollout_steps, rollout_views
+
+    viewed = rollout_steps(out)
+    assert [r["step"] for r in viewed] == [1, 2] and len(viewed[0]["rollouts"]) == 2  # G rollouts of one prompt
+    assert {"boxes", "ious", "answers", "reward", "advantage"} <= set(viewed[0]["rollouts"][0])
+    images = rollout_views(approved, viewed[1])
+    assert len(images) == 2 and "advantage" in images[0][1]
     assert (out / "adapter" / "adapter_config.json").is_file()
     rows = approved.connect().execute("SELECT name, adapter_path FROM models ORDER BY id").fetchall()
     assert rows[-1][0] == "grpo-test" and rows[-1][1].endswith("grpo-test/adapter")
