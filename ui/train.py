@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shlex
+from datetime import datetime
 
 import gradio as gr
 import pandas as pd
@@ -17,7 +18,7 @@ from ivt_core.config.settings import replace, stored
 from ivt_core.config.training import GRPOConfig, SFTConfig
 from ivt_core.errors import IVTError
 from ivt_core.rollouts import rollout_steps, rollout_views
-from ivt_core.store.jobs import ACTIVE, get_job, job_metrics, list_jobs
+from ivt_core.store.jobs import ACTIVE, get_job, job_metric_times, job_metrics, list_jobs
 from ivt_core.store.models import get_model, model_of_jobs
 from ivt_core.store.traces import count_traces
 from ui.choices import model_choices, parse_split_choice, split_choices
@@ -74,16 +75,23 @@ def smoothed(values: list[float], weight: float) -> list[float]:
     return out
 
 
-def curves(ctx: AppContext, job_id: int | None, smoothing: float = 0.0, log_scale: bool = False) -> go.Figure | None:
+def curves(ctx: AppContext, job_id: int | None, smoothing: float = 0.0, log_scale: bool = False,
+           by_time: bool = False) -> go.Figure | None:
     """The job's curves, continuous across resumes (every job of its resume chain, later ones winning a step);
     ``smoothing``: EMA weight (the raw points stay, faint); ``log_scale``: the loss and KL axes logarithmic."""
     if not job_id:
         return None
     series: dict[str, dict[int, float]] = {}
+    times: dict[int, str] = {}
     for member in jobs.whole_chain(ctx.db(), int(job_id)):
         for name, points in job_metrics(ctx.db(), member).items():
             series.setdefault(name, {}).update(dict(points))
+        times.update(job_metric_times(ctx.db(), member))
     series = {name: sorted(points.items()) for name, points in series.items()}
+    if by_time and times:  # minutes since the first point (of the whole resume chain)
+        start = min(datetime.fromisoformat(t) for t in times.values())
+        minutes = {s: (datetime.fromisoformat(t) - start).total_seconds() / 60 for s, t in times.items()}
+        series = {name: [(minutes[s], v) for s, v in points if s in minutes] for name, points in series.items()}
     panels = [(title, [(n, s) for n, s in series.items() if any(n.startswith(p) for p in prefixes)])
               for title, prefixes in PANELS]
     panels = [p for p in panels if p[1]]
@@ -102,7 +110,7 @@ def curves(ctx: AppContext, job_id: int | None, smoothing: float = 0.0, log_scal
         if log_scale and title in ("loss", "KL"):
             fig.update_yaxes(type="log", row=1, col=col)
     fig.update_layout(height=320, margin={"t": 40, "b": 30}, legend={"orientation": "h"})
-    fig.update_xaxes(title_text="step")
+    fig.update_xaxes(title_text="minutes" if by_time else "step")
     return fig
 
 
@@ -180,6 +188,7 @@ def build(ctx: AppContext) -> list:
             with gr.Row():
                 smoothing = gr.Slider(0, 0.99, value=0.0, step=0.01, label="Smoothing (EMA)")
                 log_scale = gr.Checkbox(label="Log scale (loss, KL)")
+                by_time = gr.Checkbox(label="Against time")
             plot = gr.Plot(label="Live curves")
             with gr.Accordion("GRPO rollouts: a step's group of sampled trajectories", open=False):
                 rollout_step = gr.Slider(1, 2, value=1, step=1, label="Step", elem_id="rollout-step")
@@ -230,8 +239,8 @@ def build(ctx: AppContext) -> list:
 
     kind.change(lambda k: (gr.update(visible=k == "sft"), gr.update(visible=k == "grpo")), kind,
                 [sft_group, grpo_group], show_progress="hidden")
-    def poll(job_id, smooth=0.0, log_axes=False):
-        return (job_status(ctx, job_id), curves(ctx, job_id, smooth or 0.0, bool(log_axes)),
+    def poll(job_id, smooth=0.0, log_axes=False, timed=False):
+        return (job_status(ctx, job_id), curves(ctx, job_id, smooth or 0.0, bool(log_axes), bool(timed)),
                 jobs.log_tail(get_job(ctx.db(), int(job_id)), 30) if job_id else "", jobs_frame(ctx))
 
     def do_stop(job_id):
@@ -252,9 +261,10 @@ def build(ctx: AppContext) -> list:
         component.change(preview, form_inputs, [command, traces_note], show_progress="hidden")
     start.click(submit, form_inputs, [form_note, job])
     poll_outputs = [status, plot, log, table]
-    job.change(poll, [job, smoothing, log_scale], poll_outputs, show_progress="hidden")
-    for control in (smoothing, log_scale):
-        control.change(lambda j, s, lg: curves(ctx, j, s or 0.0, bool(lg)), [job, smoothing, log_scale], plot,
+    curve_controls = [job, smoothing, log_scale, by_time]
+    job.change(poll, curve_controls, poll_outputs, show_progress="hidden")
+    for control in (smoothing, log_scale, by_time):
+        control.change(lambda j, s, lg, t: curves(ctx, j, s or 0.0, bool(lg), bool(t)), curve_controls, plot,
                        show_progress="hidden")
 
     def rollouts(job_id, at_step, latest=False):
@@ -296,7 +306,7 @@ def build(ctx: AppContext) -> list:
                 *[values.get(name, gr.update()) if row["kind"] == "grpo" else gr.update() for name in grpo_settings])
 
     job.input(job_form, job, [kind, prompts_split, *sft_settings.values(), *grpo_settings.values()])
-    timer.tick(poll, [job, smoothing, log_scale], poll_outputs, show_progress="hidden")
+    timer.tick(poll, curve_controls, poll_outputs, show_progress="hidden")
     stop.click(do_stop, job, action_note)
     resume.click(do_resume, job, [action_note, job])
     evaluate.click(lambda j: evaluate_trained(ctx, j), job, action_note)

@@ -91,6 +91,12 @@ def add_metric(db: Database, job_id: int, step: int, name: str, value: float) ->
                [job_id, step, name, float(value), now()])
 
 
+def job_metric_times(db: Database, job_id: int) -> dict[int, str]:
+    """{step: when its first metric was written} of a job (ISO times), to draw curves against time."""
+    return {row["step"]: row["at"] for row in db.query(
+        "SELECT step, MIN(at) AS at FROM job_metrics WHERE job_id = ? GROUP BY step", [job_id])}
+
+
 def job_metrics(db: Database, job_id: int) -> dict[str, list[tuple[int, float]]]:
     """Metric series of a job: {name: [(step, value), ...]} in step order."""
     series: dict[str, list[tuple[int, float]]] = {}

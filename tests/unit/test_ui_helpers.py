@@ -14,3 +14,20 @@ def test_smoothing_is_an_exponential_moving_average():
 
     assert smoothed([1.0, 3.0, 3.0], 0.0) == [1.0, 3.0, 3.0]
     assert smoothed([1.0, 3.0], 0.5) == [1.0, 2.0]
+
+
+def test_training_curves_against_time_and_smoothed(workspace):
+    from ivt_core.store.jobs import add_metric, create_job
+    from ui.context import AppContext
+    from ui.train import curves
+
+    with workspace.connect() as db:
+        job = create_job(db, "sft", [], "x.log")
+        for step, value in enumerate([4.0, 3.0, 2.0], start=1):
+            add_metric(db, job, step, "loss", value)
+    ctx = AppContext(workspace)
+    by_step = curves(ctx, job)
+    assert list(by_step.data[0].x) == [1, 2, 3] and list(by_step.data[0].y) == [4.0, 3.0, 2.0]
+    timed = curves(ctx, job, smoothing=0.5, by_time=True)
+    assert timed.layout.xaxis.title.text == "minutes" and list(timed.data[1].y) == [4.0, 3.5, 2.75]
+    assert all(x >= 0 for x in timed.data[1].x)
