@@ -136,6 +136,18 @@ def job_status(ctx: AppContext, job_id: int | None) -> str:
             f"{registered}")
 
 
+def chain_log(ctx: AppContext, job_id: int | None, lines: int = 30) -> str:
+    """The log tail of a job and of the jobs that resumed it, one after the other (one run, one log)."""
+    if not job_id:
+        return ""
+    chain = jobs.whole_chain(ctx.db(), int(job_id))
+    if len(chain) == 1:
+        return jobs.log_tail(get_job(ctx.db(), chain[0]), lines)
+    parts = [f"--- job {member} ---\n" + jobs.log_tail(get_job(ctx.db(), member), lines // len(chain) + 5)
+             for member in chain]
+    return "\n".join(parts)
+
+
 def evaluate_trained(ctx: AppContext, job_id: int | None) -> str:
     """Queue an evaluation of the model a training job registered: a val split (else any but train), T=2."""
     if not job_id:
@@ -241,7 +253,7 @@ def build(ctx: AppContext) -> list:
                 [sft_group, grpo_group], show_progress="hidden")
     def poll(job_id, smooth=0.0, log_axes=False, timed=False):
         return (job_status(ctx, job_id), curves(ctx, job_id, smooth or 0.0, bool(log_axes), bool(timed)),
-                jobs.log_tail(get_job(ctx.db(), int(job_id)), 30) if job_id else "", jobs_frame(ctx))
+                chain_log(ctx, job_id), jobs_frame(ctx))
 
     def do_stop(job_id):
         if not job_id:
