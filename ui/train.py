@@ -20,6 +20,7 @@ from ivt_core.errors import IVTError
 from ivt_core.rollouts import rollout_steps, rollout_views
 from ivt_core.store.jobs import ACTIVE, get_job, job_metric_times, job_metrics, list_jobs
 from ivt_core.store.models import get_model, model_of_jobs
+from ivt_core.store.runs import list_runs
 from ivt_core.store.traces import count_traces
 from ui.choices import model_choices, parse_split_choice, split_choices
 from ui.config_form import config_fields, config_from_form
@@ -61,9 +62,44 @@ def default_job(ctx: AppContext) -> int | None:
 def jobs_frame(ctx: AppContext) -> pd.DataFrame:
     rows = [{"job": j["id"], "kind": j["kind"], "status": j["status"],
              "progress": f"{j['progress_done']}/{j['progress_total']}" if j["progress_total"] else "",
-             "message": j["message"] or j["error"] or "", "started": j["started_at"] or j["created_at"]}
+             "message": j["message"] or j["error"] or "",
+             "started": (j["started_at"] or j["created_at"])[5:16].replace("T", " "), "took": took(j)}
             for j in list_jobs(ctx.db(), limit=30)]
     return pd.DataFrame(rows or [{"job": "(no jobs yet)"}])
+
+
+def took(job: dict) -> str:
+    """How long a finished job ran ("2 min 5 s"), or "" while it runs."""
+    if not job["started_at"] or not job["finished_at"]:
+        return ""
+    seconds = int((datetime.fromisoformat(job["finished_at"]) - datetime.fromisoformat(job["started_at"]))
+                  .total_seconds())
+    return f"{seconds // 60} min {seconds % 60} s" if seconds >= 60 else f"{seconds} s"
+
+
+def compare_with_parent(ctx: AppContext, job_id: int | None) -> str:
+    """Put the trained model next to its parent: if the parent has no finished run on the split and T of the
+    model's newest run, queue one with the same settings; either way, say which two runs Compare should show."""
+    if not job_id:
+        return "Pick a training job."
+    model = model_of_jobs(ctx.db(), jobs.whole_chain(ctx.db(), int(job_id)))
+    if model is None or not model["parent_id"]:
+        return "This job has not registered a model with a parent (yet)."
+    runs = [r for r in list_runs(ctx.db()) if r["status"] == "done"]
+    mine = next((r for r in runs if r["model_id"] == model["id"]), None)
+    if mine is None:
+        return "Evaluate the trained model first (the button beside this one); then compare it with its parent."
+    parent = get_model(ctx.db(), model["parent_id"])
+    theirs = next((r for r in runs if r["model_id"] == parent["id"] and (r["dataset"], r["split"], r["steps"]) ==
+                   (mine["dataset"], mine["split"], mine["steps"])), None)
+    if theirs is not None:
+        return (f"In Compare, pick runs {theirs['id']} ({parent['name']}, as the baseline) and {mine['id']} "
+                f"({model['name']}): {mine['dataset']}/{mine['split']}, T={mine['steps']}.")
+    settings = mine["config"]
+    config = EvalConfig.for_model(parent, dataset=mine["dataset"], split=mine["split"], steps=mine["steps"],
+                                  stop=mine["policy"], limit=settings.get("limit"))
+    return (queue_evaluation(ctx, config) + f" When it is done, Compare opens on it and run {mine['id']} "
+            f"({model['name']}) if they are the newest two.")
 
 
 def smoothed(values: list[float], weight: float) -> list[float]:
@@ -196,6 +232,7 @@ def build(ctx: AppContext) -> list:
                 stop = gr.Button("Stop (saves a checkpoint)", variant="stop", elem_id="train-stop")
                 resume = gr.Button("Resume", elem_id="train-resume")
                 evaluate = gr.Button("Evaluate the trained model", elem_id="train-evaluate")
+                with_parent = gr.Button("Compare with its parent", elem_id="train-compare-parent")
             action_note = gr.Markdown()
             with gr.Row():
                 smoothing = gr.Slider(0, 0.99, value=0.0, step=0.01, label="Smoothing (EMA)")
@@ -322,6 +359,7 @@ def build(ctx: AppContext) -> list:
     stop.click(do_stop, job, action_note)
     resume.click(do_resume, job, [action_note, job])
     evaluate.click(lambda j: evaluate_trained(ctx, j), job, action_note)
+    with_parent.click(lambda j: compare_with_parent(ctx, j), job, action_note)
 
     def first_view(*values):
         """Models and jobs listed afresh at page load (a model trained since the app started can be picked)."""

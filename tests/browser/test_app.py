@@ -313,20 +313,30 @@ def test_the_whole_cycle_without_a_restart(app_url, browser_ws, page):
     page.locator("#train-evaluate").click()
     page.get_by_text("Its run appears in Explore and Compare").first.wait_for(timeout=30_000)
     workspace = Workspace.open(browser_ws)
-    deadline = time.time() + 300
-    while time.time() < deadline:  # the evaluation job runs in the background
-        with workspace.connect() as db:
-            newest = list_runs(db)[0]
-        if newest["status"] == "done" and newest["n_samples"] == 100:
-            break
-        time.sleep(1)
-    assert newest["status"] == "done", newest
 
-    _open(page, app_url, "Compare")  # a reload: the new run is listed without a restart
-    page.get_by_text("common samples").first.wait_for(timeout=60_000)
+    def newest_done(count: int) -> dict:
+        deadline = time.time() + 300
+        while time.time() < deadline:  # the evaluation jobs run in the background
+            with workspace.connect() as db:
+                runs = list_runs(db)
+            if len(runs) >= count and runs[0]["status"] == "done" and runs[0]["n_samples"] == 100:
+                return runs[0]
+            time.sleep(1)
+        raise AssertionError(f"no finished evaluation: {runs[0]}")
+
+    with workspace.connect() as db:
+        before = len(list_runs(db))
+    trained = newest_done(before + 1)
+    page.locator("#train-compare-parent").click()  # the parent has no run on these samples yet: one is queued
+    page.get_by_text("When it is done, Compare opens on it").first.wait_for(timeout=30_000)
+    parent = newest_done(before + 2)
+
+    _open(page, app_url, "Compare")  # a reload: the new runs are listed without a restart
+    page.get_by_text("100 common samples").first.wait_for(timeout=60_000)  # the parent and the new model
     page.locator("#compare-baseline input").click()
-    page.get_by_role("option", name=f"run {newest['id']}:").first.click()
-    page.get_by_text(f"run {newest['id']} · {model_name.strip()} · baseline").first.wait_for(timeout=30_000)
+    page.get_by_role("option", name=f"run {parent['id']}:").first.click()
+    page.get_by_text(f"run {parent['id']} · toy-model · baseline").first.wait_for(timeout=30_000)
+    page.get_by_text(f"run {trained['id']} · {model_name.strip()}").first.wait_for(timeout=30_000)
     step = page.locator("#compare-step input[type=range]")
     step.focus()
     step.press("ArrowRight")
