@@ -90,7 +90,8 @@ def build(ctx: AppContext) -> list:
         page = gr.Number(0, label="Page (20 per page)", precision=0, minimum=0)
         refresh = gr.Button("Refresh lists")
     with gr.Row():
-        table = gr.Dataframe(interactive=False, max_height=420)
+        table = gr.Dataframe(interactive=False, max_height=420, wrap=True,  # every column visible beside the image
+                             column_widths=["7%", "30%", "41%", "11%", "11%"])
         with gr.Column():
             image = gr.Image(type="pil", format="png", label="Selected sample with its ground truth", height=420)
             caption = gr.Markdown()
