@@ -53,12 +53,12 @@ def generate(ctx: AppContext, split, n, seed, progress=gr.Progress()):  # noqa: 
 
 def page_frame(ctx: AppContext, choice, page):
     if not choice:
-        return pd.DataFrame([{"": "no dataset yet"}])
+        return pd.DataFrame([{"#": "", "id": "no dataset yet", "expression": "", "size": "", "source": ""}])
     dataset, split = parse_split_choice(choice)
     rows = get_samples(ctx.db(), dataset, split, limit=PAGE, offset=int(page or 0) * PAGE)
     return pd.DataFrame([{"#": int(page or 0) * PAGE + i, "id": s.id, "expression": s.expression,
                           "size": f"{s.width}x{s.height}", "source": s.source} for i, s in enumerate(rows)]
-                        or [{"": "no samples on this page"}])
+                        or [{"#": "", "id": "no samples on this page", "expression": "", "size": "", "source": ""}])
 
 
 def build(ctx: AppContext) -> list:
@@ -103,12 +103,13 @@ def build(ctx: AppContext) -> list:
         trigger(lambda c, p: page_frame(ctx, c, p), [browse_split, page], table)
 
     def pick(choice, frame: pd.DataFrame, evt: gr.SelectData):
-        if evt.index is None or "#" not in frame:
+        if evt.index is None or "#" not in frame or frame.iloc[evt.index[0]]["#"] == "":
             return gr.update(), gr.update()
         return show_sample(ctx, choice, int(frame.iloc[evt.index[0]]["#"]))
 
     table.select(pick, [browse_split, table], [image, caption])
     refresh.click(lambda: (gr.update(choices=split_choices(ctx)), datasets_frame(ctx)), None, [browse_split, datasets])
+
     def first_view(choice):
         splits_now = split_choices(ctx)
         choice = choice if choice in splits_now else (splits_now[0] if splits_now else None)
