@@ -302,4 +302,17 @@ def build(ctx: AppContext) -> list:
         choices = run_choices(ctx)
         return gr.update(choices=choices, value=choices[0][1] if choices else None)
 
-    return [(first, filter_inputs, outputs), (synth_runs, [], [synth_run])]
+    def save_on_leave(st, text, a, b, c, d, request: gr.Request = None):
+        """Leaving the tab saves an unsaved edit of the trace on screen (or says why it cannot)."""
+        if not st:
+            return gr.update(), gr.update()
+        try:
+            version = save_edits(st, text or "", a, b, c, d, reviewer(request))
+        except IVTError as exc:
+            return gr.update(), f"**Your edit of trace {st['id']} is not saved:** {exc}."
+        if version == st["version"]:
+            return gr.update(), gr.update()
+        return {**st, "version": version}, f"Saved your edit of trace {st['id']} (version {version}) as you left."
+
+    leave = (save_on_leave, [state, reasoning, x1, y1, x2, y2], [state, message])
+    return [(first, filter_inputs, outputs), (synth_runs, [], [synth_run])], leave

@@ -276,6 +276,16 @@ def test_a_run_made_after_the_app_started_shows_after_a_reload(app_url, browser_
     page.get_by_text("step 0 of 1").wait_for(timeout=30_000)
 
 
+def test_leaving_traces_saves_an_unsaved_edit(app_url, page):
+    _open(page, app_url, "Traces")
+    page.get_by_text("· pending · version").first.wait_for(timeout=30_000)
+    page.locator("#trace-reasoning textarea").fill("Edited, then the tab was left.")
+    page.locator("body").click(position={"x": 5, "y": 5})
+    page.get_by_role("tab", name="Overview").click()
+    page.get_by_role("tab", name="Traces").click()
+    _message(page, "trace-message", "as you left")
+
+
 def test_bulk_actions_ask_first_and_can_be_undone(app_url, page):
     _open(page, app_url, "Traces")
     page.get_by_text("· pending · version").first.wait_for(timeout=30_000)
