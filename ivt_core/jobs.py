@@ -75,7 +75,6 @@ STALE_AFTER_S = 60.0
 ROOT = Path(__file__).resolve().parent.parent
 log = logs.get(__name__)
 ANSI_ESCAPE = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b[@-Z\\-_]")
-RUNNER_SET = ("workspace", "job_id")  # trainer settings the runner gives on the command line, not the user
 
 
 def checked_config(workspace: Workspace, kind: str, config):

@@ -48,8 +48,8 @@ def build_rollout_example(processor, conversation: list[dict], train_turns: set[
     label; the text tokenized again could differ. A turn cut at the token limit (``truncated``) is followed by
     the template's end of turn as context, never labelled: no end token the model did not sample is trained.
     ``drop_truncated``: a truncated turn is not labelled at all (TRL's ``mask_truncated_completions``).
-    A rollout that sampled the image placeholder token (an untrained model may) cannot be fed back as it was
-    (the placeholder stands for image features): it is replaced by padding and the rollout carries no loss.
+    A rollout that sampled the image token (an untrained model may) cannot be fed back as it was (that token
+    stands for image features): it is replaced by padding and the rollout carries no loss.
     """
     example = build_example(processor, conversation, set())
     ids, types = example["input_ids"].tolist(), example.get("mm_token_type_ids")
@@ -57,7 +57,7 @@ def build_rollout_example(processor, conversation: list[dict], train_turns: set[
     labels = [IGNORE] * len(ids)
     counts = _image_token_counts(processor, {"image_grid_thw": example.get("image_grid_thw")})
     end_id = processor.tokenizer.eos_token_id
-    placeholder, pad = getattr(processor, "image_token_id", None), processor.tokenizer.pad_token_id
+    image_token, pad = getattr(processor, "image_token_id", None), processor.tokenizer.pad_token_id
     poisoned = False
     turns = [i for i, m in enumerate(conversation) if m["role"] == "assistant"]
     bounds = _turn_bounds(processor, conversation, turns, counts)
@@ -70,8 +70,8 @@ def build_rollout_example(processor, conversation: list[dict], train_turns: set[
             stop = max((i for i, t in enumerate(rendered) if t == end_id), default=None)
             tail = rendered[stop:] if stop is not None else []  # the end token and what follows it
             sampled = list(message["token_ids"])
-            if placeholder is not None and placeholder in sampled:
-                sampled, poisoned = [pad if t == placeholder else t for t in sampled], True
+            if image_token is not None and image_token in sampled:
+                sampled, poisoned = [pad if t == image_token else t for t in sampled], True
             truncated = bool(message.get("truncated"))
             if not truncated and sampled and sampled[-1] == end_id:
                 tail = tail[1:]  # the sampled end token is already there
@@ -109,20 +109,13 @@ def _turn_bounds(processor, conversation: list[dict], turns: list[int], counts: 
 
 
 def _expanded(processor, messages: list[dict], counts: list[int], generation_prompt: bool) -> str:
+    """``messages`` rendered by the chat template with each image's token repeated to its count. Only text is
+    tokenized afterwards (the image tokens of a prefix are the first images of the conversation), so the image
+    processor runs once per example, not once per prefix."""
     text = processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
     token = processor.image_token
     pieces = text.split(token)
     return pieces[0] + "".join(token * counts[i] + piece for i, piece in enumerate(pieces[1:]))
-
-
-def _prefix_length(processor, messages: list[dict], counts: list[int], generation_prompt: bool = True) -> int:
-    """Token count of ``messages`` rendered by the chat template, each image expanded to its token count.
-
-    Tokenizes text only (the image tokens of the prefix are the first images of the whole conversation), so the
-    image processor runs once per example, not once per prefix.
-    """
-    return len(processor.tokenizer(_expanded(processor, messages, counts, generation_prompt),
-                                   add_special_tokens=False)["input_ids"])
 
 
 def collate(examples: list[dict], pad_id: int, rope_index=None) -> dict:
@@ -178,12 +171,8 @@ def build_text_example(processor, conversation: list[dict], image_sizes: list[tu
     """
     ip = processor.image_processor
     counts = [(w // ip.patch_size) * (h // ip.patch_size) // ip.merge_size ** 2 for w, h in image_sizes]
-    start = _prefix_length(processor, conversation[:-1], counts)
-    end = _prefix_length(processor, conversation, counts, generation_prompt=False)
-    text = processor.apply_chat_template(conversation, tokenize=False)
-    token = processor.image_token
-    pieces = text.split(token)
-    expanded = pieces[0] + "".join(token * counts[i] + piece for i, piece in enumerate(pieces[1:]))
+    ((start, end),) = _turn_bounds(processor, conversation, [len(conversation) - 1], counts)
+    expanded = _expanded(processor, conversation, counts, generation_prompt=False)
     input_ids = torch.tensor(processor.tokenizer(expanded, add_special_tokens=False)["input_ids"])
     labels = torch.full_like(input_ids, IGNORE)
     labels[start:end] = input_ids[start:end]

@@ -20,11 +20,9 @@ geometric teacher and into the review queue as pending traces (origin ``grpo``).
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from ivt_core.config.settings import stored
@@ -44,13 +42,9 @@ def _trajectory_tensors(processor, trajectories, chunk: list[int], cfg: GRPOConf
         trained = set(answers[1:] if cfg.train_turns == "refinement" else answers)
         return build_rollout_example(processor, conversation, trained, cfg.mask_truncated_completions)
 
-    # tokenizing and image preprocessing release the GIL for most of their time: threads overlap them
-    with ThreadPoolExecutor(max_workers=PREP_THREADS) as pool:
-        examples = list(pool.map(example, chunk))
-    return {**collate(examples, pad, rope), "index": chunk}
+    return {**collate([example(index) for index in chunk], pad, rope), "index": chunk}
 
 
-PREP_THREADS = min(8, os.cpu_count() or 1)
 def rollout_record(step: int, batch, trajectories, rewards, advantages, group_size: int) -> dict:
     """One step's first group of rollouts as the Train tab's rollout viewer reads them (``ivt_core.rollouts``)."""
     sample = batch[0]

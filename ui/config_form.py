@@ -22,15 +22,14 @@ def form_names(cls) -> list[str]:
     return [spec.name for spec in fields(cls) if spec.metadata.get("form")]
 
 
-def config_field(cls, name: str, **overrides) -> gr.components.Component:
-    """The component for setting ``name`` of ``cls``."""
+def config_field(cls, name: str) -> gr.components.Component:
+    """The component for setting ``name`` of ``cls``, showing its default."""
     spec = field_of(cls, name)
     meta = spec.metadata
     kind = type_name(spec)
     common = {"label": meta.get("label") or name, "info": meta.get("help") or None,
-              "elem_id": f"cfg-{cls.job_kind}-{name}", **overrides}
-    value = overrides.pop("value", default_of(cls, name))
-    common.pop("value", None)
+              "elem_id": f"cfg-{cls.job_kind}-{name}"}
+    value = default_of(cls, name)
     low, high = meta.get("min"), meta.get("max")
     if kind == "bool":
         common.pop("info")

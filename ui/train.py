@@ -13,8 +13,9 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from ivt_core import jobs
+from ivt_core.config import job_config_class
 from ivt_core.config.evaluation import EvalConfig
-from ivt_core.config.settings import replace, stored
+from ivt_core.config.settings import stored
 from ivt_core.config.training import GRPOConfig, SFTConfig
 from ivt_core.errors import IVTError
 from ivt_core.rollouts import rollout_steps, rollout_views
@@ -200,9 +201,6 @@ def evaluate_trained(ctx: AppContext, job_id: int | None) -> str:
     return queue_evaluation(ctx, EvalConfig.for_model(model, dataset=dataset, split=split, steps=2, limit=100))
 
 
-CONFIGS = {"sft": SFTConfig, "grpo": GRPOConfig}
-
-
 def build(ctx: AppContext) -> list:
     models = model_choices(ctx)
     splits = split_choices(ctx)
@@ -251,18 +249,18 @@ def build(ctx: AppContext) -> list:
 
     def form_config(knd, model_id, split, *values):
         """The trainer config the form describes (checked). Raises IVTError saying what to fix."""
-        if knd not in CONFIGS:
+        if knd not in jobs.TRAINERS:
             raise IVTError(f"training kind must be sft or grpo, not {knd!r}")
         if not model_id:
             raise IVTError("pick a model to start from")
         names = list(sft_settings) if knd == "sft" else list(grpo_settings)
         chosen = values[:len(sft_settings)] if knd == "sft" else values[len(sft_settings):]
-        settings = config_from_form(CONFIGS[knd], dict(zip(names, chosen, strict=True)))
+        cls = job_config_class(knd)
+        settings = config_from_form(cls, dict(zip(names, chosen, strict=True)))  # types, emptied fields
+        values = {name: getattr(settings, name) for name in names}
         if knd == "grpo":
-            dataset, split_name = parse_split_choice(split or "shapes/train")
-            settings = replace(settings, dataset=dataset, split=split_name)
-        picked = {name: getattr(settings, name) for name in ("dataset", "split", *names) if hasattr(settings, name)}
-        return CONFIGS[knd].for_model(get_model(ctx.db(), int(model_id)), **picked)
+            values["dataset"], values["split"] = parse_split_choice(split or "shapes/train")
+        return cls.for_model(get_model(ctx.db(), int(model_id)), **values)
 
     def preview(*values):
         approved = count_traces(ctx.db())["approved"]
@@ -344,7 +342,7 @@ def build(ctx: AppContext) -> list:
         if not job_id:
             return keep
         row = get_job(ctx.db(), int(job_id))
-        if row["kind"] not in CONFIGS:
+        if row["kind"] not in jobs.TRAINERS:
             return keep
         config = jobs.job_config(ctx.workspace, row)
         fields = sft_settings if row["kind"] == "sft" else grpo_settings

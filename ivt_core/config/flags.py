@@ -69,17 +69,18 @@ def read_config_file(path: str | Path) -> dict:
         text = path.read_text()
     except OSError as exc:
         raise InvalidInputError(f"cannot read config file {path}: {exc.strerror}") from exc
-    try:
-        if path.suffix.lower() in (".yaml", ".yml"):
-            import yaml
+    if path.suffix.lower() in (".yaml", ".yml"):
+        import yaml
 
+        try:
             values = yaml.safe_load(text)
-        else:
+        except yaml.YAMLError as exc:
+            raise InvalidInputError(f"config file {path} is not valid YAML: {exc}") from exc
+    else:
+        try:
             values = json.loads(text)
-    except ValueError as exc:  # json.JSONDecodeError and yaml.YAMLError are both ValueErrors or have a mark
-        raise InvalidInputError(f"config file {path} is not valid {path.suffix[1:] or 'JSON'}: {exc}") from exc
-    except Exception as exc:  # noqa: BLE001 - yaml's errors do not share a base with ValueError
-        raise InvalidInputError(f"config file {path} is not valid YAML: {exc}") from exc
+        except ValueError as exc:
+            raise InvalidInputError(f"config file {path} is not valid {path.suffix[1:] or 'JSON'}: {exc}") from exc
     if not isinstance(values, dict):
         raise InvalidInputError(f"config file {path} must hold one object of settings, not {type(values).__name__}")
     return values

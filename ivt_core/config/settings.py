@@ -118,12 +118,6 @@ def from_stored(cls, values: dict):
     return cls(**values)
 
 
-def changed(config) -> dict:
-    """The fields whose value differs from the default (what a command line needs to say)."""
-    return {spec.name: getattr(config, spec.name) for spec in fields(config)
-            if getattr(config, spec.name) != default_of(type(config), spec.name)}
-
-
 def absolute_paths(config):
     """A copy of ``config`` whose path settings are absolute, resolved from the current working directory."""
     from pathlib import Path
