@@ -2,7 +2,10 @@
 
 For one sample, draw counterfactual boxes on the image as if the model had answered them (the ground truth,
 the model's own step-0 box, the ground truth shifted by 20 % and by 60 % of its size, a random box, and no
-box), ask the model to refine each, and measure where its next box lands. For each counterfactual:
+box), ask the model to refine each, and measure where its next box lands. One more second turn, ``re-ask``,
+asks the *same grounding question again* on the same image with no box: a model that can hold a conversation
+answers it as well as the first time, so unreadable or wrong re-asks show a context failure, not a refinement
+one. For each counterfactual:
 
 - ``shown_iou``: IoU of the drawn box with the ground truth (how good the box it was shown is);
 - ``next_iou``: IoU of the model's refined box with the ground truth;
@@ -33,7 +36,8 @@ from ivt_core.render import RenderStyle, render_box
 
 DEFAULT_STYLE = RenderStyle()
 PROBE_SAMPLING = Sampling(max_new_tokens=128)
-COUNTERFACTUALS = ("ground truth", "own step 0", "shifted 20%", "shifted 60%", "random", "none")
+COUNTERFACTUALS = ("ground truth", "own step 0", "shifted 20%", "shifted 60%", "random", "none", "re-ask")
+REASK = "re-ask"
 
 
 @dataclass
@@ -48,6 +52,7 @@ class ProbeRow:
     gain: float | None
     parse_ok: bool
     raw_text: str
+    first_iou: float = 0.0  # IoU of the model's own first (step-0) answer
 
 
 def _shift(box: Box, fraction: float, width: int, height: int) -> Box:
@@ -85,8 +90,9 @@ def probe_samples(
     style: RenderStyle = DEFAULT_STYLE,
     sampling: Sampling = PROBE_SAMPLING,
     prompt_version: str = LATEST,
+    counterfactuals: Sequence[str] = COUNTERFACTUALS,
 ) -> list[ProbeRow]:
-    """Probe each sample with every counterfactual (two model calls per sample batch); one row per pair."""
+    """Probe each sample with each of ``counterfactuals`` (two model calls per sample batch); one row per pair."""
     prompts = get_prompts(grounder.family.prompt_family, prompt_version)
 
     def first_turn(sample, image):
@@ -106,23 +112,24 @@ def probe_samples(
             "shifted 60%": _shift(sample.bbox, 0.6, w, h),
             "random": _random_box(rng, sample.bbox, w, h),
             "none": None,
+            REASK: None,
         }
-        for name in COUNTERFACTUALS:
+        for name in counterfactuals:
             box = shown[name]
             if name == "own step 0" and box is None:
                 continue  # the model gave no readable box at step 0: nothing to show as its own
             said = answer.text if box is None else _answer_text(box, grounder, image.size)
-            rendered = render_box(image, box, style)
+            again = prompts.ground_text(sample.expression) if name == REASK else prompts.refine_text(sample.expression)
             conversations.append([
                 first_turn(sample, image),
                 {"role": "assistant", "content": [{"type": "text", "text": said}]},
-                {"role": "user", "content": [{"type": "image", "image": rendered},
-                                             {"type": "text", "text": prompts.refine_text(sample.expression)}]},
+                {"role": "user", "content": [{"type": "image", "image": render_box(image, box, style)},
+                                             {"type": "text", "text": again}]},
             ])
-            meta.append((sample, image, name, box))
+            meta.append((sample, image, name, box, iou(own, sample.bbox)))
     answers = grounder.predict(conversations, sampling)
     rows = []
-    for (sample, image, name, box), answer in zip(meta, answers, strict=True):
+    for (sample, image, name, box, first), answer in zip(meta, answers, strict=True):
         nxt = _read_box(answer.text, grounder, image.size)
         shown_iou = iou(box, sample.bbox) if box is not None else None
         next_iou = iou(nxt, sample.bbox)
@@ -131,7 +138,7 @@ def probe_samples(
             sample_id=sample.id, shown=name, shown_box=box.rounded(1).to_xyxy() if box else None,
             shown_iou=shown_iou, next_box=nxt.rounded(1).to_xyxy() if nxt else None, next_iou=next_iou,
             moved=moved, gain=(next_iou - shown_iou) if shown_iou is not None else None,
-            parse_ok=nxt is not None, raw_text=answer.text,
+            parse_ok=nxt is not None, raw_text=answer.text, first_iou=first,
         ))
     return rows
 
@@ -160,12 +167,15 @@ def summarize_probe(rows: Sequence[ProbeRow]) -> dict:
             "n": len(group),
             "mean_shown_iou": fmean(shown) if shown else None,
             "mean_next_iou": fmean(r.next_iou for r in group),
+            "acc@0.5": sum(r.next_iou >= 0.5 for r in group) / len(group),
             "mean_moved": fmean(moved) if moved else None,
             "readable": sum(r.parse_ok for r in group) / len(group),
         }
     pairs = [(r.shown_iou, r.moved, r.gain) for r in rows if r.shown_iou is not None and r.moved is not None]
+    first = {r.sample_id: r.first_iou for r in rows}
     return {
-        "samples": len({r.sample_id for r in rows}),
+        "samples": len(first),
+        "step0_acc@0.5": sum(v >= 0.5 for v in first.values()) / len(first) if first else 0.0,
         "per_counterfactual": per,
         "corr_shown_iou_vs_moved": pearson([p[0] for p in pairs], [p[1] for p in pairs]),
         "corr_shown_iou_vs_gain": pearson([p[0] for p in pairs], [p[2] for p in pairs]),

@@ -162,20 +162,23 @@ def cpu_rope_index(model_class, config):
     return functools.partial(inner, stub)
 
 
-def build_text_example(processor, conversation: list[dict], image_sizes: list[tuple[int, int]]) -> dict:
-    """Like ``build_example`` for one trained final turn, but without running the image processor.
+def build_text_example(processor, conversation: list[dict], image_sizes: list[tuple[int, int]],
+                       train_turns: list[int] | None = None) -> dict:
+    """Like ``build_example``, but without running the image processor.
 
     ``image_sizes`` are the (width, height) of the conversation's images *as the processor would resize them*;
     the caller supplies the pixels separately (``patchify_on_device``). This keeps data-loader workers to
-    scene drawing and tokenizing, which is what lets a GPU train the toy model at full speed.
+    scene drawing and tokenizing, which is what lets a GPU train the toy model at full speed. ``train_turns``:
+    indices of the assistant messages that carry the loss (default: the last message).
     """
     ip = processor.image_processor
     counts = [(w // ip.patch_size) * (h // ip.patch_size) // ip.merge_size ** 2 for w, h in image_sizes]
-    ((start, end),) = _turn_bounds(processor, conversation, [len(conversation) - 1], counts)
+    turns = [len(conversation) - 1] if train_turns is None else sorted(train_turns)
     expanded = _expanded(processor, conversation, counts, generation_prompt=False)
     input_ids = torch.tensor(processor.tokenizer(expanded, add_special_tokens=False)["input_ids"])
     labels = torch.full_like(input_ids, IGNORE)
-    labels[start:end] = input_ids[start:end]
+    for start, end in _turn_bounds(processor, conversation, turns, counts):
+        labels[start:end] = input_ids[start:end]
     grids = torch.tensor([[1, h // ip.patch_size, w // ip.patch_size] for w, h in image_sizes])
     mm_types = (input_ids == processor.image_token_id).to(torch.int32)
     return {"input_ids": input_ids, "labels": labels, "mm_token_type_ids": mm_types, "image_grid_thw": grids}

@@ -3,13 +3,15 @@
     python -m training.toy_pretrain --out build/toy-model                 # defaults = the shipped model's config
     python -m training.toy_pretrain --out build/toy-model --resume        # continue from build/toy-model/last/
     python -m training.toy_pretrain --config assets/toy-model/train_config.json --out build/toy-model-again
+    python -m training.toy_pretrain --config toy-v2.json --init-from assets/toy-model --out build/toy-v2  # go on
 
 The model is the real ``Qwen3VLForConditionalGeneration`` at toy size, with the tiny-model kit's tokenizer,
 image processor and chat template. Each step draws fresh scenes (sample indices step * batch .. ): the data
 stream is a function of the seed, so a run (and a resumed run) is reproducible. Prompt: the family's step-0
 grounding prompt; target: ``{"bbox_2d": [x1, y1, x2, y2]}`` in 0-1000 coordinates; loss on the answer only.
 Every ``eval_every`` steps it runs the real loop (``ivt_core.loop``, greedy) on held-out val scenes and logs
-Acc@0.5 and the format-valid rate. The resolved config is saved with every checkpoint (``train_config.json``);
+Acc@0.5, the format-valid rate and the re-ask probe. With ``multi_turn_prob`` some conversations have two or
+three turns about one scene (``ShapesGrounding``), so the model can hold a conversation as long as the loop's. The resolved config is saved with every checkpoint (``train_config.json``);
 ``last/`` holds what ``--resume`` needs (weights, optimizer, scheduler, step).
 """
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import random
 import time
 from pathlib import Path
 
@@ -25,26 +28,35 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ivt_core.boxes import to_model
+from ivt_core.boxes import Box, to_model
 from ivt_core.config.flags import add_config_arguments, config_from_args
 from ivt_core.config.settings import stored
 from ivt_core.config.toy import ToyConfig, world_config
-from ivt_core.data.shapes import make_sample
+from ivt_core.data.shapes import make_sample, other_questions
 from ivt_core.prompts import get_prompts
+from ivt_core.render import RENDER_STYLES, render_box
 from ivt_core.supervision import build_text_example, collate, cpu_rope_index, patchify_on_device
 from ivt_core.tinykit import TinySpec, build_tiny_model
 
 
-def answer_text(sample) -> str:
-    coords = to_model(sample.bbox, "norm1000", sample.image.size)
-    return json.dumps({"bbox_2d": coords})
+def answer_text(box, size) -> str:
+    return json.dumps({"bbox_2d": to_model(box, "norm1000", size)})
 
 
 class ShapesGrounding(torch.utils.data.Dataset):
-    """Example ``i`` is scene ``i`` of the train split, as a one-turn grounding conversation with its answer."""
+    """Example ``i`` is scene ``i`` of the train split as a grounding conversation with its answers.
 
-    def __init__(self, processor, world, seed: int, length: int, start: int = 0):
+    With probability ``multi_turn_prob`` the conversation goes on for 2 .. ``max_turns`` turns about the same
+    scene: each later turn re-shows the scene with an arbitrary box drawn (any object's box, the asked one
+    included by chance, a random box, or none; outline or paper style) and asks about another object. So the
+    model learns to hold conversations as long as the IVT loop's, while the drawn box says nothing about the
+    answer: it is never taught to keep, move or correct a box. Loss on every answer.
+    """
+
+    def __init__(self, processor, world, seed: int, length: int, start: int = 0, multi_turn_prob: float = 0.0,
+                 max_turns: int = 3):
         self.processor, self.world, self.seed, self.length, self.start = processor, world, seed, length, start
+        self.multi_turn_prob, self.max_turns = multi_turn_prob, max_turns
         self.prompts = get_prompts("qwen3_vl")
 
     def __len__(self) -> int:
@@ -52,20 +64,45 @@ class ShapesGrounding(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> dict:
         s = make_sample(self.world, self.seed, "train", self.start + i)
-        conversation = [
-            {"role": "user", "content": [{"type": "image", "image": s.image},
-                                         {"type": "text", "text": self.prompts.ground_text(s.expression)}]},
-            {"role": "assistant", "content": [{"type": "text", "text": answer_text(s)}]},
-        ]
-        example = build_text_example(self.processor, conversation, [s.image.size])
-        example["image"] = torch.from_numpy(np.asarray(s.image, dtype=np.uint8).copy())
+        rng = random.Random(f"{self.seed}:turns:{self.start + i}")
+        questions = [(s.expression, s.bbox)]
+        if self.multi_turn_prob and rng.random() < self.multi_turn_prob:
+            questions += other_questions(s, rng, rng.randint(1, self.max_turns - 1))
+        conversation, images = [], []
+        for turn, (expression, box) in enumerate(questions):
+            image = s.image if turn == 0 else render_box(s.image, arbitrary_box(s, rng),
+                                                         RENDER_STYLES[rng.choice(("outline", "paper"))])
+            images.append(image)
+            conversation += [
+                {"role": "user", "content": [{"type": "image", "image": image},
+                                             {"type": "text", "text": self.prompts.ground_text(expression)}]},
+                {"role": "assistant", "content": [{"type": "text", "text": answer_text(box, s.image.size)}]},
+            ]
+        example = build_text_example(self.processor, conversation, [im.size for im in images],
+                                     train_turns=list(range(1, len(conversation), 2)))
+        example["images"] = torch.from_numpy(np.stack([np.asarray(im, dtype=np.uint8) for im in images]))
         return example
 
 
+def arbitrary_box(sample, rng: random.Random):
+    """A box to draw that carries no information about the next question: some object's box (70 %), a random
+    box (20 %) or none (10 %)."""
+    roll = rng.random()
+    if roll < 0.7:
+        return Box(*rng.choice(sample.meta["objects"])["box"])
+    if roll < 0.9:
+        w, h = sample.image.size
+        bw, bh = rng.uniform(8, w / 3), rng.uniform(8, h / 3)
+        x, y = rng.uniform(0, w - bw), rng.uniform(0, h - bh)
+        return Box(x, y, x + bw, y + bh)
+    return None
+
+
 def collate_scenes(examples: list[dict], pad: int, rope) -> dict:
-    """Text fields padded by ``supervision.collate``; the raw images stacked for ``patchify_on_device``."""
+    """Text fields padded by ``supervision.collate``; the raw images (in conversation order) stacked for
+    ``patchify_on_device``."""
     batch = collate(examples, pad, rope)
-    batch["images"] = torch.stack([e["image"] for e in examples])
+    batch["images"] = torch.cat([e["images"] for e in examples])
     return batch
 
 
@@ -77,27 +114,34 @@ def lr_at(step: int, cfg: ToyConfig) -> float:
 
 
 def evaluate_val(model, processor, cfg: ToyConfig, device: str) -> dict:
-    """Single-shot Acc@0.5 and format-valid rate on val scenes, through the real loop and grounder."""
+    """Single-shot Acc@0.5 and format-valid rate on val scenes, through the real loop and grounder; and the
+    re-ask probe (the same question again in a second turn, ``ivt_core.probe``): readable share and Acc@0.5."""
     from ivt_core.data.sample import Sample
     from ivt_core.families import FAMILIES
     from ivt_core.grounders.base import Sampling
     from ivt_core.grounders.transformers_grounder import TransformersGrounder
     from ivt_core.loop import LoopConfig, run_batch
     from ivt_core.metrics import run_metrics
+    from ivt_core.probe import REASK, probe_samples
 
     grounder = TransformersGrounder(model, processor, FAMILIES["qwen3_vl"], "toy", device)
     world = world_config(cfg.world)
     loop = LoopConfig(steps=0, batch_size=64, sampling=Sampling(max_new_tokens=40))
     model.eval()
-    trajectories = []
+    trajectories, reask = [], []
     for begin in range(0, cfg.eval_samples, 64):
         raw = [make_sample(world, cfg.seed, "val", i) for i in range(begin, min(cfg.eval_samples, begin + 64))]
         samples = [Sample(s.id, "shapes", "val", "", 0, 0, s.expression, s.bbox) for s in raw]
-        trajectories += run_batch(grounder, samples, loop, [s.image for s in raw])
+        images = [s.image for s in raw]
+        trajectories += run_batch(grounder, samples, loop, images)
+        reask += probe_samples(grounder, samples, images, sampling=Sampling(max_new_tokens=40),
+                               counterfactuals=(REASK,))
     model.train()
     m = run_metrics(trajectories)
     return {"val_acc@0.5": m["step0"]["acc@0.5"], "val_miou": m["step0"]["miou"],
-            "val_format_ok": 1 - m["parse_failure_rate"]}
+            "val_format_ok": 1 - m["parse_failure_rate"],
+            "val_reask_readable": sum(r.parse_ok for r in reask) / len(reask),
+            "val_reask_acc@0.5": sum(r.next_iou >= 0.5 for r in reask) / len(reask)}
 
 
 def save(model, processor, out: Path, cfg: ToyConfig, state: dict | None, metrics: dict) -> None:
@@ -138,6 +182,10 @@ def main(argv: list[str] | None = None) -> None:
         state = torch.load(last / "trainer_state.pt", map_location="cpu", weights_only=True)
         start = state["step"]
         history = json.loads((last / "train_metrics.json").read_text()).get("history", [])
+    elif cfg.init_from:
+        model = AutoModelForImageTextToText.from_pretrained(cfg.init_from, dtype=torch.float32)
+        processor = load_processor(cfg.init_from, "qwen3_vl")
+        state, start, history = None, 0, []
     else:
         spec = TinySpec(hidden=cfg.hidden, layers=cfg.layers, heads=cfg.heads, kv_heads=cfg.kv_heads,
                         intermediate=cfg.intermediate, vision_hidden=cfg.vision_hidden, vision_depth=cfg.vision_depth,
@@ -161,7 +209,8 @@ def main(argv: list[str] | None = None) -> None:
     rope = cpu_rope_index(Qwen3VLModel, model.config)
     pad = processor.tokenizer.pad_token_id
     dataset = ShapesGrounding(processor, world_config(cfg.world), cfg.seed,
-                              (cfg.steps - start) * cfg.batch_size, start * cfg.batch_size)
+                              (cfg.steps - start) * cfg.batch_size, start * cfg.batch_size,
+                              cfg.multi_turn_prob, cfg.max_turns)
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=cfg.batch_size, shuffle=False, num_workers=cfg.workers,
         collate_fn=lambda ex: collate_scenes(ex, pad, rope), prefetch_factor=4 if cfg.workers else None,

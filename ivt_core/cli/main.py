@@ -20,6 +20,7 @@ from ivt_core.cli.evaluation import cmd_compare, cmd_eval, cmd_probe, cmd_report
 from ivt_core.cli.jobs import cmd_jobs, cmd_train
 from ivt_core.cli.traces import add_parsers as add_trace_parsers
 from ivt_core.config.evaluation import EvalConfig
+from ivt_core.data.shapes import WORLDS
 from ivt_core.config.flags import add_config_arguments
 from ivt_core.config.training import GRPOConfig, SFTConfig
 from ivt_core.errors import InvalidInputError, IVTError
@@ -65,12 +66,14 @@ def cmd_tiny_model(args: argparse.Namespace) -> int:
 def cmd_data_shapes(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from ivt_core.data.shapes import named_world
     from ivt_core.data.shapes_split import write_shapes_split
     from ivt_core.workspace import Workspace
 
+    world = named_world(args.world)
     workspace = Workspace.open(args.workspace)
     with tqdm(total=args.n, desc=f"shapes {args.split}", unit="scene", file=sys.stderr) as bar:
-        count = write_shapes_split(workspace, args.split, args.n, args.seed, args.name, progress=bar.update)
+        count = write_shapes_split(workspace, args.split, args.n, args.seed, args.name, world, progress=bar.update)
     print(f"wrote {count} {args.split} samples to dataset {args.name!r} in {workspace.root}", file=sys.stderr)
     return 0
 
@@ -131,6 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=_non_negative, required=True, help="number of samples")
     p.add_argument("--seed", type=_non_negative, default=0, help="world seed (same seed, same scenes)")
     p.add_argument("--name", default="shapes", help="dataset name in the workspace")
+    p.add_argument("--world", default="shapes-v1", choices=list(WORLDS),
+                   help="shapes-v1: every object fully visible; shapes-v2: also tiny and partly hidden shapes "
+                        "(near misses to refine)")
     p.set_defaults(func=cmd_data_shapes)
     from ivt_core.data.importers import FORMATS
 

@@ -6,12 +6,19 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from ivt_core.config.settings import check_settings, setting
-from ivt_core.data.shapes import ShapesConfig
+from ivt_core.data.shapes import ShapesConfig, named_world
 from ivt_core.errors import InvalidInputError
 
 
-def world_config(world: dict) -> ShapesConfig:
-    """The shapes world a stored dict describes (JSON lists back to tuples)."""
+def world_config(world: dict | str) -> ShapesConfig:
+    """The shapes world a stored dict describes (JSON lists back to tuples), or a named one ("shapes-v2").
+    Raises InvalidInputError for an unknown name or setting."""
+    if isinstance(world, str):
+        return named_world(world)
+    unknown = set(world) - set(ShapesConfig.__dataclass_fields__)
+    if unknown:
+        raise InvalidInputError(f"unknown shapes-world settings {', '.join(sorted(unknown))}; "
+                                f"use {', '.join(ShapesConfig.__dataclass_fields__)}")
     return ShapesConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in world.items()})
 
 
@@ -35,8 +42,14 @@ class ToyConfig:
     vision_hidden: int = setting(256, "vision tower width", min=8)
     vision_depth: int = setting(4, "vision tower layers", min=1, max=64)
     vocab: int = setting(1024, "tokenizer vocabulary size", min=256)
-    world: dict = setting(help="the shapes world's settings (config file only)",
+    world: dict = setting(help="the shapes world: its settings (config file) or a name (shapes-v1, shapes-v2)",
                           default_factory=lambda: asdict(ShapesConfig()))
+    init_from: str = setting("", "start from this toy model's weights (a folder) instead of random ones; the "
+                                 "architecture settings above are then the model's own", path=True)
+    multi_turn_prob: float = setting(0.0, "share of training conversations with more than one turn about the "
+                                          "scene (re-shown with an arbitrary box drawn, another object asked)",
+                                     min=0.0, max=1.0)
+    max_turns: int = setting(3, "turns of a multi-turn conversation (2 .. this)", min=2, max=6)
     eval_every: int = setting(1000, "run the loop on val scenes every N steps", min=1)
     eval_samples: int = setting(256, "val scenes per evaluation", min=1)
     save_every: int = setting(1000, "save last/ every N steps", min=1)
@@ -49,5 +62,5 @@ class ToyConfig:
         check_settings(self)
         if self.hidden % self.heads or self.heads % self.kv_heads:
             raise InvalidInputError("--hidden must divide by --heads, and --heads by --kv-heads")
-        world_config(self.world).check()
+        self.world = asdict(world_config(self.world).check())  # a name becomes the settings it stands for
         return self

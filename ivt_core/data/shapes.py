@@ -51,6 +51,13 @@ class ShapesConfig:
     duplicate_prob: float = 0.35
     texture_prob: float = 0.6
     expression_weights: tuple[float, float, float] = (0.4, 0.35, 0.25)  # attribute, relation, ordinal
+    # near misses (0 = off, as in shapes-v1): shapes small enough to fall inside one or two vision patches, and
+    # shapes partly hidden behind later ones (their box is then the visible part's, as annotators draw it)
+    tiny_prob: float = 0.0
+    tiny_radius: tuple[int, int] = (6, 9)
+    occlusion_prob: float = 0.0
+    occlusion_max_iou: float = 0.5
+    min_visible: float = 0.55
     version: str = "shapes-v1"
 
     def check(self) -> ShapesConfig:
@@ -61,7 +68,28 @@ class ShapesConfig:
             raise InvalidInputError("need 1 <= min_objects <= max_objects <= 12")
         if self.large_radius[1] * 4 > self.image_size:
             raise InvalidInputError("large_radius is too big for image_size; shapes would not fit")
+        for name in ("tiny_prob", "occlusion_prob", "min_visible", "max_overlap_iou", "occlusion_max_iou"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise InvalidInputError(f"{name} must be between 0 and 1, got {getattr(self, name)}")
+        if not 2 <= self.tiny_radius[0] <= self.tiny_radius[1]:
+            raise InvalidInputError("tiny_radius must be (low, high) with 2 <= low <= high")
         return self
+
+
+# Named worlds, for `ivt data shapes --world` and the toy's training config. shapes-v1: every object fully
+# visible at two sizes (the base toy's errors are almost all the wrong object). shapes-v2 adds near misses:
+# tiny shapes and partial occlusion, so a model also makes localisation errors (loose edges) to refine.
+WORLDS = {
+    "shapes-v1": ShapesConfig(),
+    "shapes-v2": ShapesConfig(tiny_prob=0.25, occlusion_prob=0.5, version="shapes-v2"),
+}
+
+
+def named_world(name: str) -> ShapesConfig:
+    """The world called ``name``. Raises InvalidInputError naming the known ones."""
+    if name not in WORLDS:
+        raise InvalidInputError(f"unknown shapes world {name!r}; use one of {', '.join(WORLDS)}")
+    return WORLDS[name]
 
 
 @dataclass(frozen=True)
@@ -135,17 +163,56 @@ def _place_shapes(rng: random.Random, config: ShapesConfig) -> list[Shape]:
             kind, colour = rng.choice(KINDS), rng.choice(list(COLOURS))
         size = rng.choice(("small", "large"))
         lo, hi = config.small_radius if size == "small" else config.large_radius
+        if size == "small" and config.tiny_prob and rng.random() < config.tiny_prob:
+            lo, hi = config.tiny_radius
         r = rng.uniform(lo, hi)
         margin = r + 2
         cx = rng.uniform(margin, config.image_size - margin)
         cy = rng.uniform(margin, config.image_size - margin)
         shape = Shape(kind, colour, size, cx, cy, r, rng.uniform(-0.3, 0.3))
         box = shape.box()
-        if any(iou(box, other.box()) > config.max_overlap_iou or _center_inside(shape, other)
-               for other in shapes):
+        limit = config.max_overlap_iou
+        if config.occlusion_prob and rng.random() < config.occlusion_prob:
+            limit = config.occlusion_max_iou
+        if any(iou(box, other.box()) > limit or _center_inside(shape, other) for other in shapes):
             continue
+        if limit > config.max_overlap_iou and min(visible_fractions([*shapes, shape], config.image_size)) < \
+                config.min_visible:
+            continue  # it would hide too much of an earlier shape (or the shape's own label would not fit)
         shapes.append(shape)
     return shapes
+
+
+def _label_map(shapes: list[Shape], image_size: int) -> np.ndarray:
+    """Which shape (1-based, 0 = background) each pixel shows, drawn in the scene's order (later on top)."""
+    labels = Image.new("L", (image_size, image_size), 0)
+    draw = ImageDraw.Draw(labels)
+    for i, shape in enumerate(shapes, start=1):
+        _draw_shape(draw, shape, i, i)
+    return np.asarray(labels)
+
+
+def _area(shape: Shape, image_size: int) -> int:
+    alone = Image.new("L", (image_size, image_size), 0)
+    _draw_shape(ImageDraw.Draw(alone), shape, 1, 1)
+    return int(np.count_nonzero(np.asarray(alone)))
+
+
+def visible_fractions(shapes: list[Shape], image_size: int) -> list[float]:
+    """The share of each shape's pixels not covered by a later shape."""
+    labels = _label_map(shapes, image_size)
+    return [int(np.count_nonzero(labels == i)) / max(1, _area(s, image_size)) for i, s in enumerate(shapes, 1)]
+
+
+def visible_box(shapes: list[Shape], index: int, image_size: int) -> Box:
+    """The box of the pixels of shape ``index`` that the scene shows (its whole box when nothing covers it)."""
+    shape = shapes[index]
+    if not any(iou(shape.box(), other.box()) > 0 for other in shapes[index + 1:]):
+        return shape.box()
+    ys, xs = np.nonzero(_label_map(shapes, image_size) == index + 1)
+    if len(xs) == 0:  # pragma: no cover - placement keeps min_visible of every shape
+        return shape.box()
+    return Box(float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1))
 
 
 def _center_inside(a: Shape, b: Shape) -> bool:
@@ -181,13 +248,16 @@ def draw_scene(shapes: list[Shape], background: Image.Image) -> Image.Image:
     draw = ImageDraw.Draw(image)
     for shape in shapes:
         colour = COLOURS[shape.colour]
-        outline = tuple(max(0, c - 60) for c in colour)
-        if shape.kind == "circle":
-            b = shape.box()
-            draw.ellipse([b.x1, b.y1, b.x2, b.y2], fill=colour, outline=outline)
-        else:
-            draw.polygon(shape.polygon(), fill=colour, outline=outline)
+        _draw_shape(draw, shape, colour, tuple(max(0, c - 60) for c in colour))
     return image
+
+
+def _draw_shape(draw: ImageDraw.ImageDraw, shape: Shape, fill, outline) -> None:
+    if shape.kind == "circle":
+        b = shape.box()
+        draw.ellipse([b.x1, b.y1, b.x2, b.y2], fill=fill, outline=outline)
+    else:
+        draw.polygon(shape.polygon(), fill=fill, outline=outline)
 
 
 def _matches(shapes: list[Shape], kind: str, colour: str | None = None, size: str | None = None) -> list[int]:
@@ -276,6 +346,11 @@ def _expression(shapes: list[Shape], rng: random.Random, config: ShapesConfig) -
     return None
 
 
+def _target_box(shapes: list[Shape], index: int, config: ShapesConfig) -> Box:
+    box = visible_box(shapes, index, config.image_size) if config.occlusion_prob else shapes[index].box()
+    return box.clip(config.image_size, config.image_size)
+
+
 def make_sample(config: ShapesConfig, seed: int, split: str, index: int) -> ShapeSample:
     """Generate sample ``index`` of ``split`` for ``seed``; identical on every call."""
     rng = _rng(seed, split, index, config)
@@ -289,7 +364,7 @@ def make_sample(config: ShapesConfig, seed: int, split: str, index: int) -> Shap
     target, text, expression_type = found
     background, texture = _background(rng, config)
     image = draw_scene(shapes, background)
-    box = shapes[target].box().clip(config.image_size, config.image_size)
+    box = _target_box(shapes, target, config)
     meta = {
         "world": config.version,
         "seed": seed,
@@ -297,9 +372,29 @@ def make_sample(config: ShapesConfig, seed: int, split: str, index: int) -> Shap
         "target": target,
         "expression_type": expression_type,
         "background": texture,
-        "objects": [{**asdict(s), "box": s.box().rounded(2).to_xyxy()} for s in shapes],
+        "objects": [{**asdict(s), "box": _target_box(shapes, i, config).rounded(2).to_xyxy()}
+                    for i, s in enumerate(shapes)],
     }
     return ShapeSample(f"shapes-s{seed}-{split}-{index:06d}", split, image, text, box, meta)
+
+
+def other_questions(sample: ShapeSample, rng: random.Random, n: int) -> list[tuple[str, Box]]:
+    """Up to ``n`` more referring expressions about other objects of ``sample``'s scene, with their boxes (for
+    multi-turn conversations about one scene: the toy's pretraining, never the loop's refinement)."""
+    shapes = [Shape(**{k: v for k, v in o.items() if k != "box"}) for o in sample.meta["objects"]]
+    makers = (_attribute_expression, _relation_expression, _ordinal_expression)
+    targets = [i for i in range(len(shapes)) if i != sample.meta["target"]]
+    rng.shuffle(targets)
+    out = []
+    for target in targets:
+        for maker in rng.sample(makers, len(makers)):
+            text = maker(shapes, target, rng)
+            if text:
+                out.append((text, Box(*sample.meta["objects"][target]["box"])))
+                break
+        if len(out) == n:
+            break
+    return out
 
 
 def generate(config: ShapesConfig, seed: int, split: str, n: int, start: int = 0):
