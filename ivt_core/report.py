@@ -14,6 +14,7 @@ from collections import defaultdict
 
 from sqlite_utils import Database
 
+from ivt_core.error_kinds import kind_shares
 from ivt_core.errors import InvalidInputError
 from ivt_core.metrics import OUTCOME_BAND, THRESHOLDS, run_metrics
 from ivt_core.render import describe
@@ -48,6 +49,7 @@ def build_report(db: Database, run_id: int) -> dict:
         "metrics": run_metrics(trajectories),
         "by_source": {k: run_metrics(v) for k, v in sorted(by_source.items())},
         "by_expression_type": {k: run_metrics(v) for k, v in sorted(by_type.items())},
+        "error_kinds": kind_shares(trajectories, meta),
     }
 
 
@@ -57,6 +59,12 @@ def summary_rows(metrics: dict) -> list[tuple[str, dict]]:
     rows += [(f"stop: {name}", numbers) for name, numbers in metrics["policies"].items()]
     rows.append((metrics["oracle"]["label"], metrics["oracle"]))
     return rows
+
+
+def kinds_text(kinds: dict) -> str:
+    """Error kinds at step 0 and at the final step, one line each."""
+    return "\n".join(f"{'step 0' if row == 'step0' else 'final step'} boxes: "
+                     + ", ".join(f"{k} {v:.1%}" for k, v in shares.items()) for row, shares in kinds.items())
 
 
 def text_table(metrics: dict) -> str:
@@ -129,6 +137,8 @@ def report_html(report: dict) -> str:
         f"<p>Per-step IoU degradation: <b>{m['degradation']:.3f}</b>. Unparsable answers: "
         f"{m['parse_failure_rate']:.1%} (step 0: {m['parse_failure_rate_step0']:.1%}). Outcomes: "
         + ", ".join(f"{k} {v:.1%}" for k, v in m["outcomes"].items()) + ".</p>",
+        "<p>What the boxes are (below IoU 0.5: the object they overlap most): "
+        + html.escape(kinds_text(report["error_kinds"])).replace("\n", "<br>") + "</p>",
     ]
     for index, fig in enumerate(figures(report)):
         parts.append(fig.to_html(full_html=False, include_plotlyjs="inline" if index == 0 else False))

@@ -43,6 +43,21 @@ def answer_text(box, size) -> str:
     return json.dumps({"bbox_2d": to_model(box, "norm1000", size)})
 
 
+# Other wordings of the grounding request, none of which asks to check or correct anything: with
+# ``paraphrase_prob`` the toy learns to follow an instruction it has not seen word for word (find the quoted
+# expression, answer with its box), as an instruction-tuned VLM does, instead of only one fixed sentence.
+PARAPHRASES = (
+    'Find "{expression}" and answer with its bounding box as JSON {{"bbox_2d": [x1, y1, x2, y2]}} with '
+    "coordinates from 0 to 1000.",
+    'This image shows several shapes{drawn}. Which one is "{expression}"? Give its bounding box as JSON '
+    '{{"bbox_2d": [x1, y1, x2, y2]}} with coordinates from 0 to 1000.',
+    "Look at this image again{drawn}. Now give the bounding box of \"{expression}\" as JSON "
+    '{{"bbox_2d": [x1, y1, x2, y2]}} with coordinates from 0 to 1000.',
+    "Here is the same scene{drawn}; the box, if any, may mark any object. Say nothing else: output the "
+    'bounding box of "{expression}" as JSON {{"bbox_2d": [x1, y1, x2, y2]}} with coordinates from 0 to 1000.',
+)
+
+
 class ShapesGrounding(torch.utils.data.Dataset):
     """Example ``i`` is scene ``i`` of the train split as a grounding conversation with its answers.
 
@@ -54,9 +69,9 @@ class ShapesGrounding(torch.utils.data.Dataset):
     """
 
     def __init__(self, processor, world, seed: int, length: int, start: int = 0, multi_turn_prob: float = 0.0,
-                 max_turns: int = 3):
+                 max_turns: int = 3, paraphrase_prob: float = 0.0):
         self.processor, self.world, self.seed, self.length, self.start = processor, world, seed, length, start
-        self.multi_turn_prob, self.max_turns = multi_turn_prob, max_turns
+        self.multi_turn_prob, self.max_turns, self.paraphrase_prob = multi_turn_prob, max_turns, paraphrase_prob
         self.prompts = get_prompts("qwen3_vl")
 
     def __len__(self) -> int:
@@ -70,12 +85,16 @@ class ShapesGrounding(torch.utils.data.Dataset):
             questions += other_questions(s, rng, rng.randint(1, self.max_turns - 1))
         conversation, images = [], []
         for turn, (expression, box) in enumerate(questions):
-            image = s.image if turn == 0 else render_box(s.image, arbitrary_box(s, rng),
-                                                         RENDER_STYLES[rng.choice(("outline", "paper"))])
+            drawn = arbitrary_box(s, rng) if turn else None
+            image = render_box(s.image, drawn, RENDER_STYLES[rng.choice(("outline", "paper"))]) if turn else s.image
             images.append(image)
+            text = self.prompts.ground_text(expression)
+            if self.paraphrase_prob and rng.random() < self.paraphrase_prob:
+                text = rng.choice(PARAPHRASES).format(expression=expression,
+                                                      drawn=" with a box drawn on it" if drawn else "")
             conversation += [
                 {"role": "user", "content": [{"type": "image", "image": image},
-                                             {"type": "text", "text": self.prompts.ground_text(expression)}]},
+                                             {"type": "text", "text": text}]},
                 {"role": "assistant", "content": [{"type": "text", "text": answer_text(box, s.image.size)}]},
             ]
         example = build_text_example(self.processor, conversation, [im.size for im in images],
@@ -210,7 +229,7 @@ def main(argv: list[str] | None = None) -> None:
     pad = processor.tokenizer.pad_token_id
     dataset = ShapesGrounding(processor, world_config(cfg.world), cfg.seed,
                               (cfg.steps - start) * cfg.batch_size, start * cfg.batch_size,
-                              cfg.multi_turn_prob, cfg.max_turns)
+                              cfg.multi_turn_prob, cfg.max_turns, cfg.paraphrase_prob)
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=cfg.batch_size, shuffle=False, num_workers=cfg.workers,
         collate_fn=lambda ex: collate_scenes(ex, pad, rope), prefetch_factor=4 if cfg.workers else None,

@@ -1,4 +1,4 @@
-"""``ivt eval``, ``ivt report``, ``ivt compare``, ``ivt probe``, ``ivt runs``."""
+"""``ivt eval``, ``ivt report``, ``ivt compare``, ``ivt paper-table``, ``ivt probe``, ``ivt runs``."""
 
 from __future__ import annotations
 
@@ -144,7 +144,7 @@ def _summary(run_id: int, m: dict) -> str:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from ivt_core.render import describe
-    from ivt_core.report import build_report, report_html, text_table
+    from ivt_core.report import build_report, kinds_text, report_html, text_table
     from ivt_core.workspace import Workspace
 
     report = build_report(Workspace.open(args.workspace).connect(), args.run_id)
@@ -159,6 +159,7 @@ def cmd_report(args: argparse.Namespace) -> int:
               f"policy {run['policy']}, box drawn as {describe(report['render_style'])}, "
               f"{report['metrics']['n']} samples, {run['status']}")
         print(text_table(report["metrics"]))
+        print(kinds_text(report["error_kinds"]))
         for name, m in report["by_source"].items() if len(report["by_source"]) > 1 else ():
             print(f"\nsource {name} ({m['n']} samples)\n{text_table(m)}")
     return 0
@@ -170,6 +171,16 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     result = compare_runs(Workspace.open(args.workspace).connect(), args.run_ids)
     print(json.dumps(result) if args.json else compare_text(result))
+    return 0
+
+
+def cmd_paper_table(args: argparse.Namespace) -> int:
+    from ivt_core.paper_table import paper_table, table_text
+    from ivt_core.workspace import Workspace
+
+    labels = [x.strip() for x in args.labels.split(",")] if args.labels else None
+    table = paper_table(Workspace.open(args.workspace).connect(), args.run_ids, labels)
+    print(json.dumps(table) if args.json else table_text(table))
     return 0
 
 

@@ -16,7 +16,7 @@ import os
 import sys
 
 from ivt_core import logs
-from ivt_core.cli.evaluation import cmd_compare, cmd_eval, cmd_probe, cmd_report, cmd_runs
+from ivt_core.cli.evaluation import cmd_compare, cmd_eval, cmd_paper_table, cmd_probe, cmd_report, cmd_runs
 from ivt_core.cli.jobs import cmd_jobs, cmd_train
 from ivt_core.cli.traces import add_parsers as add_trace_parsers
 from ivt_core.config.evaluation import EvalConfig
@@ -188,6 +188,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workspace", default=None)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("paper-table", help="the paper's rows (single shot, naive IVT, each trained model + IVT) "
+                                           "with stopping rules, oracle, per-step fix/break and McNemar tests")
+    p.add_argument("run_ids", type=_positive, nargs="+", metavar="RUN_ID",
+                   help="the base model's run first (its step 0 is the single shot), then each trained model's")
+    p.add_argument("--labels", default=None, help="comma-separated row names, one per run (default: model names)")
+    p.add_argument("--workspace", default=None)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_paper_table)
 
     p = sub.add_parser("probe", help="the mirage probe: counterfactual boxes and how the model refines each")
     p.add_argument("--workspace", default=None)

@@ -50,6 +50,8 @@ class ToyConfig:
                                           "scene (re-shown with an arbitrary box drawn, another object asked)",
                                      min=0.0, max=1.0)
     max_turns: int = setting(3, "turns of a multi-turn conversation (2 .. this)", min=2, max=6)
+    paraphrase_prob: float = setting(0.0, "share of questions asked in another wording (none asks to check or "
+                                          "correct a box; training/toy_pretrain.py PARAPHRASES)", min=0.0, max=1.0)
     eval_every: int = setting(1000, "run the loop on val scenes every N steps", min=1)
     eval_samples: int = setting(256, "val scenes per evaluation", min=1)
     save_every: int = setting(1000, "save last/ every N steps", min=1)

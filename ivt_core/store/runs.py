@@ -112,12 +112,13 @@ def run_of_job(db: Database, job_id: int) -> int | None:
 
 
 def run_samples_meta(db: Database, run_id: int) -> dict[str, dict]:
-    """{sample id: {"source", "meta"}} of the samples a run has trajectories for."""
+    """{sample id: {"source", "meta", "bbox"}} of the samples a run has trajectories for."""
     rows = db.query(
-        "SELECT s.id, s.source, s.meta FROM samples s JOIN trajectories t ON t.sample_id = s.id WHERE t.run_id = ?",
-        [run_id],
+        "SELECT s.id, s.source, s.meta, s.x1, s.y1, s.x2, s.y2 FROM samples s JOIN trajectories t "
+        "ON t.sample_id = s.id WHERE t.run_id = ?", [run_id],
     )
-    return {r["id"]: {"source": r["source"], "meta": json.loads(r["meta"])} for r in rows}
+    return {r["id"]: {"source": r["source"], "meta": json.loads(r["meta"]),
+                      "bbox": Box(r["x1"], r["y1"], r["x2"], r["y2"])} for r in rows}
 
 
 def count_trajectories(db: Database, run_id: int) -> int:

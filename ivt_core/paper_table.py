@@ -1,0 +1,162 @@
+"""The paper's table, from a workspace's runs: does the IVT loop beat single shot, and at what?
+
+Rows, as the paper lays them out: base single shot, naive IVT (the base model in the loop), then each trained
+model in the loop (SFT + IVT, SFT + GRPO + IVT). ``paper_table(db, [base_run, sft_run, grpo_run])``: the first
+run is the base model's; its step 0 *is* the single shot (greedy), and, when it ran refinement steps, the run
+itself is the naive-IVT row. Every run is restricted to the samples all the runs share.
+
+Each row gives Acc@0.5 / 0.7 / 0.9 at step 0, at the final step, under the best label-free stopping rule (chosen
+on this very split, so an optimistic pick, said so) and under the oracle (best step by ground truth: not
+deployable, labelled). Per refinement step t: degradation (mean IoU lost), fix rate (wrong at t-1, right at t)
+and break rate (right at t-1, wrong at t), at IoU 0.5, over the samples that reached step t. Each row's final
+step and best rule are tested against single shot with an exact McNemar test on the paired right/wrong outcomes
+at IoU 0.5 (wins: single shot wrong and the row right; losses: the reverse).
+
+Why not scipy's McNemar: the exact two-sided binomial test is a few lines with ``math.comb``, and scipy is not
+otherwise a dependency.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from statistics import fmean
+
+from sqlite_utils import Database
+
+from ivt_core.errors import InvalidInputError
+from ivt_core.metrics import run_metrics
+from ivt_core.records import Trajectory
+from ivt_core.stopping import LABEL_FREE_POLICIES, ORACLE_LABEL, stop_step
+from ivt_core.store.models import get_model
+from ivt_core.store.runs import get_run, load_trajectories
+
+TABLE_THRESHOLDS = (0.5, 0.7, 0.9)
+TAU = 0.5
+
+
+def mcnemar(wins: int, losses: int) -> float:
+    """Exact two-sided McNemar p-value for ``wins`` and ``losses`` discordant pairs (1.0 when there are none)."""
+    n = wins + losses
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, k) for k in range(min(wins, losses) + 1))
+    return min(1.0, 2 * tail / 2 ** n)
+
+
+def step_rates(trajectories: Sequence[Trajectory], tau: float = TAU) -> list[dict]:
+    """Per refinement step t >= 1: samples reaching it, degradation, fix rate and break rate (at IoU ``tau``)."""
+    longest = max((t.stop_step for t in trajectories), default=0)
+    rows = []
+    for step in range(1, longest + 1):
+        pairs = [(t.steps[step - 1].iou, t.steps[step].iou) for t in trajectories if t.stop_step >= step]
+        n = len(pairs)
+        rows.append({"step": step, "n": n,
+                     "degradation": fmean(max(0.0, a - b) for a, b in pairs) if n else 0.0,
+                     "fix": sum(a < tau <= b for a, b in pairs) / n if n else 0.0,
+                     "break": sum(b < tau <= a for a, b in pairs) / n if n else 0.0})
+    return rows
+
+
+def _paired(reference: list[bool], row: list[bool]) -> dict:
+    wins = sum(r and not s for s, r in zip(reference, row, strict=True))
+    losses = sum(s and not r for s, r in zip(reference, row, strict=True))
+    return {"wins": wins, "losses": losses, "p": mcnemar(wins, losses)}
+
+
+def _policy_ious(trajectories: Sequence[Trajectory], policy: str) -> list[float]:
+    return [t.steps[stop_step(t.steps[: t.stop_step + 1], policy)].iou if t.steps else 0.0 for t in trajectories]
+
+
+def _accs(ious: Sequence[float]) -> dict:
+    return {f"acc@{tau:g}": sum(v >= tau for v in ious) / len(ious) for tau in TABLE_THRESHOLDS}
+
+
+def _row(label: str, run_id: int, trajectories: list[Trajectory], single: list[bool], refined: bool) -> dict:
+    metrics = run_metrics(trajectories)
+    row = {"label": label, "run_id": run_id, "n": len(trajectories), "refinement_steps": refined,
+           "step0": _accs([t.step0_iou for t in trajectories])}
+    if not refined:
+        return row
+    finals = [t.final_iou for t in trajectories]
+    best = max(LABEL_FREE_POLICIES, key=lambda p: (metrics["policies"][p]["acc@0.5"], p == "fixed"))
+    best_ious = _policy_ious(trajectories, best)
+    row.update({
+        "final": _accs(finals),
+        "best_rule": {"rule": best, **_accs(best_ious)},
+        "oracle": {"label": ORACLE_LABEL, **_accs([t.oracle_iou for t in trajectories])},
+        "per_step": step_rates(trajectories),
+        "degradation": metrics["degradation"],
+        "unreadable": metrics["parse_failure_rate"],
+        "vs_single_shot": {"final": _paired(single, [v >= TAU for v in finals]),
+                           "best_rule": _paired(single, [v >= TAU for v in best_ious])},
+    })
+    return row
+
+
+def paper_table(db: Database, run_ids: Sequence[int], labels: Sequence[str] | None = None) -> dict:
+    """The table for ``run_ids`` (the base model's run first). Raises InvalidInputError for no runs, unknown or
+    empty runs, runs that share no samples, or a label count that does not match."""
+    if not run_ids:
+        raise InvalidInputError("give the run ids: the base model's run first, then each trained model's")
+    if labels and len(labels) != len(run_ids):
+        raise InvalidInputError(f"{len(labels)} labels for {len(run_ids)} runs; give one label per run")
+    trajs = {}
+    for rid in run_ids:
+        loaded = load_trajectories(db, rid)
+        if not loaded:
+            raise InvalidInputError(f"run {rid} has no trajectories yet")
+        trajs[rid] = {t.sample_id: t for t in loaded}
+    common = sorted(set.intersection(*(set(t) for t in trajs.values())))
+    if not common:
+        raise InvalidInputError(f"runs {', '.join(map(str, run_ids))} share no samples; use runs of one split")
+    runs = {rid: get_run(db, rid) for rid in run_ids}
+    base = run_ids[0]
+    base_trajs = [trajs[base][s] for s in common]
+    single = [t.step0_iou >= TAU for t in base_trajs]
+    names = list(labels) if labels else [get_model(db, runs[rid]["model_id"])["name"] for rid in run_ids]
+    rows = [_row("base single shot" if not labels else f"{names[0]} single shot", base, base_trajs, single, False)]
+    for index, rid in enumerate(run_ids):
+        refined = runs[rid]["steps"] > 0
+        if not refined and index == 0:
+            continue
+        label = (("naive IVT" if not labels else f"{names[0]} + IVT") if index == 0
+                 else f"{names[index]} + IVT" if refined else f"{names[index]} single shot")
+        rows.append(_row(label, rid, [trajs[rid][s] for s in common], single, refined))
+    return {"samples": len(common), "dataset": runs[base]["dataset"], "split": runs[base]["split"],
+            "tau": TAU, "rows": rows,
+            "notes": ["best rule: the label-free stopping rule with the highest Acc@0.5, chosen on this split "
+                      "(an optimistic pick; fix the rule on another split to deploy it)",
+                      f"{ORACLE_LABEL}: the best step by ground truth, an upper bound no deployed loop reaches",
+                      "wins / losses / p: paired right-or-wrong at IoU 0.5 against base single shot, exact McNemar"]}
+
+
+def table_text(table: dict) -> str:
+    """The table as fixed-width text (what ``ivt paper-table`` prints)."""
+    cols = [("step0", "step 0"), ("final", "final"), ("best_rule", "best rule"), ("oracle", "oracle*")]
+    head = f"{'':<26}" + "".join(f"{name:>15}" for _, name in cols) + f"{'final vs single shot':>32}"
+    lines = [f"{table['dataset']}/{table['split']}, {table['samples']} common samples; Acc at IoU 0.5 / 0.7 / 0.9",
+             head]
+    for row in table["rows"]:
+        def cell(key: str) -> str:
+            d = row.get(key)
+            return "-" if d is None else "/".join(f"{d[f'acc@{t:g}']:.3f}"[1:] for t in TABLE_THRESHOLDS)
+        line = f"{row['label'][:25]:<26}" + "".join(f"{cell(k):>15}" for k, _ in cols)
+        if row["refinement_steps"]:
+            vs = row["vs_single_shot"]["final"]
+            tested = f"{vs['wins']} wins, {vs['losses']} losses, p={vs['p']:.2g}"
+            line += f"{tested:>32}"
+        lines.append(line.rstrip())
+    lines.append("")
+    for row in table["rows"]:
+        if not row["refinement_steps"]:
+            continue
+        best = row["best_rule"]
+        vs = row["vs_single_shot"]["best_rule"]
+        lines.append(f"{row['label']}: best rule '{best['rule']}' ({vs['wins']} wins, {vs['losses']} losses, "
+                     f"p={vs['p']:.2g}); unreadable answers {row['unreadable']:.1%}")
+        for s in row["per_step"]:
+            lines.append(f"  step {s['step']}: degradation {s['degradation']:.3f}, fixed {s['fix']:.1%}, "
+                         f"broken {s['break']:.1%} ({s['n']} samples)")
+    lines += ["", *[f"* {note}" if note.startswith("oracle") else f"- {note}" for note in table["notes"]]]
+    return "\n".join(lines)
