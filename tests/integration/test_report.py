@@ -77,3 +77,30 @@ def test_cli_report_json_and_html(runs, tmp_path, capsys):
     assert main(["compare", str(a), str(b), "--workspace", str(workspace.root)]) == 0
     assert "wins" in capsys.readouterr().out
     assert main(["report", "99", "--workspace", str(workspace.root)]) == 2
+
+
+def test_paper_table_rows_and_tests(runs, capsys):
+    from ivt_core.paper_table import paper_table
+
+    workspace, a, b = runs
+    table = paper_table(workspace.connect(), [a, b])
+    labels = [r["label"] for r in table["rows"]]
+    assert labels[:2] == ["base single shot", "naive IVT"] and labels[2].endswith("+ IVT")
+    single, naive, other = table["rows"]
+    n = table["samples"]
+    assert single["step0"]["acc@0.9"] == 1.0 and "final" not in single
+    assert naive["final"]["acc@0.5"] == 0.0 and naive["oracle"]["acc@0.5"] == 1.0
+    assert naive["vs_single_shot"]["final"] == {"wins": 0, "losses": n, "p": pytest.approx(2 / 2 ** n)}
+    assert naive["per_step"][0]["break"] == 1.0 and naive["unreadable"] == 0.5
+    assert other["vs_single_shot"]["final"]["wins"] == 0
+    assert main(["paper-table", str(a), str(b), "--workspace", str(workspace.root), "--labels", "toy,whole"]) == 0
+    out = capsys.readouterr().out
+    assert "toy single shot" in out and "toy + IVT" in out and "whole + IVT" in out and "McNemar" in out
+    with pytest.raises(InvalidInputError, match="one label per run"):
+        paper_table(workspace.connect(), [a, b], ["x"])
+
+
+def test_report_names_error_kinds(runs):
+    workspace, a, _ = runs
+    kinds = build_report(workspace.connect(), a)["error_kinds"]
+    assert kinds["step0"] == {"correct": 1.0} and kinds["final"] == {"unreadable": 1.0}

@@ -25,3 +25,26 @@ def test_trains_saves_and_resumes(tmp_path):
 
     grounder = TransformersGrounder.load(out, device="cpu")
     assert grounder.family.name == "qwen3_vl"
+
+
+def test_multi_turn_conversations_train_every_answer_and_say_nothing_of_the_drawn_box():
+    from ivt_core.config.toy import world_config
+    from ivt_core.grounders.processing import load_processor
+    from training.toy_pretrain import ShapesGrounding
+
+    processor = load_processor("assets/toy-model", "qwen3_vl")
+    single = ShapesGrounding(processor, world_config("shapes-v1"), 0, 40)
+    multi = ShapesGrounding(processor, world_config("shapes-v2"), 0, 40, multi_turn_prob=1.0, max_turns=3,
+                            paraphrase_prob=0.5)
+    assert all(single[i]["images"].shape[0] == 1 for i in range(5))
+    turns, asked = [], 0
+    for i in range(40):
+        e = multi[i]
+        text = processor.tokenizer.decode(e["input_ids"])
+        trained = processor.tokenizer.decode(e["input_ids"][e["labels"] != -100])
+        n = e["images"].shape[0]
+        turns.append(n)
+        assert trained.count('{"bbox_2d"') == n == text.count("<|vision_start|>")  # every answer carries loss
+        assert "correct" not in text.lower() and "check" not in text.lower()  # never asked to check a box
+        asked += text.count("Locate") < n  # some turns in other wordings
+    assert set(turns) >= {2, 3} and asked > 5

@@ -47,7 +47,7 @@ def test_accuracy_driven_model_has_strong_negative_correlation():
 def test_presence_driven_model_moves_every_box_alike():
     samples, images = _samples()
     summary = summarize_probe(probe_samples(ScriptedGrounder(_presence, with_conversation=True), samples, images))
-    moved = [d["mean_moved"] for name, d in summary["per_counterfactual"].items() if name != "none"]
+    moved = [d["mean_moved"] for name, d in summary["per_counterfactual"].items() if name not in ("none", "re-ask")]
     assert max(moved) - min(moved) < 0.35
     assert summary["corr_shown_iou_vs_gain"] < 0  # good boxes get worse, bad ones do not get fixed
 
@@ -56,3 +56,23 @@ def test_pearson_literal():
     assert pearson([1, 2, 3], [2, 4, 6]) == pytest.approx(1.0)
     assert pearson([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
     assert pearson([1, 1, 1], [1, 2, 3]) is None and pearson([1, 2], [1, 2]) is None
+
+
+def test_reask_asks_the_same_question_again_without_a_box():
+    samples, images = _samples(2)
+
+    def context_bound(text, step, conversation):  # answers only a first turn: cannot hold a conversation
+        return json.dumps({"bbox_2d": GT_1000}) if len(conversation) == 1 else "{{{"
+
+    def holds(text, step, conversation):  # answers the grounding question in any turn, nothing else
+        last = conversation[-1]["content"][1]["text"]
+        return json.dumps({"bbox_2d": GT_1000}) if last.startswith("Locate") else "??"
+
+    for answer, readable in ((context_bound, 0.0), (holds, 1.0)):
+        rows = probe_samples(ScriptedGrounder(answer, with_conversation=True), samples, images,
+                             counterfactuals=("re-ask",))
+        assert [r.shown for r in rows] == ["re-ask", "re-ask"] and all(r.shown_box is None for r in rows)
+        summary = summarize_probe(rows)
+        assert summary["step0_acc@0.5"] == 1.0
+        assert summary["per_counterfactual"]["re-ask"]["readable"] == readable
+        assert summary["per_counterfactual"]["re-ask"]["acc@0.5"] == readable
