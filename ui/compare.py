@@ -10,7 +10,9 @@ from PIL import Image
 
 from ivt_core.comparison import SHOWS, per_sample, side_by_side
 from ivt_core.errors import IVTError
+from ivt_core.paper_table import TABLE_THRESHOLDS, paper_table
 from ivt_core.report import compare_runs, summary_rows
+from ivt_core.stopping import ORACLE_LABEL
 from ui.choices import run_choices
 from ui.context import AppContext
 from ui.explore import DISPLAY_SIDE
@@ -50,6 +52,36 @@ def compare_view(ctx: AppContext, run_ids: list[int] | None):
     note = (f"{result['samples']} common samples. A win or loss is a difference of more than "
             f"{result['pairs'][0]['band']} IoU for the same sample.")
     return pd.DataFrame(rows), pairs, fig, note
+
+
+def paper_view(ctx: AppContext, run_ids: list[int] | None):
+    """The paper's rows for the selected runs, the baseline taken as the base model's run (``ivt paper-table``)."""
+    if not run_ids:
+        return pd.DataFrame([{"": "pick the base model's run (as the baseline) and the trained models' runs"}]), ""
+    try:
+        table = paper_table(ctx.db(), [int(r) for r in run_ids])
+    except IVTError as exc:
+        return pd.DataFrame([{"": str(exc)}]), f"**{exc}**"
+
+    def cell(d: dict | None) -> str:
+        return "-" if d is None else " / ".join(f"{d[f'acc@{t:g}']:.3f}" for t in TABLE_THRESHOLDS)
+
+    rows = []
+    for row in table["rows"]:
+        vs = row.get("vs_single_shot", {}).get("final")
+        rows.append({"": row["label"], "step 0": cell(row["step0"]), "final step": cell(row.get("final")),
+                     "best label-free rule": (f"{cell(row['best_rule'])} ({row['best_rule']['rule']})"
+                                              if "best_rule" in row else "-"),
+                     ORACLE_LABEL: cell(row.get("oracle")),
+                     "final vs single shot": (f"{vs['wins']} wins, {vs['losses']} losses, p={vs['p']:.2g}"
+                                              if vs else "-"),
+                     "degradation / step": f"{row['degradation']:.3f}" if "degradation" in row else "-"})
+    steps = [f"**{row['label']}**: " + "; ".join(
+        f"step {s['step']}: fixed {s['fix']:.1%}, broken {s['break']:.1%}, degradation {s['degradation']:.3f}"
+        for s in row["per_step"]) for row in table["rows"] if row.get("per_step")]
+    note = (f"{table['dataset']}/{table['split']}, {table['samples']} common samples; Acc at IoU 0.5 / 0.7 / 0.9.  \n"
+            + "  \n".join(steps) + "  \n" + "  \n".join(f"*{n}*" for n in table["notes"]))
+    return pd.DataFrame(rows), note
 
 
 def sample_frame(ctx: AppContext, run_ids, show):
@@ -136,6 +168,11 @@ def build(ctx: AppContext) -> list:
         pairs = gr.Dataframe(label="Per-sample wins / losses", interactive=False)
         curve = gr.Plot()
     refresh = gr.Button("Refresh runs")
+    with gr.Accordion("The paper's table: single shot, naive IVT, each model + IVT (baseline = the base model's run)",
+                      open=False):
+        paper_button = gr.Button("Make the paper's table of these runs", elem_id="compare-paper")
+        paper = gr.Dataframe(interactive=False, elem_id="compare-paper-table")
+        paper_note = gr.Markdown()
     gr.Markdown("### Sample by sample\nPick a sample from the list (or click a row); the step slider (arrow keys "
                 "work on it) moves every run's trajectory together.")
     with gr.Row():
@@ -176,6 +213,7 @@ def build(ctx: AppContext) -> list:
         return frame.iloc[evt.index[0]]["sample"] if evt.index is not None and "sample" in frame else gr.update()
 
     samples.select(pick, samples, sample)
+    paper_button.click(lambda r, b: paper_view(ctx, ordered(r, b)), [runs, baseline], [paper, paper_note])
     refresh.click(lambda: gr.update(choices=run_choices(ctx)), None, runs)
 
     def first_view(_current):

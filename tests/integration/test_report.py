@@ -104,3 +104,16 @@ def test_report_names_error_kinds(runs):
     workspace, a, _ = runs
     kinds = build_report(workspace.connect(), a)["error_kinds"]
     assert kinds["step0"] == {"correct": 1.0} and kinds["final"] == {"unreadable": 1.0}
+
+
+def test_compare_tab_paper_table(runs):
+    from ui.compare import paper_view
+    from ui.context import AppContext
+
+    workspace, a, b = runs
+    frame, note = paper_view(AppContext(workspace), [a, b])
+    assert list(frame[""]) == ["base single shot", "naive IVT", frame[""].iloc[2]]
+    assert frame.iloc[1]["final step"] == "0.000 / 0.000 / 0.000" and "McNemar" in note
+    assert "oracle (uses ground truth)" in frame.columns
+    frame, note = paper_view(AppContext(workspace), [a, 999])
+    assert "999" in note
