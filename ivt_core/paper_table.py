@@ -125,7 +125,7 @@ def paper_table(db: Database, run_ids: Sequence[int], labels: Sequence[str] | No
         rows.append(_row(label, rid, [trajs[rid][s] for s in common], single, refined))
     return {"samples": len(common), "dataset": runs[base]["dataset"], "split": runs[base]["split"],
             "tau": TAU, "rows": rows,
-            "notes": ["best rule: the label-free stopping rule with the highest Acc@0.5, chosen on this split "
+            "notes": ["best rule: the label-free stopping rule most accurate at IoU 0.5, chosen on this split "
                       "(an optimistic pick; fix the rule on another split to deploy it)",
                       f"{ORACLE_LABEL}: the best step by ground truth, an upper bound no deployed loop reaches",
                       "wins / losses / p: paired right-or-wrong at IoU 0.5 against base single shot, exact McNemar"]}

@@ -64,7 +64,7 @@ def paper_view(ctx: AppContext, run_ids: list[int] | None):
         return pd.DataFrame([{"": str(exc)}]), f"**{exc}**"
 
     def cell(d: dict | None) -> str:
-        return "-" if d is None else " / ".join(f"{d[f'acc@{t:g}']:.3f}" for t in TABLE_THRESHOLDS)
+        return "-" if d is None else "/".join(f"{d[f'acc@{t:g}']:.3f}" for t in TABLE_THRESHOLDS)
 
     rows = []
     for row in table["rows"]:

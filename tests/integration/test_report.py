@@ -113,7 +113,7 @@ def test_compare_tab_paper_table(runs):
     workspace, a, b = runs
     frame, note = paper_view(AppContext(workspace), [a, b])
     assert list(frame[""]) == ["base single shot", "naive IVT", frame[""].iloc[2]]
-    assert frame.iloc[1]["final step"] == "0.000 / 0.000 / 0.000" and "McNemar" in note
+    assert frame.iloc[1]["final step"] == "0.000/0.000/0.000" and "McNemar" in note
     assert "oracle (uses ground truth)" in frame.columns
     frame, note = paper_view(AppContext(workspace), [a, 999])
     assert "999" in note
