@@ -49,7 +49,8 @@ def build_report(db: Database, run_id: int) -> dict:
         "metrics": run_metrics(trajectories),
         "by_source": {k: run_metrics(v) for k, v in sorted(by_source.items())},
         "by_expression_type": {k: run_metrics(v) for k, v in sorted(by_type.items())},
-        "error_kinds": kind_shares(trajectories, meta),
+        "error_kinds": kind_shares(trajectories, meta),  # below IoU 0.5
+        "error_kinds_at_0.9": kind_shares(trajectories, meta, 0.9),  # below IoU 0.9: loose edges show here
     }
 
 
@@ -61,9 +62,9 @@ def summary_rows(metrics: dict) -> list[tuple[str, dict]]:
     return rows
 
 
-def kinds_text(kinds: dict) -> str:
+def kinds_text(kinds: dict, tau: float = 0.5) -> str:
     """Error kinds at step 0 and at the final step, one line each."""
-    return "\n".join(f"{'step 0' if row == 'step0' else 'final step'} boxes: "
+    return "\n".join(f"{'step 0' if row == 'step0' else 'final step'} boxes at IoU {tau:g}: "
                      + ", ".join(f"{k} {v:.1%}" for k, v in shares.items()) for row, shares in kinds.items())
 
 
@@ -138,7 +139,8 @@ def report_html(report: dict) -> str:
         f"{m['parse_failure_rate']:.1%} (step 0: {m['parse_failure_rate_step0']:.1%}). Outcomes: "
         + ", ".join(f"{k} {v:.1%}" for k, v in m["outcomes"].items()) + ".</p>",
         "<p>What the boxes are (below IoU 0.5: the object they overlap most): "
-        + html.escape(kinds_text(report["error_kinds"])).replace("\n", "<br>") + "</p>",
+        + html.escape(kinds_text(report["error_kinds"]) + "\n" + kinds_text(report["error_kinds_at_0.9"], 0.9))
+        .replace("\n", "<br>") + "</p>",
     ]
     for index, fig in enumerate(figures(report)):
         parts.append(fig.to_html(full_html=False, include_plotlyjs="inline" if index == 0 else False))

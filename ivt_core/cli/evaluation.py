@@ -160,6 +160,7 @@ def cmd_report(args: argparse.Namespace) -> int:
               f"{report['metrics']['n']} samples, {run['status']}")
         print(text_table(report["metrics"]))
         print(kinds_text(report["error_kinds"]))
+        print(kinds_text(report["error_kinds_at_0.9"], 0.9))
         for name, m in report["by_source"].items() if len(report["by_source"]) > 1 else ():
             print(f"\nsource {name} ({m['n']} samples)\n{text_table(m)}")
     return 0
