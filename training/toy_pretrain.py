@@ -205,6 +205,10 @@ def main(argv: list[str] | None = None) -> None:
         model = AutoModelForImageTextToText.from_pretrained(cfg.init_from, dtype=torch.float32)
         processor = load_processor(cfg.init_from, "qwen3_vl")
         state, start, history = None, 0, []
+        text, vision = model.config.text_config, model.config.vision_config
+        cfg.hidden, cfg.layers, cfg.heads = text.hidden_size, text.num_hidden_layers, text.num_attention_heads
+        cfg.kv_heads, cfg.intermediate, cfg.vocab = text.num_key_value_heads, text.intermediate_size, text.vocab_size
+        cfg.vision_hidden, cfg.vision_depth = vision.hidden_size, vision.depth  # the stored config says what it is
     else:
         spec = TinySpec(hidden=cfg.hidden, layers=cfg.layers, heads=cfg.heads, kv_heads=cfg.kv_heads,
                         intermediate=cfg.intermediate, vision_hidden=cfg.vision_hidden, vision_depth=cfg.vision_depth,

@@ -48,3 +48,15 @@ def test_multi_turn_conversations_train_every_answer_and_say_nothing_of_the_draw
         assert "correct" not in text.lower() and "check" not in text.lower()  # never asked to check a box
         asked += text.count("Locate") < n  # some turns in other wordings
     assert set(turns) >= {2, 3} and asked > 5
+
+
+def test_init_from_continues_a_model_and_stores_its_real_architecture(tmp_path):
+    first = tmp_path / "first"
+    main(["--out", str(first), "--steps", "2", *TINY])
+    second = tmp_path / "second"
+    main(["--out", str(second), "--steps", "2", "--init-from", str(first), "--multi-turn-prob", "1",
+          "--batch-size", "2", "--workers", "0", "--eval-every", "2", "--eval-samples", "2", "--warmup", "1"])
+    config = json.loads((second / "train_config.json").read_text())
+    assert config["hidden"] == 32 and config["layers"] == 1 and config["init_from"] == str(first)
+    history = json.loads((second / "train_metrics.json").read_text())["history"]
+    assert any("val_reask_readable" in h for h in history)
