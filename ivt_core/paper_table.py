@@ -137,11 +137,11 @@ def table_text(table: dict) -> str:
     head = f"{'':<26}" + "".join(f"{name:>15}" for _, name in cols) + f"{'final vs single shot':>32}"
     lines = [f"{table['dataset']}/{table['split']}, {table['samples']} common samples; Acc at IoU 0.5 / 0.7 / 0.9",
              head]
+    def cell(d: dict | None) -> str:
+        return "-" if d is None else "/".join(f"{d[f'acc@{t:g}']:.3f}"[1:] for t in TABLE_THRESHOLDS)
+
     for row in table["rows"]:
-        def cell(key: str) -> str:
-            d = row.get(key)
-            return "-" if d is None else "/".join(f"{d[f'acc@{t:g}']:.3f}"[1:] for t in TABLE_THRESHOLDS)
-        line = f"{row['label'][:25]:<26}" + "".join(f"{cell(k):>15}" for k, _ in cols)
+        line = f"{row['label'][:25]:<26}" + "".join(f"{cell(row.get(k)):>15}" for k, _ in cols)
         if row["refinement_steps"]:
             vs = row["vs_single_shot"]["final"]
             tested = f"{vs['wins']} wins, {vs['losses']} losses, p={vs['p']:.2g}"

@@ -8,11 +8,13 @@
 The model is the real ``Qwen3VLForConditionalGeneration`` at toy size, with the tiny-model kit's tokenizer,
 image processor and chat template. Each step draws fresh scenes (sample indices step * batch .. ): the data
 stream is a function of the seed, so a run (and a resumed run) is reproducible. Prompt: the family's step-0
-grounding prompt; target: ``{"bbox_2d": [x1, y1, x2, y2]}`` in 0-1000 coordinates; loss on the answer only.
+grounding prompt; target: ``{"bbox_2d": [x1, y1, x2, y2]}`` in 0-1000 coordinates.
 Every ``eval_every`` steps it runs the real loop (``ivt_core.loop``, greedy) on held-out val scenes and logs
-Acc@0.5, the format-valid rate and the re-ask probe. With ``multi_turn_prob`` some conversations have two or
-three turns about one scene (``ShapesGrounding``), so the model can hold a conversation as long as the loop's. The resolved config is saved with every checkpoint (``train_config.json``);
-``last/`` holds what ``--resume`` needs (weights, optimizer, scheduler, step).
+Acc@0.5, the format-valid rate and the re-ask probe. With ``multi_turn_prob`` some conversations have several
+turns about one scene (``ShapesGrounding``), so the model can hold a conversation as long as the loop's; with
+``paraphrase_prob`` some questions come in other wordings. Loss on every answer. The resolved config is saved
+with every checkpoint (``train_config.json``); ``last/`` holds what ``--resume`` needs (weights, optimizer,
+scheduler, step).
 """
 
 from __future__ import annotations

@@ -20,9 +20,9 @@ from ivt_core.cli.evaluation import cmd_compare, cmd_eval, cmd_paper_table, cmd_
 from ivt_core.cli.jobs import cmd_jobs, cmd_train
 from ivt_core.cli.traces import add_parsers as add_trace_parsers
 from ivt_core.config.evaluation import EvalConfig
-from ivt_core.data.shapes import WORLDS
 from ivt_core.config.flags import add_config_arguments
 from ivt_core.config.training import GRPOConfig, SFTConfig
+from ivt_core.data.shapes import WORLDS
 from ivt_core.errors import InvalidInputError, IVTError
 
 MAX_COUNT = 1_000_000_000  # counts, ids and limits above this are typing mistakes (SQLite stores 64-bit integers)

@@ -8,8 +8,16 @@ import pytest
 
 from ivt_core.boxes import Box, iou
 from ivt_core.config.toy import ToyConfig, world_config
-from ivt_core.data.shapes import (WORLDS, Shape, ShapesConfig, generate, make_sample, named_world, other_questions,
-                                  visible_fractions)
+from ivt_core.data.shapes import (
+    WORLDS,
+    Shape,
+    ShapesConfig,
+    generate,
+    make_sample,
+    named_world,
+    other_questions,
+    visible_fractions,
+)
 from ivt_core.errors import InvalidInputError
 
 V1_DIGEST = "796f468b521c3767949ce73816b11ae971a252bbf1696d20760a77294874c134"  # shapes-v1 test 0..29, before v2
