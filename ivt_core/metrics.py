@@ -58,7 +58,7 @@ def outcome(trajectory: Trajectory, band: float = OUTCOME_BAND) -> str:
     return "unchanged"
 
 
-def _policy_ious(trajectories: Sequence[Trajectory], policy: str) -> tuple[list[float], float]:
+def policy_ious(trajectories: Sequence[Trajectory], policy: str) -> tuple[list[float], float]:
     """IoUs at the step each trajectory would stop under ``policy``, and the mean stop step."""
     stops = [stop_step(t.steps[: t.stop_step + 1], policy) for t in trajectories]
     ious = [t.steps[s].iou if t.steps else 0.0 for t, s in zip(trajectories, stops, strict=True)]
@@ -79,7 +79,7 @@ def run_metrics(trajectories: Sequence[Trajectory]) -> dict:
     """Every metric of a run, as one JSON-ready dict (see the module docstring for definitions)."""
     policies = {}
     for policy in LABEL_FREE_POLICIES:
-        ious, mean_stop = _policy_ious(trajectories, policy)
+        ious, mean_stop = policy_ious(trajectories, policy)
         policies[policy] = {**summarize(ious), "mean_stop_step": mean_stop}
     losses = [loss for t in trajectories for loss in degradation(t)]
     outcomes = [outcome(t) for t in trajectories]

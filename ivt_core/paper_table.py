@@ -25,9 +25,9 @@ from statistics import fmean
 from sqlite_utils import Database
 
 from ivt_core.errors import InvalidInputError
-from ivt_core.metrics import run_metrics
+from ivt_core.metrics import policy_ious, run_metrics
 from ivt_core.records import Trajectory
-from ivt_core.stopping import LABEL_FREE_POLICIES, ORACLE_LABEL, stop_step
+from ivt_core.stopping import LABEL_FREE_POLICIES, ORACLE_LABEL
 from ivt_core.store.models import get_model
 from ivt_core.store.runs import get_run, load_trajectories
 
@@ -64,10 +64,6 @@ def _paired(reference: list[bool], row: list[bool]) -> dict:
     return {"wins": wins, "losses": losses, "p": mcnemar(wins, losses)}
 
 
-def _policy_ious(trajectories: Sequence[Trajectory], policy: str) -> list[float]:
-    return [t.steps[stop_step(t.steps[: t.stop_step + 1], policy)].iou if t.steps else 0.0 for t in trajectories]
-
-
 def _accs(ious: Sequence[float]) -> dict:
     return {f"acc@{tau:g}": sum(v >= tau for v in ious) / len(ious) for tau in TABLE_THRESHOLDS}
 
@@ -80,7 +76,7 @@ def _row(label: str, run_id: int, trajectories: list[Trajectory], single: list[b
         return row
     finals = [t.final_iou for t in trajectories]
     best = max(LABEL_FREE_POLICIES, key=lambda p: (metrics["policies"][p]["acc@0.5"], p == "fixed"))
-    best_ious = _policy_ious(trajectories, best)
+    best_ious, _ = policy_ious(trajectories, best)
     row.update({
         "final": _accs(finals),
         "best_rule": {"rule": best, **_accs(best_ious)},
