@@ -99,15 +99,12 @@ def evaluate(
     progress: Callable[[int], None] | None = None,
     resume_run: int | None = None,
     job_id: int | None = None,
-    shard: tuple[int, int] | None = None,
 ) -> EvalResult:
     """Run ``grounder`` over the request's samples and store the run; returns its id and metrics.
 
     Trajectories are stored batch by batch. If the loop stops half-way the run keeps what it stored and is
     marked ``cancelled`` (SIGTERM, Ctrl-C) or ``failed`` (with the error); ``resume_run`` continues such a run
-    with the samples it lacks. ``shard=(i, n)`` (with ``resume_run``): a data-parallel worker that runs only
-    the samples at positions i, i+n, ... and leaves the run's status and metrics to the process that started
-    it (``parallel_eval``); its metrics are those of its share.
+    with the samples it lacks. Spread over processes or machines: ``distributed_eval``.
     """
     from ivt_core.errors import JobCancelled
 
@@ -115,19 +112,6 @@ def evaluate(
     loader = lambda s: load_image(workspace.resolve(s.image_path))  # noqa: E731
     db = workspace.connect()
     try:
-        if shard is not None:
-            if resume_run is None:
-                raise InvalidInputError("a shard worker needs the run it adds to (--resume-run)")
-            index, count = shard
-            done = done_sample_ids(db, resume_run)
-            todo = [s for k, s in enumerate(samples) if k % count == index and s.id not in done]
-            for batch in run_loop(grounder, todo, request.loop, loader):
-                add_trajectories(db, resume_run, batch)
-                if progress:
-                    progress(len(batch))
-            mine = {s.id for k, s in enumerate(samples) if k % count == index}
-            return EvalResult(resume_run, run_metrics([t for t in load_trajectories(db, resume_run)
-                                                       if t.sample_id in mine]))
         if resume_run is not None:
             run = get_run(db, resume_run)
             if run["status"] == "done":

@@ -52,3 +52,16 @@ class Trajectory:
     def oracle_iou(self) -> float:
         """Best IoU over the recorded steps: needs ground truth, so for analysis only."""
         return max(self.ious[: self.stop_step + 1], default=0.0)
+
+
+def trajectory_to_dict(trajectory: Trajectory) -> dict:
+    """A trajectory as JSON-ready data (the conversation is not kept): what a distributed rank's shard file holds."""
+    return {"sample_id": trajectory.sample_id, "stop_step": trajectory.stop_step,
+            "steps": [{**{k: v for k, v in vars(s).items() if k != "box"},
+                       "box": s.box.to_xyxy() if s.box else None} for s in trajectory.steps]}
+
+
+def trajectory_from_dict(data: dict) -> Trajectory:
+    """The inverse of ``trajectory_to_dict``."""
+    steps = [StepRecord(**{**s, "box": Box(*s["box"]) if s["box"] is not None else None}) for s in data["steps"]]
+    return Trajectory(data["sample_id"], steps, data["stop_step"])

@@ -49,6 +49,12 @@ class Workspace:
         workspace.connect().close()
         return workspace
 
+    @classmethod
+    def at(cls, path: str | Path | None = None) -> Workspace:
+        """The workspace at ``path`` without touching its files or its database (a distributed rank other than
+        rank 0 only reads images)."""
+        return cls((Path(path) if path is not None else default_workspace_path()).resolve())
+
     @property
     def db_path(self) -> Path:
         return self.root / DB_NAME

@@ -40,16 +40,19 @@ def _request_from_run(workspace, run_id: int):
 def cmd_eval(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from ivt_core.bootstrap import DEFAULT_SPLITS, ensure_default_data, toy_model_path
+    from ivt_core import distributed_eval
     from ivt_core.config.evaluation import EvalConfig
     from ivt_core.config.flags import config_from_args
-    from ivt_core.evaluate import EvalRequest, evaluate, load_eval_samples
+    from ivt_core.evaluate import evaluate, load_eval_samples
     from ivt_core.grounders.transformers_grounder import TransformersGrounder
     from ivt_core.jobs import JobReporter, stored_config, submit
     from ivt_core.workspace import Workspace
 
-    workspace = Workspace.open(args.workspace)
-    base = stored_config(workspace, args.as_job_id) if args.as_job_id and args.shard is None else None
+    if distributed_eval.rank() > 0:  # a rank of a launch other than 0 reads images only, never the store
+        workspace = Workspace.at(args.workspace)
+    else:
+        workspace = Workspace.open(args.workspace)
+    base = stored_config(workspace, args.as_job_id) if args.as_job_id else None
     config = config_from_args(EvalConfig, args, base)
     if args.job:
         job_id = submit(workspace, "eval", config)
@@ -57,40 +60,51 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(json.dumps({"job_id": job_id}) if args.json else job_id)
         return 0
     config.check()
-    if config.resume_run is not None:
-        request, model_path, adapter, coords = _request_from_run(workspace, config.resume_run)
-    else:
-        request = EvalRequest(config.dataset, config.split, config.loop_config(_dataset_kind(workspace, config)),
-                              config.limit)
-        model_path = Path(config.model) if config.model else toy_model_path()
-        adapter, coords = config.adapter or None, config.coords or None
-        if config.dataset == "shapes" and config.split in DEFAULT_SPLITS:
-            written = ensure_default_data(workspace)
-            if written:
-                print(f"generated the default shapes-world splits first: {written}", file=sys.stderr)
+    if distributed_eval.launched():  # under accelerate launch: this process is one rank of several
+        with tqdm(desc=f"eval rank {distributed_eval.rank()}", unit="sample", file=sys.stderr) as bar:
+            result = distributed_eval.evaluate_ranks(workspace, lambda: _resolve(workspace, config), config.device,
+                                                     config.load_in_4bit, bar.update, config.resume_run)
+        return _print_result(args, result) if result is not None else 0
+    request, model_path, adapter, coords = _resolve(workspace, config)
     samples = load_eval_samples(workspace, request)
-    shard = _shard(args.shard) if args.shard else None
-    total = len(samples[shard[0]::shard[1]]) if shard else len(samples)
+    total = len(samples)
     with JobReporter(workspace, args.as_job_id) as reporter:
         with tqdm(total=total, desc=f"eval T={request.loop.steps}", unit="sample", file=sys.stderr) as bar:
             def advance(n: int) -> None:
                 bar.update(n)
                 reporter.progress(bar.n, total, f"{bar.n}/{total} samples")
 
-            if config.gpus > 1 and not shard:
-                from ivt_core.parallel_eval import evaluate_parallel
-
-                result = evaluate_parallel(workspace, model_path, request, config.gpus, adapter, coords,
-                                           "cpu" if config.device == "cpu" else "cuda", config.load_in_4bit,
-                                           advance, args.as_job_id, config.resume_run)
+            if config.gpus > 1:
+                result = distributed_eval.evaluate_launched(
+                    workspace, model_path, request, config.gpus, adapter, coords,
+                    "cpu" if config.device == "cpu" else "cuda", config.load_in_4bit, advance, args.as_job_id,
+                    config.resume_run)
                 reporter.link_run(result.run_id)
                 return _print_result(args, result)
             grounder = TransformersGrounder.load(model_path, adapter, config.load_in_4bit, config.device, coords)
 
             result = evaluate(workspace, grounder, model_path, request, adapter, samples, progress=advance,
-                              resume_run=config.resume_run, job_id=args.as_job_id, shard=shard)
+                              resume_run=config.resume_run, job_id=args.as_job_id)
         reporter.link_run(result.run_id)
     return _print_result(args, result)
+
+
+def _resolve(workspace, config):
+    """The request, model, adapter and coords of an evaluation: the stored ones of a run to resume, else the
+    config's (the default shapes splits written first when they are missing)."""
+    from ivt_core.bootstrap import DEFAULT_SPLITS, ensure_default_data, toy_model_path
+    from ivt_core.evaluate import EvalRequest
+
+    if config.resume_run is not None:
+        return _request_from_run(workspace, config.resume_run)
+    request = EvalRequest(config.dataset, config.split, config.loop_config(_dataset_kind(workspace, config)),
+                          config.limit)
+    if config.dataset == "shapes" and config.split in DEFAULT_SPLITS:
+        written = ensure_default_data(workspace)
+        if written:
+            print(f"generated the default shapes-world splits first: {written}", file=sys.stderr)
+    return request, Path(config.model) if config.model else toy_model_path(), config.adapter or None, \
+        config.coords or None
 
 
 def _dataset_kind(workspace, config) -> str:
@@ -101,16 +115,6 @@ def _dataset_kind(workspace, config) -> str:
     with workspace.connect() as db:
         dataset = get_dataset(db, config.dataset)
     return dataset["kind"] if dataset else ""
-
-
-def _shard(text: str) -> tuple[int, int]:
-    try:
-        index, count = (int(part) for part in text.split("/"))
-    except ValueError:
-        raise InvalidInputError(f"--shard must look like I/N (worker I of N), got {text!r}") from None
-    if not 0 <= index < count:
-        raise InvalidInputError(f"--shard {text}: I must be between 0 and N-1")
-    return index, count
 
 
 def _print_result(args: argparse.Namespace, result) -> int:

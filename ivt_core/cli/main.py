@@ -160,7 +160,6 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="run the IVT loop on a dataset split and store the run")
     p.add_argument("--workspace", default=None, help="workspace folder (default: $IVT_WORKSPACE or ./workspace)")
     add_config_arguments(p, EvalConfig)
-    p.add_argument("--shard", default=None, help=argparse.SUPPRESS)
     p.add_argument("--json", action="store_true", help="print the metrics as one JSON object on stdout")
     p.add_argument("--job", action="store_true", help="run in the background as a job and return at once")
     p.add_argument("--job-id", dest="as_job_id", type=_positive, default=None, help=argparse.SUPPRESS)
@@ -236,7 +235,8 @@ def main(argv: list[str] | None = None) -> int:
     logs.setup(args.verbose)
     try:
         in_job = getattr(args, "as_job_id", None) or getattr(args, "job_id", None)
-        if getattr(args, "workspace", "absent") != "absent" and not in_job:
+        other_rank = int(os.environ.get("RANK", "0")) > 0  # a distributed rank other than 0 never writes the store
+        if getattr(args, "workspace", "absent") != "absent" and not in_job and not other_rank:
             from ivt_core.jobs import reconcile
             from ivt_core.workspace import Workspace
 

@@ -45,8 +45,9 @@ class EvalConfig:
     engine: str = setting("auto", "cached: keep each conversation's KV cache between steps, continuous batching "
                           "(Qwen3-VL); plain: re-encode the whole conversation each step; auto: cached where "
                           "supported", choices=ENGINES)
-    gpus: int = setting(1, "spread the samples over N GPUs, one worker process each (with --device cpu: N CPU "
-                        "processes); the merged run is stored as one", min=1, max=64)
+    gpus: int = setting(1, "spread the samples over N GPUs of this machine under accelerate launch (with --device "
+                        "cpu: N CPU processes); the merged run is stored as one. More machines: run `accelerate "
+                        "launch ... -m ivt_core.cli eval` on each", min=1, max=64)
     resume_run: int | None = setting(None, "continue this unfinished run (its stored settings are used)", min=1)
 
     def check(self) -> EvalConfig:
