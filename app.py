@@ -11,10 +11,11 @@ assets only, and Gradio's temporary files live in the workspace.
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import os
 import sys
 from pathlib import Path
+
+from ivt_core.config.serving import loopback as is_loopback
 
 MAX_UPLOAD = "200mb"  # larger uploads are refused by the server with a message
 
@@ -30,15 +31,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-first-eval", action="store_true",
                         help="do not start the first evaluations and trace synthesis on a fresh workspace")
     return parser.parse_args(argv)
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def check_serving(host: str, credentials: tuple[str, str] | None) -> None:

@@ -76,17 +76,25 @@ def load_eval_samples(workspace: Workspace, request: EvalRequest) -> list[Sample
 
 
 def start_run(db, name: str, family, model_path: str | Path, request: EvalRequest,
-              adapter_path: str | Path | None = None, job_id: int | None = None) -> int:
-    """Register the model and create a running run for ``request``; returns the run id."""
-    model_id = register_model(db, name, str(Path(model_path).resolve()), family.name,
+              adapter_path: str | Path | None = None, job_id: int | None = None, extra: dict | None = None) -> int:
+    """Register the model and create a running run for ``request``; returns the run id. ``model_path`` is a
+    checkpoint folder or a server's URL; ``extra``: what a resumed run needs to rebuild its grounder."""
+    base = str(model_path) if is_endpoint(model_path) else str(Path(model_path).resolve())
+    model_id = register_model(db, name, base, family.name,
                               adapter_path=str(Path(adapter_path).resolve()) if adapter_path else "")
     config = {**asdict(request.loop), "limit": request.limit, "model_path": str(model_path),
-              "adapter_path": str(adapter_path or ""), "coords": family.convention}
+              "adapter_path": str(adapter_path or ""), "coords": family.convention, "family": family.name,
+              **(extra or {})}
     return create_run(
         db, model_id, request.dataset, request.split, request.loop.steps, request.loop.policy,
         family.prompt_family, request.loop.prompt_version, request.loop.render.to_dict(), config,
         pid=os.getpid(), job_id=job_id,
     )
+
+
+def is_endpoint(model_path: str | Path) -> bool:
+    """Whether a run's model is a server's URL (``ivt eval --endpoint``) rather than a checkpoint folder."""
+    return isinstance(model_path, str) and model_path.startswith(("http://", "https://"))
 
 
 def evaluate(
@@ -120,7 +128,8 @@ def evaluate(
             set_run_status(db, run_id, "running", pid=os.getpid(), job_id=job_id)
             done = done_sample_ids(db, run_id)
         else:
-            run_id = start_run(db, grounder.name, grounder.family, model_path, request, adapter_path, job_id)
+            run_id = start_run(db, grounder.name, grounder.family, model_path, request, adapter_path, job_id,
+                               getattr(grounder, "run_settings", None))
             done = set()
         todo = [s for s in samples if s.id not in done]
         if progress and done:

@@ -5,11 +5,12 @@ and the refine prompt are appended to the same conversation, after the model's p
 reasoning and box bt. Samples are processed in batches that advance step by step together; after each step the
 stopping policy drops the samples it stops, and the rest go on until T refinement steps are done.
 
-Two ways to run the same loop: ``run_batch`` (fixed batches, each step re-encodes the whole conversation through
-``grounder.predict``: the plain loop) and ``run_continuous`` (the cached engine of ``grounders.engine``: only
-new tokens are encoded, and a sample that stops leaves the batch at once, the next sample taking its place).
-``run_loop`` picks the engine when the model supports it (``LoopConfig.engine``: auto, cached or plain); with
-greedy decoding both give the same answers.
+Three ways to run the same loop: ``run_batch`` (fixed batches, each step re-encodes the whole conversation
+through ``grounder.predict``: the plain loop), ``run_continuous`` (the cached engine of ``grounders.engine``:
+only new tokens are encoded, and a sample that stops leaves the batch at once, the next sample taking its
+place) and ``run_concurrent`` (a model behind a server: each sample's conversation goes on by itself, up to the
+grounder's ``concurrency`` requests in flight). ``run_loop`` picks one (``LoopConfig.engine``: auto, cached or
+plain); with greedy decoding all give the same answers.
 
 An answer without a readable box is a step with no box (IoU 0) and a parse-failure flag; the loop goes on,
 showing the model the latest box it did give (or the plain image if it never gave one). Nothing a model says
@@ -177,6 +178,45 @@ def run_continuous(
         yield [trajectory for _, trajectory in ended]
 
 
+def run_concurrent(
+    grounder: Grounder,
+    samples: Iterable[Sample],
+    config: LoopConfig,
+    resolve_image: Callable[[Sample], Image.Image] | None = None,
+) -> Iterator[list[Trajectory]]:
+    """The loop against a model behind a server: every sample's conversation runs on its own thread, up to
+    ``grounder.concurrency`` at once, so no sample waits for a slower one (the server batches the requests that
+    arrive together). Trajectories are yielded as they end, in groups of those that ended together."""
+    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
+    loader = resolve_image or (lambda s: load_image(s.image_path))
+    queue = iter(samples)
+    pool = ThreadPoolExecutor(grounder.concurrency, thread_name_prefix="ivt-loop")
+    pending: set = set()
+
+    def one(sample: Sample) -> Trajectory:
+        return run_batch(grounder, [sample], config, [loader(sample)])[0]
+
+    def refill() -> None:
+        while len(pending) < grounder.concurrency:
+            sample = next(queue, None)
+            if sample is None:
+                return
+            pending.add(pool.submit(one, sample))
+
+    try:
+        refill()
+        while pending:
+            done, still = wait(pending, return_when=FIRST_COMPLETED)
+            pending.clear()
+            pending.update(still)
+            ended = [future.result() for future in done]
+            refill()
+            yield ended
+    finally:  # stopped early (an error, a cancelled job): the requests not yet sent are dropped
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
 def run_samples(grounder: Grounder, samples: list[Sample], config: LoopConfig, images: list[Image.Image],
                 keep_conversations: bool = False, engine=None) -> list[Trajectory]:
     """Every sample through the loop (the engine ``engine_for`` picks); trajectories in the input order, also
@@ -255,6 +295,9 @@ def run_loop(
     ``resolve_image`` loads a sample's image (default: ``load_image(sample.image_path)``).
     """
     config.check()
+    if getattr(grounder, "concurrency", 1) > 1:
+        yield from run_concurrent(grounder, samples, config, resolve_image)
+        return
     if engine_for(grounder, config) == "cached":
         yield from run_continuous(grounder, samples, config, resolve_image)
         return

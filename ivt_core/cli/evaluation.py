@@ -18,7 +18,7 @@ def _model_path(args: argparse.Namespace) -> Path:
 
 def _request_from_run(workspace, run_id: int):
     """The request, model and adapter a stored run was made with (to resume it)."""
-    from ivt_core.evaluate import EvalRequest
+    from ivt_core.evaluate import EvalRequest, is_endpoint
     from ivt_core.grounders.base import Sampling
     from ivt_core.loop import LoopConfig
     from ivt_core.render import RenderStyle
@@ -34,7 +34,31 @@ def _request_from_run(workspace, run_id: int):
                       prompt_version=cfg["prompt_version"], render=RenderStyle.from_dict(cfg["render"]),
                       sampling=Sampling(**cfg["sampling"]), engine=cfg.get("engine", "auto"))
     request = EvalRequest(run["dataset"], run["split"], loop, cfg.get("limit"))
-    return request, Path(cfg["model_path"]), (cfg.get("adapter_path") or None), cfg.get("coords")
+    model = cfg["model_path"] if is_endpoint(cfg["model_path"]) else Path(cfg["model_path"])
+    return request, model, (cfg.get("adapter_path") or None), cfg.get("coords")
+
+
+def _grounder(workspace, config, model_path, adapter, coords):
+    """The model to evaluate: a local checkpoint, or a server (``--endpoint``, or the run being resumed was
+    made against one: its stored model name and family are asked for again)."""
+    import os
+
+    from ivt_core.evaluate import is_endpoint
+    from ivt_core.grounders.transformers_grounder import TransformersGrounder
+
+    if not is_endpoint(model_path):
+        return TransformersGrounder.load(model_path, adapter, config.load_in_4bit, config.device, coords)
+    from ivt_core.grounders.openai_grounder import OpenAIGrounder
+    from ivt_core.store.runs import get_run
+
+    stored = {}
+    if config.resume_run is not None:
+        with workspace.connect() as db:
+            stored = get_run(db, config.resume_run)["config"]
+    return OpenAIGrounder(model_path, stored.get("endpoint_model") or config.endpoint_model,
+                          stored.get("family") or config.endpoint_family or None,
+                          api_key=config.endpoint_api_key or os.environ.get("IVT_ENDPOINT_API_KEY") or None,
+                          concurrency=config.concurrency)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -44,7 +68,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from ivt_core.config.evaluation import EvalConfig
     from ivt_core.config.flags import config_from_args
     from ivt_core.evaluate import evaluate, load_eval_samples
-    from ivt_core.grounders.transformers_grounder import TransformersGrounder
     from ivt_core.jobs import JobReporter, stored_config, submit
     from ivt_core.workspace import Workspace
 
@@ -61,6 +84,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         return 0
     config.check()
     if distributed_eval.launched():  # under accelerate launch: this process is one rank of several
+        if config.endpoint:
+            raise InvalidInputError("--endpoint runs on one process (the server batches); drop accelerate launch")
         with tqdm(desc=f"eval rank {distributed_eval.rank()}", unit="sample", file=sys.stderr) as bar:
             result = distributed_eval.evaluate_ranks(workspace, lambda: _resolve(workspace, config), config.device,
                                                      config.load_in_4bit, bar.update, config.resume_run)
@@ -81,8 +106,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
                     config.resume_run)
                 reporter.link_run(result.run_id)
                 return _print_result(args, result)
-            grounder = TransformersGrounder.load(model_path, adapter, config.load_in_4bit, config.device, coords)
-
+            grounder = _grounder(workspace, config, model_path, adapter, coords)
             result = evaluate(workspace, grounder, model_path, request, adapter, samples, progress=advance,
                               resume_run=config.resume_run, job_id=args.as_job_id)
         reporter.link_run(result.run_id)
@@ -103,8 +127,8 @@ def _resolve(workspace, config):
         written = ensure_default_data(workspace)
         if written:
             print(f"generated the default shapes-world splits first: {written}", file=sys.stderr)
-    return request, Path(config.model) if config.model else toy_model_path(), config.adapter or None, \
-        config.coords or None
+    model = config.endpoint or (Path(config.model) if config.model else toy_model_path())
+    return request, model, config.adapter or None, config.coords or None
 
 
 def _dataset_kind(workspace, config) -> str:

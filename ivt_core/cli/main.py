@@ -21,6 +21,7 @@ from ivt_core.cli.jobs import cmd_jobs, cmd_train
 from ivt_core.cli.traces import add_parsers as add_trace_parsers
 from ivt_core.config.evaluation import EvalConfig
 from ivt_core.config.flags import add_config_arguments
+from ivt_core.config.serving import ServeConfig
 from ivt_core.config.training import GRPOConfig, SFTConfig
 from ivt_core.data.shapes import WORLDS
 from ivt_core.errors import InvalidInputError, IVTError
@@ -110,6 +111,17 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from ivt_core.config.flags import config_from_args
+    from ivt_core.serve import serve
+
+    config = config_from_args(ServeConfig, args)
+    config.model = args.checkpoint or config.model
+    config.api_key = config.api_key or os.environ.get("IVT_SERVE_API_KEY", "")
+    serve(config.check(), announce=lambda line: print(line, file=sys.stderr, flush=True))
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -222,6 +234,13 @@ def build_parser() -> argparse.ArgumentParser:
         add_config_arguments(p, cls)
         p.add_argument("--job", action="store_true", help="run in the background as a job and return at once")
         p.set_defaults(func=cmd_train, config_class=cls)
+
+    p = sub.add_parser("serve", help="a local checkpoint behind an OpenAI-compatible chat endpoint (for "
+                                     "`ivt eval --endpoint URL` from another machine, or any OpenAI client)")
+    p.add_argument("checkpoint", nargs="?", default=None, metavar="MODEL",
+                   help="local checkpoint folder (same as --model; default: the shipped toy model)")
+    add_config_arguments(p, ServeConfig)
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("runs", help="list the runs of a workspace")
     p.add_argument("--workspace", default=None)

@@ -9,6 +9,7 @@ from typing import ClassVar
 from ivt_core.boxes import CONVENTIONS
 from ivt_core.config.settings import check_settings, setting, steps_setting
 from ivt_core.errors import InvalidInputError
+from ivt_core.families import FAMILIES
 from ivt_core.render import RENDER_STYLES
 from ivt_core.stopping import LABEL_FREE_POLICIES
 
@@ -49,6 +50,15 @@ class EvalConfig:
                         "cpu: N CPU processes); the merged run is stored as one. More machines: run `accelerate "
                         "launch ... -m ivt_core.cli eval` on each", min=1, max=64)
     resume_run: int | None = setting(None, "continue this unfinished run (its stored settings are used)", min=1)
+    endpoint: str = setting("", "evaluate a model behind an OpenAI-compatible server instead of a local checkpoint "
+                            "(`ivt serve`, vLLM, SGLang): its base URL, e.g. http://gpu-box:8000/v1")
+    endpoint_model: str = setting("", "with --endpoint: the model's name on the server (default: the first listed)")
+    endpoint_family: str = setting("", "with --endpoint: the model's family, if the server does not say it "
+                                   "(ivt serve does)", choices=("", *FAMILIES))
+    endpoint_api_key: str = setting("", "with --endpoint: the server's API key (never stored; default "
+                                    "$IVT_ENDPOINT_API_KEY)", secret=True)
+    concurrency: int = setting(16, "with --endpoint: requests in flight at once (each sample's conversation goes "
+                               "on by itself)", min=1, max=1024)
 
     def check(self) -> EvalConfig:
         """Return self if the settings make sense. Raises InvalidInputError saying what to fix."""
@@ -62,6 +72,14 @@ class EvalConfig:
                 raise InvalidInputError(f"adapter folder {adapter} has no adapter_config.json")
         if self.load_in_4bit and self.device == "cpu":
             raise InvalidInputError("--4bit needs a GPU; drop it or use --device cuda")
+        if self.endpoint:
+            if not self.endpoint.startswith(("http://", "https://")):
+                raise InvalidInputError(f"--endpoint must start with http:// or https://, got {self.endpoint!r}")
+            clash = [flag for flag, on in (("--model", self.model), ("--adapter", self.adapter),
+                                           ("--4bit", self.load_in_4bit), ("--gpus", self.gpus > 1)) if on]
+            if clash:
+                raise InvalidInputError(f"--endpoint runs the model on its server; drop {', '.join(clash)} (the "
+                                        "server decides the checkpoint, adapters and devices)")
         return self
 
     def preflight(self, workspace) -> None:

@@ -1,8 +1,13 @@
-"""A grounder behind any OpenAI-compatible chat endpoint (a vLLM, SGLang, Ollama or LM Studio server).
+"""A grounder behind any OpenAI-compatible chat endpoint (``ivt serve``, vLLM, SGLang, Ollama, LM Studio).
 
-Images travel as base64 PNG data URLs. Each request has a timeout; connection errors, timeouts, HTTP 429 and
-5xx are retried with exponential backoff; anything else fails at once with a message that says what to fix.
-Uses httpx (already installed with gradio) rather than the openai package: one POST is all this needs.
+Images travel as base64 PNG data URLs; the same image always gives the same bytes and every request repeats
+the conversation's earlier turns exactly, so a server with prefix caching (vLLM, SGLang) reuses them. Up to
+``concurrency`` requests are in flight at once (the loop runs each sample's conversation on its own, see
+``loop.run_concurrent``, so a server that batches keeps that many conversations going). Each request has a
+timeout; connection errors, timeouts, HTTP 429 and 5xx are retried with exponential backoff; anything else
+fails at once with a message that says what to fix. Without a model name or family, the server's
+``/v1/models`` says them (``ivt serve`` gives the family; other servers need ``--endpoint-family``).
+Uses httpx (already installed with gradio) rather than the openai package: a POST and a GET are all this needs.
 """
 
 from __future__ import annotations
@@ -44,22 +49,56 @@ def _to_openai(conversation: list[dict]) -> list[dict]:
 
 
 class OpenAIGrounder:
-    def __init__(self, base_url: str, model: str, family: str | Family = "qwen2_5_vl", api_key: str | None = None,
-                 timeout_s: float = 120.0, retries: int = 3, backoff_s: float = 1.0,
-                 resized: tuple[int, int] | None = None, transport=None):
+    def __init__(self, base_url: str, model: str = "", family: str | Family | None = "qwen2_5_vl",
+                 api_key: str | None = None, timeout_s: float = 120.0, retries: int = 3, backoff_s: float = 1.0,
+                 resized: tuple[int, int] | None = None, transport=None, concurrency: int = 1):
         import httpx
 
         if not base_url.startswith(("http://", "https://")):
-            raise InvalidInputError(f"--teacher-url must start with http:// or https://, got {base_url!r}")
-        self.url = base_url.rstrip("/") + "/chat/completions"
+            raise InvalidInputError(f"the endpoint URL must start with http:// or https://, got {base_url!r}")
+        if concurrency < 1:
+            raise InvalidInputError(f"concurrency must be at least 1, got {concurrency}")
+        self.base_url = base_url.rstrip("/")
+        self.url = self.base_url + "/chat/completions"
+        self.retries, self.backoff_s = retries, backoff_s
+        self.concurrency = concurrency
+        self._resized = resized
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        limits = httpx.Limits(max_connections=concurrency + 4, max_keepalive_connections=concurrency + 4)
+        self.client = httpx.Client(timeout=timeout_s, headers=headers, transport=transport, limits=limits)
+        if not model or not family:
+            listed = self._served_model(model)
+            model = model or listed["id"]
+            family = family or listed.get("ivt_family")
+            if not family:
+                raise InvalidInputError(f"{self.base_url} does not say the model's family; give it "
+                                        "(--endpoint-family qwen3_vl, qwen2_5_vl, ...)")
         self.model = model
         self.family = family if isinstance(family, Family) else (
             get_family(family) if family in FAMILIES else family_for_model_type(family, "abs"))
         self.name = f"{model}@{base_url}"
-        self.retries, self.backoff_s = retries, backoff_s
-        self._resized = resized
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self.client = httpx.Client(timeout=timeout_s, headers=headers, transport=transport)
+        self.run_settings = {"endpoint_model": model}  # stored with a run, so that resuming it asks the same model
+
+    def _served_model(self, wanted: str) -> dict:
+        """The ``/v1/models`` entry of ``wanted`` (or the first one listed). Raises EndpointError."""
+        import httpx
+
+        try:
+            response = self.client.get(self.base_url + "/models")
+        except (httpx.TimeoutException, httpx.TransportError) as exc:
+            raise EndpointError(f"cannot reach {self.base_url}/models ({type(exc).__name__}); is the server "
+                                "running?") from None
+        try:
+            listed = response.json()["data"] if response.status_code == 200 else None
+        except (ValueError, KeyError, TypeError):
+            listed = None
+        if not listed:
+            raise EndpointError(f"{self.base_url}/models answered HTTP {response.status_code} without a model list; "
+                                "give the model name and family (--endpoint-model, --endpoint-family)")
+        for entry in listed:
+            if not wanted or entry.get("id") == wanted:
+                return entry
+        raise EndpointError(f"{self.base_url} serves {[e.get('id') for e in listed]}, not {wanted!r}")
 
     def resized_size(self, width: int, height: int) -> tuple[int, int] | None:
         if self.family.convention == "abs_resized" and self._resized is None:
@@ -96,19 +135,28 @@ class OpenAIGrounder:
         raise EndpointError(f"{last} - gave up after {self.retries + 1} tries")
 
     def predict(self, conversations: list[list[dict]], sampling: Sampling | None = None) -> list[Generation]:
+        """One answer per conversation, in order; up to ``concurrency`` requests in flight."""
         sampling = sampling or Sampling()
-        out = []
-        for conversation in conversations:
-            payload = {"model": self.model, "messages": _to_openai(conversation),
-                       "max_tokens": sampling.max_new_tokens,
-                       "temperature": sampling.temperature if sampling.do_sample else 0.0}
-            start = time.perf_counter()
-            data = self._post(payload)
-            try:
-                text = data["choices"][0]["message"]["content"] or ""
-            except (KeyError, IndexError, TypeError):
-                text = ""
-            usage = data.get("usage") or {}
-            out.append(Generation(text.strip(), int(usage.get("prompt_tokens", 0)),
-                                  int(usage.get("completion_tokens", 0)), (time.perf_counter() - start) * 1000))
-        return out
+        if self.concurrency == 1 or len(conversations) == 1:
+            return [self._answer(conversation, sampling) for conversation in conversations]
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(min(self.concurrency, len(conversations))) as pool:
+            return list(pool.map(lambda conversation: self._answer(conversation, sampling), conversations))
+
+    def _answer(self, conversation: list[dict], sampling: Sampling) -> Generation:
+        payload = {"model": self.model, "messages": _to_openai(conversation), "max_tokens": sampling.max_new_tokens,
+                   "temperature": sampling.temperature if sampling.do_sample else 0.0}
+        if sampling.do_sample and sampling.top_p < 1.0:
+            payload["top_p"] = sampling.top_p
+        start = time.perf_counter()
+        data = self._post(payload)
+        data = data if isinstance(data, dict) else {}
+        try:
+            choice = data["choices"][0]
+            text = choice["message"]["content"] or ""
+        except (KeyError, IndexError, TypeError):
+            choice, text = {}, ""
+        usage = data.get("usage") or {}
+        return Generation(text.strip(), int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0)),
+                          (time.perf_counter() - start) * 1000, truncated=choice.get("finish_reason") == "length")
