@@ -17,6 +17,13 @@ Modes, each for the T-step loop and for a single shot (T=0):
 baseline in shared/reference/loop-baseline-h100.md. With ``--model`` the answers end where the model ends them
 (at most ``--new-tokens``). Also reported: how many of the plain-1 samples got the very same answers from the
 engine (greedy). Prints a table and writes JSON (``--out``).
+
+Where the engine's time goes, per mode: CPU preparation (chat template, tokenizing, pixels, rope positions),
+cache compaction, prefill and decode (each timed between GPU synchronisations), and the loop around the engine
+(rendering boxes, parsing answers); the GPU's utilisation sampled every 0.1 s (NVML, when available); and the
+floor the model's shape allows: prefill and generated tokens at ``--peak-tflops`` (2 FLOP per parameter per
+token, plus attention over the context), each decode step at least one read of the weights at ``--hbm-tbs``.
+The ratio measured / floor says how far the engine is from the hardware.
 """
 
 from __future__ import annotations
@@ -76,23 +83,88 @@ def run_mode(grounder, mode: str, samples, images, steps: int, batch: int, new_t
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
     _sync(device)
+    sampler = UtilisationSampler(device)
     start = time.perf_counter()
     trajectories = run_samples(grounder, samples, config, images, engine=engine)
     _sync(device)
     elapsed = time.perf_counter() - start
+    utilisation = sampler.stop()
     steps_done = [s for t in trajectories for s in t.steps]
     generated = sum(s.tokens_out for s in steps_done)
     if engine is not None:
         prefill_tokens, prefill_s = engine.stats["prefill_tokens"], engine.stats["prefill_s"]
     else:  # plain: every step re-encodes its whole prompt; the time is not split
         prefill_tokens, prefill_s = sum(s.tokens_in for s in steps_done), None
+    breakdown = None
+    if engine is not None:
+        parts = {name: engine.stats[f"{name}_s"] for name in ("prepare", "compact", "prefill", "decode")}
+        parts["loop"] = elapsed - sum(parts.values())
+        breakdown = {name: 1000 * value / len(samples) for name, value in parts.items()}  # ms per sample
     return {
+        "breakdown_ms_per_sample": breakdown, "gpu_utilisation": utilisation,
+        "decode_steps": engine.stats["decode_steps"] if engine is not None else None,
+        "floor_ms_per_sample": floor_ms(grounder.model, prefill_tokens, generated,
+                                        engine.stats["decode_steps"] if engine is not None else None,
+                                        len(samples)) if FLOOR else None,
         "mode": mode, "steps": steps, "batch": batch, "samples": len(samples), "seconds": elapsed,
         "ms_per_sample": 1000 * elapsed / len(samples), "generated_tokens": generated,
         "generated_tok_s": generated / elapsed, "prefill_tokens": prefill_tokens,
         "prefill_tok_s": prefill_tokens / prefill_s if prefill_s else None,
         "peak_mem_mb": _peak_mb(device), "answers": {t.sample_id: [s.raw_text for s in t.steps] for t in trajectories},
     }
+
+
+class UtilisationSampler:
+    """The GPU's utilisation (NVML, through torch) sampled every 0.1 s on a thread; ``stop`` gives the mean, or
+    None where it cannot be read (a CPU, no NVML)."""
+
+    def __init__(self, device: str):
+        import threading
+
+        import torch
+
+        self.samples: list[int] = []
+        self._stop = threading.Event()
+        self._thread = None
+        if device == "cuda":
+            try:
+                torch.cuda.utilization()
+            except Exception:  # noqa: BLE001 - no NVML here: no figure, said as such
+                return
+            self._thread = threading.Thread(target=self._run, daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        import torch
+
+        while not self._stop.wait(0.1):
+            self.samples.append(torch.cuda.utilization())
+
+    def stop(self) -> float | None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        return sum(self.samples) / len(self.samples) if self.samples else None
+
+
+FLOOR: dict = {}  # peak_tflops, hbm_tbs: set from the command line
+
+
+def floor_ms(model, prefill_tokens: int, generated_tokens: int, decode_steps: int | None, samples: int) -> float:
+    """The least time per sample the model's shape allows for this work on a GPU of ``FLOOR``'s peak compute
+    and memory bandwidth: every token's matrix products (2 FLOP per non-embedding parameter) and its attention
+    over a context of the mean conversation length, at peak; each decode step at least one read of the weights."""
+    text = model.config.get_text_config()
+    embedding = model.get_input_embeddings().weight
+    params = sum(p.numel() for p in model.parameters()) - embedding.numel()
+    tokens = prefill_tokens + generated_tokens
+    context = prefill_tokens / max(1, samples)  # a conversation's length at its end, roughly
+    attention = 4 * text.num_hidden_layers * text.num_attention_heads * (
+        getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads) * context / 2
+    compute_s = tokens * (2 * params + attention) / (FLOOR["peak_tflops"] * 1e12)
+    weights_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    memory_s = (decode_steps or 0) * weights_bytes / (FLOOR["hbm_tbs"] * 1e12)
+    return 1000 * max(compute_s, memory_s) / samples
 
 
 def load(args, device: str):
@@ -136,8 +208,11 @@ def main() -> None:
     parser.add_argument("--plain-batched-samples", type=int, default=None,
                         help="samples for plain-B (default: all; it is slow too)")
     parser.add_argument("--skip-plain-batched", action="store_true")
+    parser.add_argument("--peak-tflops", type=float, default=989.0, help="the GPU's dense bf16 peak (H100/H200 SXM)")
+    parser.add_argument("--hbm-tbs", type=float, default=4.8, help="the GPU's memory bandwidth in TB/s (H200)")
     parser.add_argument("--out", default="build/bench/loop_throughput.json")
     args = parser.parse_args()
+    FLOOR.update(peak_tflops=args.peak_tflops, hbm_tbs=args.hbm_tbs)
     if not args.shape and not args.model:
         from ivt_core.bootstrap import toy_model_path
 
@@ -174,6 +249,17 @@ def main() -> None:
         ratio = f"{r['loop_vs_single']:.2f}x" if r.get("loop_vs_single") else ""
         print(f"{r['mode']:<12}{r['steps']:>3}{r['batch']:>7}{r['samples']:>9}{r['ms_per_sample']:>11.1f}"
               f"{r['generated_tok_s']:>11.0f}{prefill:>15}{ratio:>10}{r['peak_mem_mb']:>10.0f}")
+    print(f"\nwhere the engine's time goes (ms per sample; floor at {args.peak_tflops:.0f} TFLOP/s and "
+          f"{args.hbm_tbs} TB/s)")
+    print(f"{'T':>3}{'prepare':>9}{'compact':>9}{'prefill':>9}{'decode':>9}{'loop':>8}{'total':>8}{'floor':>8}"
+          f"{'x floor':>9}{'GPU util':>10}")
+    for r in rows:
+        if r["breakdown_ms_per_sample"]:
+            b, util = r["breakdown_ms_per_sample"], r["gpu_utilisation"]
+            print(f"{r['steps']:>3}" + "".join(f"{b[k]:>9.1f}" for k in ("prepare", "compact", "prefill", "decode"))
+                  + f"{b['loop']:>8.1f}{r['ms_per_sample']:>8.1f}{r['floor_ms_per_sample']:>8.1f}"
+                  f"{r['ms_per_sample'] / r['floor_ms_per_sample']:>8.1f}x"
+                  + (f"{util:>9.0f}%" if util is not None else f"{'-':>10}"))
     speedups = {mode: by[(mode, args.steps)]["ms_per_sample"] / engine_loop["ms_per_sample"]
                 for mode, steps in by if steps == args.steps and mode != "engine"}
     print("engine vs " + ", ".join(f"{mode}: {x:.1f}x faster" for mode, x in speedups.items()))

@@ -117,8 +117,10 @@ class CachedEngine:
         self.patchify_on_device = str(device).startswith("cuda")
         self.conversations: dict[Hashable, _Conversation] = {}
         self.cache = None  # DynamicCache of RowsLayer: [rows, heads, capacity, dim] per layer
+        # where the time goes (seconds, summed over steps): CPU preparation of the new tokens and images (chat
+        # template, tokenizing, pixels, rope positions), the cache compaction, the prefill forward, the decode
         self.stats = {"prefill_tokens": 0, "decode_steps": 0, "generated_tokens": 0, "cut_back": 0, "forwards": 0,
-                      "prefill_s": 0.0, "decode_s": 0.0}
+                      "prepare_s": 0.0, "compact_s": 0.0, "prefill_s": 0.0, "decode_s": 0.0}
 
     # -- conversation bookkeeping -------------------------------------------------------------------------
     def release(self, key: Hashable) -> None:
@@ -212,8 +214,12 @@ class CachedEngine:
             if keep == 0:
                 state.row = None
         self._sync()
-        prefill_start = time.perf_counter()
+        compact_start = time.perf_counter()
+        self.stats["prepare_s"] += compact_start - start
         self._compact(states, max(len(n) for n in news) + sampling.max_new_tokens)
+        self._sync()
+        prefill_start = time.perf_counter()
+        self.stats["compact_s"] += prefill_start - compact_start
         block, block_mask, block_pos, last = self._block(news, positions)
         pixel_values = (torch.cat([p.to(self.device) for p in new_images]).to(self.model.dtype)
                         if new_images else None)
