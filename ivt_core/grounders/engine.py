@@ -90,6 +90,7 @@ class _Conversation:
     fed: list[int] = field(default_factory=list)
     grids: list[torch.Tensor] = field(default_factory=list)  # one (t, h, w) row per image, in order
     row: int | None = None  # its row in the current cache, None before its first step
+    positions: torch.Tensor = field(default_factory=lambda: torch.zeros(3, 0, dtype=torch.long))  # of ``fed``
 
 
 class CachedEngine:
@@ -127,16 +128,23 @@ class CachedEngine:
         """Forget a conversation; its row is reused at the next step."""
         self.conversations.pop(key, None)
 
-    def _full_ids(self, conversation: list[dict], grids: list[torch.Tensor]) -> list[int]:
-        """The ids the plain path feeds for ``conversation``: chat template, then each image placeholder
+    def _full_ids(self, conversations: list[list[dict]], grids: list[list[torch.Tensor]]) -> list[list[int]]:
+        """The ids the plain path feeds for each conversation: chat template, then each image placeholder
         repeated to the image's token count (special tokens are atomic, so expanding after tokenizing is the
-        same as the processor's expanding before)."""
-        text = self.processor.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
-        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-        out: list[int] = []
-        counts = iter(int(g.prod()) // self.merge**2 for g in grids)
-        for token in ids:
-            out.extend([token] * next(counts) if token == self.image_token_id else [token])
+        same as the processor's expanding before). The texts are tokenized in one call (the fast tokenizer
+        works through a batch in parallel)."""
+        texts = [self.processor.apply_chat_template(c, add_generation_prompt=True, tokenize=False)
+                 for c in conversations]
+        out = []
+        for ids, image_grids in zip(self.tokenizer(texts, add_special_tokens=False)["input_ids"], grids, strict=True):
+            counts = iter(int(g.prod()) // self.merge**2 for g in image_grids)
+            expanded: list[int] = []
+            start = 0
+            for index in (i for i, token in enumerate(ids) if token == self.image_token_id):
+                expanded += ids[start:index]
+                expanded += [self.image_token_id] * next(counts)
+                start = index + 1
+            out.append(expanded + ids[start:])
         return out
 
     def _pixels(self, images: list) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -176,7 +184,9 @@ class CachedEngine:
         return index, keep
 
     def _positions(self, ids: list[int], grids: list[torch.Tensor]) -> torch.Tensor:
-        """3-D rotary positions [3, len(ids)] of a whole conversation, as the model computes them."""
+        """3-D rotary positions [3, len(ids)] of a conversation (or of a part that starts at a text token or at
+        an image's first token), as the model computes them: a running position, +1 per text token and
+        +max(h, w) per image. A part's positions are the whole's shifted by the position it starts at."""
         input_ids = torch.tensor([ids])
         types = (input_ids == self.image_token_id).int()
         grid = torch.stack(grids) if grids else None
@@ -191,13 +201,16 @@ class CachedEngine:
         start = time.perf_counter()
         states = [self.conversations.setdefault(key, _Conversation()) for key, _ in requests]
         news, new_images, new_grids, positions, prompt_lengths = [], [], [], [], []
+        fresh_pixels = []
         for state, (_, conversation) in zip(states, requests, strict=True):
             images = conversation_images(conversation)
             fresh = None
             if len(images) > len(state.grids):
                 fresh = self._pixels(images[len(state.grids):])
                 state.grids.extend(fresh[1])
-            full = self._full_ids(conversation, state.grids)
+            fresh_pixels.append((images, fresh))
+        fulls = self._full_ids([conversation for _, conversation in requests], [s.grids for s in states])
+        for state, full, (images, fresh) in zip(states, fulls, fresh_pixels, strict=True):
             keep = min(_common_prefix(state.fed, full), len(full) - 1)  # at least one token to read logits at
             first, keep = self._image_boundary(full, state.grids, keep)
             needed = images[first:]
@@ -208,7 +221,11 @@ class CachedEngine:
             if keep < len(state.fed):
                 self.stats["cut_back"] += 1
             news.append(full[keep:])
-            positions.append(self._positions(full, state.grids)[:, keep:])
+            # only the new part's rotary positions are computed, after the kept part's (kept with its ids)
+            kept = state.positions[:, :keep]
+            part = self._positions(full[keep:], state.grids[first:]) + (int(kept.max()) + 1 if keep else 0)
+            state.positions = torch.cat([kept, part], dim=1)
+            positions.append(part)
             prompt_lengths.append(len(full))
             state.fed = state.fed[:keep]
             if keep == 0:
@@ -244,6 +261,11 @@ class CachedEngine:
         decode_start = time.perf_counter()
         self.stats["prefill_s"] += decode_start - prefill_start
         generated = self._decode(states, logits, next_pos, sampling)
+        next_cpu = next_pos.cpu()
+        for row, state in enumerate(states):  # the answer tokens fed back: text, one position each
+            missing = len(state.fed) - state.positions.shape[1]
+            if missing:
+                state.positions = torch.cat([state.positions, next_cpu[:, row:row + 1] + torch.arange(missing)], dim=1)
         self._sync()
         self.stats["decode_s"] += time.perf_counter() - decode_start
         elapsed_ms = (time.perf_counter() - start) * 1000 / max(1, len(requests))

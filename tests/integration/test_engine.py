@@ -88,6 +88,31 @@ def test_engine_encodes_only_the_new_turn(chatty_tiny, shapes_ws):
     assert encoded >= second.tokens_in - first.tokens_in - first.tokens_out  # but at least the new turn
 
 
+def test_engine_keeps_each_conversations_rotary_positions_as_the_whole_conversation_gives_them(chatty_tiny,
+                                                                                                shapes_ws):
+    """Only the new part's positions are computed at each step (after the kept part's); they must equal the
+    model's own rope index over the whole conversation, also after a cut back (answers that re-tokenize
+    differently, which the chatty model gives) and with the answer tokens fed back during decoding."""
+    from ivt_core.grounders.engine import CachedEngine
+
+    grounder = TransformersGrounder.load(chatty_tiny, device="cpu")
+    samples = get_samples(shapes_ws.connect(), "shapes", "test")[:2]
+    images = [load_image(shapes_ws.resolve(s.image_path)) for s in samples]
+    engine = CachedEngine(grounder.model, grounder.processor, "cpu")
+    conversations = {s.id: [{"role": "user", "content": [{"type": "image", "image": image},
+                                                          {"type": "text", "text": f"Find {s.expression}."}]}]
+                     for s, image in zip(samples, images, strict=True)}
+    for turn in range(3):
+        answers = engine.step(list(conversations.items()), Sampling(max_new_tokens=6 + 5 * turn))
+        for (key, conversation), answer, image in zip(conversations.items(), answers, images, strict=True):
+            state = engine.conversations[key]
+            assert torch.equal(state.positions, engine._positions(state.fed, state.grids)), (key, turn)
+            conversation += [{"role": "assistant", "content": [{"type": "text", "text": answer.text}]},
+                             {"role": "user", "content": [{"type": "image", "image": image},
+                                                          {"type": "text", "text": "Check the box."}]}]
+    assert engine.stats["cut_back"] > 0  # the case where positions are cut back too was exercised
+
+
 def test_engine_choice(tiny_models):
     qwen3 = TransformersGrounder.load(tiny_models["qwen3_vl"], device="cpu")
     qwen2 = TransformersGrounder.load(tiny_models["qwen2_vl"], device="cpu")
