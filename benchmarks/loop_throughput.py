@@ -210,6 +210,8 @@ def main() -> None:
     parser.add_argument("--skip-plain-batched", action="store_true")
     parser.add_argument("--peak-tflops", type=float, default=989.0, help="the GPU's dense bf16 peak (H100/H200 SXM)")
     parser.add_argument("--hbm-tbs", type=float, default=4.8, help="the GPU's memory bandwidth in TB/s (H200)")
+    parser.add_argument("--compile", action="store_true",
+                        help="experiment: torch.compile each decoder layer of the language model (dynamic shapes)")
     parser.add_argument("--out", default="build/bench/loop_throughput.json")
     args = parser.parse_args()
     FLOOR.update(peak_tflops=args.peak_tflops, hbm_tbs=args.hbm_tbs)
@@ -220,6 +222,17 @@ def main() -> None:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     size = tuple(int(v) for v in (args.image or ("640x480" if args.shape else "224x224")).split("x"))
     grounder, source_name = load(args, device)
+    if args.compile:
+        import torch._dynamo
+
+        from ivt_core.grounders.engine import _inner_model
+
+        torch._dynamo.config.allow_unspec_int_on_nn_module = True  # one compiled layer for all 36 (layer_idx)
+        torch._dynamo.config.recompile_limit = 64
+
+        for layer in _inner_model(grounder.model).language_model.layers:
+            layer.compile(dynamic=True)
+        source_name += " (decoder layers compiled)"
     samples, images = _samples(args.samples, size)
     few = min(args.plain_samples, args.samples)
     run_mode(grounder, "engine", samples[:2], images[:2], args.steps, 2, args.new_tokens, device)  # warm-up
