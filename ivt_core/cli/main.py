@@ -16,7 +16,15 @@ import os
 import sys
 
 from ivt_core import logs
-from ivt_core.cli.evaluation import cmd_compare, cmd_eval, cmd_paper_table, cmd_probe, cmd_report, cmd_runs
+from ivt_core.cli.evaluation import (
+    cmd_compare,
+    cmd_eval,
+    cmd_paper_table,
+    cmd_probe,
+    cmd_report,
+    cmd_runs,
+    cmd_verifier,
+)
 from ivt_core.cli.jobs import cmd_jobs, cmd_train
 from ivt_core.cli.traces import add_parsers as add_trace_parsers
 from ivt_core.config.evaluation import EvalConfig
@@ -223,6 +231,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=_positive, default=4, help="samples per model call (6 prompts each)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_probe)
+
+    p = sub.add_parser("verifier", help="can a model tell a run's right step-0 boxes from its wrong ones? "
+                                        "(AUROC of its P(\"The box is correct.\"))")
+    p.add_argument("run_id", type=_positive, metavar="RUN_ID", help="the run whose step-0 boxes are judged (a base "
+                                                                    "model's)")
+    p.add_argument("--workspace", default=None)
+    p.add_argument("--model", default=None, help="the judging checkpoint (default: the shipped toy model)")
+    p.add_argument("--adapter", default=None, help="its adapter (e.g. the SFT one)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--coords", default=None)
+    p.add_argument("--iou", type=float, default=0.5, help="a box is right at this IoU or above")
+    p.add_argument("--limit", type=_positive, default=None, help="judge the first N boxes only")
+    p.add_argument("--batch-size", type=_positive, default=8)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_verifier)
 
     add_trace_parsers(sub, _Parser, _positive)
 

@@ -51,3 +51,13 @@ def model_of_jobs(db: Database, job_ids: list[int]) -> dict | None:
     marks = ", ".join("?" * len(job_ids))
     rows = list(db.query(f"SELECT id FROM models WHERE origin_job IN ({marks}) ORDER BY id DESC LIMIT 1", job_ids))
     return get_model(db, rows[0]["id"]) if rows else None
+
+
+def set_model_meta(db: Database, model_id: int, key: str, value) -> None:
+    """Set one key of a model's meta (e.g. its verifier test on a run), keeping the others."""
+    from ivt_core.store.db import write_transaction
+
+    with write_transaction(db):
+        meta = get_model(db, model_id)["meta"]
+        meta[key] = value
+        db.execute("UPDATE models SET meta = ? WHERE id = ?", [json.dumps(meta), model_id])

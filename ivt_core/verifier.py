@@ -1,0 +1,120 @@
+"""Can a model tell a base model's right boxes from its wrong ones? The verifier test of a refinement model.
+
+The loop can only improve on single shot if, shown a box, the model keeps the right ones and changes the wrong
+ones. Here the boxes are a base run's own step-0 answers (its real mistakes, not drawn counterfactuals): each
+is drawn on its image as in the run, the refine prompt asked, and the model's probability of answering with the
+keep verdict ("The box is correct.", the phrase the refine prompts ask for) is read from one forward pass, no
+generation. Over the run's samples:
+
+- ``auroc``: the probability that a right box (IoU >= ``threshold`` with the ground truth) gets a higher
+  P(keep) than a wrong one (ties count half). 0.5: the model cannot tell them apart, so no stopping rule built
+  on its verdict can beat single shot; 1.0: a perfect verifier.
+- ``p_keep_right`` / ``p_keep_wrong``: the mean P(keep) on right and on wrong boxes; ``keeps_right`` /
+  ``keeps_wrong``: the share where P(keep) > 0.5.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from statistics import fmean
+
+import torch
+
+from ivt_core.data.sample import Sample
+from ivt_core.errors import InvalidInputError
+from ivt_core.prompts import get_prompts
+from ivt_core.render import RenderStyle, render_box
+from ivt_core.supervision import build_example, collate
+from ivt_core.teachers.geometric import KEEP_MINIMAL as KEEP_VERDICT
+
+
+def keep_probability_rows(grounder, samples: Sequence[Sample], images: Sequence, answers: dict[str, dict],
+                          style: RenderStyle, prompt_version: str, batch_size: int = 8,
+                          progress: Callable[[int], None] | None = None) -> list[dict]:
+    """One row per sample: the base's step-0 box and IoU, and the model's P(keep) for it. ``answers`` maps a
+    sample id to the base's step 0 (``raw_text``, ``box``, ``iou``); samples whose step 0 had no box are
+    skipped (nothing was drawn)."""
+    prompts = get_prompts(grounder.family.prompt_family, prompt_version)
+    items = [(s, im, answers[s.id]) for s, im in zip(samples, images, strict=True)
+             if s.id in answers and answers[s.id]["box"] is not None]
+    rows = []
+    for start in range(0, len(items), batch_size):
+        chunk = items[start:start + batch_size]
+        conversations = [[
+            {"role": "user", "content": [{"type": "image", "image": image},
+                                         {"type": "text", "text": prompts.ground_text(sample.expression)}]},
+            {"role": "assistant", "content": [{"type": "text", "text": step0["raw_text"]}]},
+            {"role": "user", "content": [{"type": "image", "image": render_box(image, step0["box"], style)},
+                                         {"type": "text", "text": prompts.refine_text(sample.expression)}]},
+            {"role": "assistant", "content": [{"type": "text", "text": KEEP_VERDICT}]},
+        ] for sample, image, step0 in chunk]
+        for (sample, _, step0), logp in zip(chunk, verdict_logprobs(grounder, conversations), strict=True):
+            rows.append({"sample_id": sample.id, "iou": step0["iou"], "p_keep": math.exp(logp)})
+        if progress:
+            progress(len(chunk))
+    return rows
+
+
+@torch.inference_mode()
+def verdict_logprobs(grounder, conversations: list[list[dict]]) -> list[float]:
+    """log P(last assistant message's text | the rest) for each conversation: the text's tokens only (not the
+    end of turn: a model may go on after the verdict, e.g. with the box it keeps)."""
+    from ivt_core.grounders.engine import _inner_model
+
+    processor, model = grounder.processor, grounder.model
+    end_of_turn = processor.tokenizer.eos_token_id
+    examples = []
+    for conversation in conversations:
+        example = build_example(processor, conversation)
+        labels = example["labels"]
+        span = (labels != -100).nonzero()[:, 0]
+        ends = [int(i) for i in span if int(example["input_ids"][i]) == end_of_turn]
+        if ends:
+            labels[ends[0]:] = -100
+        examples.append(example)
+    batch = collate(examples, processor.tokenizer.pad_token_id or 0)
+    labels = batch.pop("labels")
+    inputs = {k: v.to(grounder.device) for k, v in batch.items()}
+    if "pixel_values" in inputs:
+        inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
+    hidden = _inner_model(model)(**inputs).last_hidden_state
+    out = []
+    for row in range(len(conversations)):
+        targets = (labels[row, 1:] != -100).nonzero()[:, 0]  # position p predicts token p + 1
+        logits = model.get_output_embeddings()(hidden[row, targets.to(hidden.device)]).float()
+        tokens = labels[row, targets + 1].to(logits.device)
+        out.append(float(torch.log_softmax(logits, dim=-1).gather(1, tokens[:, None]).sum()))
+    return out
+
+
+def auroc(positives: Sequence[float], negatives: Sequence[float]) -> float | None:
+    """P(a positive scores above a negative), ties half (the Mann-Whitney statistic); None if a class is empty."""
+    if not positives or not negatives:
+        return None
+    ranked = sorted([(v, 1) for v in positives] + [(v, 0) for v in negatives])
+    rank_sum, index = 0.0, 0
+    while index < len(ranked):
+        end = index
+        while end < len(ranked) and ranked[end][0] == ranked[index][0]:
+            end += 1
+        mean_rank = (index + 1 + end) / 2  # 1-based ranks, ties share their mean
+        rank_sum += mean_rank * sum(label for _, label in ranked[index:end])
+        index = end
+    n_pos, n_neg = len(positives), len(negatives)
+    return (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+
+
+def summarize(rows: Sequence[dict], threshold: float = 0.5) -> dict:
+    """AUROC and keep rates of ``keep_probability_rows`` with right = IoU >= ``threshold``."""
+    if not rows:
+        raise InvalidInputError("no step-0 box to judge: the run has no readable step-0 answers")
+    right = [r["p_keep"] for r in rows if r["iou"] >= threshold]
+    wrong = [r["p_keep"] for r in rows if r["iou"] < threshold]
+
+    def share(values):
+        return sum(v > 0.5 for v in values) / len(values) if values else None
+
+    return {"threshold": threshold, "n": len(rows), "right": len(right), "wrong": len(wrong),
+            "auroc": auroc(right, wrong), "p_keep_right": fmean(right) if right else None,
+            "p_keep_wrong": fmean(wrong) if wrong else None, "keeps_right": share(right), "keeps_wrong": share(wrong)}

@@ -1,0 +1,76 @@
+"""The verifier test: a model's P("The box is correct.") on a base run's own step-0 boxes, and its AUROC."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from ivt_core.cli import main
+from ivt_core.store.models import list_models
+from ivt_core.verifier import KEEP_VERDICT, auroc, summarize, verdict_logprobs
+
+
+def test_auroc_is_the_mann_whitney_statistic():
+    assert auroc([2.0, 3.0], [1.0]) == 1.0
+    assert auroc([1.0], [2.0, 3.0]) == 0.0
+    assert auroc([0.5], [0.5]) == 0.5  # a tie counts half
+    assert auroc([0.8, 0.4], [0.6, 0.2]) == 0.75  # 3 of the 4 pairs ordered right
+    assert auroc([0.7, 0.7, 0.1], [0.7, 0.3]) == 0.5  # pairs: 1/2, 1, 1/2, 1, 0, 0
+    assert auroc([], [0.1]) is None
+
+
+def test_summary_splits_at_the_threshold():
+    rows = [{"iou": 0.9, "p_keep": 0.8}, {"iou": 0.5, "p_keep": 0.6}, {"iou": 0.2, "p_keep": 0.7}]
+    s = summarize(rows, 0.5)
+    assert (s["right"], s["wrong"], s["auroc"]) == (2, 1, 0.5)
+    assert s["keeps_right"] == 1.0 and s["keeps_wrong"] == 1.0
+    assert summarize(rows, 0.95)["right"] == 0
+
+
+def test_the_verdict_is_scored_on_its_own_tokens():
+    """The score equals the sum of the model's per-token log-probabilities of the verdict's tokens (without the
+    end of turn), from a plain forward over the whole conversation."""
+    from PIL import Image
+
+    from ivt_core.bootstrap import toy_model_path
+    from ivt_core.grounders.transformers_grounder import TransformersGrounder
+    from ivt_core.supervision import build_example, collate
+
+    grounder = TransformersGrounder.load(toy_model_path(), device="cpu")
+    image = Image.new("RGB", (96, 64), "white")
+    conversation = [{"role": "user", "content": [{"type": "image", "image": image},
+                                                 {"type": "text", "text": "Where is the red circle?"}]},
+                    {"role": "assistant", "content": [{"type": "text", "text": KEEP_VERDICT}]}]
+    (score,) = verdict_logprobs(grounder, [conversation])
+    example = build_example(grounder.processor, conversation)
+    batch = collate([example], 0)
+    labels = batch.pop("labels")[0]
+    with torch.no_grad():
+        logits = grounder.model(**batch).logits[0].float()
+    logp = torch.log_softmax(logits, dim=-1)
+    ids = example["input_ids"]
+    span = [int(i) for i in (labels != -100).nonzero()[:, 0]]
+    verdict = grounder.processor.tokenizer(KEEP_VERDICT, add_special_tokens=False)["input_ids"]
+    assert [int(ids[i]) for i in span[:len(verdict)]] == verdict
+    expected = sum(float(logp[i - 1, ids[i]]) for i in span[:len(verdict)])
+    assert score == pytest.approx(expected, abs=1e-4) and score < 0
+    assert math.exp(score) > 0
+
+
+def test_the_command_judges_a_runs_step0_boxes_and_keeps_the_result_with_the_model(shapes_ws, capsys):
+    from ivt_core.bootstrap import toy_model_path
+
+    assert main(["eval", "--workspace", str(shapes_ws.root), "--dataset", "shapes", "--split", "test", "--steps", "0",
+                 "--device", "cpu", "--json"]) == 0
+    run_id = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["run_id"]
+    code = main(["verifier", str(run_id), "--workspace", str(shapes_ws.root), "--device", "cpu", "--json"])
+    assert code == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["summary"]["n"] == len(out["rows"]) == 6
+    assert all(0.0 < row["p_keep"] < 1.0 for row in out["rows"])
+    stored = [m["meta"].get(f"verifier_run{run_id}") for m in list_models(shapes_ws.connect())
+              if m["base_path"] == str(toy_model_path().resolve())]
+    assert stored and stored[0]["n"] == 6
+    assert main(["verifier", "99", "--workspace", str(shapes_ws.root), "--device", "cpu"]) == 2
+    assert "no run" in capsys.readouterr().err
