@@ -228,6 +228,7 @@ def evaluate_ranks(
     load_in_4bit: bool = False,
     progress: Callable[[int], None] | None = None,
     resume_run: int | None = None,
+    seed: int = 0,
 ) -> EvalResult | None:
     """This rank's part of a launched evaluation (see the module docstring). ``resolve`` runs on rank 0 only
     and gives the request, model and adapter. Rank 0 returns the finished run; the other ranks None."""
@@ -241,7 +242,7 @@ def evaluate_ranks(
         plan: dict = {}
         if me == 0:
             try:
-                plan = _prepare(workspace, db, resolve, resume_run)
+                plan = _prepare(workspace, db, resolve, resume_run, seed)
             except IVTError as exc:
                 broadcast_object_list([{"error": str(exc)}])  # the others must not wait for a run that never comes
                 raise
@@ -268,7 +269,8 @@ def evaluate_ranks(
         state.destroy_process_group()
 
 
-def _prepare(workspace: Workspace, db, resolve: Callable[[], Resolved], resume_run: int | None) -> dict:
+def _prepare(workspace: Workspace, db, resolve: Callable[[], Resolved], resume_run: int | None,
+             seed: int = 0) -> dict:
     """Rank 0: the request, the checked samples, the run (created or reopened) and the samples it already has
     (shard files an earlier launch left on this machine are stored first)."""
     request, model_path, adapter_path, coords = resolve()
@@ -285,16 +287,20 @@ def _prepare(workspace: Workspace, db, resolve: Callable[[], Resolved], resume_r
         name, family = describe_model(model_path, adapter_path, coords)
         run_id = start_run(db, name, family, model_path, request, adapter_path)
     return {"run_id": run_id, "request": request, "samples": samples, "done": sorted(done_sample_ids(db, run_id)),
-            "model_path": str(model_path), "adapter_path": adapter_path, "coords": coords}
+            "model_path": str(model_path), "adapter_path": adapter_path, "coords": coords, "seed": seed}
 
 
 def _run_share(workspace: Workspace, db, run_id: int, request: EvalRequest, plan: dict, mine: list, shard,
                device: str, load_in_4bit: bool, state, progress) -> None:
+    import torch
+
     from ivt_core.data.sample import load_image
     from ivt_core.grounders.transformers_grounder import TransformersGrounder
     from ivt_core.loop import run_loop
 
     where = "cpu" if device == "cpu" else str(state.device)
+    if request.loop.sampling.do_sample:  # each rank its own stream of samples, reproducible for a given seed
+        torch.manual_seed(plan["seed"] + state.process_index)
     grounder = TransformersGrounder.load(plan["model_path"], plan["adapter_path"], load_in_4bit, where,
                                          plan["coords"])
     if shard is not None:

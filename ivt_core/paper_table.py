@@ -12,6 +12,12 @@ and break rate (right at t-1, wrong at t), at IoU 0.5, over the samples that rea
 step and best rule are tested against single shot with an exact McNemar test on the paired right/wrong outcomes
 at IoU 0.5 (wins: single shot wrong and the row right; losses: the reverse).
 
+The baseline the loop must beat at equal compute: **best-of-K self-selection** (``best_of``: K-1 runs of the
+same base model on the same split at a sampling temperature, T=0; the base run's greedy step 0 is the first
+candidate). Per sample, the candidate whose box agrees most with the others (largest summed IoU; ties to the
+greedy answer) is the answer: label-free, no refinement. A T-step loop makes up to T+1 answers per sample, the
+compute of best-of-(T+1).
+
 Why not scipy's McNemar: the exact two-sided binomial test is a few lines with ``math.comb``, and scipy is not
 otherwise a dependency.
 """
@@ -24,6 +30,7 @@ from statistics import fmean
 
 from sqlite_utils import Database
 
+from ivt_core.boxes import iou
 from ivt_core.errors import InvalidInputError
 from ivt_core.metrics import policy_ious, run_metrics
 from ivt_core.records import Trajectory
@@ -90,15 +97,57 @@ def _row(label: str, run_id: int, trajectories: list[Trajectory], single: list[b
     return row
 
 
-def paper_table(db: Database, run_ids: Sequence[int], labels: Sequence[str] | None = None) -> dict:
-    """The table for ``run_ids`` (the base model's run first). Raises InvalidInputError for no runs, unknown or
-    empty runs, runs that share no samples, or a label count that does not match."""
+def self_selected(boxes: Sequence) -> int:
+    """The index of the candidate box that agrees most with the others (largest summed IoU; a missing box agrees
+    with none; ties go to the earliest, the greedy answer)."""
+    def agreement(i: int) -> float:
+        return sum(iou(boxes[i], other) for j, other in enumerate(boxes) if j != i)
+
+    return max(range(len(boxes)), key=lambda i: (agreement(i), -i))
+
+
+def _best_of_row(label: str, candidates: list[list[Trajectory]], single: list[bool]) -> dict:
+    chosen, best = [], []
+    for per_sample in zip(*candidates, strict=True):
+        steps = [t.steps[0] for t in per_sample]
+        chosen.append(steps[self_selected([s.box for s in steps])].iou)
+        best.append(max(s.iou for s in steps))
+    return {"label": label, "run_id": None, "n": len(chosen), "refinement_steps": False, "best_of": len(candidates),
+            "step0": _accs([t.step0_iou for t in candidates[0]]), "final": _accs(chosen),
+            "oracle": {"label": ORACLE_LABEL, **_accs(best)},
+            "vs_single_shot": {"final": _paired(single, [v >= TAU for v in chosen])}}
+
+
+def sampled_runs_of_base(db: Database, run_ids: Sequence[int]) -> tuple[list[int], list[int]]:
+    """Split a selection (base run first) into the table's runs and the best-of candidates: sampled single-shot
+    runs of the base run's model (what the app's Compare tab passes)."""
+    if not run_ids:
+        return [], []
+    base = get_run(db, run_ids[0])
+    sampled = [rid for rid in run_ids[1:] if (run := get_run(db, rid))["steps"] == 0
+               and run["config"]["sampling"].get("do_sample") and run["model_id"] == base["model_id"]]
+    return [rid for rid in run_ids if rid not in sampled], sampled
+
+
+def paper_table(db: Database, run_ids: Sequence[int], labels: Sequence[str] | None = None,
+                best_of: Sequence[int] = ()) -> dict:
+    """The table for ``run_ids`` (the base model's run first), with a best-of-K row when ``best_of`` gives the
+    base model's sampled single-shot runs. Raises InvalidInputError for no runs, unknown or empty runs, runs
+    that share no samples, a label count that does not match, or a best-of run that is not a sampled single
+    shot of the base model."""
     if not run_ids:
         raise InvalidInputError("give the run ids: the base model's run first, then each trained model's")
     if labels and len(labels) != len(run_ids):
         raise InvalidInputError(f"{len(labels)} labels for {len(run_ids)} runs; give one label per run")
+    for rid in best_of:
+        run, base_run = get_run(db, rid), get_run(db, run_ids[0])
+        if run["steps"] != 0 or not run["config"]["sampling"].get("do_sample"):
+            raise InvalidInputError(f"best-of run {rid} must be a sampled single shot (`ivt eval --steps 0 "
+                                    "--temperature 0.7 --seed N`)")
+        if run["model_id"] != base_run["model_id"]:
+            raise InvalidInputError(f"best-of run {rid} is another model's than base run {run_ids[0]}'s")
     trajs = {}
-    for rid in run_ids:
+    for rid in [*run_ids, *best_of]:
         loaded = load_trajectories(db, rid)
         if not loaded:
             raise InvalidInputError(f"run {rid} has no trajectories yet")
@@ -119,12 +168,20 @@ def paper_table(db: Database, run_ids: Sequence[int], labels: Sequence[str] | No
         label = (("naive IVT" if not labels else f"{names[0]} + IVT") if index == 0
                  else f"{names[index]} + IVT" if refined else f"{names[index]} single shot")
         rows.append(_row(label, rid, [trajs[rid][s] for s in common], single, refined))
+    if best_of:
+        k = len(best_of) + 1
+        rows.insert(1, _best_of_row(f"best-of-{k} self-selected", [base_trajs, *[[trajs[rid][s] for s in common]
+                                                                                  for rid in best_of]], single))
+    notes = ([f"best-of-{len(best_of) + 1}: the base model's greedy answer and {len(best_of)} sampled ones, the "
+              "one agreeing most with the others taken (label-free; the compute of a "
+              f"{len(best_of)}-step loop); oracle*: the best candidate by ground truth"] if best_of else [])
     return {"samples": len(common), "dataset": runs[base]["dataset"], "split": runs[base]["split"],
             "tau": TAU, "rows": rows,
             "notes": ["best rule: the label-free stopping rule most accurate at IoU 0.5, chosen on this split "
                       "(an optimistic pick; fix the rule on another split to deploy it)",
                       f"{ORACLE_LABEL}: the best step by ground truth, an upper bound no deployed loop reaches",
-                      "wins / losses / p: paired right-or-wrong at IoU 0.5 against base single shot, exact McNemar"]}
+                      "wins / losses / p: paired right-or-wrong at IoU 0.5 against base single shot, exact McNemar",
+                      *notes]}
 
 
 def table_text(table: dict) -> str:
@@ -138,7 +195,7 @@ def table_text(table: dict) -> str:
 
     for row in table["rows"]:
         line = f"{row['label'][:25]:<26}" + "".join(f"{cell(row.get(k)):>15}" for k, _ in cols)
-        if row["refinement_steps"]:
+        if "vs_single_shot" in row:
             vs = row["vs_single_shot"]["final"]
             tested = f"{vs['wins']} wins, {vs['losses']} losses, p={vs['p']:.2g}"
             line += f"{tested:>32}"

@@ -10,7 +10,7 @@ from PIL import Image
 
 from ivt_core.comparison import SHOWS, per_sample, side_by_side
 from ivt_core.errors import IVTError
-from ivt_core.paper_table import TABLE_THRESHOLDS, paper_table
+from ivt_core.paper_table import TABLE_THRESHOLDS, paper_table, sampled_runs_of_base
 from ivt_core.report import compare_runs, summary_rows
 from ivt_core.stopping import ORACLE_LABEL
 from ui.choices import run_choices
@@ -59,7 +59,8 @@ def paper_view(ctx: AppContext, run_ids: list[int] | None):
     if not run_ids:
         return pd.DataFrame([{"": "pick the base model's run (as the baseline) and the trained models' runs"}]), ""
     try:
-        table = paper_table(ctx.db(), [int(r) for r in run_ids])
+        runs, sampled = sampled_runs_of_base(ctx.db(), [int(r) for r in run_ids])
+        table = paper_table(ctx.db(), runs, best_of=sampled)
     except IVTError as exc:
         return pd.DataFrame([{"": str(exc)}]), f"**{exc}**"
 

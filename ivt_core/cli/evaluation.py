@@ -88,10 +88,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
             raise InvalidInputError("--endpoint runs on one process (the server batches); drop accelerate launch")
         with tqdm(desc=f"eval rank {distributed_eval.rank()}", unit="sample", file=sys.stderr) as bar:
             result = distributed_eval.evaluate_ranks(workspace, lambda: _resolve(workspace, config), config.device,
-                                                     config.load_in_4bit, bar.update, config.resume_run)
+                                                     config.load_in_4bit, bar.update, config.resume_run, config.seed)
         return _print_result(args, result) if result is not None else 0
     request, model_path, adapter, coords = _resolve(workspace, config)
     samples = load_eval_samples(workspace, request)
+    if request.loop.sampling.do_sample:
+        import torch
+
+        torch.manual_seed(config.seed)
     total = len(samples)
     with JobReporter(workspace, args.as_job_id) as reporter:
         with tqdm(total=total, desc=f"eval T={request.loop.steps}", unit="sample", file=sys.stderr) as bar:
@@ -208,7 +212,11 @@ def cmd_paper_table(args: argparse.Namespace) -> int:
     from ivt_core.workspace import Workspace
 
     labels = [x.strip() for x in args.labels.split(",")] if args.labels else None
-    table = paper_table(Workspace.open(args.workspace).connect(), args.run_ids, labels)
+    try:
+        best_of = [int(x) for x in args.best_of.split(",") if x.strip()] if args.best_of else []
+    except ValueError:
+        raise InvalidInputError(f"--best-of takes run ids separated by commas, got {args.best_of!r}") from None
+    table = paper_table(Workspace.open(args.workspace).connect(), args.run_ids, labels, best_of)
     print(json.dumps(table) if args.json else table_text(table))
     return 0
 

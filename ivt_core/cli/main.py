@@ -213,6 +213,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_ids", type=_positive, nargs="+", metavar="RUN_ID",
                    help="the base model's run first (its step 0 is the single shot), then each trained model's")
     p.add_argument("--labels", default=None, help="comma-separated row names, one per run (default: model names)")
+    p.add_argument("--best-of", default=None, metavar="RUN,RUN",
+                   help="sampled single-shot runs of the base model (`ivt eval --steps 0 --temperature 0.7 --seed "
+                        "N`): adds the best-of-K self-selected row, K = these runs + the greedy one")
     p.add_argument("--workspace", default=None)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_paper_table)

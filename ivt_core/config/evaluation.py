@@ -39,6 +39,13 @@ class EvalConfig:
     batch_size: int = setting(8, "samples advancing together; auto (0): as many as the GPU's free memory holds",
                               min=0, max=4096)
     max_new_tokens: int = setting(256, "answer length limit per step, in tokens", min=1, max=8192)
+    temperature: float = setting(0.0, "0: greedy answers; above 0: sampled from softmax(logits / temperature), cut "
+                                 "to --top-p (e.g. single-shot candidates for the paper table's best-of-K)",
+                                 min=0.0, max=2.0)
+    top_p: float = setting(1.0, "with --temperature: sample from the smallest set of tokens holding this much "
+                           "probability", min=0.01, max=1.0)
+    seed: int = setting(0, "with --temperature: the sampling seed (the same seed, the same answers on one machine)",
+                        min=0, max=2**31 - 1)
     render: str = setting("auto", "how the model is shown its box: paper (red outline, 25% fill), outline (an "
                           "outline in a colour outside the scene palette, no fill), auto (outline for shapes-world "
                           "datasets, else paper); stored with the run", choices=("auto", *RENDER_STYLES),
@@ -113,4 +120,6 @@ class EvalConfig:
 
         return LoopConfig(steps=self.steps, policy=self.stop, batch_size=self.batch_size,
                           render=render_style(self.render, dataset_kind),
-                          sampling=Sampling(max_new_tokens=self.max_new_tokens), engine=self.engine).check()
+                          sampling=Sampling(max_new_tokens=self.max_new_tokens, do_sample=self.temperature > 0,
+                                            temperature=self.temperature or 1.0, top_p=self.top_p),
+                          engine=self.engine).check()

@@ -23,3 +23,13 @@ def test_step_rates_literal():
     assert rows[0]["fix"] == pytest.approx(1 / 3) and rows[0]["break"] == pytest.approx(1 / 3)
     assert rows[0]["degradation"] == pytest.approx(0.7 / 3)
     assert rows[1]["fix"] == pytest.approx(0.5) and rows[1]["break"] == 0.0 and rows[1]["degradation"] == 0.0
+
+
+def test_self_selection_takes_the_box_the_others_agree_with():
+    from ivt_core.paper_table import self_selected
+
+    a, a2, b = Box(0, 0, 10, 10), Box(1, 1, 11, 11), Box(50, 50, 60, 60)
+    assert self_selected([b, a, a2]) == 1  # a and a2 agree; b agrees with nobody
+    assert self_selected([a, b]) == 0  # two candidates agree equally: the greedy one (first) stays
+    assert self_selected([None, a, a2]) == 1  # an unreadable answer agrees with nothing
+    assert self_selected([None, None]) == 0
