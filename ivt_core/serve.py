@@ -22,6 +22,7 @@ import binascii
 import hmac
 import io
 import itertools
+import logging
 import queue
 import threading
 import time
@@ -165,8 +166,11 @@ class Batcher:
                 groups.setdefault(item[1], []).append(item)
             for sampling, items in groups.items():
                 self.batches.append(len(items))
+                started = time.perf_counter()
                 try:
                     answers = self._answer([conversation for conversation, _, _ in items], sampling)
+                    log.info("answered %d request(s) together in %.0f ms (%d waiting)", len(items),
+                             1000 * (time.perf_counter() - started), self._queue.qsize())
                 except Exception as exc:  # noqa: BLE001 - every waiting client gets the error, the server goes on
                     log.exception("a batch of %d requests failed", len(items))
                     for _, _, future in items:
@@ -288,7 +292,9 @@ def build_server(config):
     name = config.served_name or grounder.name
     batcher = Batcher(engine_answerer(grounder, config.engine), config.max_batch, config.batch_wait_ms / 1000)
     app = build_app(batcher, name, grounder.family, config.api_key, config.max_tokens_limit)
-    server = uvicorn.Server(uvicorn.Config(app, host=config.host, port=config.port, log_level="warning",
+    verbose = log.isEnabledFor(logging.INFO)  # `ivt -v serve`: uvicorn's access log and one line per batch
+    server = uvicorn.Server(uvicorn.Config(app, host=config.host, port=config.port,
+                                           log_level="info" if verbose else "warning", access_log=verbose,
                                            limit_concurrency=4 * config.max_batch + 16))
     host = f"[{config.host}]" if ":" in config.host else config.host
     line = (f"serving {name} ({grounder.family.name}, {grounder.device}) at http://{host}:{config.port}/v1 "
