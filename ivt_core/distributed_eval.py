@@ -37,11 +37,12 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from datetime import timedelta
 from pathlib import Path
 
-from ivt_core.errors import InvalidInputError, IVTError, JobCancelled
-from ivt_core.evaluate import EvalRequest, EvalResult, load_eval_samples, start_run
+from ivt_core.errors import InvalidInputError, IVTError
+from ivt_core.evaluate import EvalRequest, EvalResult, load_eval_samples, marks_run_end, start_run
 from ivt_core.metrics import run_metrics
 from ivt_core.records import Trajectory, trajectory_from_dict, trajectory_to_dict
 from ivt_core.store.runs import (
@@ -129,7 +130,7 @@ def evaluate_launched(
             run_id = start_run(db, name, family, model_path, request, adapter_path, job_id)
         log = workspace.root / "logs" / f"run{run_id}-accelerate.log"
         log.parent.mkdir(parents=True, exist_ok=True)
-        try:
+        with marks_run_end(db, run_id):
             with log.open("w") as sink:
                 process = subprocess.Popen(launch_command(workspace, run_id, gpus, device, load_in_4bit),
                                            stdout=sink, stderr=subprocess.STDOUT, env=_launch_env(gpus, device),
@@ -139,12 +140,6 @@ def evaluate_launched(
             except BaseException:
                 _stop(process)
                 raise
-        except (JobCancelled, KeyboardInterrupt):
-            set_run_status(db, run_id, "cancelled", "stopped by the user; resume to finish")
-            raise
-        except BaseException as exc:
-            set_run_status(db, run_id, "failed", f"{type(exc).__name__}: {exc}")
-            raise
         return EvalResult(run_id, get_run(db, run_id)["metrics"])
     finally:
         db.close()
@@ -305,7 +300,7 @@ def _run_share(workspace: Workspace, db, run_id: int, request: EvalRequest, plan
                                          plan["coords"])
     if shard is not None:
         shard.parent.mkdir(parents=True, exist_ok=True)
-    try:
+    with marks_run_end(db, run_id) if db is not None else nullcontext():  # rank 0 alone writes the store
         for group in run_loop(grounder, mine, request.loop, lambda s: load_image(workspace.resolve(s.image_path))):
             if shard is None:
                 add_trajectories(db, run_id, group)
@@ -313,14 +308,6 @@ def _run_share(workspace: Workspace, db, run_id: int, request: EvalRequest, plan
                 _append_shard(shard, group)
             if progress:
                 progress(len(group))
-    except (JobCancelled, KeyboardInterrupt):
-        if db is not None:
-            set_run_status(db, run_id, "cancelled", "stopped by the user; resume to finish")
-        raise
-    except BaseException as exc:
-        if db is not None:
-            set_run_status(db, run_id, "failed", f"{type(exc).__name__}: {exc}")
-        raise
 
 
 def _merge(workspace: Workspace, db, run_id: int, samples: list, gathered: list[dict]) -> EvalResult:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -92,6 +93,22 @@ def start_run(db, name: str, family, model_path: str | Path, request: EvalReques
     )
 
 
+@contextmanager
+def marks_run_end(db, run_id: int):
+    """Within: an exception leaves the run ``cancelled`` (stopped by the user: SIGTERM, Ctrl-C; resumable) or
+    ``failed`` (with the error), and goes on up."""
+    from ivt_core.errors import JobCancelled
+
+    try:
+        yield
+    except (JobCancelled, KeyboardInterrupt):
+        set_run_status(db, run_id, "cancelled", "stopped by the user; resume to finish")
+        raise
+    except BaseException as exc:
+        set_run_status(db, run_id, "failed", f"{type(exc).__name__}: {exc}")
+        raise
+
+
 def is_endpoint(model_path: str | Path) -> bool:
     """Whether a run's model is a server's URL (``ivt eval --endpoint``) rather than a checkpoint folder."""
     return isinstance(model_path, str) and model_path.startswith(("http://", "https://"))
@@ -114,7 +131,6 @@ def evaluate(
     marked ``cancelled`` (SIGTERM, Ctrl-C) or ``failed`` (with the error); ``resume_run`` continues such a run
     with the samples it lacks. Spread over processes or machines: ``distributed_eval``.
     """
-    from ivt_core.errors import JobCancelled
 
     samples = samples if samples is not None else load_eval_samples(workspace, request)
     loader = lambda s: load_image(workspace.resolve(s.image_path))  # noqa: E731
@@ -134,19 +150,13 @@ def evaluate(
         todo = [s for s in samples if s.id not in done]
         if progress and done:
             progress(len(samples) - len(todo))
-        try:
+        with marks_run_end(db, run_id):
             for batch in run_loop(grounder, todo, request.loop, loader):
                 add_trajectories(db, run_id, batch)
                 if progress:
                     progress(len(batch))
             metrics = run_metrics(load_trajectories(db, run_id))
             finish_run(db, run_id, metrics)
-        except (JobCancelled, KeyboardInterrupt):
-            set_run_status(db, run_id, "cancelled", "stopped by the user; resume to finish")
-            raise
-        except BaseException as exc:
-            set_run_status(db, run_id, "failed", f"{type(exc).__name__}: {exc}")
-            raise
         return EvalResult(run_id, metrics)
     finally:
         db.close()

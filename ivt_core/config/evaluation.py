@@ -17,10 +17,8 @@ ENGINES = ("auto", "cached", "plain")
 
 
 @dataclass
-class EvalConfig:
-    """An evaluation of one model on one dataset split through the IVT loop."""
-
-    job_kind: ClassVar[str] = "eval"
+class ModelSettings:
+    """Which local checkpoint to load and how: shared by the configs that load one (evaluation, serving)."""
 
     model: str = setting("", "local checkpoint folder (default: the shipped toy model)", path=True)
     adapter: str = setting("", "LoRA adapter folder to put on the model (several, comma-separated, apply in order)",
@@ -29,6 +27,28 @@ class EvalConfig:
     device: str = setting("auto", "auto, cpu or cuda[:N]")
     load_in_4bit: bool = setting(False, "load the base model in 4-bit NF4 (needs bitsandbytes and a GPU)",
                                  flags=("--4bit", "--load-in-4bit"))
+
+    def check_model(self) -> None:
+        """Raise InvalidInputError unless the checkpoint, the adapters and the device settings make sense."""
+        if self.model and not (Path(self.model) / "config.json").is_file():
+            raise InvalidInputError(f"model folder {self.model} has no config.json; give a checkpoint folder")
+        for adapter in self.adapters():
+            if not (Path(adapter) / "adapter_config.json").is_file():
+                raise InvalidInputError(f"adapter folder {adapter} has no adapter_config.json")
+        if self.load_in_4bit and self.device == "cpu":
+            raise InvalidInputError("--4bit needs a GPU; drop it or use --device cuda")
+
+    def adapters(self) -> list[str]:
+        """The adapter folders, in the order they apply."""
+        return [part for part in self.adapter.split(",") if part]
+
+
+@dataclass
+class EvalConfig(ModelSettings):
+    """An evaluation of one model on one dataset split through the IVT loop."""
+
+    job_kind: ClassVar[str] = "eval"
+
     dataset: str = setting("", "dataset name in the workspace")
     split: str = setting("", "split to evaluate")
     limit: int | None = setting(None, "evaluate only the first N samples", min=1, max=100_000_000, form=True,
@@ -72,13 +92,7 @@ class EvalConfig:
         check_settings(self)
         if self.resume_run is None and not (self.dataset and self.split):
             raise InvalidInputError("--dataset and --split are required (or --resume-run RUN_ID)")
-        if self.model and not (Path(self.model) / "config.json").is_file():
-            raise InvalidInputError(f"model folder {self.model} has no config.json; give a checkpoint folder")
-        for adapter in self.adapters():
-            if not (Path(adapter) / "adapter_config.json").is_file():
-                raise InvalidInputError(f"adapter folder {adapter} has no adapter_config.json")
-        if self.load_in_4bit and self.device == "cpu":
-            raise InvalidInputError("--4bit needs a GPU; drop it or use --device cuda")
+        self.check_model()
         if self.endpoint:
             if not self.endpoint.startswith(("http://", "https://")):
                 raise InvalidInputError(f"--endpoint must start with http:// or https://, got {self.endpoint!r}")
@@ -102,10 +116,6 @@ class EvalConfig:
                 get_run(db, self.resume_run)
             elif not (self.dataset == "shapes" and self.split in DEFAULT_SPLITS):
                 get_samples(db, self.dataset, self.split, limit=1)
-
-    def adapters(self) -> list[str]:
-        """The adapter folders, in the order they apply."""
-        return [part for part in self.adapter.split(",") if part]
 
     @classmethod
     def for_model(cls, model: dict, **settings) -> EvalConfig:

@@ -4,24 +4,16 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
-from pathlib import Path
 
-from ivt_core.boxes import CONVENTIONS
+from ivt_core.config.evaluation import ModelSettings
 from ivt_core.config.settings import check_settings, setting
 from ivt_core.errors import InvalidInputError
 
 
 @dataclass
-class ServeConfig:
+class ServeConfig(ModelSettings):
     """A local checkpoint served at ``http://HOST:PORT/v1`` (chat completions, models)."""
 
-    model: str = setting("", "local checkpoint folder (default: the shipped toy model)", path=True)
-    adapter: str = setting("", "LoRA adapter folder(s) to put on the model (comma-separated, apply in order)",
-                           path=True)
-    coords: str = setting("", "box convention for models outside the known families", choices=("", *CONVENTIONS))
-    device: str = setting("auto", "auto, cpu or cuda[:N]")
-    load_in_4bit: bool = setting(False, "load the base model in 4-bit NF4 (needs bitsandbytes and a GPU)",
-                                 flags=("--4bit", "--load-in-4bit"))
     host: str = setting("127.0.0.1", "address to bind; any other than a loopback address needs --api-key")
     port: int = setting(8000, "port to listen on", min=1, max=65535)
     api_key: str = setting("", "key clients must send (Authorization: Bearer KEY); default $IVT_SERVE_API_KEY",
@@ -37,13 +29,7 @@ class ServeConfig:
     def check(self) -> ServeConfig:
         """Return self if the settings make sense. Raises InvalidInputError saying what to fix."""
         check_settings(self)
-        if self.model and not (Path(self.model) / "config.json").is_file():
-            raise InvalidInputError(f"model folder {self.model} has no config.json; give a checkpoint folder")
-        for adapter in (part for part in self.adapter.split(",") if part):
-            if not (Path(adapter) / "adapter_config.json").is_file():
-                raise InvalidInputError(f"adapter folder {adapter} has no adapter_config.json")
-        if self.load_in_4bit and self.device == "cpu":
-            raise InvalidInputError("--4bit needs a GPU; drop it or use --device cuda")
+        self.check_model()
         if not loopback(self.host) and not self.api_key:
             raise InvalidInputError(f"--host {self.host} serves beyond this machine: give --api-key KEY (or set "
                                     "$IVT_SERVE_API_KEY) so that only clients with the key are answered")
