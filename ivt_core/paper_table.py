@@ -119,14 +119,23 @@ def _best_of_row(label: str, candidates: list[list[Trajectory]], single: list[bo
 
 
 def sampled_runs_of_base(db: Database, run_ids: Sequence[int]) -> tuple[list[int], list[int]]:
-    """Split a selection (base run first) into the table's runs and the best-of candidates: sampled single-shot
-    runs of the base run's model (what the app's Compare tab passes)."""
+    """Split a selection (the baseline first) into the table's runs (base first) and the best-of candidates:
+    sampled single-shot runs of the base run's model (what the app's Compare tab passes). A sampled run is never
+    the base: if the baseline is one and a greedy run of its model is selected, that run is the base."""
     if not run_ids:
         return [], []
-    base = get_run(db, run_ids[0])
-    sampled = [rid for rid in run_ids[1:] if (run := get_run(db, rid))["steps"] == 0
-               and run["config"]["sampling"].get("do_sample") and run["model_id"] == base["model_id"]]
-    return [rid for rid in run_ids if rid not in sampled], sampled
+    runs = {rid: get_run(db, rid) for rid in run_ids}
+
+    def sampled(rid: int) -> bool:
+        return runs[rid]["steps"] == 0 and bool(runs[rid]["config"]["sampling"].get("do_sample"))
+
+    base = run_ids[0]
+    if sampled(base):
+        base = next((rid for rid in run_ids if not sampled(rid) and runs[rid]["model_id"] == runs[base]["model_id"]),
+                    base)
+    candidates = [rid for rid in run_ids if rid != base and sampled(rid)
+                  and runs[rid]["model_id"] == runs[base]["model_id"]]
+    return [base, *[rid for rid in run_ids if rid != base and rid not in candidates]], candidates
 
 
 def paper_table(db: Database, run_ids: Sequence[int], labels: Sequence[str] | None = None,
@@ -174,7 +183,7 @@ def paper_table(db: Database, run_ids: Sequence[int], labels: Sequence[str] | No
                                                                                   for rid in best_of]], single))
     notes = ([f"best-of-{len(best_of) + 1}: the base model's greedy answer and {len(best_of)} sampled ones, the "
               "one agreeing most with the others taken (label-free; the compute of a "
-              f"{len(best_of)}-step loop); oracle*: the best candidate by ground truth"] if best_of else [])
+              f"{len(best_of)}-step loop); its oracle column: the best candidate by ground truth"] if best_of else [])
     return {"samples": len(common), "dataset": runs[base]["dataset"], "split": runs[base]["split"],
             "tau": TAU, "rows": rows,
             "notes": ["best rule: the label-free stopping rule most accurate at IoU 0.5, chosen on this split "

@@ -13,6 +13,7 @@ from ivt_core.errors import IVTError
 from ivt_core.paper_table import TABLE_THRESHOLDS, paper_table, sampled_runs_of_base
 from ivt_core.report import compare_runs, summary_rows
 from ivt_core.stopping import ORACLE_LABEL
+from ivt_core.store.runs import list_runs
 from ui.choices import run_choices
 from ui.context import AppContext
 from ui.explore import DISPLAY_SIDE
@@ -150,6 +151,19 @@ def ordered(run_ids, baseline) -> list[int]:
     return run_ids
 
 
+def comparable_pair(ctx: AppContext) -> list[int]:
+    """The two runs Compare opens on: the newest finished run and the newest other one on the same dataset
+    split (a fresh workspace has a single shot on train beside the val runs: those share no samples); the two
+    newest runs when no pair shares a split. Oldest first."""
+    runs = [r for r in list_runs(ctx.db()) if r["status"] == "done"] or list_runs(ctx.db())
+    for newest in runs:
+        other = next((r for r in runs if r["id"] != newest["id"] and (r["dataset"], r["split"])
+                      == (newest["dataset"], newest["split"])), None)
+        if other is not None:
+            return sorted([newest["id"], other["id"]])
+    return sorted(r["id"] for r in runs[:2])
+
+
 def baseline_choices(ctx: AppContext, run_ids, current=None) -> dict:
     """The baseline picker: one of the selected runs (kept if still selected, else the oldest)."""
     labels = dict((value, label) for label, value in run_choices(ctx))
@@ -161,7 +175,7 @@ def baseline_choices(ctx: AppContext, run_ids, current=None) -> dict:
 def build(ctx: AppContext) -> list:
     choices = run_choices(ctx)
     runs = gr.Dropdown(choices=choices, multiselect=True, max_choices=MAX_RUNS, label="Runs to compare (2 or 3)",
-                       value=sorted(c[1] for c in choices[:2]) if len(choices) >= 2 else None)
+                       value=comparable_pair(ctx) if len(choices) >= 2 else None)
     baseline = gr.Dropdown(label="Baseline (deltas, wins and losses are against it)", elem_id="compare-baseline")
     note = gr.Markdown()
     table = gr.Dataframe(label="Numbers (delta against the baseline)", interactive=False)
@@ -218,10 +232,10 @@ def build(ctx: AppContext) -> list:
     refresh.click(lambda: gr.update(choices=run_choices(ctx)), None, runs)
 
     def first_view(_current):
-        """Runs listed afresh at page load; the two newest are compared, the older as the baseline (the deltas
-        read as what the newer run changed, e.g. a fine-tuned model against its base)."""
+        """Runs listed afresh at page load; the newest two on one split are compared, the older as the baseline
+        (the deltas read as what the newer run changed, e.g. a fine-tuned model against its base)."""
         choices = run_choices(ctx)
-        chosen = sorted(value for _, value in choices[:2])
+        chosen = comparable_pair(ctx)
         return (gr.update(choices=choices, value=chosen), baseline_choices(ctx, chosen), *compare_view(ctx, chosen),
                 *sample_frame(ctx, chosen, "all"))
 

@@ -48,5 +48,7 @@ def test_sampled_runs_make_the_best_of_k_row(shapes_ws, capsys):
     assert main(["paper-table", str(first), "--best-of", str(greedy), "--workspace", str(shapes_ws.root)]) == 2
     assert "must be a sampled single shot" in capsys.readouterr().err
 
-    frame, note = paper_view(AppContext(shapes_ws), [greedy, first, second])  # Compare sorts them out itself
-    assert list(frame[""]) == ["base single shot", "best-of-3 self-selected"] and "best-of-3" in note
+    for selection in ([greedy, first, second], [first, greedy, second]):  # Compare sorts them out itself, even
+        frame, note = paper_view(AppContext(shapes_ws), selection)       # with a sampled run as the baseline
+        assert list(frame[""]) == ["base single shot", "best-of-3 self-selected"] and "best-of-3" in note
+        assert frame.iloc[0]["step 0"] == "/".join(f"{row['step0'][f'acc@{t}']:.3f}" for t in (0.5, 0.7, 0.9))

@@ -117,3 +117,18 @@ def test_compare_tab_paper_table(runs):
     assert "oracle (uses ground truth)" in frame.columns
     frame, note = paper_view(AppContext(workspace), [a, 999])
     assert "999" in note
+
+
+def test_compare_opens_on_the_newest_runs_that_share_a_split(runs):
+    """A fresh workspace's newest runs are a single shot on train and an evaluation on val, which share no
+    samples: Compare opens on the newest pair of one split instead of an error."""
+    from ivt_core.data.shapes_split import write_shapes_split
+    from ui.compare import comparable_pair
+    from ui.context import AppContext
+
+    workspace, a, b = runs
+    write_shapes_split(workspace, "train", 3, seed=0)
+    other = evaluate(workspace, ScriptedGrounder(lambda t, s, c: WHOLE, with_conversation=True), "/m",
+                     EvalRequest("shapes", "train", LoopConfig(steps=0))).run_id
+    assert other > b > a
+    assert comparable_pair(AppContext(workspace)) == [a, b]
