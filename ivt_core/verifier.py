@@ -88,6 +88,45 @@ def verdict_logprobs(grounder, conversations: list[list[dict]]) -> list[float]:
     return out
 
 
+def judge_run(workspace, db, grounder, run_id: int, threshold: float = 0.5, limit: int | None = None,
+              batch_size: int = 8, progress: Callable[[int], None] | None = None) -> tuple[dict, list[dict]]:
+    """The verifier test of ``grounder`` on run ``run_id``'s step-0 boxes (the first ``limit`` samples by id):
+    (summary, rows). Raises IVTError subclasses saying what to fix (unknown or empty run, missing images)."""
+    from ivt_core.data.sample import load_image
+    from ivt_core.evaluate import check_images
+    from ivt_core.store.runs import get_run, load_trajectories
+    from ivt_core.store.samples import get_sample
+
+    if not 0.0 < threshold <= 1.0:
+        raise InvalidInputError(f"the IoU threshold must be in (0, 1], got {threshold}")
+    run = get_run(db, run_id)
+    answers = {t.sample_id: {"raw_text": t.steps[0].raw_text, "box": t.steps[0].box, "iou": t.steps[0].iou}
+               for t in load_trajectories(db, run_id) if t.steps}
+    if not answers:
+        raise InvalidInputError(f"run {run_id} has no trajectories to take step-0 boxes from")
+    samples = [get_sample(db, sample_id) for sample_id in sorted(answers)][:limit]
+    check_images(workspace, samples)
+    images = [load_image(workspace.resolve(s.image_path)) for s in samples]
+    rows = keep_probability_rows(grounder, samples, images, answers, RenderStyle.from_dict(run["render_style"]),
+                                 run["prompt_version"], batch_size, progress)
+    return {**summarize(rows, threshold), "run_id": run_id, "model": grounder.name}, rows
+
+
+def summary_text(s: dict) -> str:
+    """The verifier test's summary in three lines."""
+    def fmt(value, percent=False):
+        return "-" if value is None else (f"{value:.0%}" if percent else f"{value:.3f}")
+
+    return "\n".join([
+        f"{s['model']} judging run {s['run_id']}'s step-0 boxes: {s['n']} boxes, {s['right']} right and "
+        f"{s['wrong']} wrong at IoU {s['threshold']}",
+        f"AUROC of P(\"The box is correct.\") right vs wrong: {fmt(s['auroc'])} "
+        + ("(0.5: cannot tell them apart)" if s["auroc"] is not None else
+           "(needs both right and wrong boxes; pick a run that has both)"),
+        f"mean P(keep): right boxes {fmt(s['p_keep_right'])}, wrong boxes {fmt(s['p_keep_wrong'])}; "
+        f"P(keep) > 0.5 on {fmt(s['keeps_right'], True)} of right and {fmt(s['keeps_wrong'], True)} of wrong boxes"])
+
+
 def auroc(positives: Sequence[float], negatives: Sequence[float]) -> float | None:
     """P(a positive scores above a negative), ties half (the Mann-Whitney statistic); None if a class is empty."""
     if not positives or not negatives:

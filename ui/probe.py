@@ -16,7 +16,7 @@ from ivt_core.limits import MAX_EXPRESSION_CHARS, check_text
 from ivt_core.probe import probe_samples, summarize_probe
 from ivt_core.render import RenderStyle, render_box
 from ivt_core.store.samples import get_samples
-from ui.choices import model_choices, parse_split_choice, refreshed, split_choices
+from ui.choices import model_choices, parse_split_choice, refreshed, run_choices, split_choices
 from ui.context import INFERENCE, AppContext
 
 SHOWN = RenderStyle(label="shown")
@@ -81,6 +81,48 @@ def run_probe(ctx: AppContext, model_id, choice, index, expression, seed):
     return gallery, table, fig, note
 
 
+def run_verifier(ctx: AppContext, model_id, run_id, limit, progress=gr.Progress()):  # noqa: B008
+    """The verifier test of the picked model on a run's step-0 boxes: the summary and a picture of P(keep) on
+    right and on wrong boxes (kept with the model, as ``ivt verifier`` does)."""
+    from ivt_core.store.models import set_model_meta
+    from ivt_core.verifier import judge_run, summary_text
+
+    if not model_id or not run_id:
+        return "**Pick a model (above) and a run whose step-0 boxes it should judge.**", None
+    try:
+        limit = int(limit) if limit else None
+        if limit is not None and limit < 1:
+            raise InvalidInputError("at most N boxes: give 1 or more, or leave it empty for all")
+        total = limit or ctx.db().execute("SELECT n_samples FROM runs WHERE id = ?", [int(run_id)]).fetchone()[0]
+        done = [0]
+
+        def advance(n: int) -> None:
+            done[0] += n
+            progress((done[0], total), desc="judging boxes", unit="boxes")
+
+        summary, rows = ctx.infer(int(model_id), lambda g: judge_run(ctx.workspace, ctx.db(), g, int(run_id),
+                                                                     limit=limit, progress=advance))
+    except (IVTError, TypeError, ValueError) as exc:
+        return f"**{exc}**", None
+    set_model_meta(ctx.db(), int(model_id), f"verifier_run{int(run_id)}", summary)
+    figure = go.Figure()
+    bins = 20  # P(keep) in steps of 0.05; each bar the share of that kind's boxes (drawn here, not by plotly.js)
+    for name, keep, color in (("right boxes", True, "#2ca02c"), ("wrong boxes", False, "#d62728")):
+        values = [r["p_keep"] for r in rows if (r["iou"] >= summary["threshold"]) == keep]
+        counts = [0] * bins
+        for value in values:
+            counts[min(bins - 1, int(value * bins))] += 1
+        figure.add_trace(go.Bar(x=[(i + 0.5) / bins for i in range(bins)],
+                                y=[c / len(values) if values else 0.0 for c in counts], width=1 / bins,
+                                name=f"{name} ({len(values)})", marker_color=color, opacity=0.6))
+    auroc = summary["auroc"]
+    figure.update_layout(barmode="overlay", height=320, margin={"l": 40, "r": 10, "t": 40, "b": 40}, showlegend=True,
+                         title=f"P(\"The box is correct.\") - AUROC {auroc:.3f}" if auroc is not None else
+                         "P(\"The box is correct.\")", xaxis={"title": "P(keep)", "range": [0, 1]},
+                         yaxis_title="share of boxes")
+    return summary_text(summary).replace("\n", "  \n"), figure
+
+
 def _r(value):
     return None if value is None else round(value, 3)
 
@@ -107,11 +149,26 @@ def build(ctx: AppContext) -> list:
         trigger(lambda c, i: sample_expression(ctx, c, i), [split, index], [expression, note])
     start.click(lambda *a: run_probe(ctx, *a), [model, split, index, expression, seed], [gallery, table, plot, note],
                 concurrency_id=INFERENCE, concurrency_limit=1)
-    def first_view(model_id, choice, i):
-        """Models and splits listed afresh at page load (a model trained since the app started is there)."""
+    with gr.Accordion("Verifier test: can the model above tell a run's right step-0 boxes from its wrong ones?",
+                      open=False):
+        gr.Markdown("The run's own step-0 boxes (a base model's real mistakes) are drawn as in the run and the "
+                    "model is asked to refine each; its probability of answering \"The box is correct.\" is read "
+                    "from one forward pass. AUROC 0.5: it cannot tell right from wrong boxes, and no stopping rule "
+                    "built on its verdict can beat single shot (`ivt verifier` does the same).")
+        with gr.Row():
+            judged = gr.Dropdown(run_choices(ctx), label="Run whose step-0 boxes are judged", elem_id="verifier-run")
+            most = gr.Number(100, label="At most N boxes (empty: all)", precision=0, minimum=1)
+        verify = gr.Button("Run the verifier test", elem_id="verifier-start")
+        verdict = gr.Markdown(elem_id="verifier-note")
+        verdict_plot = gr.Plot(elem_id="verifier-plot")
+    verify.click(lambda m, r, n: run_verifier(ctx, m, r, n), [model, judged, most], [verdict, verdict_plot],
+                 concurrency_id=INFERENCE, concurrency_limit=1)
+
+    def first_view(model_id, choice, i, run_id):
+        """Models, splits and runs listed afresh at page load (a model trained since the app started is there)."""
         splits_now = split_choices(ctx)
         choice = choice if choice in splits_now else (splits_now[0] if splits_now else None)
         return (refreshed(model_choices(ctx), model_id), refreshed(splits_now, choice),
-                *sample_expression(ctx, choice, i))
+                *sample_expression(ctx, choice, i), refreshed(run_choices(ctx), run_id))
 
-    return [(first_view, [model, split, index], [model, split, expression, note])]
+    return [(first_view, [model, split, index, judged], [model, split, expression, note, judged])]

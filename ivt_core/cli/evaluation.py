@@ -270,54 +270,24 @@ def cmd_probe(args: argparse.Namespace) -> int:
 def cmd_verifier(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from ivt_core.data.sample import load_image
-    from ivt_core.evaluate import check_images
     from ivt_core.grounders.transformers_grounder import TransformersGrounder
-    from ivt_core.render import RenderStyle
     from ivt_core.store.models import register_model, set_model_meta
-    from ivt_core.store.runs import get_run, load_trajectories
-    from ivt_core.store.samples import get_sample
-    from ivt_core.verifier import keep_probability_rows, summarize
+    from ivt_core.store.runs import get_run
+    from ivt_core.verifier import judge_run, summary_text
     from ivt_core.workspace import Workspace
 
-    if not 0.0 < args.iou <= 1.0:
-        raise InvalidInputError(f"--iou must be in (0, 1], got {args.iou}")
     workspace = Workspace.open(args.workspace)
     db = workspace.connect()
-    run = get_run(db, args.run_id)
-    answers = {t.sample_id: {"raw_text": t.steps[0].raw_text, "box": t.steps[0].box, "iou": t.steps[0].iou}
-               for t in load_trajectories(db, args.run_id) if t.steps}
-    if not answers:
-        raise InvalidInputError(f"run {args.run_id} has no trajectories to take step-0 boxes from")
-    samples = [get_sample(db, sample_id) for sample_id in sorted(answers)][:args.limit]
-    check_images(workspace, samples)
+    get_run(db, args.run_id)  # an unknown run is said before the model loads
     grounder = TransformersGrounder.load(_model_path(args), args.adapter, False, args.device, args.coords)
-    images = [load_image(workspace.resolve(s.image_path)) for s in samples]
-    with tqdm(total=len(samples), desc="verifier", unit="sample", file=sys.stderr) as bar:
-        rows = keep_probability_rows(grounder, samples, images, answers, RenderStyle.from_dict(run["render_style"]),
-                                     run["prompt_version"], args.batch_size, bar.update)
-    summary = {**summarize(rows, args.iou), "run_id": args.run_id, "model": grounder.name}
+    with tqdm(desc="verifier", unit="box", file=sys.stderr) as bar:
+        summary, rows = judge_run(workspace, db, grounder, args.run_id, args.iou, args.limit, args.batch_size,
+                                  bar.update)
     adapter = str(Path(args.adapter).resolve()) if args.adapter else ""
     model_id = register_model(db, grounder.name, str(_model_path(args).resolve()), grounder.family.name, adapter)
     set_model_meta(db, model_id, f"verifier_run{args.run_id}", summary)
-    if args.json:
-        print(json.dumps({"summary": summary, "rows": rows}))
-        return 0
-    print(verifier_text(summary))
+    print(json.dumps({"summary": summary, "rows": rows}) if args.json else summary_text(summary))
     return 0
-
-
-def verifier_text(s: dict) -> str:
-    """The verifier test's summary in a few lines."""
-    def fmt(value, percent=False):
-        return "-" if value is None else (f"{value:.0%}" if percent else f"{value:.3f}")
-
-    return "\n".join([
-        f"{s['model']} judging run {s['run_id']}'s step-0 boxes: {s['n']} boxes, {s['right']} right and "
-        f"{s['wrong']} wrong at IoU {s['threshold']}",
-        f"AUROC of P(\"The box is correct.\") right vs wrong: {fmt(s['auroc'])} (0.5: cannot tell them apart)",
-        f"mean P(keep): right boxes {fmt(s['p_keep_right'])}, wrong boxes {fmt(s['p_keep_wrong'])}; "
-        f"P(keep) > 0.5 on {fmt(s['keeps_right'], True)} of right and {fmt(s['keeps_wrong'], True)} of wrong boxes"])
 
 
 def cmd_runs(args: argparse.Namespace) -> int:

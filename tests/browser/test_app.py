@@ -258,6 +258,20 @@ def test_probe_refuses_an_empty_expression_then_probes_the_toy_model(app_url, pa
     _shot(page, "probe")
 
 
+def test_probe_tab_runs_the_verifier_test_on_a_runs_step0_boxes(app_url, page):
+    _open(page, app_url, "Probe")
+    page.get_by_text("Verifier test: can the model above").click()
+    page.wait_for_function("() => document.querySelector('#verifier-run input')?.value.startsWith('run ')",
+                           timeout=30_000)
+    page.get_by_label("At most N boxes (empty: all)").fill("12")
+    page.locator("#verifier-start").click()
+    _message(page, "verifier-note", "AUROC of P", timeout=180_000)
+    assert "12 boxes" in page.locator("#verifier-note").inner_text()
+    page.locator("#verifier-plot .js-plotly-plot").wait_for(timeout=30_000)  # the picture
+    assert "wrong boxes (12)" in page.locator("#verifier-plot").inner_text()
+    _shot(page, "probe-verifier")
+
+
 def test_a_run_made_after_the_app_started_shows_after_a_reload(app_url, browser_ws, page):
     """Last in this file: it adds the newest run, which the Explore and Compare tests above do not expect."""
     from ivt_core.evaluate import EvalRequest, evaluate
