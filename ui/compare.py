@@ -55,12 +55,16 @@ def compare_view(ctx: AppContext, run_ids: list[int] | None):
     return pd.DataFrame(rows), pairs, fig, note
 
 
-def paper_view(ctx: AppContext, run_ids: list[int] | None):
-    """The paper's rows for the selected runs, the baseline taken as the base model's run (``ivt paper-table``)."""
+def paper_view(ctx: AppContext, run_ids: list[int] | None, candidates: list[int] | None = None):
+    """The paper's rows for the selected runs, the baseline taken as the base model's run (``ivt paper-table``);
+    ``candidates``: more sampled single-shot runs of the base model for the best-of-K row (the comparison above
+    takes three runs at most)."""
     if not run_ids:
         return pd.DataFrame([{"": "pick the base model's run (as the baseline) and the trained models' runs"}]), ""
     try:
-        runs, sampled = sampled_runs_of_base(ctx.db(), [int(r) for r in run_ids])
+        picked = [int(r) for r in run_ids]
+        runs, sampled = sampled_runs_of_base(ctx.db(), picked + [int(c) for c in candidates or []
+                                                                 if int(c) not in picked])
         table = paper_table(ctx.db(), runs, best_of=sampled)
     except IVTError as exc:
         return pd.DataFrame([{"": str(exc)}]), f"**{exc}**"
@@ -151,6 +155,13 @@ def ordered(run_ids, baseline) -> list[int]:
     return run_ids
 
 
+def sampled_choices(ctx: AppContext) -> list[tuple[str, int]]:
+    """The sampled single-shot runs (best-of-K candidates), labelled as the run pickers label runs."""
+    sampled = {r["id"] for r in list_runs(ctx.db())
+               if r["steps"] == 0 and (r["config"] or {}).get("sampling", {}).get("do_sample")}
+    return [(label, rid) for label, rid in run_choices(ctx) if rid in sampled]
+
+
 def comparable_pair(ctx: AppContext) -> list[int]:
     """The two runs Compare opens on: the newest finished run and the newest other one on the same dataset
     split (a fresh workspace has a single shot on train beside the val runs: those share no samples); the two
@@ -185,6 +196,9 @@ def build(ctx: AppContext) -> list:
     refresh = gr.Button("Refresh runs")
     with gr.Accordion("The paper's table: single shot, naive IVT, each model + IVT (baseline = the base model's run)",
                       open=False):
+        candidates = gr.Dropdown(choices=sampled_choices(ctx), multiselect=True, elem_id="compare-best-of",
+                                 label="Best-of-K candidates: sampled single-shot runs of the base model (ivt eval "
+                                       "--steps 0 --temperature 0.7 --seed N); other runs are left out")
         paper_button = gr.Button("Make the paper's table of these runs", elem_id="compare-paper")
         paper = gr.Dataframe(interactive=False, elem_id="compare-paper-table")
         paper_note = gr.Markdown()
@@ -228,8 +242,10 @@ def build(ctx: AppContext) -> list:
         return frame.iloc[evt.index[0]]["sample"] if evt.index is not None and "sample" in frame else gr.update()
 
     samples.select(pick, samples, sample)
-    paper_button.click(lambda r, b: paper_view(ctx, ordered(r, b)), [runs, baseline], [paper, paper_note])
-    refresh.click(lambda: gr.update(choices=run_choices(ctx)), None, runs)
+    paper_button.click(lambda r, b, c: paper_view(ctx, ordered(r, b), c), [runs, baseline, candidates],
+                       [paper, paper_note])
+    refresh.click(lambda: (gr.update(choices=run_choices(ctx)), gr.update(choices=sampled_choices(ctx))), None,
+                  [runs, candidates])
 
     def first_view(_current):
         """Runs listed afresh at page load; the newest two on one split are compared, the older as the baseline
@@ -237,6 +253,6 @@ def build(ctx: AppContext) -> list:
         choices = run_choices(ctx)
         chosen = comparable_pair(ctx)
         return (gr.update(choices=choices, value=chosen), baseline_choices(ctx, chosen), *compare_view(ctx, chosen),
-                *sample_frame(ctx, chosen, "all"))
+                *sample_frame(ctx, chosen, "all"), gr.update(choices=sampled_choices(ctx)))
 
-    return [(first_view, [runs], [runs, baseline, table, pairs, curve, note, *listing])]
+    return [(first_view, [runs], [runs, baseline, table, pairs, curve, note, *listing, candidates])]

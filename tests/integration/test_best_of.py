@@ -48,6 +48,11 @@ def test_sampled_runs_make_the_best_of_k_row(shapes_ws, capsys):
     assert main(["paper-table", str(first), "--best-of", str(greedy), "--workspace", str(shapes_ws.root)]) == 2
     assert "must be a sampled single shot" in capsys.readouterr().err
 
+    from ui.compare import sampled_choices
+
+    assert [rid for _, rid in sampled_choices(AppContext(shapes_ws))] == [again, second, first]  # not the greedy
+    frame, _ = paper_view(AppContext(shapes_ws), [greedy], candidates=[first, second])  # the paper panel's picker
+    assert list(frame[""]) == ["base single shot", "best-of-3 self-selected"]
     for selection in ([greedy, first, second], [first, greedy, second]):  # Compare sorts them out itself, even
         frame, note = paper_view(AppContext(shapes_ws), selection)       # with a sampled run as the baseline
         assert list(frame[""]) == ["base single shot", "best-of-3 self-selected"] and "best-of-3" in note
