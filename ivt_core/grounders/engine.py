@@ -287,7 +287,8 @@ class CachedEngine:
 
     def _compact(self, states: list[_Conversation], room: int) -> None:
         """Rebuild the cache with one row per request (in request order): each row's live entries gathered to
-        the left-padded front, and ``room`` free slots after them (the step's new tokens and its answers)."""
+        the left-padded front, and ``room`` free slots after them (the step's new tokens and its answers).
+        Conversations not in this step lose their rows (they are encoded whole if they come back)."""
         from transformers import DynamicCache
 
         lengths = [len(s.fed) if s.row is not None else 0 for s in states]
@@ -319,6 +320,10 @@ class CachedEngine:
         self.cache, self.live, self.end = cache, live, width
         for index, state in enumerate(states):
             state.row = index
+        kept = {id(state) for state in states}
+        for other in self.conversations.values():  # left out of this step: its row is gone; encoded afresh
+            if id(other) not in kept:               # when it comes back
+                other.row, other.fed, other.positions = None, [], other.positions[:, :0]
 
     def _step_logits(self, token_in, position_in, mask) -> torch.Tensor:
         out = self.inner(input_ids=token_in, attention_mask=mask, position_ids=position_in,

@@ -113,6 +113,28 @@ def test_engine_keeps_each_conversations_rotary_positions_as_the_whole_conversat
     assert engine.stats["cut_back"] > 0  # the case where positions are cut back too was exercised
 
 
+def test_a_conversation_left_out_of_a_step_is_answered_afresh_when_it_comes_back(chatty_tiny, shapes_ws):
+    """Each step's cache holds the rows of that step's conversations only. A conversation left out of a step
+    (a server answering whichever requests arrived) must not read another row's keys when it comes back: it
+    is encoded again, and answers as a fresh engine does."""
+    from ivt_core.grounders.engine import CachedEngine
+
+    grounder = TransformersGrounder.load(chatty_tiny, device="cpu")
+    samples = get_samples(shapes_ws.connect(), "shapes", "test")[:2]
+    images = [load_image(shapes_ws.resolve(s.image_path)) for s in samples]
+    turns = {k: [{"role": "user", "content": [{"type": "image", "image": im}, {"type": "text", "text": f"Find {k}."}]}]
+             for k, im in zip("ab", images, strict=True)}
+    sampling = Sampling(max_new_tokens=6)
+    engine = CachedEngine(grounder.model, grounder.processor, "cpu")
+    for key, answer in zip("ab", engine.step(list(turns.items()), sampling), strict=True):
+        turns[key] += [{"role": "assistant", "content": [{"type": "text", "text": answer.text}]},
+                       {"role": "user", "content": [{"type": "text", "text": "Check the box."}]}]
+    engine.step([("a", turns["a"])], sampling)  # b is left out of this step
+    (again,) = engine.step([("b", turns["b"])], sampling)
+    (fresh,) = CachedEngine(grounder.model, grounder.processor, "cpu").step([("b", turns["b"])], sampling)
+    assert again.text == fresh.text and again.token_ids == fresh.token_ids
+
+
 def test_engine_choice(tiny_models):
     qwen3 = TransformersGrounder.load(tiny_models["qwen3_vl"], device="cpu")
     qwen2 = TransformersGrounder.load(tiny_models["qwen2_vl"], device="cpu")
