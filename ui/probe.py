@@ -85,6 +85,7 @@ def run_verifier(ctx: AppContext, model_id, run_id, limit, progress=gr.Progress(
     """The verifier test of the picked model on a run's step-0 boxes: the summary and a picture of P(keep) on
     right and on wrong boxes (kept with the model, as ``ivt verifier`` does)."""
     from ivt_core.store.models import set_model_meta
+    from ivt_core.store.runs import get_run
     from ivt_core.verifier import judge_run, summary_text
 
     if not model_id or not run_id:
@@ -93,7 +94,7 @@ def run_verifier(ctx: AppContext, model_id, run_id, limit, progress=gr.Progress(
         limit = int(limit) if limit else None
         if limit is not None and limit < 1:
             raise InvalidInputError("at most N boxes: give 1 or more, or leave it empty for all")
-        total = limit or ctx.db().execute("SELECT n_samples FROM runs WHERE id = ?", [int(run_id)]).fetchone()[0]
+        total = limit or get_run(ctx.db(), int(run_id))["n_samples"]
         done = [0]
 
         def advance(n: int) -> None:
@@ -102,7 +103,7 @@ def run_verifier(ctx: AppContext, model_id, run_id, limit, progress=gr.Progress(
 
         summary, rows = ctx.infer(int(model_id), lambda g: judge_run(ctx.workspace, ctx.db(), g, int(run_id),
                                                                      limit=limit, progress=advance))
-    except (IVTError, TypeError, ValueError) as exc:
+    except IVTError as exc:
         return f"**{exc}**", None
     set_model_meta(ctx.db(), int(model_id), f"verifier_run{int(run_id)}", summary)
     figure = go.Figure()

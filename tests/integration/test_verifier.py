@@ -74,3 +74,16 @@ def test_the_command_judges_a_runs_step0_boxes_and_keeps_the_result_with_the_mod
     assert stored and stored[0]["n"] == 6
     assert main(["verifier", "99", "--workspace", str(shapes_ws.root), "--device", "cpu"]) == 2
     assert "no run" in capsys.readouterr().err
+
+
+def test_the_probe_tabs_verifier_says_what_to_fix(shapes_ws):
+    from ui.context import AppContext
+    from ui.probe import run_verifier
+
+    ctx = AppContext(shapes_ws)
+    note, figure = run_verifier(ctx, None, None, 10)
+    assert "Pick a model" in note and figure is None
+    note, figure = run_verifier(ctx, 1, 999, None)
+    assert "999" in note and figure is None
+    note, _ = run_verifier(ctx, 1, 999, -3)
+    assert "1 or more" in note
