@@ -177,6 +177,8 @@ def paper_table(db: Database, run_ids: Sequence[int], labels: Sequence[str] | No
         label = (("naive IVT" if not labels else f"{names[0]} + IVT") if index == 0
                  else f"{names[index]} + IVT" if refined else f"{names[index]} single shot")
         rows.append(_row(label, rid, [trajs[rid][s] for s in common], single, refined))
+        if index:  # a trained model: how well it judges the base's own step-0 boxes, where `ivt verifier` measured it
+            rows[-1]["verifier"] = get_model(db, runs[rid]["model_id"])["meta"].get(f"verifier_run{base}")
     if best_of:
         k = len(best_of) + 1
         rows.insert(1, _best_of_row(f"best-of-{k} self-selected", [base_trajs, *[[trajs[rid][s] for s in common]
@@ -190,7 +192,18 @@ def paper_table(db: Database, run_ids: Sequence[int], labels: Sequence[str] | No
                       "(an optimistic pick; fix the rule on another split to deploy it)",
                       f"{ORACLE_LABEL}: the best step by ground truth, an upper bound no deployed loop reaches",
                       "wins / losses / p: paired right-or-wrong at IoU 0.5 against base single shot, exact McNemar",
+                      f"verifier AUROC: how well the model tells the base run's right step-0 boxes from its wrong "
+                      f"ones (`ivt verifier {base} --model ...`; 0.5: not at all)",
                       *notes]}
+
+
+def verifier_cell(row: dict) -> str:
+    """A trained row's verifier AUROC as shown: the number, "n/a" (the base's boxes are all right or all wrong)
+    or "not measured"."""
+    measured = row.get("verifier")
+    if not measured:
+        return "not measured"
+    return f"{measured['auroc']:.3f}" if measured.get("auroc") is not None else "n/a"
 
 
 def table_text(table: dict) -> str:
@@ -215,8 +228,9 @@ def table_text(table: dict) -> str:
             continue
         best = row["best_rule"]
         vs = row["vs_single_shot"]["best_rule"]
+        verifier = f"; verifier AUROC {verifier_cell(row)}" if "verifier" in row else ""
         lines.append(f"{row['label']}: best rule '{best['rule']}' ({vs['wins']} wins, {vs['losses']} losses, "
-                     f"p={vs['p']:.2g}); unreadable answers {row['unreadable']:.1%}")
+                     f"p={vs['p']:.2g}); unreadable answers {row['unreadable']:.1%}{verifier}")
         for s in row["per_step"]:
             lines.append(f"  step {s['step']}: degradation {s['degradation']:.3f}, fixed {s['fix']:.1%}, "
                          f"broken {s['break']:.1%} ({s['n']} samples)")

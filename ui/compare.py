@@ -10,7 +10,7 @@ from PIL import Image
 
 from ivt_core.comparison import SHOWS, per_sample, side_by_side
 from ivt_core.errors import IVTError
-from ivt_core.paper_table import TABLE_THRESHOLDS, paper_table, sampled_runs_of_base
+from ivt_core.paper_table import TABLE_THRESHOLDS, paper_table, sampled_runs_of_base, verifier_cell
 from ivt_core.report import compare_runs, summary_rows
 from ivt_core.stopping import ORACLE_LABEL
 from ivt_core.store.runs import list_runs
@@ -81,7 +81,8 @@ def paper_view(ctx: AppContext, run_ids: list[int] | None, candidates: list[int]
                      ORACLE_LABEL: cell(row.get("oracle")),
                      "final vs single shot": (f"{vs['wins']} wins, {vs['losses']} losses, p={vs['p']:.2g}"
                                               if vs else "-"),
-                     "degradation / step": f"{row['degradation']:.3f}" if "degradation" in row else "-"})
+                     "degradation / step": f"{row['degradation']:.3f}" if "degradation" in row else "-",
+                     "verifier AUROC": verifier_cell(row) if "verifier" in row else "-"})
     steps = [f"**{row['label']}**: " + "; ".join(
         f"step {s['step']}: fixed {s['fix']:.1%}, broken {s['break']:.1%}, degradation {s['degradation']:.3f}"
         for s in row["per_step"]) for row in table["rows"] if row.get("per_step")]

@@ -72,6 +72,15 @@ def test_the_command_judges_a_runs_step0_boxes_and_keeps_the_result_with_the_mod
     stored = [m["meta"].get(f"verifier_run{run_id}") for m in list_models(shapes_ws.connect())
               if m["base_path"] == str(toy_model_path().resolve())]
     assert stored and stored[0]["n"] == 6
+    # the paper table reports it with the judging model's rows (here the toy again, in the loop)
+    from ivt_core.paper_table import paper_table
+
+    assert main(["eval", "--workspace", str(shapes_ws.root), "--dataset", "shapes", "--split", "test", "--steps", "1",
+                 "--device", "cpu", "--json", "--max-new-tokens", "48"]) == 0
+    looped = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["run_id"]
+    rows = paper_table(shapes_ws.connect(), [run_id, looped])["rows"]
+    assert rows[-1]["verifier"]["n"] == 6 and rows[-1]["verifier"]["auroc"] == stored[0]["auroc"]
+    assert "verifier" not in rows[0]
     assert main(["verifier", "99", "--workspace", str(shapes_ws.root), "--device", "cpu"]) == 2
     assert "no run" in capsys.readouterr().err
 
