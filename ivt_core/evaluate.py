@@ -80,9 +80,7 @@ def start_run(db, name: str, family, model_path: str | Path, request: EvalReques
               adapter_path: str | Path | None = None, job_id: int | None = None, extra: dict | None = None) -> int:
     """Register the model and create a running run for ``request``; returns the run id. ``model_path`` is a
     checkpoint folder or a server's URL; ``extra``: what a resumed run needs to rebuild its grounder."""
-    base = str(model_path) if is_endpoint(model_path) else str(Path(model_path).resolve())
-    model_id = register_model(db, name, base, family.name,
-                              adapter_path=str(Path(adapter_path).resolve()) if adapter_path else "")
+    model_id = register_evaluated_model(db, name, family, model_path, adapter_path)
     config = {**asdict(request.loop), "limit": request.limit, "model_path": str(model_path),
               "adapter_path": str(adapter_path or ""), "coords": family.convention, "family": family.name,
               **(extra or {})}
@@ -107,6 +105,14 @@ def marks_run_end(db, run_id: int):
     except BaseException as exc:
         set_run_status(db, run_id, "failed", f"{type(exc).__name__}: {exc}")
         raise
+
+
+def register_evaluated_model(db, name: str, family, model_path: str | Path,
+                             adapter_path: str | Path | None = None) -> int:
+    """The registry id of a checkpoint (absolute paths) or a server's URL, registered if new."""
+    base = str(model_path) if is_endpoint(model_path) else str(Path(model_path).resolve())
+    return register_model(db, name, base, family.name,
+                          adapter_path=str(Path(adapter_path).resolve()) if adapter_path else "")
 
 
 def is_endpoint(model_path: str | Path) -> bool:

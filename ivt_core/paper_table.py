@@ -118,6 +118,11 @@ def _best_of_row(label: str, candidates: list[list[Trajectory]], single: list[bo
             "vs_single_shot": {"final": _paired(single, [v >= TAU for v in chosen])}}
 
 
+def sampled_single_shot(run: dict) -> bool:
+    """Whether a stored run is a sampled single shot (a best-of-K candidate): T=0, answers sampled."""
+    return run["steps"] == 0 and bool((run["config"] or {}).get("sampling", {}).get("do_sample"))
+
+
 def sampled_runs_of_base(db: Database, run_ids: Sequence[int]) -> tuple[list[int], list[int]]:
     """Split a selection (the baseline first) into the table's runs (base first) and the best-of candidates:
     sampled single-shot runs of the base run's model (what the app's Compare tab passes). A sampled run is never
@@ -127,7 +132,7 @@ def sampled_runs_of_base(db: Database, run_ids: Sequence[int]) -> tuple[list[int
     runs = {rid: get_run(db, rid) for rid in run_ids}
 
     def sampled(rid: int) -> bool:
-        return runs[rid]["steps"] == 0 and bool(runs[rid]["config"]["sampling"].get("do_sample"))
+        return sampled_single_shot(runs[rid])
 
     base = run_ids[0]
     if sampled(base):
@@ -150,7 +155,7 @@ def paper_table(db: Database, run_ids: Sequence[int], labels: Sequence[str] | No
         raise InvalidInputError(f"{len(labels)} labels for {len(run_ids)} runs; give one label per run")
     for rid in best_of:
         run, base_run = get_run(db, rid), get_run(db, run_ids[0])
-        if run["steps"] != 0 or not run["config"]["sampling"].get("do_sample"):
+        if not sampled_single_shot(run):
             raise InvalidInputError(f"best-of run {rid} must be a sampled single shot (`ivt eval --steps 0 "
                                     "--temperature 0.7 --seed N`)")
         if run["model_id"] != base_run["model_id"]:
@@ -178,7 +183,9 @@ def paper_table(db: Database, run_ids: Sequence[int], labels: Sequence[str] | No
                  else f"{names[index]} + IVT" if refined else f"{names[index]} single shot")
         rows.append(_row(label, rid, [trajs[rid][s] for s in common], single, refined))
         if index:  # a trained model: how well it judges the base's own step-0 boxes, where `ivt verifier` measured it
-            rows[-1]["verifier"] = get_model(db, runs[rid]["model_id"])["meta"].get(f"verifier_run{base}")
+            from ivt_core.verifier import stored_verdict  # (torch comes with it: imported only when needed)
+
+            rows[-1]["verifier"] = stored_verdict(get_model(db, runs[rid]["model_id"]), base)
     if best_of:
         k = len(best_of) + 1
         rows.insert(1, _best_of_row(f"best-of-{k} self-selected", [base_trajs, *[[trajs[rid][s] for s in common]

@@ -183,12 +183,10 @@ class Batcher:
 def engine_answerer(grounder, engine: str = "auto"):
     """(conversations, sampling) -> answers: the cached engine's batched step where it runs the model (each
     request a fresh row, released after), else the grounder's own ``predict``."""
-    from ivt_core.grounders.engine import CachedEngine, supports
+    from ivt_core.grounders.engine import CachedEngine
+    from ivt_core.loop import LoopConfig, engine_for
 
-    why_not = supports(grounder)
-    if engine == "cached" and why_not:
-        raise InvalidInputError(f"the cached engine cannot run this model ({why_not}); use --engine plain")
-    if engine == "plain" or why_not:
+    if engine_for(grounder, LoopConfig(engine=engine)) == "plain":
         return grounder.predict
     cached = CachedEngine(grounder.model, grounder.processor, grounder.device)
     keys = itertools.count()

@@ -112,6 +112,18 @@ def judge_run(workspace, db, grounder, run_id: int, threshold: float = 0.5, limi
     return {**summarize(rows, threshold), "run_id": run_id, "model": grounder.name}, rows
 
 
+def store_verdict(db, model_id: int, summary: dict) -> None:
+    """Keep a verifier test's summary with the judging model (read back by ``stored_verdict``)."""
+    from ivt_core.store.models import set_model_meta
+
+    set_model_meta(db, model_id, f"verifier_run{summary['run_id']}", summary)
+
+
+def stored_verdict(model: dict, run_id: int) -> dict | None:
+    """The summary of ``model``'s (a registry row) verifier test on run ``run_id``'s boxes, if it was run."""
+    return model["meta"].get(f"verifier_run{run_id}")
+
+
 def summary_text(s: dict) -> str:
     """The verifier test's summary in three lines."""
     def fmt(value, percent=False):

@@ -10,7 +10,13 @@ from PIL import Image
 
 from ivt_core.comparison import SHOWS, per_sample, side_by_side
 from ivt_core.errors import IVTError
-from ivt_core.paper_table import TABLE_THRESHOLDS, paper_table, sampled_runs_of_base, verifier_cell
+from ivt_core.paper_table import (
+    TABLE_THRESHOLDS,
+    paper_table,
+    sampled_runs_of_base,
+    sampled_single_shot,
+    verifier_cell,
+)
 from ivt_core.report import compare_runs, summary_rows
 from ivt_core.stopping import ORACLE_LABEL
 from ivt_core.store.runs import list_runs
@@ -158,8 +164,7 @@ def ordered(run_ids, baseline) -> list[int]:
 
 def sampled_choices(ctx: AppContext) -> list[tuple[str, int]]:
     """The sampled single-shot runs (best-of-K candidates), labelled as the run pickers label runs."""
-    sampled = {r["id"] for r in list_runs(ctx.db())
-               if r["steps"] == 0 and (r["config"] or {}).get("sampling", {}).get("do_sample")}
+    sampled = {r["id"] for r in list_runs(ctx.db()) if sampled_single_shot(r)}
     return [(label, rid) for label, rid in run_choices(ctx) if rid in sampled]
 
 

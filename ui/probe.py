@@ -84,9 +84,8 @@ def run_probe(ctx: AppContext, model_id, choice, index, expression, seed):
 def run_verifier(ctx: AppContext, model_id, run_id, limit, progress=gr.Progress()):  # noqa: B008
     """The verifier test of the picked model on a run's step-0 boxes: the summary and a picture of P(keep) on
     right and on wrong boxes (kept with the model, as ``ivt verifier`` does)."""
-    from ivt_core.store.models import set_model_meta
     from ivt_core.store.runs import get_run
-    from ivt_core.verifier import judge_run, summary_text
+    from ivt_core.verifier import judge_run, store_verdict, summary_text
 
     if not model_id or not run_id:
         return "**Pick a model (above) and a run whose step-0 boxes it should judge.**", None
@@ -105,7 +104,7 @@ def run_verifier(ctx: AppContext, model_id, run_id, limit, progress=gr.Progress(
                                                                      limit=limit, progress=advance))
     except IVTError as exc:
         return f"**{exc}**", None
-    set_model_meta(ctx.db(), int(model_id), f"verifier_run{int(run_id)}", summary)
+    store_verdict(ctx.db(), int(model_id), summary)
     figure = go.Figure()
     bins = 20  # P(keep) in steps of 0.05; each bar the share of that kind's boxes (drawn here, not by plotly.js)
     for name, keep, color in (("right boxes", True, "#2ca02c"), ("wrong boxes", False, "#d62728")):

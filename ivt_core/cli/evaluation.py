@@ -270,10 +270,10 @@ def cmd_probe(args: argparse.Namespace) -> int:
 def cmd_verifier(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from ivt_core.evaluate import register_evaluated_model
     from ivt_core.grounders.transformers_grounder import TransformersGrounder
-    from ivt_core.store.models import register_model, set_model_meta
     from ivt_core.store.runs import get_run
-    from ivt_core.verifier import judge_run, summary_text
+    from ivt_core.verifier import judge_run, store_verdict, summary_text
     from ivt_core.workspace import Workspace
 
     workspace = Workspace.open(args.workspace)
@@ -283,9 +283,8 @@ def cmd_verifier(args: argparse.Namespace) -> int:
     with tqdm(desc="verifier", unit="box", file=sys.stderr) as bar:
         summary, rows = judge_run(workspace, db, grounder, args.run_id, args.iou, args.limit, args.batch_size,
                                   bar.update)
-    adapter = str(Path(args.adapter).resolve()) if args.adapter else ""
-    model_id = register_model(db, grounder.name, str(_model_path(args).resolve()), grounder.family.name, adapter)
-    set_model_meta(db, model_id, f"verifier_run{args.run_id}", summary)
+    store_verdict(db, register_evaluated_model(db, grounder.name, grounder.family, _model_path(args), args.adapter),
+                  summary)
     print(json.dumps({"summary": summary, "rows": rows}) if args.json else summary_text(summary))
     return 0
 
