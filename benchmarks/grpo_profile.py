@@ -1,8 +1,8 @@
-"""Where a GRPO step's time goes: a few steps of the real trainer under cProfile; the trainer's own timings
-(rollout, preparation of the training tensors, policy update) per step, the first step (warm-up) left out.
+"""Where a GRPO step's time goes, function by function: a few steps of the real trainer under cProfile
+(``train_throughput.bench_grpo_trainer``), the trainer's own timings per part, the first step (warm-up) left out.
 
     python benchmarks/grpo_profile.py --workspace W --base assets/toy-model-sft --steps 3 --prompts 16 \\
-        --group-size 8 --max-new-tokens 48 --json build/grpo_profile.json
+        --group-size 8 --json build/grpo_profile.json
 
 Prints a table (seconds per step by part, and the top functions by own time) and writes JSON.
 """
@@ -14,50 +14,44 @@ import cProfile
 import io
 import json
 import pstats
+import sys
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from train_throughput import bench_grpo_trainer, print_parts  # noqa: E402
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--workspace", required=True)
+    parser.add_argument("--workspace", default=None, help="with a shapes train split (default: a new one)")
     parser.add_argument("--base", default="assets/toy-model-sft")
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--prompts", type=int, default=16)
     parser.add_argument("--group-size", type=int, default=8)
-    parser.add_argument("--max-new-tokens", type=int, default=48)
-    parser.add_argument("--micro-batch", type=int, default=8)
+    parser.add_argument("--max-new-tokens", type=int, default=None, help="default: the trainer's")
+    parser.add_argument("--micro-batch", type=int, default=None, help="default: the trainer's")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
 
-    from ivt_core.config.training import GRPOConfig
-    from training.grpo import train
-
-    out = Path(args.workspace) / "models" / f"grpo-profile-{int(time.time())}"
-    cfg = GRPOConfig(workspace=args.workspace, base=args.base, out=str(out), prompts=args.prompts,
-                     group_size=args.group_size, max_new_tokens=args.max_new_tokens, max_steps=args.steps,
-                     micro_batch=args.micro_batch, save_steps=1000)
     profile = cProfile.Profile()
+    settings = {"micro_batch": args.micro_batch} if args.micro_batch else {}
     start = time.perf_counter()
-    profile.runcall(train, cfg)
+    row = bench_grpo_trainer(Path(args.base), args.prompts, args.group_size, args.steps, args.max_new_tokens,
+                             Path(args.workspace) if args.workspace else None,
+                             run=lambda f, cfg: profile.runcall(f, cfg), **settings)
     wall = time.perf_counter() - start
-    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    steady = records[1:] or records
-    parts = ("rollout_s", "prepare_s", "update_s")
-    per_step = {k: sum(r[k] for r in steady) / len(steady) for k in parts}
-    per_step["step_s"] = sum(per_step.values())
-    steps = len(records)
     text = io.StringIO()
     pstats.Stats(profile, stream=text).sort_stats("tottime").print_stats(25)
-    print(f"{'part':<12}{'s/step':>10}")
-    for name, value in per_step.items():
-        print(f"{name:<12}{value:>10.3f}")
-    print(f"{'wall':<12}{wall:>10.1f}  (all {steps} steps and the model load)")
+    print_parts(row)
+    print(f"{'wall':<34}{wall:>9.1f}   (all {row['steps']} steps and the model load)")
     print(text.getvalue())
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps({"args": vars(args), "per_step": per_step, "wall_s": wall,
-                                               "steps": steps, "records": records}, indent=1))
+        Path(args.json).write_text(json.dumps({"args": vars(args), "per_step": {**row["parts"],
+                                                                                "step_s": row["s_per_step"]},
+                                               "wall_s": wall, "steps": row["steps"], "records": row["records"]},
+                                              indent=1))
 
 
 if __name__ == "__main__":

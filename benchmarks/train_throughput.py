@@ -2,12 +2,17 @@
 
     python benchmarks/train_throughput.py --model assets/toy-model --steps 5            # CPU or GPU
     python benchmarks/train_throughput.py --shape ../shared/reference/qwen3-vl-4b-shape.json --image 640x480
+    python benchmarks/train_throughput.py --grpo-only --model assets/toy-model-sft --prompts 16 --group 8
 
 ``--shape`` builds random weights from a config (with the tiny-model kit's tokenizer and image processor; the
 shape's special-token ids are remapped to the kit's). SFT: one LoRA step (r 64 on the language model's
 attention) on a corrective conversation with three images (as a 2-step trace), bf16 on GPU, 4-bit NF4 too when
 bitsandbytes is importable. GRPO: G rollouts of T=2 steps through the real loop (sampling, ``--new-tokens``
-forced per step since random weights never stop) and one policy step. Prints a table and writes JSON.
+forced per step since random weights never stop) and one policy step. With a real checkpoint (no ``--shape``),
+also the GRPO trainer itself (``training.grpo.train``, its defaults, ``--prompts`` x ``--group`` rollouts of T=2,
+``--grpo-steps`` steps on a generated shapes train split; the first step, a warm-up, left out): seconds per step
+and where they go (rollout, and inside it the engine's CPU preparation, prefill and decode; building the training
+tensors; the policy update). Prints a table and writes JSON.
 """
 
 from __future__ import annotations
@@ -169,6 +174,52 @@ def bench_grpo(model_dir: Path, size, group: int, new_tokens: int, device: str, 
             "peak_mem_mb": _peak_mb(device)}
 
 
+def bench_grpo_trainer(model_dir: Path, prompts: int, group: int, steps: int, max_new_tokens: int | None = None,
+                       workspace: Path | None = None, run=None, **settings) -> dict:
+    """``steps`` steps of the real GRPO trainer (its defaults, and ``settings``: other ``GRPOConfig`` fields);
+    ``run`` wraps the call (``grpo_profile.py``: under cProfile)."""
+    import tempfile
+
+    from ivt_core.config.training import GRPOConfig
+    from ivt_core.data.shapes_split import write_shapes_split
+    from ivt_core.workspace import Workspace
+    from training.grpo import train
+
+    if workspace is None:
+        workspace = Path(tempfile.mkdtemp(prefix="grpo-bench-"))
+        write_shapes_split(Workspace.open(workspace), "train", max(200, prompts * 4), seed=0)
+    out = Path(workspace) / "models" / f"grpo-bench-{int(time.time())}"
+    if max_new_tokens:
+        settings["max_new_tokens"] = max_new_tokens
+    cfg = GRPOConfig(workspace=str(workspace), base=str(model_dir), out=str(out), prompts=prompts, group_size=group,
+                     max_steps=steps, save_steps=10_000, **settings)
+    (run or (lambda f, c: f(c)))(train, cfg)
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    steady = records[1:] or records
+    parts = [k for k in ("rollout_s", "rollout_prepare_s", "rollout_prefill_s", "rollout_decode_s", "prepare_s",
+                         "update_s") if k in steady[0]]
+    mean = {k: sum(r[k] for r in steady) / len(steady) for k in parts}
+    s_per_step = mean["rollout_s"] + mean["prepare_s"] + mean["update_s"]
+    return {"mode": f"grpo trainer {prompts}x{group} T=2", "batch": prompts * group, "s_per_step": s_per_step,
+            "samples_per_s": prompts * group / s_per_step, "peak_mem_mb": _peak_mb(_device()), "parts": mean,
+            "steps": len(records), "records": records,
+            "completion_tokens": sum(r["completion_tokens"] for r in steady) / len(steady)}
+
+
+def _device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def print_parts(row: dict) -> None:
+    print(f"{'part of a GRPO step':<34}{'s':>9}")
+    for name, value in row["parts"].items():
+        print(f"{name:<34}{value:>9.3f}")
+    print(f"{'step':<34}{row['s_per_step']:>9.3f}   (mean of steps 2..{row['steps']}, "
+          f"{row['completion_tokens']:.0f} generated tokens per rollout)")
+
+
 def main() -> None:
     import torch
 
@@ -180,6 +231,9 @@ def main() -> None:
     parser.add_argument("--group", type=int, default=6)
     parser.add_argument("--new-tokens", type=int, default=60)
     parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--prompts", type=int, default=16, help="GRPO trainer: prompts per step")
+    parser.add_argument("--grpo-steps", type=int, default=5, help="GRPO trainer: steps (the first is a warm-up)")
+    parser.add_argument("--grpo-only", action="store_true", help="only the GRPO trainer row")
     parser.add_argument("--out", default="build/bench/train_throughput.json")
     args = parser.parse_args()
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -189,6 +243,11 @@ def main() -> None:
         model_dir, given = build_shape(Path(args.shape), Path("build/bench/shape-kit"), device)
     else:
         model_dir = Path(args.model)
+    if args.grpo_only:
+        rows = [bench_grpo_trainer(model_dir, args.prompts, args.group, args.grpo_steps)]
+        _report(rows, device, model_dir, args)
+        print_parts(rows[0])
+        return
     rows = [bench_sft(model_dir, size, args.batch, args.steps, False, device, given)]
     try:
         import bitsandbytes  # noqa: F401
@@ -207,6 +266,16 @@ def main() -> None:
         torch.cuda.empty_cache()
         model_dir, given = build_shape(Path(args.shape), Path("build/bench/shape-kit"), device)
     rows.append(bench_grpo(model_dir, size, args.group, args.new_tokens, device, given))
+    if given is None:
+        rows.append(bench_grpo_trainer(model_dir, args.prompts, args.group, args.grpo_steps))
+    _report(rows, device, model_dir, args)
+    if given is None:
+        print_parts(rows[-1])
+
+
+def _report(rows: list[dict], device: str, model_dir: Path, args) -> None:
+    import torch
+
     where = torch.cuda.get_device_name() if device == "cuda" else "cpu"
     print(f"{'mode':<34}{'batch':>6}{'s/step':>9}{'samples/s':>11}{'peak MB':>10}"
           f"   ({where}, {model_dir}, {args.image})")

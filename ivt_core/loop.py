@@ -152,6 +152,8 @@ def _advance(item: _Live, answer: Generation, grounder: Grounder, config: LoopCo
     reply = {"role": "assistant", "content": [{"type": "text", "text": answer.text}]}
     if keep_conversations:  # what GRPO scores: the sampled tokens, not the text tokenized again
         reply.update(token_ids=list(answer.token_ids), truncated=answer.truncated)
+        if answer.prompt_ids:  # what the model was fed before it (the cached engine's ids)
+            reply["prompt_ids"] = answer.prompt_ids
     if item.step == config.steps or should_stop(item.trajectory.steps, config.policy):
         if keep_conversations:
             item.conversation.append(reply)

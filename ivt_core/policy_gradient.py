@@ -102,12 +102,12 @@ def policy_update(policy: Callable[[dict], torch.Tensor], reference: Callable[[d
     backward = backward or (lambda loss: loss.backward())
     total_tokens = sum(int((b["labels"][:, 1:] != -100).sum()) for b in batches)
     total_sequences = sum(len(b["index"]) for b in batches)
-    fixed: list[tuple[torch.Tensor, torch.Tensor]] = []
+    fixed: list[tuple[torch.Tensor | None, torch.Tensor | None]] = []
     with torch.no_grad():
-        for batch in batches:  # the old policy (for the ratio) and the reference, before any update
-            inputs, labels = _inputs(batch, device)
-            old, _ = token_logprobs(policy(inputs), labels, temperature)
-            ref = token_logprobs(reference(inputs), labels, temperature)[0] if reference else old
+        for batch in batches:  # the old policy (for the ratio) and the reference, before any update; with one
+            inputs, labels = _inputs(batch, device)  # iteration the old policy is the policy itself (detached)
+            old = token_logprobs(policy(inputs), labels, temperature)[0] if num_iterations > 1 else None
+            ref = token_logprobs(reference(inputs), labels, temperature)[0] if reference else None
             fixed.append((old, ref))
     kls, losses = [], []
     for iteration in range(num_iterations):
@@ -115,7 +115,8 @@ def policy_update(policy: Callable[[dict], torch.Tensor], reference: Callable[[d
         for batch, (old, ref) in zip(batches, fixed, strict=True):
             inputs, labels = _inputs(batch, device)
             logp, mask = token_logprobs(policy(inputs), labels, temperature)
-            loss, kl = grpo_loss(logp, old if num_iterations > 1 else logp.detach(), ref, mask,
+            before = old if old is not None else logp.detach()
+            loss, kl = grpo_loss(logp, before, ref if ref is not None else before, mask,
                                  advantages[batch["index"]].to(logp.device), beta, clip, loss_type, max_tokens,
                                  total_tokens, total_sequences)
             backward(loss)

@@ -89,6 +89,77 @@ def build_rollout_example(processor, conversation: list[dict], train_turns: set[
     return out
 
 
+def rollout_example_from_ids(conversation: list[dict], train_turns: set[int], image_token_id: int,
+                             drop_truncated: bool = False) -> dict | None:
+    """``build_rollout_example``'s ids and labels, read from what the cached engine fed the model (each assistant
+    message's ``prompt_ids``) instead of templating and tokenizing the conversation again (most of a GRPO step's
+    CPU time). The sequence is the last turn's prompt ids and its sampled tokens; each answer sits right after its
+    own prompt's ids. None where that does not hold (an answer re-tokenized to other ids, a sampled image token,
+    a turn without prompt ids): the caller falls back to ``build_rollout_example``. No image fields: the caller
+    adds the pixels (``image_inputs``)."""
+    turns = [i for i, m in enumerate(conversation) if m["role"] == "assistant"]
+    if not turns or any("prompt_ids" not in conversation[i] or "token_ids" not in conversation[i] for i in turns):
+        return None
+    last = conversation[turns[-1]]
+    ids = list(last["prompt_ids"]) + list(last["token_ids"])
+    labels = [IGNORE] * len(ids)
+    for turn in turns:
+        message = conversation[turn]
+        prompt, sampled = message["prompt_ids"], list(message["token_ids"])
+        start = len(prompt)
+        if image_token_id in sampled or ids[start:start + len(sampled)] != sampled or ids[:start] != list(prompt):
+            return None
+        if turn in train_turns and not (message.get("truncated") and drop_truncated):
+            labels[start:start + len(sampled)] = sampled
+    input_ids = torch.tensor(ids)
+    return {"input_ids": input_ids, "labels": torch.tensor(labels),
+            "mm_token_type_ids": (input_ids == image_token_id).to(torch.int32)}
+
+
+def image_inputs(processor, images: list, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``pixel_values`` and ``image_grid_thw`` of ``images`` in order, as the processor gives them. Each distinct
+    image object is processed once (GRPO's G rollouts of a prompt share its scene). With a ``device`` (callers
+    give their GPU), images already at the size the processor would resize them to are patchified there in one
+    call per size (``patchify_on_device``, tested equal to the processor): the processor's CPU work (~10 ms per
+    640x480 image, serial with the GPU) was a third of the engine's time. Others, and all images without a
+    ``device`` (on a CPU torch's patchify is slower), go through the processor itself."""
+    import numpy as np
+
+    from ivt_core.grounders.processing import resized_size
+
+    ip = processor.image_processor
+    unique: dict[int, int] = {}  # id of an image -> its index in ``distinct``
+    distinct = []
+    for image in images:
+        if id(image) not in unique:
+            unique[id(image)] = len(distinct)
+            distinct.append(image)
+    standard = all(getattr(ip, flag, True) for flag in ("do_rescale", "do_normalize", "do_convert_rgb"))
+    on_device = device is not None and standard and all(
+        resized_size(processor, *image.size) == image.size for image in distinct)
+    if on_device:
+        by_size: dict[tuple[int, int], list[int]] = {}
+        for index, image in enumerate(distinct):
+            by_size.setdefault(image.size, []).append(index)
+        parts: list[torch.Tensor | None] = [None] * len(distinct)
+        for (width, height), members in by_size.items():
+            stacked = torch.from_numpy(np.stack([np.asarray(distinct[i].convert("RGB")) for i in members]))
+            rows = patchify_on_device(stacked.to(device), ip).view(len(members), -1, _patch_width(ip))
+            for slot, index in enumerate(members):
+                parts[index] = rows[slot]
+        grids = torch.tensor([[1, image.height // ip.patch_size, image.width // ip.patch_size] for image in distinct])
+    else:
+        processed = ip(images=distinct, return_tensors="pt")
+        grids = processed["image_grid_thw"]
+        parts = list(processed["pixel_values"].split([int(g.prod()) for g in grids]))
+    order = [unique[id(image)] for image in images]
+    return torch.cat([parts[i] for i in order]), grids[order]
+
+
+def _patch_width(ip) -> int:
+    return 3 * ip.temporal_patch_size * ip.patch_size ** 2
+
+
 def _image_token_counts(processor, inputs) -> list[int]:
     grids = inputs.get("image_grid_thw")
     if grids is None:

@@ -31,18 +31,39 @@ from training.config_cli import config_from_args as cli_config
 from training.config_cli import run_main
 
 
-def _trajectory_tensors(processor, trajectories, chunk: list[int], cfg: GRPOConfig, rope, pad) -> dict:
+def _trajectory_tensors(processor, trajectories, chunk: list[int], cfg: GRPOConfig, rope, pad, device=None) -> dict:
     """A micro-batch of rollouts as model inputs: each assistant turn holds the tokens it sampled; the trained
-    turns are all of them, or the refinement turns only (``train_turns="refinement"``: step 0 is context)."""
-    from ivt_core.supervision import build_rollout_example, collate
+    turns are all of them, or the refinement turns only (``train_turns="refinement"``: step 0 is context).
+    The ids are the cached engine's own (``rollout_example_from_ids``: no chat template, no tokenizer), else the
+    conversation is templated again (``build_rollout_example``); the pixels are computed once per distinct image,
+    on ``device`` when it is a GPU (``image_inputs``). ``rebuilt``: how many rollouts needed the slow path."""
+    from ivt_core.grounders.base import conversation_images
+    from ivt_core.supervision import build_rollout_example, collate, image_inputs, rollout_example_from_ids
 
-    def example(index: int) -> dict:
+    examples, images, rebuilt = [], [], 0
+    for index in chunk:
         conversation = trajectories[index].conversation
         answers = [i for i, m in enumerate(conversation) if m["role"] == "assistant"]
         trained = set(answers[1:] if cfg.train_turns == "refinement" else answers)
-        return build_rollout_example(processor, conversation, trained, cfg.mask_truncated_completions)
-
-    return {**collate([example(index) for index in chunk], pad, rope), "index": chunk}
+        example = rollout_example_from_ids(conversation, trained, processor.image_token_id,
+                                           cfg.mask_truncated_completions)
+        if example is None:
+            example, rebuilt = build_rollout_example(processor, conversation, trained,
+                                                     cfg.mask_truncated_completions), rebuilt + 1
+        examples.append(example)
+        images.append(conversation_images(conversation))
+    pixels = None
+    if any(images):
+        gpu = device if device is not None and str(device).startswith("cuda") else None
+        pixels, grids = image_inputs(processor, [image for group in images for image in group], gpu)
+        for example, group, part in zip(examples, images, grids.split([len(g) for g in images]), strict=True):
+            example.pop("pixel_values", None)
+            if group:
+                example["image_grid_thw"] = part
+    batch = collate(examples, pad, rope)
+    if pixels is not None:
+        batch["pixel_values"] = pixels
+    return {**batch, "index": chunk, "rebuilt": rebuilt}
 
 
 def rollout_record(step: int, batch, trajectories, rewards, advantages, group_size: int) -> dict:
@@ -56,6 +77,7 @@ def rollout_record(step: int, batch, trajectories, rewards, advantages, group_si
                 for i, t in enumerate(trajectories[:group_size])]}
 
 
+ENGINE_TIMES = ("prepare_s", "compact_s", "prefill_s", "decode_s")  # where a rollout's time went (engine stats)
 KL_STILL = 1e-4
 KL_WINDOW = 10
 
@@ -76,11 +98,12 @@ def train(cfg: GRPOConfig) -> Path:
     from ivt_core.data.sample import load_image
     from ivt_core.families import family_for_model_type
     from ivt_core.grounders.base import Sampling
+    from ivt_core.grounders.engine import CachedEngine
     from ivt_core.grounders.fast_vision import enable_batched_vision_attention
     from ivt_core.grounders.processing import load_processor
     from ivt_core.grounders.transformers_grounder import TransformersGrounder
     from ivt_core.jobs import JobReporter
-    from ivt_core.loop import LoopConfig, run_samples
+    from ivt_core.loop import LoopConfig, engine_for, run_samples
     from ivt_core.metrics import degradation
     from ivt_core.policy_gradient import advantages as group_advantages
     from ivt_core.policy_gradient import chunks, policy_update
@@ -156,15 +179,18 @@ def train(cfg: GRPOConfig) -> Path:
             rng = random.Random(f"{cfg.seed}:{step}:{accelerator.process_index}")  # each rank its own prompts
             prompts = rng.sample(samples, min(cfg.prompts, len(samples)))
             batch = [s for s in prompts for _ in range(cfg.group_size)]
-            images = [load_image(workspace.resolve(s.image_path)) for s in batch]
+            scenes = [load_image(workspace.resolve(s.image_path)) for s in prompts]  # one image object per prompt:
+            images = [scene for scene in scenes for _ in range(cfg.group_size)]   # its pixels are computed once
             model.eval()
             began = time.perf_counter()
-            trajectories = run_samples(grounder, batch, loop, images, keep_conversations=True)
+            engine = CachedEngine(model, processor, str(device)) if engine_for(grounder, loop) == "cached" else None
+            trajectories = run_samples(grounder, batch, loop, images, keep_conversations=True, engine=engine)
             rolled = time.perf_counter()
             rewards = torch.tensor([reward_fn(t) for t in trajectories])
             advantages = group_advantages(rewards, cfg.group_size, cfg.scale_rewards)
-            batches = [_trajectory_tensors(processor, trajectories, chunk, cfg, rope, pad)
+            batches = [_trajectory_tensors(processor, trajectories, chunk, cfg, rope, pad, device)
                        for chunk in chunks(len(trajectories), cfg.micro_batch)]
+            rebuilt = sum(b.pop("rebuilt") for b in batches)
             prepared = time.perf_counter()
             model.train()
             update = policy_update(
@@ -175,7 +201,8 @@ def train(cfg: GRPOConfig) -> Path:
                                                                                                1.0), device=device)
             kls.append(update["kl"])
             timing = {"rollout_s": rolled - began, "prepare_s": prepared - rolled,
-                      "update_s": time.perf_counter() - prepared}
+                      "update_s": time.perf_counter() - prepared, "rebuilt": rebuilt,
+                      **({f"rollout_{k}": round(engine.stats[k], 4) for k in ENGINE_TIMES} if engine else {})}
             gathered = accelerator.gather(rewards.to(device)).cpu()  # every rank's rollouts in the logged numbers
             per_step = [sum(t.steps[k].iou for t in trajectories if len(t.steps) > k) / len(trajectories)
                         for k in range(cfg.steps + 1)]

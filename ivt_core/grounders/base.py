@@ -19,7 +19,9 @@ from ivt_core.families import Family
 @dataclass(frozen=True)
 class Generation:
     """One answer. ``token_ids``: the tokens sampled, up to and including the end token (GRPO scores these,
-    not the text tokenized again); ``truncated``: the answer hit the token limit before an end token."""
+    not the text tokenized again); ``truncated``: the answer hit the token limit before an end token;
+    ``prompt_ids``: the exact ids the model was fed before answering (the cached engine gives them; GRPO builds
+    its training sequences from them instead of templating and tokenizing each rollout again), else empty."""
 
     text: str
     tokens_in: int = 0
@@ -27,6 +29,7 @@ class Generation:
     latency_ms: float = 0.0
     token_ids: tuple[int, ...] = ()
     truncated: bool = False
+    prompt_ids: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)

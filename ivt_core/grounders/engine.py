@@ -152,28 +152,12 @@ class CachedEngine:
         return out
 
     def _pixels(self, images: list) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Pixel rows and grids of ``images``, as the processor gives them. On a GPU, an image already at the size
-        the processor would resize it to is patchified there (``supervision.patchify_on_device``, tested equal to
-        the processor): the processor's CPU work (~10 ms per 640x480 image, serial with the GPU) was a third of
-        the engine's time. Others, and every image on a CPU (where torch's patchify is slower), go through the
-        processor itself."""
-        import numpy as np
+        """Pixel rows and grids of ``images``, as the processor gives them (on a GPU, patchified there:
+        ``supervision.image_inputs``)."""
+        from ivt_core.supervision import image_inputs
 
-        from ivt_core.grounders.processing import resized_size
-        from ivt_core.supervision import patchify_on_device
-
-        ip = self.processor.image_processor
-        standard = all(getattr(ip, flag, True) for flag in ("do_rescale", "do_normalize", "do_convert_rgb"))
-        if not self.patchify_on_device or not standard or any(
-                resized_size(self.processor, *image.size) != image.size for image in images):
-            processed = ip(images=images, return_tensors="pt")
-            return processed["pixel_values"], list(processed["image_grid_thw"])
-        rows, grids = [], []
-        for image in images:
-            array = torch.from_numpy(np.array(image.convert("RGB"))).to(self.device)  # a writable copy
-            rows.append(patchify_on_device(array[None], ip))
-            grids.append(torch.tensor([1, image.height // ip.patch_size, image.width // ip.patch_size]))
-        return torch.cat(rows), grids
+        pixels, grids = image_inputs(self.processor, images, self.device if self.patchify_on_device else None)
+        return pixels, list(grids)
 
     def _image_boundary(self, ids: list[int], grids: list[torch.Tensor], keep: int) -> tuple[int, int]:
         """Move ``keep`` back to the start of the image it falls inside (an image is encoded whole); return the
@@ -204,24 +188,35 @@ class CachedEngine:
         sampling = sampling or Sampling()
         start = time.perf_counter()
         states = [self.conversations.setdefault(key, _Conversation()) for key, _ in requests]
-        news, new_images, new_grids, positions, prompt_lengths = [], [], [], [], []
+        news, new_images, new_grids, positions = [], [], [], []
+        seen_images = [conversation_images(conversation) for _, conversation in requests]
+        # every image new to its conversation, processed in one call (an image shared by several rows, as a
+        # GRPO group's scene, once): the pixel rows of each one, in order
+        fresh = [image for state, images in zip(states, seen_images, strict=True)
+                 for image in images[len(state.grids):]]
+        rows: list[tuple[torch.Tensor, torch.Tensor]] = []
+        if fresh:
+            pixels, grids = self._pixels(fresh)
+            rows = list(zip(pixels.split([int(g.prod()) for g in grids]), grids, strict=True))
+        fresh_rows = iter(rows)
         fresh_pixels = []
-        for state, (_, conversation) in zip(states, requests, strict=True):
-            images = conversation_images(conversation)
-            fresh = None
-            if len(images) > len(state.grids):
-                fresh = self._pixels(images[len(state.grids):])
-                state.grids.extend(fresh[1])
-            fresh_pixels.append((images, fresh))
+        for state, images in zip(states, seen_images, strict=True):
+            mine = [next(fresh_rows) for _ in images[len(state.grids):]]
+            state.grids.extend(grid for _, grid in mine)
+            fresh_pixels.append((images, mine))
         fulls = self._full_ids([conversation for _, conversation in requests], [s.grids for s in states])
-        for state, full, (images, fresh) in zip(states, fulls, fresh_pixels, strict=True):
+        for state, full, (images, mine) in zip(states, fulls, fresh_pixels, strict=True):
             keep = min(_common_prefix(state.fed, full), len(full) - 1)  # at least one token to read logits at
             first, keep = self._image_boundary(full, state.grids, keep)
             needed = images[first:]
-            if needed:  # the images whose tokens are in the part to encode (normally only the new one)
-                pixels, grids = fresh if fresh is not None and len(fresh[1]) == len(needed) else self._pixels(needed)
-                new_images.append(pixels)
-                new_grids.extend(grids)
+            if needed:  # the images whose tokens are in the part to encode (normally only the new ones)
+                if mine and len(mine) == len(needed):
+                    new_images.extend(pixels for pixels, _ in mine)
+                    new_grids.extend(grid for _, grid in mine)
+                else:  # cut back into an image seen before: encoded again
+                    pixels, grids = self._pixels(needed)
+                    new_images.append(pixels)
+                    new_grids.extend(grids)
             if keep < len(state.fed):
                 self.stats["cut_back"] += 1
             news.append(full[keep:])
@@ -230,7 +225,6 @@ class CachedEngine:
             part = self._positions(full[keep:], state.grids[first:]) + (int(kept.max()) + 1 if keep else 0)
             state.positions = torch.cat([kept, part], dim=1)
             positions.append(part)
-            prompt_lengths.append(len(full))
             state.fed = state.fed[:keep]
             if keep == 0:
                 state.row = None
@@ -275,10 +269,11 @@ class CachedEngine:
         self.stats["decode_s"] += time.perf_counter() - decode_start
         elapsed_ms = (time.perf_counter() - start) * 1000 / max(1, len(requests))
         results = []
-        for ids, prompt_length in zip(generated, prompt_lengths, strict=True):
+        for ids, full in zip(generated, fulls, strict=True):
             results.append(Generation(text=self.tokenizer.decode(ids, skip_special_tokens=True).strip(),
-                                      tokens_in=prompt_length, tokens_out=len(ids), latency_ms=elapsed_ms,
-                                      token_ids=tuple(ids), truncated=not ids or ids[-1] not in self.eos))
+                                      tokens_in=len(full), tokens_out=len(ids), latency_ms=elapsed_ms,
+                                      token_ids=tuple(ids), truncated=not ids or ids[-1] not in self.eos,
+                                      prompt_ids=tuple(full)))
         return results
 
     def _sync(self) -> None:

@@ -91,3 +91,116 @@ def test_the_engine_records_sampled_ids_and_truncation(tiny_models):
         answers = [m for m in trajectory.conversation if m["role"] == "assistant"]
         assert len(answers) == 2 and all(1 <= len(m["token_ids"]) <= 3 for m in answers), engine
         assert all(m["truncated"] == (processor_end(grounder) not in m["token_ids"]) for m in answers), engine
+
+
+def _rollouts(model_path, workspace, prompts: int, group: int, max_new_tokens: int):
+    """G sampled T=2 rollouts of a few prompts through the cached engine, as GRPO takes them (one image object
+    per prompt)."""
+    from ivt_core.data.sample import load_image
+    from ivt_core.grounders.transformers_grounder import TransformersGrounder
+    from ivt_core.loop import LoopConfig, run_samples
+    from ivt_core.store.samples import get_samples
+
+    grounder = TransformersGrounder.load(model_path, device="cpu")
+    samples = get_samples(workspace.connect(), "shapes", "test")[:prompts]
+    scenes = [load_image(workspace.resolve(s.image_path)) for s in samples]
+    torch.manual_seed(0)
+    config = LoopConfig(steps=2, batch_size=prompts * group,
+                        sampling=Sampling(max_new_tokens=max_new_tokens, do_sample=True))
+    batch = [s for s in samples for _ in range(group)]
+    images = [scene for scene in scenes for _ in range(group)]
+    return grounder, run_samples(grounder, batch, config, images, keep_conversations=True)
+
+
+def _same_training_rows(fast: dict, slow: dict) -> None:
+    """Equal where it matters: the ids up to the last labelled token (after it the template's tail is context
+    that no label sees), the labels, the image positions; the slow row may be longer only by unlabelled tail."""
+    ids, labels = fast["input_ids"].tolist(), fast["labels"].tolist()
+    n = len(ids)
+    assert slow["input_ids"].tolist()[:n] == ids
+    assert slow["labels"].tolist()[:n] == labels
+    assert all(t == IGNORE for t in slow["labels"].tolist()[n:])
+    assert slow["mm_token_type_ids"].tolist()[:n] == fast["mm_token_type_ids"].tolist()
+
+
+@pytest.mark.parametrize("drop_truncated", [False, True])
+def test_training_rows_from_the_engines_ids_equal_the_templated_ones(shapes_ws, drop_truncated):
+    """GRPO's fast path (the engine's own prompt ids, no chat template or tokenizer) gives the rows the templated
+    path gives, truncated answers and refinement-only labels included. At 11 tokens the toy's first answer is
+    cut after '[ddd,', which the next turn holds as sampled; at 12, after '[ddd, ', whose space the loop's text
+    drops: the next turn then holds other ids than were sampled, and the fast path says so (None)."""
+    from ivt_core.bootstrap import toy_model_path
+    from ivt_core.supervision import rollout_example_from_ids
+
+    fast_truncated = refused = 0
+    for limit in (11, 12):
+        grounder, trajectories = _rollouts(toy_model_path(), shapes_ws, 2, 3, limit)
+        for trajectory in trajectories:
+            conversation = trajectory.conversation
+            answers = [i for i, m in enumerate(conversation) if m["role"] == "assistant"]
+            for trained in (set(answers), set(answers[1:])):
+                fast = rollout_example_from_ids(conversation, trained, grounder.processor.image_token_id,
+                                                drop_truncated)
+                if fast is None:
+                    refused += 1
+                    assert any(grounder.processor.tokenizer.decode(conversation[i]["token_ids"]).endswith(" ")
+                               for i in answers[:-1])
+                    continue
+                fast_truncated += any(conversation[i]["truncated"] for i in answers)
+                _same_training_rows(fast, build_rollout_example(grounder.processor, conversation, trained,
+                                                                drop_truncated))
+    assert fast_truncated > 0 and refused > 0
+
+
+def test_an_answer_that_re_tokenizes_differently_takes_the_templated_path(chatty_tiny_rollouts):
+    from ivt_core.supervision import rollout_example_from_ids
+
+    grounder, trajectories = chatty_tiny_rollouts
+    token = grounder.processor.image_token_id
+    results = [rollout_example_from_ids(t.conversation, {1, 3, 5}, token) for t in trajectories]
+    assert any(r is None for r in results)  # the chatty model's answers re-tokenize to other ids: refused
+    for trajectory, fast in zip(trajectories, results, strict=True):
+        if fast is not None:
+            _same_training_rows(fast, build_rollout_example(grounder.processor, trajectory.conversation, {1, 3, 5}))
+
+
+def test_grpo_micro_batch_equals_the_templated_one(shapes_ws):
+    """The trainer's micro-batch (fast rows where possible, pixels computed once per distinct image) gives the
+    model what the templated rows give: ids, labels, rope positions, grids and pixels."""
+    from ivt_core.bootstrap import toy_model_path
+    from ivt_core.config.training import GRPOConfig
+    from ivt_core.supervision import collate, cpu_rope_index
+    from training.grpo import _trajectory_tensors
+
+    grounder, trajectories = _rollouts(toy_model_path(), shapes_ws, 2, 3, 11)
+    trajectories += _rollouts(toy_model_path(), shapes_ws, 2, 3, 12)[1]  # answers cut after a space: rebuilt
+    model, processor = grounder.model, grounder.processor
+    rope = cpu_rope_index(type(model.model), model.config)
+    pad = processor.tokenizer.pad_token_id
+    chunk = list(range(len(trajectories)))
+    cfg = GRPOConfig(workspace="unused", base="unused")
+    batch = _trajectory_tensors(processor, trajectories, chunk, cfg, rope, pad)
+    assert 0 < batch["rebuilt"] < len(chunk)  # both paths in one micro-batch
+    slow = collate([build_rollout_example(processor, t.conversation, {i for i, m in enumerate(t.conversation)
+                                                                      if m["role"] == "assistant"})
+                    for t in trajectories], pad, rope)
+    assert torch.equal(batch["image_grid_thw"], slow["image_grid_thw"])
+    assert torch.allclose(batch["pixel_values"], slow["pixel_values"], atol=1e-6)
+    for row in chunk:
+        n = int(batch["attention_mask"][row].sum())
+        fast_row = {k: batch[k][row, :n] for k in ("input_ids", "labels", "mm_token_type_ids")}
+        _same_training_rows(fast_row, {k: slow[k][row] for k in ("input_ids", "labels", "mm_token_type_ids")})
+        assert torch.equal(batch["position_ids"][:, row, :n], slow["position_ids"][:, row, :n])
+
+
+@pytest.fixture(scope="module")
+def chatty_tiny_rollouts(tmp_path_factory):
+    from ivt_core.data.shapes_split import write_shapes_split
+    from ivt_core.tinykit import TinySpec, build_tiny_model
+    from ivt_core.workspace import Workspace
+
+    root = tmp_path_factory.mktemp("chatty-rollouts")
+    model = build_tiny_model(root / "m", "qwen3_vl", TinySpec(init_std=1.0))
+    workspace = Workspace.open(root / "ws")
+    write_shapes_split(workspace, "test", 3, seed=0)
+    return _rollouts(model, workspace, 3, 3, 10)
