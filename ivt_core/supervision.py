@@ -142,7 +142,7 @@ def image_inputs(processor, images: list, device=None) -> tuple[torch.Tensor, to
         for index, image in enumerate(distinct):
             by_size.setdefault(image.size, []).append(index)
         parts: list[torch.Tensor | None] = [None] * len(distinct)
-        for (width, height), members in by_size.items():
+        for members in by_size.values():
             stacked = torch.from_numpy(np.stack([np.asarray(distinct[i].convert("RGB")) for i in members]))
             rows = patchify_on_device(stacked.to(device), ip).view(len(members), -1, _patch_width(ip))
             for slot, index in enumerate(members):
