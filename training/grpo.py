@@ -123,6 +123,7 @@ def train(cfg: GRPOConfig) -> Path:
     family = family_for_model_type(json.loads((base / "config.json").read_text())["model_type"])
     processor = load_processor(base, family.name)
     from accelerate import Accelerator
+    from accelerate.utils.memory import clear_device_cache
 
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     device = accelerator.device
@@ -166,6 +167,7 @@ def train(cfg: GRPOConfig) -> Path:
                                         temperature=cfg.temperature))
     stop = {"flag": False}
     kls: list[float] = []
+    micro = cfg.micro_batch  # 0: all of a step's rollouts, until the device runs out of memory
 
     def reference(inputs):
         """The starting model: the policy with its new adapter switched off (the SFT adapter is merged in)."""
@@ -188,17 +190,26 @@ def train(cfg: GRPOConfig) -> Path:
             rolled = time.perf_counter()
             rewards = torch.tensor([reward_fn(t) for t in trajectories])
             advantages = group_advantages(rewards, cfg.group_size, cfg.scale_rewards)
-            batches = [_trajectory_tensors(processor, trajectories, chunk, cfg, rope, pad, device)
-                       for chunk in chunks(len(trajectories), cfg.micro_batch)]
-            rebuilt = sum(b.pop("rebuilt") for b in batches)
-            prepared = time.perf_counter()
             model.train()
-            update = policy_update(
-                lambda inputs: wrapped(**inputs).logits, reference if cfg.beta else None, batches, advantages,
-                optimizer, beta=cfg.beta, clip=cfg.clip, loss_type=cfg.loss_type, num_iterations=cfg.num_iterations,
-                temperature=cfg.temperature, max_tokens=cfg.max_new_tokens * (cfg.steps + 1),
-                backward=accelerator.backward, before_step=lambda: accelerator.clip_grad_norm_(wrapped.parameters(),
-                                                                                               1.0), device=device)
+            while True:
+                batches = [_trajectory_tensors(processor, trajectories, chunk, cfg, rope, pad, device)
+                           for chunk in chunks(len(trajectories), micro or len(trajectories))]
+                rebuilt = sum(b.pop("rebuilt") for b in batches)
+                prepared = time.perf_counter()
+                try:
+                    update = policy_update(
+                        lambda inputs: wrapped(**inputs).logits, reference if cfg.beta else None, batches,
+                        advantages, optimizer, beta=cfg.beta, clip=cfg.clip, loss_type=cfg.loss_type,
+                        num_iterations=cfg.num_iterations, temperature=cfg.temperature,
+                        max_tokens=cfg.max_new_tokens * (cfg.steps + 1), backward=accelerator.backward,
+                        before_step=lambda: accelerator.clip_grad_norm_(wrapped.parameters(), 1.0), device=device)
+                    break
+                except Exception as exc:  # noqa: BLE001 - only running out of memory is retried
+                    micro = _smaller_micro_batch(exc, micro or len(trajectories), cfg, accelerator.num_processes)
+                    optimizer.zero_grad(set_to_none=True)
+                    batches = None
+                    clear_device_cache(garbage_collection=True)
+                    print(f"out of memory: {micro} trajectories per forward/backward pass from now on", flush=True)
             kls.append(update["kl"])
             timing = {"rollout_s": rolled - began, "prepare_s": prepared - rolled,
                       "update_s": time.perf_counter() - prepared, "rebuilt": rebuilt,
@@ -245,6 +256,19 @@ def train(cfg: GRPOConfig) -> Path:
         print(json.dumps({"model_id": model_id, "adapter": str(adapter)}), flush=True)
     db.close()
     return out / "adapter"
+
+
+def _smaller_micro_batch(exc: Exception, current: int, cfg: GRPOConfig, processes: int) -> int:
+    """The next micro-batch size after ``exc`` in the update, or ``exc`` raised again: only an out-of-memory
+    error, only with ``micro_batch`` 0 (a size the user set is kept) and in one process (under DDP one rank
+    retrying alone would wait forever for the others). Why not accelerate's ``find_executable_batch_size``:
+    it collects garbage before every call (each step) and shrinks by 10 %; here the size found is kept for
+    the next steps and halves. Its test for out-of-memory errors is the one used."""
+    from accelerate.utils.memory import should_reduce_batch_size
+
+    if cfg.micro_batch or processes > 1 or current <= 1 or not should_reduce_batch_size(exc):
+        raise exc
+    return current // 2
 
 
 def register_grpo_model(db, cfg: GRPOConfig, base: Path, adapter: Path, family: str, name: str) -> int:

@@ -183,8 +183,9 @@ class GRPOConfig(TrainerSettings):
                           "datasets)", choices=("auto", *RENDER_STYLES))
     lora_r: int = setting(16, "LoRA rank", min=1, max=1024, form=True, label="LoRA rank")
     lora_alpha: int = setting(32, "LoRA alpha (scale = alpha / rank)", min=1, max=4096)
-    micro_batch: int = setting(32, "trajectories per forward/backward pass (fewer, larger passes are faster; "
-                               "lower it when a large model runs out of memory)", min=1, max=1024)
+    micro_batch: int = setting(0, "trajectories per forward/backward pass; 0: all of a step's rollouts in one "
+                               "pass, halved whenever the device runs out of memory (fewer, larger passes are "
+                               "faster: the toy's update 1.8 s at 32, 0.45 s at 128 on an H200)", min=0, max=1024)
     save_steps: int = setting(10, "save a checkpoint every N steps", min=1)
     flywheel_below: float = setting(-1.0, "rollouts with a reward under this become pending traces (< 0: off)",
                                     min=-1.0)

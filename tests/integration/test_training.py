@@ -103,6 +103,37 @@ def test_grpo_runs_logs_rewards_and_registers(approved, tiny_models, capsys):
     assert rows[-1][0] == "grpo-test" and rows[-1][1].endswith("grpo-test/adapter")
 
 
+def test_grpo_halves_its_micro_batch_when_the_device_runs_out_of_memory(approved, tiny_models, capsys,
+                                                                          monkeypatch):
+    """micro_batch 0: a step's rollouts in one pass; out of memory, half as many, kept for the next steps.
+    The rollouts are rebuilt from the trajectories, so the step still trains on all of them."""
+    import torch
+
+    import ivt_core.policy_gradient as pg
+
+    real, seen = pg.policy_update, []
+
+    def update_with_little_memory(policy, reference, batches, *args, **kwargs):
+        seen.append([len(b["index"]) for b in batches])
+        if max(seen[-1]) > 2:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(policy, reference, batches, *args, **kwargs)
+
+    monkeypatch.setattr(pg, "policy_update", update_with_little_memory)
+    out = approved.root / "models" / "grpo-oom"
+    assert main(["train", "grpo", "--workspace", str(approved.root), "--base", str(tiny_models["qwen3_vl"]),
+                 "--dataset", "shapes", "--split", "test", "--group-size", "4", "--prompts", "2", "--steps", "1",
+                 "--max-steps", "2", "--max-new-tokens", "4", "--lora-r", "4", "--out", str(out)]) == 0
+    assert seen == [[8], [4, 4], [2, 2, 2, 2], [2, 2, 2, 2]]  # found in step 1, kept in step 2
+    assert "out of memory: 2 trajectories per forward/backward pass from now on" in capsys.readouterr().out
+    monkeypatch.setattr(pg, "policy_update", lambda *a, **k: (_ for _ in ()).throw(
+        torch.cuda.OutOfMemoryError("CUDA out of memory")))
+    with pytest.raises(torch.cuda.OutOfMemoryError):  # a size the user chose is not changed behind their back
+        main(["train", "grpo", "--workspace", str(approved.root), "--base", str(tiny_models["qwen3_vl"]),
+              "--dataset", "shapes", "--split", "test", "--group-size", "2", "--prompts", "1", "--max-steps", "1",
+              "--max-new-tokens", "4", "--micro-batch", "2", "--out", str(approved.root / "models" / "g2")])
+
+
 def _wait(workspace, job_id, check, timeout=180):
     deadline = time.time() + timeout
     while time.time() < deadline:
