@@ -109,6 +109,7 @@ def train(cfg: GRPOConfig) -> Path:
     from ivt_core.policy_gradient import chunks, policy_update
     from ivt_core.render import render_style
     from ivt_core.rewards import get_reward
+    from ivt_core.rope import checked as checked_rope
     from ivt_core.store.samples import get_dataset, get_samples
     from ivt_core.supervision import cpu_rope_index
     from ivt_core.workspace import Workspace
@@ -155,6 +156,8 @@ def train(cfg: GRPOConfig) -> Path:
     wrapped, optimizer = accelerator.prepare(model, optimizer)  # DDP under accelerate launch; as is otherwise
     model = accelerator.unwrap_model(wrapped)
     rope = cpu_rope_index(type(model.base_model.model.model), model.config) if family.rope_index else None
+    if rope is not None:  # the same positions, segment by segment (ivt_core.rope), where they agree
+        rope = checked_rope(rope, processor.image_token_id, processor.image_processor.merge_size)
     pad = processor.tokenizer.pad_token_id
     reward_fn = get_reward(cfg.reward)
     db = workspace.connect()

@@ -14,9 +14,10 @@ step (continuous batching, driven by ``ivt_core.loop``). Before each step the ca
 live entries are gathered to the left-padded front of a fresh cache, so the holes left by finished answers
 and released rows never accumulate. The new tokens of a step are placed right-padded in one block (a padding
 query then always sees real keys before it, so no attention row is fully masked) and the logits are read at
-each row's last real token. Positions are given explicitly: Qwen3-VL's 3-D rotary positions, computed by the
-model's own ``get_rope_index`` for the new part only (kept with each conversation's ids, the new part's follow
-the kept part's), so holes in the cache change nothing. All rows' texts are tokenized in one call.
+each row's last real token. Positions are given explicitly: Qwen3-VL's 3-D rotary positions, computed as the
+model's own ``get_rope_index`` does (``ivt_core.rope``, checked against it) for the new part only (kept with
+each conversation's ids, the new part's follow the kept part's), so holes in the cache change nothing. All rows'
+texts are tokenized in one call.
 
 Each row has a fixed size for the whole step (its history, the block and room for ``max_new_tokens``) and the
 model writes its keys and values in place, so on a GPU one decode step is captured once as a CUDA graph and
@@ -38,6 +39,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ivt_core import rope
 from ivt_core.families import FAMILIES
 from ivt_core.grounders.base import Generation, Sampling, conversation_images
 
@@ -113,6 +115,8 @@ class CachedEngine:
         self.eos = set(eos if isinstance(eos, list) else [eos])
         self.min_new_tokens = int(getattr(model.generation_config, "min_new_tokens", None) or 0)
         self.inner = _inner_model(model)
+        model_rope = self.inner.get_rope_index
+        self.fast_rope = rope.checked(model_rope, self.image_token_id, self.merge) is not model_rope
         self.lm_head = model.get_output_embeddings()
         self.rows_layer = _rows_layer_class()
         self.write_at = torch.zeros(1, dtype=torch.long, device=device)  # cache slots the next forward writes
@@ -174,7 +178,10 @@ class CachedEngine:
     def _positions(self, ids: list[int], grids: list[torch.Tensor]) -> torch.Tensor:
         """3-D rotary positions [3, len(ids)] of a conversation (or of a part that starts at a text token or at
         an image's first token), as the model computes them: a running position, +1 per text token and
-        +max(h, w) per image. A part's positions are the whole's shifted by the position it starts at."""
+        +max(h, w) per image. A part's positions are the whole's shifted by the position it starts at.
+        ``ivt_core.rope`` computes them segment by segment where it agrees with the model's own function."""
+        if self.fast_rope:
+            return rope.positions(ids, grids, self.image_token_id, self.merge)
         input_ids = torch.tensor([ids])
         types = (input_ids == self.image_token_id).int()
         grid = torch.stack(grids) if grids else None

@@ -90,9 +90,9 @@ def test_engine_encodes_only_the_new_turn(chatty_tiny, shapes_ws):
 
 def test_engine_keeps_each_conversations_rotary_positions_as_the_whole_conversation_gives_them(chatty_tiny,
                                                                                                 shapes_ws):
-    """Only the new part's positions are computed at each step (after the kept part's); they must equal the
-    model's own rope index over the whole conversation, also after a cut back (answers that re-tokenize
-    differently, which the chatty model gives) and with the answer tokens fed back during decoding."""
+    """Only the new part's positions are computed at each step (after the kept part's, by ``ivt_core.rope``);
+    they must equal the model's own rope index over the whole conversation, also after a cut back (answers that
+    re-tokenize differently, which the chatty model gives) and with the answer tokens fed back during decoding."""
     from ivt_core.grounders.engine import CachedEngine
 
     grounder = TransformersGrounder.load(chatty_tiny, device="cpu")
@@ -106,11 +106,15 @@ def test_engine_keeps_each_conversations_rotary_positions_as_the_whole_conversat
         answers = engine.step(list(conversations.items()), Sampling(max_new_tokens=6 + 5 * turn))
         for (key, conversation), answer, image in zip(conversations.items(), answers, images, strict=True):
             state = engine.conversations[key]
-            assert torch.equal(state.positions, engine._positions(state.fed, state.grids)), (key, turn)
+            ids = torch.tensor([state.fed])
+            whole, _ = engine.inner.get_rope_index(ids, (ids == engine.image_token_id).int(),  # the model's own
+                                                   image_grid_thw=torch.stack(state.grids))
+            assert torch.equal(state.positions, whole[:, 0]), (key, turn)
             conversation += [{"role": "assistant", "content": [{"type": "text", "text": answer.text}]},
                              {"role": "user", "content": [{"type": "image", "image": image},
                                                           {"type": "text", "text": "Check the box."}]}]
     assert engine.stats["cut_back"] > 0  # the case where positions are cut back too was exercised
+    assert engine.fast_rope  # computed by ivt_core.rope, which agreed with the model on its probe
 
 
 def test_a_conversation_left_out_of_a_step_is_answered_afresh_when_it_comes_back(chatty_tiny, shapes_ws):
