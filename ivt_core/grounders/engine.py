@@ -195,7 +195,7 @@ class CachedEngine:
         sampling = sampling or Sampling()
         start = time.perf_counter()
         states = [self.conversations.setdefault(key, _Conversation()) for key, _ in requests]
-        news, new_images, new_grids, positions = [], [], [], []
+        news, row_pixels, row_grids, positions, row_keys = [], [], [], [], []
         seen_images = [conversation_images(conversation) for _, conversation in requests]
         # every image new to its conversation, processed in one call (an image shared by several rows, as a
         # GRPO group's scene, once): the pixel rows of each one, in order
@@ -215,15 +215,18 @@ class CachedEngine:
         for state, full, (images, mine) in zip(states, fulls, fresh_pixels, strict=True):
             keep = min(_common_prefix(state.fed, full), len(full) - 1)  # at least one token to read logits at
             first, keep = self._image_boundary(full, state.grids, keep)
-            needed = images[first:]
-            if needed:  # the images whose tokens are in the part to encode (normally only the new ones)
-                if mine and len(mine) == len(needed):
-                    new_images.extend(pixels for pixels, _ in mine)
-                    new_grids.extend(grid for _, grid in mine)
-                else:  # cut back into an image seen before: encoded again
-                    pixels, grids = self._pixels(needed)
-                    new_images.append(pixels)
-                    new_grids.extend(grids)
+            needed = images[first:]  # the images whose tokens are in the part to encode (normally the new ones)
+            if not needed:
+                pixels_of, grids_of = [], []
+            elif mine and len(mine) == len(needed):
+                pixels_of, grids_of = [pixels for pixels, _ in mine], [grid for _, grid in mine]
+            else:  # cut back into an image seen before: encoded again
+                pixels, grids = self._pixels(needed)
+                pixels_of, grids_of = [pixels], list(grids)
+            row_pixels.append(pixels_of)
+            row_grids.append(grids_of)
+            # rows that encode the same tokens and images from nothing (a GRPO group's G copies of a prompt)
+            row_keys.append((tuple(full), tuple(id(image) for image in needed)) if keep == 0 else None)
             if keep < len(state.fed):
                 self.stats["cut_back"] += 1
             news.append(full[keep:])
@@ -243,25 +246,38 @@ class CachedEngine:
         prefill_start = time.perf_counter()
         self.stats["compact_s"] += prefill_start - compact_start
         block, block_mask, block_pos, last = self._block(news, positions)
-        pixel_values = (torch.cat([p.to(self.device) for p in new_images]).to(self.model.dtype)
-                        if new_images else None)
-        grid = torch.stack(new_grids).to(self.device) if new_grids else None
         width = block.shape[1]
         self.write_at = torch.arange(self.end, self.end + width, device=self.device)
         self.live[:, self.end:self.end + width] = block_mask.bool()
         slots = torch.arange(self.live.shape[1], device=self.device)
         causal = slots[None, :] <= (self.end + torch.arange(width, device=self.device))[:, None]  # [width, capacity]
         mask = (self.live[:, None, None, :] & causal[None, None]).contiguous()
+        encoded, copy_of = self._distinct_rows(row_keys)
+        pixels = [p for row in encoded for p in row_pixels[row]]
+        pixel_values = torch.cat([p.to(self.device) for p in pixels]).to(self.model.dtype) if pixels else None
+        grids = [g for row in encoded for g in row_grids[row]]
+        grid = torch.stack(grids).to(self.device) if grids else None
+        cache = self.cache
+        if copy_of is not None:  # only the distinct rows are encoded, into their own cache, then copied
+            cache = self._new_cache(len(encoded), self.live.shape[1])
+            rows = torch.tensor(encoded, device=self.device)
+            block, mask, block_pos, last = block[rows], mask[rows], block_pos[:, rows], last[rows]
         with _grouped_query_attention(str(self.device).startswith("cuda")):
-            out = self.inner(input_ids=block, attention_mask=mask, position_ids=block_pos, past_key_values=self.cache,
+            out = self.inner(input_ids=block, attention_mask=mask, position_ids=block_pos, past_key_values=cache,
                              pixel_values=pixel_values, image_grid_thw=grid, use_cache=True)
         self.end += width
         self.stats["forwards"] += 1
         # logits of each row's last real token only (all positions x a 150k vocabulary would not fit)
-        logits = self.lm_head(out.last_hidden_state[torch.arange(len(news), device=self.device), last])
+        logits = self.lm_head(out.last_hidden_state[torch.arange(len(encoded), device=self.device), last])
+        if copy_of is not None:
+            for layer, distinct in zip(self.cache.layers, cache.layers, strict=True):
+                layer.keys.copy_(distinct.keys[copy_of])
+                layer.values.copy_(distinct.values[copy_of])
+            logits = logits[copy_of]
+            self.stats["shared_rows"] = self.stats.get("shared_rows", 0) + len(states) - len(encoded)
         for state, new in zip(states, news, strict=True):
             state.fed.extend(new)
-        self.stats["prefill_tokens"] += sum(len(n) for n in news)
+        self.stats["prefill_tokens"] += sum(len(news[row]) for row in encoded)
         next_pos = torch.stack([p[:, -1] + 1 for p in positions], dim=1).to(self.device)  # [3, rows]
         self._sync()
         decode_start = time.perf_counter()
@@ -291,20 +307,13 @@ class CachedEngine:
         """Rebuild the cache with one row per request (in request order): each row's live entries gathered to
         the left-padded front, and ``room`` free slots after them (the step's new tokens and its answers).
         Conversations not in this step lose their rows (they are encoded whole if they come back)."""
-        from transformers import DynamicCache
 
         lengths = [len(s.fed) if s.row is not None else 0 for s in states]
         width = max(lengths, default=0)
         rows, capacity = len(states), width + room
-        text = self.model.config.get_text_config()
-        heads = text.num_key_value_heads
-        dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
-        dtype = self.lm_head.weight.dtype
         live = torch.zeros(rows, capacity, dtype=torch.bool, device=self.device)
-        cache = DynamicCache(config=self.model.config)
-        buffers = [(torch.zeros(rows, heads, capacity, dim, dtype=dtype, device=self.device),
-                    torch.zeros(rows, heads, capacity, dim, dtype=dtype, device=self.device))
-                   for _ in range(len(cache.layers))]
+        cache = self._new_cache(rows, capacity)
+        buffers = [(layer.keys, layer.values) for layer in cache.layers]
         if width and self.cache is not None:
             src_rows = torch.zeros(rows, dtype=torch.long)
             src_cols = torch.zeros(rows, width, dtype=torch.long)
@@ -318,7 +327,6 @@ class CachedEngine:
             for (keys, values), old in zip(buffers, self.cache.layers, strict=True):
                 keys[:, :, :width] = old.keys[src_rows[:, None], :, src_cols].transpose(1, 2)
                 values[:, :, :width] = old.values[src_rows[:, None], :, src_cols].transpose(1, 2)
-        cache.layers = [self.rows_layer(self, keys, values) for keys, values in buffers]
         self.cache, self.live, self.end = cache, live, width
         for index, state in enumerate(states):
             state.row = index
@@ -326,6 +334,32 @@ class CachedEngine:
         for other in self.conversations.values():  # left out of this step: its row is gone; encoded afresh
             if id(other) not in kept:               # when it comes back
                 other.row, other.fed, other.positions = None, [], other.positions[:, :0]
+
+    def _new_cache(self, rows: int, capacity: int):
+        """A cache of ``rows`` x ``capacity`` zeroed slots per layer (``RowsLayer``)."""
+        from transformers import DynamicCache
+
+        text = self.model.config.get_text_config()
+        heads = text.num_key_value_heads
+        dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
+        dtype = self.lm_head.weight.dtype
+        cache = DynamicCache(config=self.model.config)
+        cache.layers = [self.rows_layer(self, torch.zeros(rows, heads, capacity, dim, dtype=dtype, device=self.device),
+                                        torch.zeros(rows, heads, capacity, dim, dtype=dtype, device=self.device))
+                        for _ in range(len(cache.layers))]
+        return cache
+
+    def _distinct_rows(self, keys: list) -> tuple[list[int], torch.Tensor | None]:
+        """The rows the prefill encodes, and for every row the index of the encoded row it copies (None: each row
+        is encoded). Rows are shared only when no row has history yet (the cache is empty, so a copied row's
+        cache is the whole of it) and they start the same conversation: same ids and the very same image objects
+        (a GRPO group's G rollouts of one prompt; the answers then differ by sampling)."""
+        if self.end or any(key is None for key in keys) or len(set(keys)) == len(keys):
+            return list(range(len(keys))), None
+        first: dict = {}
+        encoded = [row for row, key in enumerate(keys) if first.setdefault(key, row) == row]
+        slot = {row: index for index, row in enumerate(encoded)}
+        return encoded, torch.tensor([slot[first[key]] for key in keys], device=self.device)
 
     def _step_logits(self, token_in, position_in, mask) -> torch.Tensor:
         out = self.inner(input_ids=token_in, attention_mask=mask, position_ids=position_in,

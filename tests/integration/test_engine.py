@@ -7,7 +7,7 @@ from ivt_core.data.sample import load_image
 from ivt_core.errors import InvalidInputError
 from ivt_core.grounders.base import Sampling
 from ivt_core.grounders.transformers_grounder import TransformersGrounder
-from ivt_core.loop import LoopConfig, engine_for, run_batch, run_continuous, run_loop
+from ivt_core.loop import LoopConfig, engine_for, run_batch, run_continuous, run_loop, run_samples
 from ivt_core.store.samples import get_samples
 
 
@@ -179,3 +179,26 @@ def test_device_patchify_path_gives_the_processors_pixels(chatty_tiny):
     odd = [Image.new("RGB", (230, 200))]  # not at the processor's size: the processor itself resizes it
     assert engine._pixels(odd)[0].shape == grounder.processor.image_processor(images=odd, return_tensors="pt")[
         "pixel_values"].shape
+
+
+def test_a_groups_copies_of_one_prompt_are_encoded_once(shapes_ws):
+    """GRPO's G rollouts of a prompt (same ids, the same image object) share one prefill at their first step;
+    greedy, the whole T=2 loop gives what encoding every copy gives (copies of the image: nothing shared)."""
+    from ivt_core.bootstrap import TOY_SFT_PATH
+    from ivt_core.grounders.engine import CachedEngine
+
+    grounder = TransformersGrounder.load(TOY_SFT_PATH, device="cpu")  # its refinement steps give boxes
+    samples = get_samples(shapes_ws.connect(), "shapes", "test")[:2]
+    scenes = [load_image(shapes_ws.resolve(s.image_path)) for s in samples]
+    batch = [s for s in samples for _ in range(3)]
+    config = LoopConfig(steps=2, batch_size=6, sampling=Sampling(max_new_tokens=40))
+    shared, alone = CachedEngine(grounder.model, grounder.processor, "cpu"), CachedEngine(
+        grounder.model, grounder.processor, "cpu")
+    together = run_samples(grounder, batch, config, [scene for scene in scenes for _ in range(3)], engine=shared)
+    apart = run_samples(grounder, batch, config, [scene.copy() for scene in scenes for _ in range(3)], engine=alone)
+    assert shared.stats["shared_rows"] == 4 and "shared_rows" not in alone.stats
+    assert shared.stats["prefill_tokens"] < alone.stats["prefill_tokens"]
+    for one, other in zip(together, apart, strict=True):
+        assert [s.raw_text for s in one.steps] == [s.raw_text for s in other.steps]
+        assert [s.tokens_in for s in one.steps] == [s.tokens_in for s in other.steps]
+    assert any(s.parse_ok for t in together for s in t.steps[1:])  # later steps read the copied cache
