@@ -42,7 +42,9 @@ def main() -> None:
                              run=lambda f, cfg: profile.runcall(f, cfg), **settings)
     wall = time.perf_counter() - start
     text = io.StringIO()
-    pstats.Stats(profile, stream=text).sort_stats("tottime").print_stats(25)
+    stats = pstats.Stats(profile, stream=text)
+    stats.sort_stats("tottime").print_stats(30)
+    stats.sort_stats("cumulative").print_stats("ivt_core|training", 40)  # this repository's functions
     print_parts(row)
     print(f"{'wall':<34}{wall:>9.1f}   (all {row['steps']} steps and the model load)")
     print(text.getvalue())
