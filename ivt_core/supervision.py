@@ -89,28 +89,42 @@ def build_rollout_example(processor, conversation: list[dict], train_turns: set[
     return out
 
 
-def rollout_example_from_ids(conversation: list[dict], train_turns: set[int], image_token_id: int,
+def rollout_example_from_ids(conversation: list[dict], train_turns: set[int], image_token_id: int, end_id: int,
                              drop_truncated: bool = False) -> dict | None:
-    """``build_rollout_example``'s ids and labels, read from what the cached engine fed the model (each assistant
-    message's ``prompt_ids``) instead of templating and tokenizing the conversation again (most of a GRPO step's
-    CPU time). The sequence is the last turn's prompt ids and its sampled tokens; each answer sits right after its
-    own prompt's ids. None where that does not hold (an answer re-tokenized to other ids, a sampled image token,
-    a turn without prompt ids): the caller falls back to ``build_rollout_example``. No image fields: the caller
-    adds the pixels (``image_inputs``)."""
+    """``build_rollout_example``'s row, read from what the cached engine fed the model (each assistant message's
+    ``prompt_ids``) instead of templating and tokenizing the conversation again (most of a GRPO step's CPU time).
+    The last turn's prompt ids hold every earlier answer right after that answer's own prompt, as its text
+    tokenized again, up to the template's end token; each is replaced by the tokens sampled (as
+    ``build_rollout_example`` does: a sampled end token stands for the template's, a truncated answer keeps the
+    template's as unlabelled context), and the last answer's sampled tokens follow. None where the ids do not
+    line up that way, or a sampled image token voids the rollout: the caller falls back to
+    ``build_rollout_example``. No image fields: the caller adds the pixels (``image_inputs``)."""
     turns = [i for i, m in enumerate(conversation) if m["role"] == "assistant"]
     if not turns or any("prompt_ids" not in conversation[i] or "token_ids" not in conversation[i] for i in turns):
         return None
-    last = conversation[turns[-1]]
-    ids = list(last["prompt_ids"]) + list(last["token_ids"])
-    labels = [IGNORE] * len(ids)
+    last = list(conversation[turns[-1]]["prompt_ids"])
+    ids: list[int] = []
+    labels: list[int] = []
+    cursor = 0
     for turn in turns:
         message = conversation[turn]
         prompt, sampled = message["prompt_ids"], list(message["token_ids"])
         start = len(prompt)
-        if image_token_id in sampled or ids[start:start + len(sampled)] != sampled or ids[:start] != list(prompt):
+        if image_token_id in sampled or start < cursor or last[:start] != list(prompt):
             return None
-        if turn in train_turns and not (message.get("truncated") and drop_truncated):
-            labels[start:start + len(sampled)] = sampled
+        ids += last[cursor:start]
+        labels += [IGNORE] * (start - cursor)
+        trained = turn in train_turns and not (message.get("truncated") and drop_truncated)
+        ids += sampled
+        labels += sampled if trained else [IGNORE] * len(sampled)
+        if turn == turns[-1]:
+            break
+        try:  # where the template's end of this answer is in the last prompt
+            end = last.index(end_id, start)
+        except ValueError:
+            return None
+        ended = bool(sampled) and sampled[-1] == end_id and not message.get("truncated")
+        cursor = end + 1 if ended else end  # a sampled end token replaces the template's
     input_ids = torch.tensor(ids)
     return {"input_ids": input_ids, "labels": torch.tensor(labels),
             "mm_token_type_ids": (input_ids == image_token_id).to(torch.int32)}

@@ -46,7 +46,7 @@ def _trajectory_tensors(processor, trajectories, chunk: list[int], cfg: GRPOConf
         answers = [i for i, m in enumerate(conversation) if m["role"] == "assistant"]
         trained = set(answers[1:] if cfg.train_turns == "refinement" else answers)
         example = rollout_example_from_ids(conversation, trained, processor.image_token_id,
-                                           cfg.mask_truncated_completions)
+                                           processor.tokenizer.eos_token_id, cfg.mask_truncated_completions)
         if example is None:
             example, rebuilt = build_rollout_example(processor, conversation, trained,
                                                      cfg.mask_truncated_completions), rebuilt + 1

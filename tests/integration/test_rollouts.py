@@ -128,40 +128,49 @@ def test_training_rows_from_the_engines_ids_equal_the_templated_ones(shapes_ws, 
     """GRPO's fast path (the engine's own prompt ids, no chat template or tokenizer) gives the rows the templated
     path gives, truncated answers and refinement-only labels included. At 11 tokens the toy's first answer is
     cut after '[ddd,', which the next turn holds as sampled; at 12, after '[ddd, ', whose space the loop's text
-    drops: the next turn then holds other ids than were sampled, and the fast path says so (None)."""
-    from ivt_core.bootstrap import toy_model_path
+    drops, so the next turn holds other ids than were sampled: the sampled ones are put back. At 40 the SFT
+    toy's earlier answers end with their own end token, which stands for the template's."""
+    from ivt_core.bootstrap import TOY_SFT_PATH, toy_model_path
     from ivt_core.supervision import rollout_example_from_ids
 
-    fast_truncated = refused = 0
-    for limit in (11, 12):
-        grounder, trajectories = _rollouts(toy_model_path(), shapes_ws, 2, 3, limit)
+    truncated = respliced = ended = 0
+    for model, limit in ((toy_model_path(), 11), (toy_model_path(), 12), (TOY_SFT_PATH, 40)):
+        grounder, trajectories = _rollouts(model, shapes_ws, 2, 3, limit)
+        tokenizer = grounder.processor.tokenizer
         for trajectory in trajectories:
             conversation = trajectory.conversation
             answers = [i for i, m in enumerate(conversation) if m["role"] == "assistant"]
+            truncated += any(conversation[i]["truncated"] for i in answers)
+            ended += any(not conversation[i]["truncated"] for i in answers[:-1])
+            respliced += any(tokenizer.decode(conversation[i]["token_ids"]).endswith(" ") for i in answers[:-1])
             for trained in (set(answers), set(answers[1:])):
                 fast = rollout_example_from_ids(conversation, trained, grounder.processor.image_token_id,
-                                                drop_truncated)
-                if fast is None:
-                    refused += 1
-                    assert any(grounder.processor.tokenizer.decode(conversation[i]["token_ids"]).endswith(" ")
-                               for i in answers[:-1])
-                    continue
-                fast_truncated += any(conversation[i]["truncated"] for i in answers)
+                                                tokenizer.eos_token_id, drop_truncated)
                 _same_training_rows(fast, build_rollout_example(grounder.processor, conversation, trained,
                                                                 drop_truncated))
-    assert fast_truncated > 0 and refused > 0
+    assert truncated > 0 and respliced > 0 and ended > 0
 
 
-def test_an_answer_that_re_tokenizes_differently_takes_the_templated_path(chatty_tiny_rollouts):
+def test_the_fast_rows_equal_the_templated_ones_for_answers_that_re_tokenize_differently(chatty_tiny_rollouts):
+    """The chatty random model's answers re-tokenize to other ids (and to other lengths) than were sampled."""
     from ivt_core.supervision import rollout_example_from_ids
 
     grounder, trajectories = chatty_tiny_rollouts
-    token = grounder.processor.image_token_id
-    results = [rollout_example_from_ids(t.conversation, {1, 3, 5}, token) for t in trajectories]
-    assert any(r is None for r in results)  # the chatty model's answers re-tokenize to other ids: refused
-    for trajectory, fast in zip(trajectories, results, strict=True):
-        if fast is not None:
-            _same_training_rows(fast, build_rollout_example(grounder.processor, trajectory.conversation, {1, 3, 5}))
+    tokenizer = grounder.processor.tokenizer
+    differ = 0
+    for trajectory in trajectories:
+        conversation = trajectory.conversation
+        answers = [i for i, m in enumerate(conversation) if m["role"] == "assistant"]
+        differ += any(tokenizer(m["content"][0]["text"], add_special_tokens=False)["input_ids"]
+                      != [t for t in m["token_ids"] if t != tokenizer.eos_token_id]
+                      for m in (conversation[i] for i in answers[:-1]))
+        fast = rollout_example_from_ids(conversation, set(answers), grounder.processor.image_token_id,
+                                        tokenizer.eos_token_id)
+        if fast is None:  # only a sampled image token voids a rollout
+            assert any(grounder.processor.image_token_id in conversation[i]["token_ids"] for i in answers)
+            continue
+        _same_training_rows(fast, build_rollout_example(grounder.processor, conversation, set(answers)))
+    assert differ > 0
 
 
 def test_grpo_micro_batch_equals_the_templated_one(shapes_ws):
@@ -172,15 +181,16 @@ def test_grpo_micro_batch_equals_the_templated_one(shapes_ws):
     from ivt_core.supervision import collate, cpu_rope_index
     from training.grpo import _trajectory_tensors
 
-    grounder, trajectories = _rollouts(toy_model_path(), shapes_ws, 2, 3, 11)
-    trajectories += _rollouts(toy_model_path(), shapes_ws, 2, 3, 12)[1]  # answers cut after a space: rebuilt
+    grounder, trajectories = _rollouts(toy_model_path(), shapes_ws, 2, 3, 12)
+    voided = trajectories[0].conversation[1]  # a sampled image token: the templated path, which voids it
+    voided["token_ids"] = [grounder.processor.image_token_id, *voided["token_ids"][1:]]
     model, processor = grounder.model, grounder.processor
     rope = cpu_rope_index(type(model.model), model.config)
     pad = processor.tokenizer.pad_token_id
     chunk = list(range(len(trajectories)))
     cfg = GRPOConfig(workspace="unused", base="unused")
     batch = _trajectory_tensors(processor, trajectories, chunk, cfg, rope, pad)
-    assert 0 < batch["rebuilt"] < len(chunk)  # both paths in one micro-batch
+    assert batch["rebuilt"] == 1  # both paths in one micro-batch
     slow = collate([build_rollout_example(processor, t.conversation, {i for i, m in enumerate(t.conversation)
                                                                       if m["role"] == "assistant"})
                     for t in trajectories], pad, rope)

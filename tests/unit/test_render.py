@@ -49,3 +49,21 @@ def test_the_outline_style_leaves_the_boxed_evidence_unchanged():
     assert outlined.getpixel((10, 30)) == OUTLINE_COLOR and OUTLINE_COLOR not in COLOURS.values()
     assert render_style("auto", "shapes") == RENDER_STYLES["outline"]
     assert render_style("auto", "jsonl") == RENDER_STYLES["paper"]
+
+
+def test_an_opaque_outline_is_drawn_as_the_overlay_draws_it():
+    """The loop's usual render (an opaque outline, no fill) takes a direct path: the same pixels as drawing it on
+    a transparent overlay and compositing, for boxes inside, on and across the edges; the input is not changed."""
+    from PIL import ImageDraw
+
+    from ivt_core.render import RENDER_STYLES, _draw_box
+
+    style = RENDER_STYLES["outline"]
+    scene = Image.effect_noise((100, 80), 40).convert("RGB")
+    before = scene.tobytes()
+    for box in (Box(10, 10, 60, 50), Box(0, 0, 100, 80), Box(90, 5, 100, 6), Box(40, 30, 41, 31)):
+        overlay = Image.new("RGBA", scene.size, (0, 0, 0, 0))
+        _draw_box(ImageDraw.Draw(overlay), box, style.color, 1.0, style.outline_px, style.fill_alpha)
+        expected = Image.alpha_composite(scene.convert("RGBA"), overlay).convert("RGB")
+        assert render_box(scene, box, style).tobytes() == expected.tobytes(), box
+    assert scene.tobytes() == before
