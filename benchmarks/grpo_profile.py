@@ -4,7 +4,9 @@
     python benchmarks/grpo_profile.py --workspace W --base assets/toy-model-sft --steps 3 --prompts 16 \\
         --group-size 8 --json build/grpo_profile.json
 
-Prints a table (seconds per step by part, and the top functions by own time) and writes JSON.
+Prints a table (seconds per step by part, and the top functions by own time) and writes JSON. With
+``--torch-profiler`` the steps run under torch's profiler instead: the operators by device time (what the GPU
+does in a step, where cProfile only sees the CPU wait for it).
 """
 
 from __future__ import annotations
@@ -32,19 +34,34 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=None, help="default: the trainer's")
     parser.add_argument("--micro-batch", type=int, default=None, help="default: the trainer's")
     parser.add_argument("--json", default=None)
+    parser.add_argument("--torch-profiler", action="store_true", help="operators by device time, not cProfile")
     args = parser.parse_args()
 
     profile = cProfile.Profile()
     settings = {"micro_batch": args.micro_batch} if args.micro_batch else {}
+    text = io.StringIO()
+    if args.torch_profiler:
+        import torch
+        from torch.profiler import ProfilerActivity
+        from torch.profiler import profile as torch_profile
+
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+        sort = "cuda_time_total" if torch.cuda.is_available() else "cpu_time_total"
+
+        def run(f, cfg):
+            with torch_profile(activities=activities) as traced:
+                f(cfg)
+            text.write(traced.key_averages().table(sort_by=sort, row_limit=40, max_name_column_width=60))
+    else:
+        def run(f, cfg):
+            profile.runcall(f, cfg)
+            stats = pstats.Stats(profile, stream=text)
+            stats.sort_stats("tottime").print_stats(30)
+            stats.sort_stats("cumulative").print_stats("ivt_core|training", 40)  # this repository's functions
     start = time.perf_counter()
     row = bench_grpo_trainer(Path(args.base), args.prompts, args.group_size, args.steps, args.max_new_tokens,
-                             Path(args.workspace) if args.workspace else None,
-                             run=lambda f, cfg: profile.runcall(f, cfg), **settings)
+                             Path(args.workspace) if args.workspace else None, run=run, **settings)
     wall = time.perf_counter() - start
-    text = io.StringIO()
-    stats = pstats.Stats(profile, stream=text)
-    stats.sort_stats("tottime").print_stats(30)
-    stats.sort_stats("cumulative").print_stats("ivt_core|training", 40)  # this repository's functions
     print_parts(row)
     print(f"{'wall':<34}{wall:>9.1f}   (all {row['steps']} steps and the model load)")
     print(text.getvalue())
