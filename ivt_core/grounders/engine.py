@@ -47,6 +47,7 @@ from ivt_core.grounders.base import Generation, Sampling, conversation_images
 SUPPORTED_MODEL_TYPES = tuple(t for family in FAMILIES.values() if family.cached_engine for t in family.model_types)
 FORCE_GQA = "TRANSFORMERS_SDPA_FORCE_GQA"
 GRAPH_MIN_TOKENS = 16  # below this many decode steps per call, capturing a graph costs more than it saves
+CHECK_EVERY = 4  # decode steps between two reads of whether every row has ended (each read waits for the GPU)
 
 
 def supports(grounder) -> str | None:
@@ -408,41 +409,48 @@ class CachedEngine:
         return block.to(self.device), mask.to(self.device), pos.to(self.device), last
 
     def _decode(self, states, logits, next_pos, sampling: Sampling) -> list[list[int]]:
-        """Generate for every row until each has ended (an end token, or ``max_new_tokens``). Bookkeeping stays
-        on the CPU: one transfer of the chosen tokens per step. On a GPU the step is a replayed CUDA graph."""
+        """Generate for every row until each has ended (an end token, or ``max_new_tokens``). The chosen tokens
+        and which rows have ended stay on the device; whether all have ended is read every ``CHECK_EVERY`` steps
+        (up to that many - 1 forwards too many, on masked slots), and the tokens come to the CPU once at the end:
+        the CPU never waits for the GPU in between, so it queues the next steps while the GPU runs (a per-step
+        transfer and Python bookkeeping over the rows made the toy's decode CPU-bound). On a GPU the step is a
+        replayed CUDA graph."""
         rows = len(states)
-        generated: list[list[int]] = [[] for _ in range(rows)]
-        done = [False] * rows
+        limit = sampling.max_new_tokens
         eos = torch.tensor(sorted(self.eos), device=self.device)
         token_in = torch.zeros(rows, 1, dtype=torch.long, device=self.device)
         position_in = next_pos[:, :, None].clone()
         self.write_at = torch.zeros(1, dtype=torch.long, device=self.device)
         mask = self.live[:, None, None, :]  # a view: updated in place below
-        forward = self._graphed(token_in, position_in, mask) if (
-            self.graphs and sampling.max_new_tokens >= GRAPH_MIN_TOKENS) else None
-        for step in range(sampling.max_new_tokens):
+        forward = self._graphed(token_in, position_in, mask) if (self.graphs and limit >= GRAPH_MIN_TOKENS) else None
+        tokens = torch.zeros(rows, limit, dtype=torch.long, device=self.device)
+        done = torch.zeros(rows, dtype=torch.bool, device=self.device)  # ended before the current token
+        chosen_steps = fed_steps = 0
+        for step in range(limit):
             if step < self.min_new_tokens:  # as generate's min_new_tokens: no end of answer before that
                 logits = logits.index_fill(-1, eos, float("-inf"))
             token = _choose(logits, sampling)
-            chosen = token.tolist()
-            for index, t in enumerate(chosen):
-                if not done[index]:
-                    generated[index].append(t)
-            now_done = [d or t in self.eos for d, t in zip(done, chosen, strict=True)]
-            if step == sampling.max_new_tokens - 1 or all(now_done):
+            tokens[:, step] = token
+            chosen_steps = step + 1
+            ended = done | torch.isin(token, eos)
+            if step == limit - 1 or (step % CHECK_EVERY == CHECK_EVERY - 1 and bool(ended.all())):
                 break
-            for index, t in enumerate(chosen):
-                if not done[index]:
-                    states[index].fed.append(t)
             token_in.copy_(token[:, None])
             self.write_at.fill_(self.end)
-            self.live[:, self.end] = torch.tensor([not d for d in done], device=self.device)  # finished: masked
+            self.live[:, self.end] = ~done  # a row that had ended: its slot is masked
             logits = forward() if forward else self._step_logits(token_in, position_in, mask)
             self.end += 1
             position_in.add_(1)
-            done = now_done
+            done = ended
+            fed_steps = step + 1
             self.stats["decode_steps"] += 1
             self.stats["forwards"] += 1
+        generated = []
+        for state, row in zip(states, tokens[:, :chosen_steps].tolist(), strict=True):
+            stop = next((i for i, t in enumerate(row) if t in self.eos), None)
+            answer = row if stop is None else row[:stop + 1]
+            state.fed.extend(answer[:fed_steps])  # the tokens fed back (in the cache), the end token included
+            generated.append(answer)
         self.stats["generated_tokens"] += sum(len(g) for g in generated)
         return generated
 
