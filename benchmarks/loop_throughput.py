@@ -212,9 +212,13 @@ def main() -> None:
     parser.add_argument("--hbm-tbs", type=float, default=4.8, help="the GPU's memory bandwidth in TB/s (H200)")
     parser.add_argument("--compile", action="store_true",
                         help="experiment: torch.compile each decoder layer of the language model (dynamic shapes)")
+    parser.add_argument("--no-cudnn-attention", action="store_true",
+                        help="experiment: SDPA without cuDNN's kernels (flash, memory-efficient, math only)")
     parser.add_argument("--out", default="build/bench/loop_throughput.json")
     args = parser.parse_args()
     FLOOR.update(peak_tflops=args.peak_tflops, hbm_tbs=args.hbm_tbs)
+    if args.no_cudnn_attention:
+        torch.backends.cuda.enable_cudnn_sdp(False)
     if not args.shape and not args.model:
         from ivt_core.bootstrap import toy_model_path
 

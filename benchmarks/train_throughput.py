@@ -234,6 +234,8 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=16, help="GRPO trainer: prompts per step")
     parser.add_argument("--grpo-steps", type=int, default=5, help="GRPO trainer: steps (the first is a warm-up)")
     parser.add_argument("--grpo-only", action="store_true", help="only the GRPO trainer row")
+    parser.add_argument("--cudnn-attention", action="store_true",
+                        help="experiment: let the GRPO trainer use cuDNN's attention (it turns it off)")
     parser.add_argument("--out", default="build/bench/train_throughput.json")
     args = parser.parse_args()
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -243,6 +245,10 @@ def main() -> None:
         model_dir, given = build_shape(Path(args.shape), Path("build/bench/shape-kit"), device)
     else:
         model_dir = Path(args.model)
+    if args.cudnn_attention:
+        import training.grpo
+
+        training.grpo.CUDNN_ATTENTION = True
     if args.grpo_only:
         rows = [bench_grpo_trainer(model_dir, args.prompts, args.group, args.grpo_steps)]
         _report(rows, device, model_dir, args)

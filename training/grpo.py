@@ -77,6 +77,11 @@ def rollout_record(step: int, batch, trajectories, rewards, advantages, group_si
                 for i, t in enumerate(trajectories[:group_size])]}
 
 
+# cuDNN's attention (which torch picks first for masked bf16 attention on H100/H200) spends ~8 ms of CPU per call
+# here, where every rollout batch and micro-batch has new shapes: 228 calls, 1.9 s of CPU in 3 toy steps
+# (torch.profiler on one H200, docs/LOG.md), most of a step that needs ~0.2 s of GPU time. The trainer's process
+# uses the other SDPA kernels (flash, memory-efficient, math). A benchmark may set it back to compare.
+CUDNN_ATTENTION = False
 ENGINE_TIMES = ("prepare_s", "compact_s", "prefill_s", "decode_s")  # where a rollout's time went (engine stats)
 KL_STILL = 1e-4
 KL_WINDOW = 10
@@ -116,6 +121,7 @@ def train(cfg: GRPOConfig) -> Path:
 
     workspace = Workspace.open(cfg.workspace)
     cfg.preflight(workspace)
+    torch.backends.cuda.enable_cudnn_sdp(CUDNN_ATTENTION)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "grpo_config.json").write_text(json.dumps(stored(cfg), indent=1))
