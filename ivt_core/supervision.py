@@ -157,7 +157,7 @@ def image_inputs(processor, images: list, device=None) -> tuple[torch.Tensor, to
             by_size.setdefault(image.size, []).append(index)
         parts: list[torch.Tensor | None] = [None] * len(distinct)
         for members in by_size.values():
-            stacked = torch.from_numpy(np.stack([np.asarray(distinct[i].convert("RGB")) for i in members]))
+            stacked = torch.from_numpy(np.stack([np.asarray(_rgb(distinct[i])) for i in members]))
             rows = patchify_on_device(stacked.to(device), ip).view(len(members), -1, _patch_width(ip))
             for slot, index in enumerate(members):
                 parts[index] = rows[slot]
@@ -168,6 +168,10 @@ def image_inputs(processor, images: list, device=None) -> tuple[torch.Tensor, to
         parts = list(processed["pixel_values"].split([int(g.prod()) for g in grids]))
     order = [unique[id(image)] for image in images]
     return torch.cat([parts[i] for i in order]), grids[order]
+
+
+def _rgb(image):
+    return image if image.mode == "RGB" else image.convert("RGB")  # no copy of an RGB image (np.stack copies)
 
 
 def _patch_width(ip) -> int:
