@@ -214,3 +214,19 @@ def chatty_tiny_rollouts(tmp_path_factory):
     workspace = Workspace.open(root / "ws")
     write_shapes_split(workspace, "test", 3, seed=0)
     return _rollouts(model, workspace, 3, 3, 10)
+
+
+def test_the_engines_draws_follow_softmax_of_logits_over_temperature_within_top_p():
+    """The cached engine samples by the exponential race: its frequencies match softmax(logits / T) (and zero
+    outside the top-p nucleus), as torch.multinomial's would."""
+    from ivt_core.grounders.engine import _choose
+
+    torch.manual_seed(0)
+    logits = torch.tensor([[2.0, 1.0, 0.0, -1.0]]).repeat(40_000, 1)
+    for temperature, top_p in ((1.0, 1.0), (0.5, 1.0), (1.0, 0.8)):
+        drawn = _choose(logits, Sampling(do_sample=True, temperature=temperature, top_p=top_p))
+        frequencies = torch.bincount(drawn, minlength=4).float() / len(drawn)
+        expected = (logits[0] / temperature).softmax(-1)
+        if top_p < 1.0:  # 0.64 + 0.24: the smallest set reaching 0.8
+            expected = torch.tensor([expected[0], expected[1], 0, 0]) / (expected[0] + expected[1])
+        assert torch.allclose(frequencies, expected, atol=0.01), (temperature, top_p, frequencies, expected)
