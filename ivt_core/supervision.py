@@ -130,44 +130,48 @@ def rollout_example_from_ids(conversation: list[dict], train_turns: set[int], im
             "mm_token_type_ids": (input_ids == image_token_id).to(torch.int32)}
 
 
-def image_inputs(processor, images: list, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+def image_inputs(processor, images: list, device=None, cache: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """``pixel_values`` and ``image_grid_thw`` of ``images`` in order, as the processor gives them. Each distinct
     image object is processed once (GRPO's G rollouts of a prompt share its scene). With a ``device`` (callers
     give their GPU), images already at the size the processor would resize them to are patchified there in one
     call per size (``patchify_on_device``, tested equal to the processor): the processor's CPU work (~10 ms per
     640x480 image, serial with the GPU) was a third of the engine's time. Others, and all images without a
-    ``device`` (on a CPU torch's patchify is slower), go through the processor itself."""
+    ``device`` (on a CPU torch's patchify is slower), go through the processor itself. ``cache``: a dict kept by
+    the caller (id of an image -> the image, its pixel rows, its grid): images found there are not processed
+    again (GRPO's update reads the pixels its rollouts computed)."""
+    known = cache if cache is not None else {}
+    distinct = list({id(image): image for image in images}.values())
+    todo = [image for image in distinct if id(image) not in known]
+    if todo:
+        for image, part, grid in zip(todo, *_process_images(processor, todo, device), strict=True):
+            known[id(image)] = (image, part, grid)
+    entries = [known[id(image)] for image in images]
+    return torch.cat([part for _, part, _ in entries]), torch.stack([grid for _, _, grid in entries])
+
+
+def _process_images(processor, images: list, device) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """The pixel rows and the grid of each of ``images`` (see ``image_inputs``)."""
     import numpy as np
 
     from ivt_core.grounders.processing import resized_size
 
     ip = processor.image_processor
-    unique: dict[int, int] = {}  # id of an image -> its index in ``distinct``
-    distinct = []
-    for image in images:
-        if id(image) not in unique:
-            unique[id(image)] = len(distinct)
-            distinct.append(image)
     standard = all(getattr(ip, flag, True) for flag in ("do_rescale", "do_normalize", "do_convert_rgb"))
-    on_device = device is not None and standard and all(
-        resized_size(processor, *image.size) == image.size for image in distinct)
-    if on_device:
-        by_size: dict[tuple[int, int], list[int]] = {}
-        for index, image in enumerate(distinct):
-            by_size.setdefault(image.size, []).append(index)
-        parts: list[torch.Tensor | None] = [None] * len(distinct)
-        for members in by_size.values():
-            stacked = torch.from_numpy(np.stack([np.asarray(_rgb(distinct[i])) for i in members]))
-            rows = patchify_on_device(stacked.to(device), ip).view(len(members), -1, _patch_width(ip))
-            for slot, index in enumerate(members):
-                parts[index] = rows[slot]
-        grids = torch.tensor([[1, image.height // ip.patch_size, image.width // ip.patch_size] for image in distinct])
-    else:
-        processed = ip(images=distinct, return_tensors="pt")
+    if device is None or not standard or any(resized_size(processor, *image.size) != image.size for image in images):
+        processed = ip(images=images, return_tensors="pt")
         grids = processed["image_grid_thw"]
-        parts = list(processed["pixel_values"].split([int(g.prod()) for g in grids]))
-    order = [unique[id(image)] for image in images]
-    return torch.cat([parts[i] for i in order]), grids[order]
+        return list(processed["pixel_values"].split([int(g.prod()) for g in grids])), list(grids)
+    by_size: dict[tuple[int, int], list[int]] = {}
+    for index, image in enumerate(images):
+        by_size.setdefault(image.size, []).append(index)
+    parts: list[torch.Tensor | None] = [None] * len(images)
+    for members in by_size.values():
+        stacked = torch.from_numpy(np.stack([np.asarray(_rgb(images[i])) for i in members]))
+        rows = patchify_on_device(stacked.to(device), ip).view(len(members), -1, _patch_width(ip))
+        for slot, index in enumerate(members):
+            parts[index] = rows[slot]
+    grids = [torch.tensor([1, image.height // ip.patch_size, image.width // ip.patch_size]) for image in images]
+    return parts, grids
 
 
 def _rgb(image):

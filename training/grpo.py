@@ -31,12 +31,14 @@ from training.config_cli import config_from_args as cli_config
 from training.config_cli import run_main
 
 
-def _trajectory_tensors(processor, trajectories, chunk: list[int], cfg: GRPOConfig, rope, pad, device=None) -> dict:
+def _trajectory_tensors(processor, trajectories, chunk: list[int], cfg: GRPOConfig, rope, pad, device=None,
+                        pixels: dict | None = None) -> dict:
     """A micro-batch of rollouts as model inputs: each assistant turn holds the tokens it sampled; the trained
     turns are all of them, or the refinement turns only (``train_turns="refinement"``: step 0 is context).
     The ids are the cached engine's own (``rollout_example_from_ids``: no chat template, no tokenizer), else the
     conversation is templated again (``build_rollout_example``); the pixels are computed once per distinct image,
-    on ``device`` when it is a GPU (``image_inputs``). ``rebuilt``: how many rollouts needed the slow path."""
+    on ``device`` when it is a GPU (``image_inputs``; ``pixels``: its cache, which the rollout's engine filled).
+    ``rebuilt``: how many rollouts needed the slow path."""
     from ivt_core.grounders.base import conversation_images
     from ivt_core.supervision import build_rollout_example, collate, image_inputs, rollout_example_from_ids
 
@@ -52,17 +54,16 @@ def _trajectory_tensors(processor, trajectories, chunk: list[int], cfg: GRPOConf
                                                      cfg.mask_truncated_completions), rebuilt + 1
         examples.append(example)
         images.append(conversation_images(conversation))
-    pixels = None
     if any(images):
         gpu = device if device is not None and str(device).startswith("cuda") else None
-        pixels, grids = image_inputs(processor, [image for group in images for image in group], gpu)
+        pixel_values, grids = image_inputs(processor, [image for group in images for image in group], gpu, pixels)
         for example, group, part in zip(examples, images, grids.split([len(g) for g in images]), strict=True):
             example.pop("pixel_values", None)
             if group:
                 example["image_grid_thw"] = part
     batch = collate(examples, pad, rope)
-    if pixels is not None:
-        batch["pixel_values"] = pixels
+    if any(images):
+        batch["pixel_values"] = pixel_values
     return {**batch, "index": chunk, "rebuilt": rebuilt}
 
 
@@ -194,14 +195,16 @@ def train(cfg: GRPOConfig) -> Path:
             images = [scene for scene in scenes for _ in range(cfg.group_size)]   # its pixels are computed once
             model.eval()
             began = time.perf_counter()
-            engine = CachedEngine(model, processor, str(device)) if engine_for(grounder, loop) == "cached" else None
+            pixels: dict = {}  # the step's images processed once: by the rollout's engine, read by the update
+            engine = (CachedEngine(model, processor, str(device), pixel_cache=pixels)
+                      if engine_for(grounder, loop) == "cached" else None)
             trajectories = run_samples(grounder, batch, loop, images, keep_conversations=True, engine=engine)
             rolled = time.perf_counter()
             rewards = torch.tensor([reward_fn(t) for t in trajectories])
             advantages = group_advantages(rewards, cfg.group_size, cfg.scale_rewards)
             model.train()
             while True:
-                batches = [_trajectory_tensors(processor, trajectories, chunk, cfg, rope, pad, device)
+                batches = [_trajectory_tensors(processor, trajectories, chunk, cfg, rope, pad, device, pixels)
                            for chunk in chunks(len(trajectories), micro or len(trajectories))]
                 rebuilt = sum(b.pop("rebuilt") for b in batches)
                 prepared = time.perf_counter()

@@ -103,8 +103,9 @@ class _Conversation:
 class CachedEngine:
     """Answers the next turn of many conversations, each kept in a KV cache between calls."""
 
-    def __init__(self, model, processor, device: str, use_graphs: bool = True):
+    def __init__(self, model, processor, device: str, use_graphs: bool = True, pixel_cache: dict | None = None):
         self.model = model
+        self.pixel_cache = pixel_cache  # ``supervision.image_inputs``'s cache, when the caller wants the pixels
         self.processor = processor
         self.device = device
         self.tokenizer = processor.tokenizer
@@ -161,7 +162,8 @@ class CachedEngine:
         ``supervision.image_inputs``)."""
         from ivt_core.supervision import image_inputs
 
-        pixels, grids = image_inputs(self.processor, images, self.device if self.patchify_on_device else None)
+        pixels, grids = image_inputs(self.processor, images, self.device if self.patchify_on_device else None,
+                                     self.pixel_cache)
         return pixels, list(grids)
 
     def _image_boundary(self, ids: list[int], grids: list[torch.Tensor], keep: int) -> tuple[int, int]:

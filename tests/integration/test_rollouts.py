@@ -93,10 +93,11 @@ def test_the_engine_records_sampled_ids_and_truncation(tiny_models):
         assert all(m["truncated"] == (processor_end(grounder) not in m["token_ids"]) for m in answers), engine
 
 
-def _rollouts(model_path, workspace, prompts: int, group: int, max_new_tokens: int):
+def _rollouts(model_path, workspace, prompts: int, group: int, max_new_tokens: int, pixel_cache=None):
     """G sampled T=2 rollouts of a few prompts through the cached engine, as GRPO takes them (one image object
-    per prompt)."""
+    per prompt; ``pixel_cache``: the engine keeps every image's pixels there, as the trainer asks)."""
     from ivt_core.data.sample import load_image
+    from ivt_core.grounders.engine import CachedEngine
     from ivt_core.grounders.transformers_grounder import TransformersGrounder
     from ivt_core.loop import LoopConfig, run_samples
     from ivt_core.store.samples import get_samples
@@ -109,7 +110,8 @@ def _rollouts(model_path, workspace, prompts: int, group: int, max_new_tokens: i
                         sampling=Sampling(max_new_tokens=max_new_tokens, do_sample=True))
     batch = [s for s in samples for _ in range(group)]
     images = [scene for scene in scenes for _ in range(group)]
-    return grounder, run_samples(grounder, batch, config, images, keep_conversations=True)
+    engine = CachedEngine(grounder.model, grounder.processor, "cpu", pixel_cache=pixel_cache)
+    return grounder, run_samples(grounder, batch, config, images, keep_conversations=True, engine=engine)
 
 
 def _same_training_rows(fast: dict, slow: dict) -> None:
@@ -173,15 +175,21 @@ def test_the_fast_rows_equal_the_templated_ones_for_answers_that_re_tokenize_dif
     assert differ > 0
 
 
-def test_grpo_micro_batch_equals_the_templated_one(shapes_ws):
-    """The trainer's micro-batch (fast rows where possible, pixels computed once per distinct image) gives the
+def test_grpo_micro_batch_equals_the_templated_one(shapes_ws, monkeypatch):
+    """The trainer's micro-batch (fast rows where possible, the pixels the rollout's engine computed) gives the
     model what the templated rows give: ids, labels, rope positions, grids and pixels."""
+    import ivt_core.supervision as supervision
     from ivt_core.bootstrap import toy_model_path
     from ivt_core.config.training import GRPOConfig
     from ivt_core.supervision import collate, cpu_rope_index
     from training.grpo import _trajectory_tensors
 
-    grounder, trajectories = _rollouts(toy_model_path(), shapes_ws, 2, 3, 12)
+    pixels: dict = {}
+    grounder, trajectories = _rollouts(toy_model_path(), shapes_ws, 2, 3, 12, pixels)
+    assert len(pixels) == 2 + 2 * 3 * 2  # each scene once, each rendered image
+    processed = []
+    real = supervision._process_images
+    monkeypatch.setattr(supervision, "_process_images", lambda *a: processed.append(a) or real(*a))
     voided = trajectories[0].conversation[1]  # a sampled image token: the templated path, which voids it
     voided["token_ids"] = [grounder.processor.image_token_id, *voided["token_ids"][1:]]
     model, processor = grounder.model, grounder.processor
@@ -189,8 +197,9 @@ def test_grpo_micro_batch_equals_the_templated_one(shapes_ws):
     pad = processor.tokenizer.pad_token_id
     chunk = list(range(len(trajectories)))
     cfg = GRPOConfig(workspace="unused", base="unused")
-    batch = _trajectory_tensors(processor, trajectories, chunk, cfg, rope, pad)
+    batch = _trajectory_tensors(processor, trajectories, chunk, cfg, rope, pad, pixels=pixels)
     assert batch["rebuilt"] == 1  # both paths in one micro-batch
+    assert processed == []  # every image's pixels came from the rollout
     slow = collate([build_rollout_example(processor, t.conversation, {i for i, m in enumerate(t.conversation)
                                                                       if m["role"] == "assistant"})
                     for t in trajectories], pad, rope)
