@@ -19,6 +19,7 @@ from ivt_core.workspace import Workspace
 DEFAULT_SPLITS = {"train": 1000, "val": 200, "test": 500}  # train: traces and GRPO prompts; val, test: numbers
 TOY_MODEL_PATH = Path(__file__).resolve().parent.parent / "assets" / "toy-model"
 TOY_SFT_PATH = TOY_MODEL_PATH.parent / "toy-model-sft"
+TOY_GRPO_PATH = TOY_MODEL_PATH.parent / "toy-model-grpo"  # a LoRA adapter on the SFT toy
 
 
 def toy_model_path() -> Path:
@@ -38,16 +39,23 @@ def ensure_toy_model(workspace: Workspace) -> int:
 
 
 def ensure_shipped_models(workspace: Workspace) -> dict[str, int]:
-    """Register the toy model and, where the checkout has it, its corrective-SFT version (child of the toy
-    model); return {name: model id}. Idempotent."""
+    """Register the toy model and, where the checkout has them, its corrective-SFT version (child of the toy
+    model) and the GRPO adapter trained from that (child of the SFT toy, registered as ``training.grpo``
+    registers its models); return {name: model id}. Idempotent."""
     models = {"toy-model": ensure_toy_model(workspace)}
-    if (TOY_SFT_PATH / "config.json").is_file():
-        db = workspace.connect()
-        try:
-            models["toy-model-sft"] = register_model(db, "toy-model-sft", str(TOY_SFT_PATH), "qwen3_vl",
-                                                     parent_id=models["toy-model"], meta={"shipped": True})
-        finally:
-            db.close()
+    if not (TOY_SFT_PATH / "config.json").is_file():
+        return models
+    db = workspace.connect()
+    try:
+        models["toy-model-sft"] = register_model(db, "toy-model-sft", str(TOY_SFT_PATH), "qwen3_vl",
+                                                 parent_id=models["toy-model"], meta={"shipped": True})
+        if (TOY_GRPO_PATH / "adapter_config.json").is_file():
+            models["toy-model-grpo"] = register_model(
+                db, "toy-model-grpo", str(TOY_SFT_PATH), "qwen3_vl", adapter_path=str(TOY_GRPO_PATH),
+                parent_id=models["toy-model-sft"],
+                meta={"shipped": True, "kind": "grpo", "adapters": [str(TOY_GRPO_PATH)]})
+    finally:
+        db.close()
     return models
 
 

@@ -168,16 +168,16 @@ def sampled_choices(ctx: AppContext) -> list[tuple[str, int]]:
     return [(label, rid) for label, rid in run_choices(ctx) if rid in sampled]
 
 
-def comparable_pair(ctx: AppContext) -> list[int]:
-    """The two runs Compare opens on: the newest finished run and the newest other one on the same dataset
-    split (a fresh workspace has a single shot on train beside the val runs: those share no samples); the two
-    newest runs when no pair shares a split. Oldest first."""
+def comparable_runs(ctx: AppContext) -> list[int]:
+    """The runs Compare opens on: the newest finished run and the newest others on the same dataset split, up to
+    three (a fresh workspace: base, SFT and GRPO toys on val; its single shot on train shares no samples with
+    them); the two newest runs when no pair shares a split. Oldest first (the baseline)."""
     runs = [r for r in list_runs(ctx.db()) if r["status"] == "done"] or list_runs(ctx.db())
     for newest in runs:
-        other = next((r for r in runs if r["id"] != newest["id"] and (r["dataset"], r["split"])
-                      == (newest["dataset"], newest["split"])), None)
-        if other is not None:
-            return sorted([newest["id"], other["id"]])
+        others = [r["id"] for r in runs if r["id"] != newest["id"] and (r["dataset"], r["split"])
+                  == (newest["dataset"], newest["split"])][:MAX_RUNS - 1]
+        if others:
+            return sorted([newest["id"], *others])
     return sorted(r["id"] for r in runs[:2])
 
 
@@ -192,7 +192,7 @@ def baseline_choices(ctx: AppContext, run_ids, current=None) -> dict:
 def build(ctx: AppContext) -> list:
     choices = run_choices(ctx)
     runs = gr.Dropdown(choices=choices, multiselect=True, max_choices=MAX_RUNS, label="Runs to compare (2 or 3)",
-                       value=comparable_pair(ctx) if len(choices) >= 2 else None)
+                       value=comparable_runs(ctx) if len(choices) >= 2 else None)
     baseline = gr.Dropdown(label="Baseline (deltas, wins and losses are against it)", elem_id="compare-baseline")
     note = gr.Markdown()
     table = gr.Dataframe(label="Numbers (delta against the baseline)", interactive=False)
@@ -254,10 +254,10 @@ def build(ctx: AppContext) -> list:
                   [runs, candidates])
 
     def first_view(_current):
-        """Runs listed afresh at page load; the newest two on one split are compared, the older as the baseline
-        (the deltas read as what the newer run changed, e.g. a fine-tuned model against its base)."""
+        """Runs listed afresh at page load; the newest (up to three) on one split are compared, the oldest as the
+        baseline (the deltas read as what the newer runs changed, e.g. fine-tuned models against their base)."""
         choices = run_choices(ctx)
-        chosen = comparable_pair(ctx)
+        chosen = comparable_runs(ctx)
         return (gr.update(choices=choices, value=chosen), baseline_choices(ctx, chosen), *compare_view(ctx, chosen),
                 *sample_frame(ctx, chosen, "all"), gr.update(choices=sampled_choices(ctx)))
 

@@ -120,15 +120,18 @@ def test_compare_tab_paper_table(runs):
 
 
 def test_compare_opens_on_the_newest_runs_that_share_a_split(runs):
-    """A fresh workspace's newest runs are a single shot on train and an evaluation on val, which share no
-    samples: Compare opens on the newest pair of one split instead of an error."""
+    """A fresh workspace's newest runs are a single shot on train and evaluations on val, which share no
+    samples: Compare opens on the newest runs of one split (up to three: base, SFT, GRPO) instead of an error."""
     from ivt_core.data.shapes_split import write_shapes_split
-    from ui.compare import comparable_pair
+    from ui.compare import comparable_runs
     from ui.context import AppContext
 
     workspace, a, b = runs
     write_shapes_split(workspace, "train", 3, seed=0)
-    other = evaluate(workspace, ScriptedGrounder(lambda t, s, c: WHOLE, with_conversation=True), "/m",
-                     EvalRequest("shapes", "train", LoopConfig(steps=0))).run_id
+    scripted = ScriptedGrounder(lambda t, s, c: WHOLE, with_conversation=True)
+    other = evaluate(workspace, scripted, "/m", EvalRequest("shapes", "train", LoopConfig(steps=0))).run_id
     assert other > b > a
-    assert comparable_pair(AppContext(workspace)) == [a, b]
+    assert comparable_runs(AppContext(workspace)) == [a, b]
+    c, d = (evaluate(workspace, scripted, f"/m{i}", EvalRequest("shapes", "test", LoopConfig(steps=0))).run_id
+            for i in (2, 3))
+    assert comparable_runs(AppContext(workspace)) == [b, c, d]  # the newest three of that split
