@@ -169,13 +169,17 @@ def sampled_choices(ctx: AppContext) -> list[tuple[str, int]]:
 
 
 def comparable_runs(ctx: AppContext) -> list[int]:
-    """The runs Compare opens on: the newest finished run and the newest others on the same dataset split, up to
-    three (a fresh workspace: base, SFT and GRPO toys on val; its single shot on train shares no samples with
-    them); the two newest runs when no pair shares a split. Oldest first (the baseline)."""
+    """The runs Compare opens on: the newest finished run and the newest others on the same dataset split with as
+    many samples, up to three (a fresh workspace: base, SFT and GRPO toys on 100 val samples; its single shot on
+    train shares no samples with them; a model just trained and its parent, not an older run on fewer samples);
+    the two newest runs when no pair shares a split. Oldest first (the baseline)."""
     runs = [r for r in list_runs(ctx.db()) if r["status"] == "done"] or list_runs(ctx.db())
+
+    def kind(run: dict) -> tuple:
+        return run["dataset"], run["split"], run["n_samples"]
+
     for newest in runs:
-        others = [r["id"] for r in runs if r["id"] != newest["id"] and (r["dataset"], r["split"])
-                  == (newest["dataset"], newest["split"])][:MAX_RUNS - 1]
+        others = [r["id"] for r in runs if r["id"] != newest["id"] and kind(r) == kind(newest)][:MAX_RUNS - 1]
         if others:
             return sorted([newest["id"], *others])
     return sorted(r["id"] for r in runs[:2])

@@ -135,3 +135,5 @@ def test_compare_opens_on_the_newest_runs_that_share_a_split(runs):
     c, d = (evaluate(workspace, scripted, f"/m{i}", EvalRequest("shapes", "test", LoopConfig(steps=0))).run_id
             for i in (2, 3))
     assert comparable_runs(AppContext(workspace)) == [b, c, d]  # the newest three of that split
+    evaluate(workspace, scripted, "/few", EvalRequest("shapes", "test", LoopConfig(steps=0), limit=2))
+    assert comparable_runs(AppContext(workspace)) == [b, c, d]  # not with a newer run on fewer samples
