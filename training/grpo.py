@@ -222,6 +222,7 @@ def train(cfg: GRPOConfig) -> Path:
                     batches = None
                     clear_device_cache(garbage_collection=True)
                     print(f"out of memory: {micro} trajectories per forward/backward pass from now on", flush=True)
+            pixels.clear()  # the step's pixels are no longer needed (GPU memory)
             kls.append(update["kl"])
             timing = {"rollout_s": rolled - began, "prepare_s": prepared - rolled,
                       "update_s": time.perf_counter() - prepared, "rebuilt": rebuilt,
