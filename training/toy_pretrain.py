@@ -23,6 +23,7 @@ import argparse
 import json
 import math
 import random
+import sys
 import time
 from pathlib import Path
 
@@ -282,5 +283,17 @@ def main(argv: list[str] | None = None) -> None:
         print(f"saved the toy model to {out}", flush=True)
 
 
+def cli(argv: list[str] | None = None) -> int:
+    """``main`` as a command: a setting that makes no sense is one line on stderr and exit status 2."""
+    from ivt_core.errors import IVTError
+
+    try:
+        main(argv)
+    except IVTError as exc:
+        print(f"toy_pretrain: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(cli())

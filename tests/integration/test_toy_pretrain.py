@@ -60,3 +60,12 @@ def test_init_from_continues_a_model_and_stores_its_real_architecture(tmp_path):
     assert config["hidden"] == 32 and config["layers"] == 1 and config["init_from"] == str(first)
     history = json.loads((second / "train_metrics.json").read_text())["history"]
     assert any("val_reask_readable" in h for h in history)
+
+
+def test_a_setting_that_makes_no_sense_is_one_line_and_exit_2(tmp_path, capsys):
+    from training.toy_pretrain import cli
+
+    assert cli(["--out", str(tmp_path / "m"), "--eval-every", "0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["toy_pretrain: error: eval_every must be at least 1, got 0 (--eval-every)"]
+    assert not (tmp_path / "m").exists()
