@@ -238,7 +238,7 @@ def main() -> None:
                         help="experiment: let the GRPO trainer use cuDNN's attention (it turns it off)")
     parser.add_argument("--out", default="build/bench/train_throughput.json")
     args = parser.parse_args()
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = _device()
     size = tuple(int(v) for v in args.image.split("x"))
     given = None
     if args.shape:

@@ -71,15 +71,14 @@ def describe(style: dict) -> str:
     return f"outline rgb{color} {style.get('outline_px', 3)} px, " + (f"{fill:.0%} fill" if fill else "no fill")
 
 
-def _draw_box(overlay: ImageDraw.ImageDraw, box: Box, color, alpha: float, outline_px: int, fill_alpha: float,
-              opaque: bool = False):
-    xy = [box.x1, box.y1, max(box.x1, box.x2 - 1), max(box.y1, box.y2 - 1)]
-    if opaque:  # on an RGB image: no alpha, no fill
-        overlay.rectangle(xy, outline=tuple(color), width=outline_px)
-        return
+def _box_xy(box: Box) -> list[int]:
+    return [box.x1, box.y1, max(box.x1, box.x2 - 1), max(box.y1, box.y2 - 1)]
+
+
+def _draw_box(overlay: ImageDraw.ImageDraw, box: Box, color, alpha: float, outline_px: int, fill_alpha: float):
     a_line = int(round(255 * alpha))
     a_fill = int(round(255 * alpha * fill_alpha))
-    overlay.rectangle(xy, fill=(*color, a_fill), outline=(*color, a_line), width=outline_px)
+    overlay.rectangle(_box_xy(box), fill=(*color, a_fill), outline=(*color, a_line), width=outline_px)
 
 
 @functools.lru_cache(maxsize=16)
@@ -101,11 +100,9 @@ def render_box(
     ``box`` may be None (an unparsable step): the image is returned with only the optional layers.
     """
     if box is not None and not (style.history or style.label or style.fill_alpha) and not (
-            style.ground_truth and ground_truth is not None):  # an opaque outline alone (the loop's usual
-        drawn = image.convert("RGB")                             # case): drawn straight on a copy, the same
-        if drawn is image:                                       # pixels as the overlay below gives, 10x faster
-            drawn = image.copy()
-        _draw_box(ImageDraw.Draw(drawn), box, style.color, 1.0, style.outline_px, 0.0, opaque=True)
+            style.ground_truth and ground_truth is not None):  # an opaque outline alone (the loop's usual case):
+        drawn = image.convert("RGB")  # a copy, always; the outline drawn straight on it gives the overlay's pixels
+        ImageDraw.Draw(drawn).rectangle(_box_xy(box), outline=tuple(style.color), width=style.outline_px)
         return drawn
     base = image.convert("RGBA")
     overlay = Image.new("RGBA", base.size, (0, 0, 0, 0))

@@ -54,6 +54,7 @@ def _trajectory_tensors(processor, trajectories, chunk: list[int], cfg: GRPOConf
                                                      cfg.mask_truncated_completions), rebuilt + 1
         examples.append(example)
         images.append(conversation_images(conversation))
+    pixel_values = None
     if any(images):
         gpu = device if device is not None and str(device).startswith("cuda") else None
         pixel_values, grids = image_inputs(processor, [image for group in images for image in group], gpu, pixels)
@@ -62,7 +63,7 @@ def _trajectory_tensors(processor, trajectories, chunk: list[int], cfg: GRPOConf
             if group:
                 example["image_grid_thw"] = part
     batch = collate(examples, pad, rope)
-    if any(images):
+    if pixel_values is not None:
         batch["pixel_values"] = pixel_values
     return {**batch, "index": chunk, "rebuilt": rebuilt}
 
