@@ -122,7 +122,7 @@ def freeze_vision_tower(model) -> int:
 def train(cfg: SFTConfig) -> Path:
     import torch
     from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForImageTextToText, Trainer, TrainerCallback, TrainingArguments
+    from transformers import AutoModelForImageTextToText, Trainer, TrainerCallback, TrainingArguments, set_seed
 
     from ivt_core.families import family_for_model_type
     from ivt_core.grounders.processing import load_processor
@@ -162,6 +162,7 @@ def train(cfg: SFTConfig) -> Path:
         kwargs["quantization_config"] = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
                                                            bnb_4bit_compute_dtype=kwargs["dtype"])
     model = AutoModelForImageTextToText.from_pretrained(str(base), **kwargs)
+    set_seed(cfg.seed)  # the adapter's initialisation is the seed's, whatever ran before in this process
     # the language model only (the vision tower's qkv/proj are left alone)
     lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                       target_modules=LORA_TARGETS[cfg.lora_targets])
@@ -193,7 +194,7 @@ def train(cfg: SFTConfig) -> Path:
         per_device_eval_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.grad_accum,
         learning_rate=cfg.lr, num_train_epochs=cfg.epochs, max_steps=cfg.max_steps, bf16=cuda,
         logging_steps=1, save_steps=cfg.save_steps, save_total_limit=2, eval_strategy="epoch" if eval_set else "no",
-        report_to=[], remove_unused_columns=False, seed=cfg.seed, dataloader_num_workers=0, use_cpu=not cuda,
+        report_to=[], remove_unused_columns=False, seed=cfg.seed, dataloader_num_workers=cfg.workers, use_cpu=not cuda,
         disable_tqdm=False, warmup_steps=min(10, max(1, cfg.max_steps // 10)) if cfg.max_steps > 0 else 5,
     )
     trainer = Trainer(model=model, args=args, train_dataset=train_set, eval_dataset=eval_set,

@@ -99,6 +99,8 @@ class SFTConfig(TrainerSettings):
     eval_fraction: float = setting(0.1, "share of traces held out for the eval loss", min=0.0, max=0.89)
     save_steps: int = setting(50, "save a checkpoint every N steps", min=1)
     seed: int = setting(0, "seed of the data order and the adapter's initialisation", min=0)
+    workers: int = setting(0, "data-loader processes building the examples (0: in the training process); a GPU "
+                           "waits on one process (~20 ms per toy example)", min=0, max=64)
 
     def check(self) -> SFTConfig:
         """Refuse nonsense before anything starts; messages say what to fix."""

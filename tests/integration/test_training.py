@@ -268,3 +268,26 @@ def torch_equal(a, b):
     import torch
 
     return a.shape == b.shape and torch.equal(a, b)
+
+
+def test_sft_workers_build_examples_in_other_processes_with_the_same_result(approved, tiny_models, monkeypatch):
+    import torch
+    import transformers.trainer
+    from safetensors.torch import load_file
+
+    seen = []
+    real = transformers.trainer.DataLoader
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("num_workers", 0))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(transformers.trainer, "DataLoader", spy)
+    weights = {}
+    for workers in (0, 2):
+        out = approved.root / "models" / f"sft-w{workers}"
+        assert _sft(approved, tiny_models["qwen3_vl"], "--max-steps", "2", "--out", str(out), "--workers",
+                    str(workers), "--lora-dropout", "0") == 0  # (worker seeds advance the dropout's generator)
+        weights[workers] = load_file(out / "adapter" / "adapter_model.safetensors")
+    assert seen == [0, 2]
+    assert all(torch.equal(weights[0][k], weights[2][k]) for k in weights[0])
