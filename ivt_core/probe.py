@@ -53,6 +53,7 @@ class ProbeRow:
     parse_ok: bool
     raw_text: str
     first_iou: float = 0.0  # IoU of the model's own first (step-0) answer
+    says_correct: bool = False  # the answer's verdict: the drawn box is correct (it then answers with that box)
 
 
 def _shift(box: Box, fraction: float, width: int, height: int) -> Box:
@@ -130,7 +131,10 @@ def probe_samples(
     answers = grounder.predict(conversations, sampling)
     rows = []
     for (sample, image, name, box, first), answer in zip(meta, answers, strict=True):
-        nxt = _read_box(answer.text, grounder, image.size)
+        verdict = parse_answer(answer.text).says_correct
+        # read as the loop reads a refinement (``loop._record``): a verdict that the drawn box is correct answers
+        # with that box, whatever coordinates are typed after it
+        nxt = box if verdict and box is not None else _read_box(answer.text, grounder, image.size)
         shown_iou = iou(box, sample.bbox) if box is not None else None
         next_iou = iou(nxt, sample.bbox)
         moved = (1.0 - iou(box, nxt)) if box is not None and nxt is not None else None
@@ -138,7 +142,7 @@ def probe_samples(
             sample_id=sample.id, shown=name, shown_box=box.rounded(1).to_xyxy() if box else None,
             shown_iou=shown_iou, next_box=nxt.rounded(1).to_xyxy() if nxt else None, next_iou=next_iou,
             moved=moved, gain=(next_iou - shown_iou) if shown_iou is not None else None,
-            parse_ok=nxt is not None, raw_text=answer.text, first_iou=first,
+            parse_ok=nxt is not None, raw_text=answer.text, first_iou=first, says_correct=verdict,
         ))
     return rows
 
@@ -170,6 +174,7 @@ def summarize_probe(rows: Sequence[ProbeRow]) -> dict:
             "acc@0.5": sum(r.next_iou >= 0.5 for r in group) / len(group),
             "mean_moved": fmean(moved) if moved else None,
             "readable": sum(r.parse_ok for r in group) / len(group),
+            "says_correct": sum(r.says_correct for r in group) / len(group),
         }
     pairs = [(r.shown_iou, r.moved, r.gain) for r in rows if r.shown_iou is not None and r.moved is not None]
     first = {r.sample_id: r.first_iou for r in rows}

@@ -251,14 +251,18 @@ def cmd_probe(args: argparse.Namespace) -> int:
         print(json.dumps({"summary": summary, "rows": rows_as_dicts(rows)}))
         return 0
     print(f"step 0 (first answer) Acc@0.5 {summary['step0_acc@0.5']:.3f} over {summary['samples']} samples")
-    print(f"{'drawn box':<14}{'n':>4}{'drawn IoU':>11}{'next IoU':>10}{'next Acc@0.5':>14}{'moved':>8}{'readable':>10}")
+    print(f"{'drawn box':<14}{'n':>4}{'drawn IoU':>11}{'next IoU':>10}{'next Acc@0.5':>14}{'moved':>8}{'readable':>10}"
+          f"{'says correct':>14}")
     for name, d in summary["per_counterfactual"].items():
         def fmt(v):
             return f"{v:.3f}" if v is not None else "-"
 
         print(f"{name:<14}{d['n']:>4}{fmt(d['mean_shown_iou']):>11}{fmt(d['mean_next_iou']):>10}"
-              f"{d['acc@0.5']:>14.3f}{fmt(d['mean_moved']):>8}{d['readable']:>10.0%}")
+              f"{d['acc@0.5']:>14.3f}{fmt(d['mean_moved']):>8}{d['readable']:>10.0%}"
+              f"{d['says_correct']:>14.0%}")
     print("re-ask: the same question again with no box (a model that holds a conversation answers it as at step 0)")
+    print("says correct: the answer's verdict that the drawn box is correct (it then answers with that box, as the "
+          "loop reads it); a verifier says it for the ground truth, not for a shifted or random box")
     corr = summary["corr_shown_iou_vs_moved"]
     print(f"correlation of drawn-box IoU with how much the model moved it: "
           f"{'n/a (too few readable refinements)' if corr is None else f'{corr:+.3f}'} "

@@ -76,3 +76,17 @@ def test_reask_asks_the_same_question_again_without_a_box():
         assert summary["step0_acc@0.5"] == 1.0
         assert summary["per_counterfactual"]["re-ask"]["readable"] == readable
         assert summary["per_counterfactual"]["re-ask"]["acc@0.5"] == readable
+
+
+def test_a_verdict_that_the_box_is_correct_answers_with_the_drawn_box_as_the_loop_reads_it():
+    samples, images = _samples(2)
+
+    def yes_man(text, step, conversation):  # keeps every box, then types coordinates of nothing
+        return json.dumps({"bbox_2d": GT_1000}) if step == 0 else 'The box is correct. {"bbox_2d": [0, 0, 5, 5]}'
+
+    rows = probe_samples(ScriptedGrounder(yes_man, with_conversation=True), samples, images)
+    drawn = [r for r in rows if r.shown_box is not None]
+    assert drawn and all(r.says_correct and r.moved == 0 and r.next_iou == pytest.approx(r.shown_iou) for r in drawn)
+    summary = summarize_probe(rows)["per_counterfactual"]
+    assert summary["random"]["says_correct"] == 1.0 and summary["random"]["acc@0.5"] == 0.0
+    assert summary["ground truth"]["acc@0.5"] == 1.0
