@@ -9,6 +9,11 @@ ones, so the model also learns not to drift, and (``confirm``) a last step that 
 says it is correct, so the model learns to stop (keep traces then keep the box for two steps). It is idempotent
 per (run, sample, teacher): running it again adds only what is missing, which also makes it resumable.
 
+With ``counterfactual`` a share of the run's samples also gets a trace whose first answer is not the model's:
+the ground truth (a keep trace) or another object's box (a corrective one), half each, written as the model's
+answer would be. Their teacher is named ``<teacher>-counterfactual`` and their origin ``counterfactual``, so they
+are reviewed and exported as such, and SFT never trains that first answer (it is not the model's).
+
 Review (``approve``, ``reject``, ``edit_reasoning``, ``edit_box``, ``bulk``) goes through
 ``store.traces.update_trace``: every change is a new version with a revision row, and an edit made against a
 stale version is refused (``TraceConflict``).
@@ -19,6 +24,7 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from sqlite_utils import Database
 
@@ -44,6 +50,49 @@ def answer_text(reasoning: str, box: Box, convention: str, size: tuple[int, int]
     """A step's assistant turn: the reasoning, then the box as JSON in the model's own convention."""
     coords = to_model(box, convention, size, tuple(resized) if resized else None)
     return f"{reasoning}\n{json.dumps({'bbox_2d': coords})}".strip()
+
+
+COUNTERFACTUAL = "counterfactual"
+
+
+@dataclass
+class _Answer:
+    """A first answer as synthesis reads it from a trajectory (here: a counterfactual one, not the model's)."""
+
+    box: Box
+    raw_text: str
+
+
+@dataclass
+class _Counterfactual:
+    sample_id: str
+    steps: list[_Answer]
+    step0_iou: float
+
+
+def counterfactual_answers(db, trajectories, config: SynthConfig, family, processor) -> list[tuple[object, str]]:
+    """(first answer, kind) for ``config.counterfactual`` x the run's samples, drawn by the seed: half the ground
+    truth ("keep-counterfactual"), half another object's box ("corrective-counterfactual"), each written as the
+    model's answer in its convention. Samples with fewer than two objects are skipped (nothing else to draw)."""
+    from ivt_core.grounders.processing import resized_size
+
+    if not config.counterfactual:
+        return []
+    rng = random.Random(f"{config.seed}:{COUNTERFACTUAL}")
+    picked = rng.sample(trajectories, round(config.counterfactual * len(trajectories)))
+    out = []
+    for traj in picked:
+        sample = get_sample(db, traj.sample_id)
+        objects, target = sample.meta.get("objects", []), sample.meta.get("target")
+        if len(objects) < 2 or target is None:
+            continue
+        keep = rng.random() < 0.5
+        box = sample.bbox if keep else Box(*rng.choice([o for i, o in enumerate(objects) if i != target])["box"])
+        resized = resized_size(processor, sample.width, sample.height) if processor else None
+        text = json.dumps({"bbox_2d": to_model(box, family.convention, (sample.width, sample.height), resized)})
+        out.append((_Counterfactual(sample.id, [_Answer(box, text)], iou(box, sample.bbox)),
+                    f"{'keep' if keep else 'corrective'}-{COUNTERFACTUAL}"))
+    return out
 
 
 def _processor_if_resized(model: dict, family):
@@ -84,6 +133,9 @@ def synthesize(
         existing = traced_samples(db, run_id, teacher.name)
         todo = [(t, "corrective") for t in corrective if t.sample_id not in existing]
         todo += [(t, "keep") for t in keep if t.sample_id not in existing]
+        existing_cf = traced_samples(db, run_id, f"{teacher.name}-{COUNTERFACTUAL}") if config.counterfactual else set()
+        todo += [(t, kind) for t, kind in counterfactual_answers(db, trajectories, config, family, processor)
+                 if t.sample_id not in existing_cf]
         created = 0
         total = len(todo)
         for start in range(0, total, config.batch_size):
@@ -91,8 +143,8 @@ def synthesize(
             samples = {t.sample_id: get_sample(db, t.sample_id) for t, _ in chunk}
             images = {sid: load_image(workspace.resolve(s.image_path)) for sid, s in samples.items()}
             contexts, owners = [], []
-            for traj, kind in chunk:
-                if kind == "keep":
+            for position, (traj, kind) in enumerate(chunk):  # (a sample may have its own and a counterfactual trace)
+                if kind in ("keep", f"keep-{COUNTERFACTUAL}"):
                     continue
                 sample, student = samples[traj.sample_id], traj.steps[0].box
                 if iou(student, sample.bbox) < WRONG_OBJECT_IOU:  # another object: jump, never cross background
@@ -105,29 +157,31 @@ def synthesize(
                     contexts.append(TeachContext(
                         sample.id, sample.expression, images[sample.id], shown[k], targets[k], k + 1, config.steps,
                         sample.meta.get("objects", []), sample.meta.get("target"), config.seed))
-                    owners.append((traj.sample_id, targets[k]))
+                    owners.append((position, targets[k]))
             outputs = teacher.write(contexts) if contexts else []
             written: dict[str, list] = {}
-            for (sample_id, target), out in zip(owners, outputs, strict=True):
-                written.setdefault(sample_id, []).append((target, out))
-            for traj, kind in chunk:
+            for (position, target), out in zip(owners, outputs, strict=True):
+                written.setdefault(position, []).append((target, out))
+            for position, (traj, kind) in enumerate(chunk):
                 sample = samples[traj.sample_id]
                 resized = (list(resized_size(processor, sample.width, sample.height)) if processor else None)
                 keep_text = (teacher.keep_text(sample.expression, sample.id) if hasattr(teacher, "keep_text")
                              else keep_reasoning(sample.expression, config.seed, sample.id))
-                if kind == "keep":
+                counterfactual = kind.endswith(COUNTERFACTUAL)
+                if kind.startswith("keep"):
                     kept = {"reasoning": keep_text, "box": traj.steps[0].box.to_xyxy(), "iou": traj.step0_iou}
                     steps = [kept, dict(kept)] if config.confirm else [kept]
                     flags = []
                 else:
                     steps = [{"reasoning": out.reasoning, "box": target.to_xyxy(), "iou": iou(target, sample.bbox)}
-                             for target, out in written[traj.sample_id]]
+                             for target, out in written[position]]
                     if config.confirm:
                         steps.append({"reasoning": keep_text, "box": sample.bbox.to_xyxy(), "iou": 1.0})
-                    flags = sorted({f for _, out in written[traj.sample_id] for f in out.flags})
+                    flags = sorted({f for _, out in written[position] for f in out.flags})
                 fields = {
-                    "run_id": run_id, "sample_id": sample.id, "teacher": teacher.name, "kind": kind,
-                    "origin": "synth", "status": "pending", "family": family.name,
+                    "run_id": run_id, "sample_id": sample.id, "kind": kind.split("-")[0],
+                    "teacher": f"{teacher.name}-{COUNTERFACTUAL}" if counterfactual else teacher.name,
+                    "origin": COUNTERFACTUAL if counterfactual else "synth", "status": "pending", "family": family.name,
                     "student_text": traj.steps[0].raw_text, "student_box": traj.steps[0].box.to_xyxy(),
                     "student_iou": traj.step0_iou, "steps": steps, "flags": flags, "final_iou": steps[-1]["iou"],
                     "meta": {"convention": family.convention, "resized": resized, "synth": stored(config),
@@ -138,7 +192,8 @@ def synthesize(
             if progress:
                 progress(min(start + len(chunk), total), total)
         return {"created": created, "existing": len(existing), "corrective": len(corrective), "keep": len(keep),
-                "eligible_keep": len(keepable), "considered": len(trajectories)}
+                "eligible_keep": len(keepable), "considered": len(trajectories),
+                "counterfactual": sum(kind.endswith(COUNTERFACTUAL) for _, kind in todo)}
     finally:
         db.close()
 

@@ -66,7 +66,8 @@ class TraceDataset:
 
         if i < len(self.records):
             conversation, train = record_to_conversation(self.records[i], self.base_dir)
-            if self.train_step0:  # the first answer is the student's own (greedy) step 0
+            # the first answer is the student's own (greedy) step 0, except in a counterfactual trace
+            if self.train_step0 and self.records[i]["ivt"].get("origin") != "counterfactual":
                 train = train | {next(k for k, m in enumerate(conversation) if m["role"] == "assistant")}
             return build_example(self.processor, conversation, train)
         if self.fresh_replay is not None:

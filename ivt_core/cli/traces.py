@@ -53,7 +53,8 @@ def cmd_synth(args: argparse.Namespace) -> int:
         counts = synthesize(workspace, run, teacher, config, progress=advance)
     print(json.dumps(counts) if args.json else
           f"run {run}, teacher {teacher.name}: {counts['created']} new pending traces "
-          f"({counts['corrective']} corrective eligible, {counts['keep']} keep, {counts['existing']} already there)")
+          f"({counts['corrective']} corrective eligible, {counts['keep']} keep, "
+          f"{counts['counterfactual']} counterfactual, {counts['existing']} already there)")
     return 0
 
 

@@ -38,6 +38,11 @@ class SynthConfig:
     include_zero: bool = setting(False, "also correct readable boxes with IoU 0 (the wrong object), which the "
                                  "paper's band excludes", form=True,
                                  label="Also correct boxes on the wrong object (IoU 0)")
+    counterfactual: float = setting(0.0, "share of the run's samples that also get a counterfactual trace: the "
+                                    "ground truth (kept) or another object's box (corrected) drawn as if the "
+                                    "model had answered it, half each; teaches the verdict on boxes the model did "
+                                    "not choose (scenes with several objects, e.g. the shapes world)", min=0.0,
+                                    max=1.0, form=True, label="Counterfactual traces (share of samples)")
     seed: int = setting(0, "seed of the teacher's intermediate boxes and of the keep draw", min=0)
     batch_size: int = setting(16, "samples per teacher call (vlm teacher)", min=1, max=1024)
     teacher_model: str = setting("", "vlm teacher: local checkpoint folder, or the model name on a server")

@@ -91,7 +91,8 @@ class SFTConfig(TrainerSettings):
                                  "fresh (new shapes-world scenes, never seen in a trace; shapes-world traces only)",
                                  choices=("traces", "fresh"), form=True, label="Replay from")
     train_step0: bool = setting(False, "also train the step-0 answer, which is the model's own greedy answer "
-                                "(self-distillation: it anchors step 0 while the refinement turns are learned)",
+                                "(self-distillation: it anchors step 0 while the refinement turns are learned; never a "
+                                "counterfactual trace's, which is not the model's)",
                                 form=True, label="Train step 0 on the model's own answer")
     freeze_vision: bool = setting(True, "full fine-tuning leaves the vision tower as it is (training it moved the "
                                   "toy's step 0 from 0.762 to 0.596); LoRA never touches it",

@@ -228,3 +228,43 @@ def test_the_keep_mix_can_follow_the_models_own(run):
     workspace, run_id = run  # 5 corrective samples, 1 right one
     counts = synthesize(workspace, run_id, GeometricTeacher(), SynthConfig(steps=1, keep_ratio=-1))
     assert counts["corrective"] == 5 and counts["keep"] == 1
+
+
+def test_counterfactual_traces_draw_the_truth_or_another_object_as_if_answered(run, tiny_models):
+    from ivt_core.grounders.processing import load_processor
+    from ivt_core.store.samples import get_sample
+    from ivt_core.supervision import IGNORE
+    from training.sft import TraceDataset
+
+    workspace, run_id = run
+    config = SynthConfig(steps=1, style="minimal", confirm=True, counterfactual=1.0)
+    counts = synthesize(workspace, run_id, GeometricTeacher(style="minimal"), config)
+    db = workspace.connect()
+    made = [t for t in list_traces(db) if t["origin"] == "counterfactual"]
+    assert counts["counterfactual"] == len(made) >= 4 and {t["kind"] for t in made} == {"keep", "corrective"}
+    for trace in made:
+        sample = get_sample(db, trace["sample_id"])
+        drawn = Box(*trace["student_box"])
+        objects = [Box(*o["box"]) for o in sample.meta["objects"]]
+        assert trace["teacher"] == "geometric-minimal-counterfactual"
+        assert any(iou(drawn, o) > 0.999 for o in objects)  # an object's box, written as the model's answer
+        assert json.loads(trace["student_text"])["bbox_2d"] == [round(v / 0.224) for v in drawn.to_xyxy()]
+        assert trace["steps"][-1]["iou"] == pytest.approx(1.0)
+        if trace["kind"] == "keep":
+            assert trace["student_iou"] == pytest.approx(1.0) and trace["steps"][0]["reasoning"] == \
+                "The box is correct."
+        else:
+            assert trace["student_iou"] < 0.5 and trace["steps"][0]["reasoning"].startswith("Wrong")
+    again = synthesize(workspace, run_id, GeometricTeacher(style="minimal"), config)
+    assert again["created"] == 0  # idempotent, counterfactual ones included
+
+    # SFT's step-0 self-distillation trains the model's own first answers, never a counterfactual one
+    out = workspace.root / "export.jsonl"
+    export_traces(workspace, out, status="pending")
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    processor = load_processor(tiny_models["qwen3_vl"], "qwen3_vl")
+    dataset = TraceDataset(records, out.parent, processor, train_step0=True)
+    for i, record in enumerate(records):
+        trained = processor.tokenizer.decode(dataset[i]["input_ids"][dataset[i]["labels"] != IGNORE])
+        first = record["ivt"]["student_text"]
+        assert trained.startswith(first) == (record["ivt"]["origin"] != "counterfactual")
