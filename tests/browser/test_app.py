@@ -227,6 +227,7 @@ def test_train_refuses_nonsense_then_runs_and_stops_a_tiny_sft_job(app_url, page
                            timeout=60_000)
     page.locator("#train-stop").click()
     page.locator("#train-status").get_by_text("cancelled").wait_for(timeout=120_000)
+    page.locator("#train-stop").wait_for(state="hidden", timeout=30_000)  # nothing left to stop
     _shot(page, "train")
 
 
