@@ -31,7 +31,7 @@ from ivt_core.config.settings import MAX_STEPS
 from ivt_core.data.sample import Sample, load_image
 from ivt_core.errors import InvalidInputError
 from ivt_core.grounders.base import Generation, Grounder, Sampling
-from ivt_core.parse import parse_answer
+from ivt_core.parse import ParsedAnswer, parse_answer
 from ivt_core.prompts import LATEST, get_prompts
 from ivt_core.records import StepRecord, Trajectory
 from ivt_core.render import RenderStyle, render_box
@@ -85,19 +85,24 @@ def _user(image: Image.Image, text: str) -> dict:
     return {"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": text}]}
 
 
-def _record(live: _Live, index: int, answer: Generation, grounder: Grounder) -> StepRecord:
-    """A step's record. A refinement answer that says the box it was shown is correct answers with that box,
-    b(t-1), whatever coordinates it types after the verdict (kept in ``raw_text``), and may type none: the
-    verdict is the answer, which the ``self`` rule stops on and every rule scores."""
-    parsed = parse_answer(answer.text)
-    box: Box | None = None
-    failure = parsed.failure
-    if parsed.coords is not None:
-        size = live.image.size
-        box = from_model(parsed.coords, grounder.family.convention, size, grounder.resized_size(*size))
-    shown = _latest_box(live.trajectory) if index > 0 else None
+def answer_box(parsed: ParsedAnswer, shown: Box | None, grounder: Grounder, size: tuple[int, int]) -> Box | None:
+    """The box an answer gives, in pixels. A refinement answer that says the box it was shown is correct answers
+    with that box, b(t-1), whatever coordinates it types after the verdict (kept in ``raw_text``), and may type
+    none: the verdict is the answer, which the ``self`` rule stops on and every rule scores (the probe reads
+    answers the same way)."""
     if parsed.says_correct and shown is not None:
-        box, failure = shown, None
+        return shown
+    if parsed.coords is None:
+        return None
+    return from_model(parsed.coords, grounder.family.convention, size, grounder.resized_size(*size))
+
+
+def _record(live: _Live, index: int, answer: Generation, grounder: Grounder) -> StepRecord:
+    """A step's record (its box as ``answer_box`` reads it)."""
+    parsed = parse_answer(answer.text)
+    shown = _latest_box(live.trajectory) if index > 0 else None
+    box = answer_box(parsed, shown, grounder, live.image.size)
+    failure = None if box is not None else parsed.failure
     return StepRecord(
         index=index,
         raw_text=answer.text,

@@ -27,9 +27,10 @@ from statistics import fmean
 
 from PIL import Image
 
-from ivt_core.boxes import Box, from_model, iou, to_model
+from ivt_core.boxes import Box, iou, to_model
 from ivt_core.data.sample import Sample
 from ivt_core.grounders.base import Grounder, Sampling
+from ivt_core.loop import answer_box
 from ivt_core.parse import parse_answer
 from ivt_core.prompts import LATEST, get_prompts
 from ivt_core.render import RenderStyle, render_box
@@ -76,13 +77,6 @@ def _answer_text(box: Box, grounder: Grounder, size: tuple[int, int]) -> str:
     return json.dumps({"bbox_2d": coords})
 
 
-def _read_box(text: str, grounder: Grounder, size: tuple[int, int]) -> Box | None:
-    parsed = parse_answer(text)
-    if parsed.coords is None:
-        return None
-    return from_model(parsed.coords, grounder.family.convention, size, grounder.resized_size(*size))
-
-
 def probe_samples(
     grounder: Grounder,
     samples: Sequence[Sample],
@@ -105,7 +99,7 @@ def probe_samples(
     for sample, image, answer in zip(samples, images, step0, strict=True):
         rng = random.Random(f"{seed}:{sample.id}")
         w, h = image.size
-        own = _read_box(answer.text, grounder, image.size)
+        own = answer_box(parse_answer(answer.text), None, grounder, image.size)
         shown = {
             "ground truth": sample.bbox,
             "own step 0": own,
@@ -131,10 +125,8 @@ def probe_samples(
     answers = grounder.predict(conversations, sampling)
     rows = []
     for (sample, image, name, box, first), answer in zip(meta, answers, strict=True):
-        verdict = parse_answer(answer.text).says_correct
-        # read as the loop reads a refinement (``loop._record``): a verdict that the drawn box is correct answers
-        # with that box, whatever coordinates are typed after it
-        nxt = box if verdict and box is not None else _read_box(answer.text, grounder, image.size)
+        parsed = parse_answer(answer.text)
+        nxt = answer_box(parsed, box, grounder, image.size)  # read as the loop reads a refinement
         shown_iou = iou(box, sample.bbox) if box is not None else None
         next_iou = iou(nxt, sample.bbox)
         moved = (1.0 - iou(box, nxt)) if box is not None and nxt is not None else None
@@ -142,7 +134,7 @@ def probe_samples(
             sample_id=sample.id, shown=name, shown_box=box.rounded(1).to_xyxy() if box else None,
             shown_iou=shown_iou, next_box=nxt.rounded(1).to_xyxy() if nxt else None, next_iou=next_iou,
             moved=moved, gain=(next_iou - shown_iou) if shown_iou is not None else None,
-            parse_ok=nxt is not None, raw_text=answer.text, first_iou=first, says_correct=verdict,
+            parse_ok=nxt is not None, raw_text=answer.text, first_iou=first, says_correct=parsed.says_correct,
         ))
     return rows
 

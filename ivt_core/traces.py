@@ -65,15 +65,18 @@ class _Answer:
 
 @dataclass
 class _Counterfactual:
+    """A first answer that is not the model's, shaped as synthesis reads a trajectory (sample, steps[0], IoU)."""
+
     sample_id: str
     steps: list[_Answer]
     step0_iou: float
 
 
-def counterfactual_answers(db, trajectories, config: SynthConfig, family, processor) -> list[tuple[object, str]]:
+def counterfactual_answers(db, trajectories, config: SynthConfig, family,
+                           processor) -> list[tuple[_Counterfactual, str]]:
     """(first answer, kind) for ``config.counterfactual`` x the run's samples, drawn by the seed: half the ground
-    truth ("keep-counterfactual"), half another object's box ("corrective-counterfactual"), each written as the
-    model's answer in its convention. Samples with fewer than two objects are skipped (nothing else to draw)."""
+    truth ("keep"), half another object's box ("corrective"), each written as the model's answer in its
+    convention. Samples with fewer than two objects are skipped (nothing else to draw)."""
     from ivt_core.grounders.processing import resized_size
 
     if not config.counterfactual:
@@ -91,7 +94,7 @@ def counterfactual_answers(db, trajectories, config: SynthConfig, family, proces
         resized = resized_size(processor, sample.width, sample.height) if processor else None
         text = json.dumps({"bbox_2d": to_model(box, family.convention, (sample.width, sample.height), resized)})
         out.append((_Counterfactual(sample.id, [_Answer(box, text)], iou(box, sample.bbox)),
-                    f"{'keep' if keep else 'corrective'}-{COUNTERFACTUAL}"))
+                    "keep" if keep else "corrective"))
     return out
 
 
@@ -133,7 +136,7 @@ def synthesize(
         existing = traced_samples(db, run_id, teacher.name)
         todo = [(t, "corrective") for t in corrective if t.sample_id not in existing]
         todo += [(t, "keep") for t in keep if t.sample_id not in existing]
-        existing_cf = traced_samples(db, run_id, f"{teacher.name}-{COUNTERFACTUAL}") if config.counterfactual else set()
+        existing_cf = traced_samples(db, run_id, f"{teacher.name}-{COUNTERFACTUAL}")
         todo += [(t, kind) for t, kind in counterfactual_answers(db, trajectories, config, family, processor)
                  if t.sample_id not in existing_cf]
         created = 0
@@ -144,7 +147,7 @@ def synthesize(
             images = {sid: load_image(workspace.resolve(s.image_path)) for sid, s in samples.items()}
             contexts, owners = [], []
             for position, (traj, kind) in enumerate(chunk):  # (a sample may have its own and a counterfactual trace)
-                if kind in ("keep", f"keep-{COUNTERFACTUAL}"):
+                if kind == "keep":
                     continue
                 sample, student = samples[traj.sample_id], traj.steps[0].box
                 if iou(student, sample.bbox) < WRONG_OBJECT_IOU:  # another object: jump, never cross background
@@ -167,8 +170,8 @@ def synthesize(
                 resized = (list(resized_size(processor, sample.width, sample.height)) if processor else None)
                 keep_text = (teacher.keep_text(sample.expression, sample.id) if hasattr(teacher, "keep_text")
                              else keep_reasoning(sample.expression, config.seed, sample.id))
-                counterfactual = kind.endswith(COUNTERFACTUAL)
-                if kind.startswith("keep"):
+                counterfactual = isinstance(traj, _Counterfactual)
+                if kind == "keep":
                     kept = {"reasoning": keep_text, "box": traj.steps[0].box.to_xyxy(), "iou": traj.step0_iou}
                     steps = [kept, dict(kept)] if config.confirm else [kept]
                     flags = []
@@ -179,7 +182,7 @@ def synthesize(
                         steps.append({"reasoning": keep_text, "box": sample.bbox.to_xyxy(), "iou": 1.0})
                     flags = sorted({f for _, out in written[position] for f in out.flags})
                 fields = {
-                    "run_id": run_id, "sample_id": sample.id, "kind": kind.split("-")[0],
+                    "run_id": run_id, "sample_id": sample.id, "kind": kind,
                     "teacher": f"{teacher.name}-{COUNTERFACTUAL}" if counterfactual else teacher.name,
                     "origin": COUNTERFACTUAL if counterfactual else "synth", "status": "pending", "family": family.name,
                     "student_text": traj.steps[0].raw_text, "student_box": traj.steps[0].box.to_xyxy(),
@@ -193,7 +196,7 @@ def synthesize(
                 progress(min(start + len(chunk), total), total)
         return {"created": created, "existing": len(existing), "corrective": len(corrective), "keep": len(keep),
                 "eligible_keep": len(keepable), "considered": len(trajectories),
-                "counterfactual": sum(kind.endswith(COUNTERFACTUAL) for _, kind in todo)}
+                "counterfactual": sum(isinstance(t, _Counterfactual) for t, _ in todo)}
     finally:
         db.close()
 

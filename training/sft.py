@@ -63,11 +63,12 @@ class TraceDataset:
     def __getitem__(self, i: int) -> dict:
         from ivt_core.supervision import build_example
         from ivt_core.trace_export import record_to_conversation
+        from ivt_core.traces import COUNTERFACTUAL
 
         if i < len(self.records):
             conversation, train = record_to_conversation(self.records[i], self.base_dir)
             # the first answer is the student's own (greedy) step 0, except in a counterfactual trace
-            if self.train_step0 and self.records[i]["ivt"].get("origin") != "counterfactual":
+            if self.train_step0 and self.records[i]["ivt"].get("origin") != COUNTERFACTUAL:
                 train = train | {next(k for k, m in enumerate(conversation) if m["role"] == "assistant")}
             return build_example(self.processor, conversation, train)
         if self.fresh_replay is not None:
