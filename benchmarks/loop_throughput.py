@@ -68,7 +68,19 @@ def _samples(n: int, size: tuple[int, int]):
     return samples, images
 
 
-def run_mode(grounder, mode: str, samples, images, steps: int, batch: int, new_tokens: int, device: str) -> dict:
+def run_mode(grounder, mode: str, samples, images, steps: int, batch: int, new_tokens: int, device: str,
+             lanes: int = 1) -> dict:
+    """One mode's run; a line is printed as soon as it is done (a later mode may run out of memory)."""
+    row = _run_mode(grounder, mode, samples, images, steps, batch, new_tokens, device, lanes)
+    print(f"done: {mode} T={steps} batch {batch}: {row['ms_per_sample']:.1f} ms/sample, "
+          f"breakdown {row['breakdown_ms_per_sample']}, peak {row['peak_mem_mb']:.0f} MB", flush=True)
+    return row
+
+
+def _run_mode(grounder, mode: str, samples, images, steps: int, batch: int, new_tokens: int, device: str,
+              lanes: int) -> dict:
+    import copy
+
     import torch
 
     from ivt_core.grounders.base import Sampling
@@ -78,33 +90,38 @@ def run_mode(grounder, mode: str, samples, images, steps: int, batch: int, new_t
     plain = mode.startswith("plain")
     config = LoopConfig(steps=steps, batch_size=batch, sampling=Sampling(max_new_tokens=new_tokens),
                         engine="plain" if plain else "cached")
-    engine = None if plain else CachedEngine(grounder.model, grounder.processor, grounder.device)
+    engines = None if plain else [CachedEngine(grounder.model, grounder.processor if lane == 0
+                                               else copy.deepcopy(grounder.processor), grounder.device,
+                                               own_stream=lanes > 1) for lane in range(lanes)]
     if device == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
     _sync(device)
     sampler = UtilisationSampler(device)
     start = time.perf_counter()
-    trajectories = run_samples(grounder, samples, config, images, engine=engine)
+    trajectories = run_samples(grounder, samples, config, images, engine=engines)
     _sync(device)
     elapsed = time.perf_counter() - start
     utilisation = sampler.stop()
     steps_done = [s for t in trajectories for s in t.steps]
     generated = sum(s.tokens_out for s in steps_done)
-    if engine is not None:
-        prefill_tokens, prefill_s = engine.stats["prefill_tokens"], engine.stats["prefill_s"]
+    stats = {key: sum(engine.stats.get(key, 0) for engine in engines)
+             for key in ("prefill_tokens", "prefill_s", "prepare_s", "compact_s", "decode_s", "decode_steps")
+             } if engines else None
+    if stats:
+        prefill_tokens, prefill_s = stats["prefill_tokens"], stats["prefill_s"] / lanes
     else:  # plain: every step re-encodes its whole prompt; the time is not split
         prefill_tokens, prefill_s = sum(s.tokens_in for s in steps_done), None
     breakdown = None
-    if engine is not None:
-        parts = {name: engine.stats[f"{name}_s"] for name in ("prepare", "compact", "prefill", "decode")}
-        parts["loop"] = elapsed - sum(parts.values())
+    if stats:  # with lanes, each part summed over the lanes (they overlap: the parts add up to more than the run)
+        parts = {name: stats[f"{name}_s"] for name in ("prepare", "compact", "prefill", "decode")}
+        parts["loop"] = elapsed * lanes - sum(parts.values())
         breakdown = {name: 1000 * value / len(samples) for name, value in parts.items()}  # ms per sample
     return {
-        "breakdown_ms_per_sample": breakdown, "gpu_utilisation": utilisation,
-        "decode_steps": engine.stats["decode_steps"] if engine is not None else None,
+        "breakdown_ms_per_sample": breakdown, "gpu_utilisation": utilisation, "lanes": lanes if engines else None,
+        "decode_steps": stats["decode_steps"] if stats else None,
         "floor_ms_per_sample": floor_ms(grounder.model, prefill_tokens, generated,
-                                        engine.stats["decode_steps"] if engine is not None else None,
+                                        stats["decode_steps"] / lanes if stats else None,
                                         len(samples)) if FLOOR else None,
         "mode": mode, "steps": steps, "batch": batch, "samples": len(samples), "seconds": elapsed,
         "ms_per_sample": 1000 * elapsed / len(samples), "generated_tokens": generated,
@@ -167,11 +184,22 @@ def floor_ms(model, prefill_tokens: int, generated_tokens: int, decode_steps: in
     return 1000 * max(compute_s, memory_s) / samples
 
 
+def fused_kernels(model) -> list[str]:
+    """Which of the language model's modules run Liger's fused kernels (``ivt_core.grounders.fused_kernels``)."""
+    from ivt_core.grounders.engine import _inner_model
+
+    layer = _inner_model(model).language_model.layers[0]
+    return [name for name, on in (("rms_norm", hasattr(layer.input_layernorm, "casting_mode")),
+                                  ("swiglu", "Liger" in getattr(layer.mlp.forward, "__qualname__", "")))
+            if on]
+
+
 def load(args, device: str):
     import torch
 
     from ivt_core.families import FAMILIES
     from ivt_core.grounders.fast_vision import enable_batched_vision_attention
+    from ivt_core.grounders.fused_kernels import enable_fused_kernels
     from ivt_core.grounders.processing import load_processor
     from ivt_core.grounders.transformers_grounder import TransformersGrounder
 
@@ -182,6 +210,7 @@ def load(args, device: str):
         model_dir, model = build_shape(Path(args.shape), Path("build/bench/shape-kit"), device)
         model.eval()
         enable_batched_vision_attention(model)
+        enable_fused_kernels(model)  # on a GPU where liger-kernel is installed, unless IVT_FUSED_KERNELS=0
         model.generation_config.min_new_tokens = args.new_tokens  # random weights never stop by themselves
         model.generation_config.eos_token_id = model.config.text_config.eos_token_id
         processor = load_processor(model_dir, "qwen3_vl")
@@ -214,6 +243,8 @@ def main() -> None:
                         help="experiment: torch.compile each decoder layer of the language model (dynamic shapes)")
     parser.add_argument("--no-cudnn-attention", action="store_true",
                         help="experiment: SDPA without cuDNN's kernels (flash, memory-efficient, math only)")
+    parser.add_argument("--lanes", default="1,2", help="the engine's lanes (comma-separated: one engine row each; "
+                        "2: CPU preparation of one lane overlapped with the other's GPU work)")
     parser.add_argument("--out", default="build/bench/loop_throughput.json")
     args = parser.parse_args()
     FLOOR.update(peak_tflops=args.peak_tflops, hbm_tbs=args.hbm_tbs)
@@ -239,23 +270,29 @@ def main() -> None:
         source_name += " (decoder layers compiled)"
     samples, images = _samples(args.samples, size)
     few = min(args.plain_samples, args.samples)
+    lanes = [int(v) for v in args.lanes.split(",")]
     run_mode(grounder, "engine", samples[:2], images[:2], args.steps, 2, args.new_tokens, device)  # warm-up
     rows = []
     for steps in (args.steps, 0):
-        rows.append(run_mode(grounder, "plain-1", samples[:few], images[:few], steps, 1, args.new_tokens, device))
+        if few:
+            rows.append(run_mode(grounder, "plain-1", samples[:few], images[:few], steps, 1, args.new_tokens, device))
         if not args.skip_plain_batched:
             batch = args.plain_batch_size or args.batch_size
             many = min(args.plain_batched_samples or args.samples, args.samples)
             rows.append(run_mode(grounder, f"plain-{batch}", samples[:many], images[:many], steps, batch,
                                  args.new_tokens, device))
-        rows.append(run_mode(grounder, "engine", samples, images, steps, args.batch_size, args.new_tokens, device))
+        for count in lanes:
+            rows.append(run_mode(grounder, "engine" if count == 1 else f"engine-L{count}", samples, images, steps,
+                                 args.batch_size, args.new_tokens, device, count))
     by = {(r["mode"], r["steps"]): r for r in rows}
     for r in rows:
         if r["steps"]:
             single = by.get((r["mode"], 0))
             r["loop_vs_single"] = r["ms_per_sample"] / single["ms_per_sample"] if single else None
-    engine_loop, plain_one = by[("engine", args.steps)], by[("plain-1", args.steps)]
-    same = sum(engine_loop["answers"][k] == v for k, v in plain_one["answers"].items())
+    engine_loop = min((r for r in rows if r["mode"].startswith("engine") and r["steps"] == args.steps),
+                      key=lambda r: r["ms_per_sample"])
+    plain_one = by.get(("plain-1", args.steps))
+    same = sum(engine_loop["answers"][k] == v for k, v in plain_one["answers"].items()) if plain_one else None
     where = torch.cuda.get_device_name() if device == "cuda" else "cpu"
     print(f"loop throughput: {source_name}, {size[0]}x{size[1]}, T={args.steps}, {args.samples} samples, "
           f"{where}, torch {torch.__version__}, transformers {transformers.__version__}")
@@ -268,26 +305,29 @@ def main() -> None:
               f"{r['generated_tok_s']:>11.0f}{prefill:>15}{ratio:>10}{r['peak_mem_mb']:>10.0f}")
     print(f"\nwhere the engine's time goes (ms per sample; floor at {args.peak_tflops:.0f} TFLOP/s and "
           f"{args.hbm_tbs} TB/s)")
-    print(f"{'T':>3}{'prepare':>9}{'compact':>9}{'prefill':>9}{'decode':>9}{'loop':>8}{'total':>8}{'floor':>8}"
+    print(f"{'mode':<12}{'T':>3}{'prepare':>9}{'compact':>9}{'prefill':>9}{'decode':>9}{'loop':>8}{'total':>8}{'floor':>8}"
           f"{'x floor':>9}{'GPU util':>10}")
     for r in rows:
         if r["breakdown_ms_per_sample"]:
             b, util = r["breakdown_ms_per_sample"], r["gpu_utilisation"]
-            print(f"{r['steps']:>3}" + "".join(f"{b[k]:>9.1f}" for k in ("prepare", "compact", "prefill", "decode"))
+            print(f"{r['mode']:<12}{r['steps']:>3}"
+                  + "".join(f"{b[k]:>9.1f}" for k in ("prepare", "compact", "prefill", "decode"))
                   + f"{b['loop']:>8.1f}{r['ms_per_sample']:>8.1f}{r['floor_ms_per_sample']:>8.1f}"
                   f"{r['ms_per_sample'] / r['floor_ms_per_sample']:>8.1f}x"
                   + (f"{util:>9.0f}%" if util is not None else f"{'-':>10}"))
     speedups = {mode: by[(mode, args.steps)]["ms_per_sample"] / engine_loop["ms_per_sample"]
-                for mode, steps in by if steps == args.steps and mode != "engine"}
-    print("engine vs " + ", ".join(f"{mode}: {x:.1f}x faster" for mode, x in speedups.items()))
-    print(f"same answers as plain-1 (greedy): {same} of {len(plain_one['answers'])} samples")
+                for mode, steps in by if steps == args.steps and mode != engine_loop["mode"]}
+    print(f"{engine_loop['mode']} vs " + ", ".join(f"{mode}: {x:.2f}x faster" for mode, x in speedups.items()))
+    if plain_one:
+        print(f"same answers as plain-1 (greedy): {same} of {len(plain_one['answers'])} samples")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({
         "device": where, "torch": torch.__version__, "transformers": transformers.__version__,
         "source": source_name, "image": list(size), "steps": args.steps, "new_tokens": args.new_tokens,
         "rows": [{k: v for k, v in r.items() if k != "answers"} for r in rows], "engine_speedup": speedups,
-        "same_answers": [same, len(plain_one["answers"])], "argv": sys.argv[1:]}, indent=1))
+        "same_answers": [same, len(plain_one["answers"])] if plain_one else None,
+        "fused_kernels": fused_kernels(grounder.model), "argv": sys.argv[1:]}, indent=1))
     print(f"wrote {out}")
 
 

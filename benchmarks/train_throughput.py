@@ -143,7 +143,7 @@ def bench_grpo(model_dir: Path, size, group: int, new_tokens: int, device: str, 
     scene = make_sample(ShapesConfig(), 0, "train", 0)
     image = scene.image.resize(size)
     samples = [Sample(f"s{i}", "b", "train", "", *size, scene.expression, scene.bbox) for i in range(group)]
-    loop = LoopConfig(steps=2, batch_size=group,
+    loop = LoopConfig(steps=2, batch_size=group, lanes=1,  # as GRPO's rollouts: one engine
                       sampling=Sampling(max_new_tokens=new_tokens, do_sample=True, temperature=1.0))
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()

@@ -52,6 +52,7 @@ class LoopConfig:
     render: RenderStyle = field(default_factory=RenderStyle)
     sampling: Sampling = field(default_factory=Sampling)
     engine: str = "auto"  # auto: the cached engine where the model supports it; cached; plain
+    lanes: int = 0  # the cached engine's lanes (``lanes_for``): 0 auto, 2 on a GPU (CPU preparation overlapped)
 
     def check(self) -> LoopConfig:
         """Return self if valid. Raises InvalidInputError saying which setting to fix."""
@@ -64,6 +65,8 @@ class LoopConfig:
             raise InvalidInputError(f"--batch-size must be at least 1 (or auto), got {self.batch_size}")
         if self.sampling.max_new_tokens < 1:
             raise InvalidInputError("max_new_tokens must be at least 1")
+        if self.lanes < 0:
+            raise InvalidInputError(f"--lanes must be 1 or more (or 0: auto), got {self.lanes}")
         if self.engine not in ENGINES:
             raise InvalidInputError(f"--engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
         check_policy(self.policy)
@@ -227,8 +230,8 @@ def run_concurrent(
 def run_samples(grounder: Grounder, samples: list[Sample], config: LoopConfig, images: list[Image.Image],
                 keep_conversations: bool = False, engine=None) -> list[Trajectory]:
     """Every sample through the loop (the engine ``engine_for`` picks); trajectories in the input order, also
-    when a sample appears more than once (GRPO's G rollouts of a prompt). ``engine``: a ``CachedEngine`` to use
-    (its ``stats`` then tell what the run cost); a new one by default."""
+    when a sample appears more than once (GRPO's G rollouts of a prompt). ``engine``: a ``CachedEngine`` to use,
+    or one per lane (their ``stats`` then tell what the run cost); new ones by default."""
     if engine_for(grounder, config) == "plain":
         config = replace(config, batch_size=config.batch_size or PLAIN_AUTO_BATCH)
         out: list[Trajectory] = []
@@ -236,32 +239,70 @@ def run_samples(grounder: Grounder, samples: list[Sample], config: LoopConfig, i
             out += run_batch(grounder, samples[start:start + config.batch_size], config,
                              images[start:start + config.batch_size], keep_conversations)
         return out
+    engines = None if engine is None else list(engine) if isinstance(engine, list | tuple) else [engine]
     ended = [pair for group in _continuous(grounder, zip(samples, images, strict=True), config, keep_conversations,
-                                           engine) for pair in group]
+                                           engines) for pair in group]
     return [trajectory for _, trajectory in sorted(ended, key=lambda pair: pair[0])]
 
 
+def lanes_for(config: LoopConfig, device: str) -> int:
+    """How many lanes the cached engine runs: ``config.lanes``, or (0, auto) 2 on a GPU and 1 on a CPU, where
+    there is no GPU work for the CPU's preparation to hide behind."""
+    return config.lanes or (2 if str(device).startswith("cuda") else 1)
+
+
 def _continuous(grounder: Grounder, items: Iterable[tuple[Sample, Image.Image]], config: LoopConfig,
-                keep_conversations: bool, engine=None) -> Iterator[list[tuple[int, Trajectory]]]:
+                keep_conversations: bool, engines: list | None = None) -> Iterator[list[tuple[int, Trajectory]]]:
+    """Continuous batching on the cached engine, in one lane or several (``lanes_for``).
+
+    With lanes, the conversations in flight are split between engines that take turns on the GPU: while one lane's
+    prefill and decode run, the other prepares its next step on the CPU (reading answers, drawing boxes, the chat
+    template, tokenizing, pixels, rotary positions). Each lane is a thread with its own engine, CUDA stream and copy
+    of the processor (a fast tokenizer is not safe to call from two threads at once); the lanes take samples from
+    one queue as their rows free up, so the one that ends early takes more. Answers do not depend on the lane
+    (each conversation is its own row; greedy answers are the same as in one lane, tested in float32)."""
+    import copy
+
     from ivt_core.grounders.engine import CachedEngine, auto_batch_size
 
-    prompts = get_prompts(grounder.family.prompt_family, config.prompt_version)
-    engine = engine or CachedEngine(grounder.model, grounder.processor, grounder.device)
     queue = enumerate(items)
+    first = next(queue, None)
+    if first is None:
+        return
+    lanes = len(engines) if engines else lanes_for(config, grounder.device)
+    limit = config.batch_size
+    if not limit:  # auto: sized from the first image and the device's free memory
+        limit = auto_batch_size(grounder.model, grounder.processor, first[1][1].size, config.steps,
+                                config.sampling.max_new_tokens, grounder.device)
+    if not engines:
+        engines = [CachedEngine(grounder.model, grounder.processor if lane == 0 else copy.deepcopy(grounder.processor),
+                                grounder.device, own_stream=lanes > 1) for lane in range(lanes)]
+    pending = iter([first])
+
+    def take():
+        return next(pending, None) or next(queue, None)
+
+    if lanes == 1:
+        yield from _lane(grounder, take, config, keep_conversations, engines[0], limit)
+        return
+    yield from _in_lanes(grounder, take, config, keep_conversations, engines, limit)
+
+
+def _lane(grounder: Grounder, take: Callable, config: LoopConfig, keep_conversations: bool, engine,
+          limit: int, stopped: Callable[[], bool] = lambda: False) -> Iterator[list[tuple[int, Trajectory]]]:
+    """One engine's continuous batching: up to ``limit`` conversations in flight, new ones taken (``take``) as
+    rows free up; after every step, the trajectories that ended."""
+    prompts = get_prompts(grounder.family.prompt_family, config.prompt_version)
     active: list[tuple[int, _Live]] = []
     exhausted = False
-    limit = config.batch_size
-    while True:
-        while not exhausted and len(active) < (limit or 1):
-            item = next(queue, None)
+    while not stopped():
+        while not exhausted and len(active) < max(1, limit):
+            item = take()
             if item is None:
                 exhausted = True
             else:
                 index, (sample, image) = item
                 active.append((index, _start(sample, image, prompts)))
-                if not limit:  # auto: sized from the first image and the device's free memory
-                    limit = auto_batch_size(grounder.model, grounder.processor, image.size, config.steps,
-                                            config.sampling.max_new_tokens, grounder.device)
         if not active:
             return
         answers = engine.step([(index, live.conversation) for index, live in active], config.sampling)
@@ -275,6 +316,53 @@ def _continuous(grounder: Grounder, items: Iterable[tuple[Sample, Image.Image]],
         active = still
         if ended:
             yield ended
+
+
+def _in_lanes(grounder: Grounder, take: Callable, config: LoopConfig, keep_conversations: bool, engines: list,
+              limit: int) -> Iterator[list[tuple[int, Trajectory]]]:
+    """``_lane`` on every engine, each in its own thread; what ends is yielded here, in the caller's thread (which
+    writes the store). An error in one lane stops the others and is raised here; so does closing this generator
+    (a cancelled job): the lanes finish their current step and stop."""
+    import queue as queues
+    import threading
+
+    lock = threading.Lock()
+    stop = threading.Event()
+    out: queues.Queue = queues.Queue()
+    done = object()
+    shares = [limit // len(engines) + (lane < limit % len(engines)) for lane in range(len(engines))]
+
+    def locked_take():
+        with lock:
+            return None if stop.is_set() else take()
+
+    def work(engine, share: int) -> None:
+        try:
+            for ended in _lane(grounder, locked_take, config, keep_conversations, engine, share, stop.is_set):
+                out.put(ended)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread, raised there
+            out.put(exc)
+        finally:
+            out.put(done)
+
+    threads = [threading.Thread(target=work, args=(engine, share), name=f"ivt-lane-{lane}", daemon=True)
+               for lane, (engine, share) in enumerate(zip(engines, shares, strict=True)) if share]
+    for thread in threads:
+        thread.start()
+    running = len(threads)
+    try:
+        while running:
+            item = out.get()
+            if item is done:
+                running -= 1
+            elif isinstance(item, BaseException):
+                raise item
+            else:
+                yield item
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
 
 
 def engine_for(grounder: Grounder, config: LoopConfig) -> str:

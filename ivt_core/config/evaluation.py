@@ -73,6 +73,9 @@ class EvalConfig(ModelSettings):
     engine: str = setting("auto", "cached: keep each conversation's KV cache between steps, continuous batching "
                           "(Qwen3-VL); plain: re-encode the whole conversation each step; auto: cached where "
                           "supported", choices=ENGINES)
+    lanes: int = setting(0, "the cached engine's lanes: conversations split between engines that take turns on the "
+                         "GPU, so one lane's CPU preparation (answers read, boxes drawn, tokens, pixels) overlaps the "
+                         "other's GPU work; auto (0): 2 on a GPU, 1 on a CPU. Answers do not change", min=0, max=8)
     gpus: int = setting(1, "spread the samples over N GPUs of this machine under accelerate launch (with --device "
                         "cpu: N CPU processes); the merged run is stored as one. More machines: run `accelerate "
                         "launch ... -m ivt_core.cli eval` on each", min=1, max=64)
@@ -132,4 +135,4 @@ class EvalConfig(ModelSettings):
                           render=render_style(self.render, dataset_kind),
                           sampling=Sampling(max_new_tokens=self.max_new_tokens, do_sample=self.temperature > 0,
                                             temperature=self.temperature or 1.0, top_p=self.top_p),
-                          engine=self.engine).check()
+                          engine=self.engine, lanes=self.lanes).check()

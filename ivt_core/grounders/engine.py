@@ -32,6 +32,7 @@ penalty).
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Hashable
 from contextlib import contextmanager
@@ -103,7 +104,8 @@ class _Conversation:
 class CachedEngine:
     """Answers the next turn of many conversations, each kept in a KV cache between calls."""
 
-    def __init__(self, model, processor, device: str, use_graphs: bool = True, pixel_cache: dict | None = None):
+    def __init__(self, model, processor, device: str, use_graphs: bool = True, pixel_cache: dict | None = None,
+                 own_stream: bool = False):
         self.model = model
         self.pixel_cache = pixel_cache  # ``supervision.image_inputs``'s cache, when the caller wants the pixels
         self.processor = processor
@@ -126,6 +128,9 @@ class CachedEngine:
         self.live = None  # [rows, capacity] bool: the slots a query may attend to
         self.graphs = str(device).startswith("cuda") and use_graphs
         self.patchify_on_device = str(device).startswith("cuda")
+        # a lane (``loop._in_lanes``) runs on its own CUDA stream and waits only for it, so another lane's work
+        # goes on meanwhile
+        self.stream = torch.cuda.Stream(torch.device(device)) if own_stream and self.patchify_on_device else None
         self.conversations: dict[Hashable, _Conversation] = {}
         self.cache = None  # DynamicCache of RowsLayer: [rows, heads, capacity, dim] per layer
         # where the time goes (seconds, summed over steps): CPU preparation of the new tokens and images (chat
@@ -192,9 +197,15 @@ class CachedEngine:
         return positions[:, 0]
 
     # -- one step -----------------------------------------------------------------------------------------
-    @torch.inference_mode()
     def step(self, requests: list[tuple[Hashable, list[dict]]], sampling: Sampling | None = None) -> list[Generation]:
         """Answer the last user turn of each (key, conversation); conversations seen before reuse their cache."""
+        if self.stream is None:
+            return self._step(requests, sampling)
+        with torch.cuda.stream(self.stream):
+            return self._step(requests, sampling)
+
+    @torch.inference_mode()
+    def _step(self, requests: list[tuple[Hashable, list[dict]]], sampling: Sampling | None) -> list[Generation]:
         sampling = sampling or Sampling()
         start = time.perf_counter()
         states = [self.conversations.setdefault(key, _Conversation()) for key, _ in requests]
@@ -303,7 +314,9 @@ class CachedEngine:
         return results
 
     def _sync(self) -> None:
-        if str(self.device).startswith("cuda"):
+        if self.stream is not None:
+            self.stream.synchronize()
+        elif str(self.device).startswith("cuda"):
             torch.cuda.synchronize()
 
     def _compact(self, states: list[_Conversation], room: int) -> None:
@@ -381,7 +394,8 @@ class CachedEngine:
                     self._step_logits(token_in, position_in, mask)
             torch.cuda.current_stream().wait_stream(side)
             graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
+            # thread_local: another lane's thread may launch work or allocate while this one captures
+            with torch.cuda.graph(graph, capture_error_mode="thread_local"):
                 logits = self._step_logits(token_in, position_in, mask)
         except Exception as exc:  # noqa: BLE001 - any capture failure means: run the step eagerly
             self.graphs = False
@@ -457,24 +471,36 @@ class CachedEngine:
         return generated
 
 
+_GQA_LOCK = threading.Lock()
+_gqa_users = [0, None]  # prefills inside ``_grouped_query_attention`` now, and the switch's value before them
+
+
 @contextmanager
 def _grouped_query_attention(enabled: bool):
     """Within: transformers' SDPA attention hands the key/value heads to SDPA as they are (``enable_gqa``) even
     with a mask, instead of repeating each one for its query heads (its default whenever a mask is given).
     transformers' own switch, ``TRANSFORMERS_SDPA_FORCE_GQA``; on CUDA only, where SDPA's masked kernels take
-    grouped heads. Measured on an H200 (docs/LOG.md): one layer's prefill attention 10.9 -> 7.0 ms."""
+    grouped heads. Measured on an H200 (docs/LOG.md): one layer's prefill attention 10.9 -> 7.0 ms. The switch is
+    the process's environment, so lanes' prefills count themselves in and out: it is set while any of them runs
+    (a decode meanwhile then takes grouped heads too, the same numbers by another kernel)."""
     if not enabled:
         yield
         return
-    before = os.environ.get(FORCE_GQA)
-    os.environ[FORCE_GQA] = "1"
+    with _GQA_LOCK:
+        if not _gqa_users[0]:
+            _gqa_users[1] = os.environ.get(FORCE_GQA)
+            os.environ[FORCE_GQA] = "1"
+        _gqa_users[0] += 1
     try:
         yield
     finally:
-        if before is None:
-            os.environ.pop(FORCE_GQA, None)
-        else:
-            os.environ[FORCE_GQA] = before
+        with _GQA_LOCK:
+            _gqa_users[0] -= 1
+            if not _gqa_users[0]:
+                if _gqa_users[1] is None:
+                    os.environ.pop(FORCE_GQA, None)
+                else:
+                    os.environ[FORCE_GQA] = _gqa_users[1]
 
 
 def _choose(logits: torch.Tensor, sampling: Sampling) -> torch.Tensor:

@@ -83,6 +83,59 @@ def test_cuda_engine_with_graphs_equals_plain_loop_in_float32():
     cached = run_samples(g, samples, config, images, engine=engine)
     assert engine.stats.get("graphs", 0) >= 1, engine.stats.get("graph_error")
     assert [[s.raw_text for s in t.steps] for t in cached] == [[s.raw_text for s in t.steps] for t in plain]
+    # two lanes, each on its own stream and thread, graphs captured while the other lane runs: the same answers
+    import copy
+
+    lanes = [CachedEngine(g.model, processor, g.device, own_stream=True)
+             for processor in (g.processor, copy.deepcopy(g.processor))]
+    laned = run_samples(g, samples, config, images, engine=lanes)
+    assert all(lane.stats.get("graphs", 0) >= 1 for lane in lanes), [lane.stats.get("graph_error") for lane in lanes]
+    assert [[s.raw_text for s in t.steps] for t in laned] == [[s.raw_text for s in t.steps] for t in plain]
+
+
+def test_cuda_fused_kernels_give_the_same_numbers_in_float32(monkeypatch):
+    """Liger's RMSNorm, rotary and SwiGLU kernels on the toy model (float32): the same logits as transformers'
+    own modules within float32 rounding, and the same greedy answers through the loop."""
+    pytest.importorskip("liger_kernel")
+    from transformers.models.qwen3_vl import modeling_qwen3_vl
+
+    from ivt_core.bootstrap import toy_model_path
+    from ivt_core.data.sample import Sample
+    from ivt_core.data.shapes import ShapesConfig, make_sample
+    from ivt_core.grounders.base import Sampling
+    from ivt_core.grounders.fused_kernels import SWITCH, enable_fused_kernels
+    from ivt_core.grounders.transformers_grounder import TransformersGrounder
+    from ivt_core.loop import LoopConfig, run_samples
+
+    def reference_rotary(q, k, cos, sin, unsqueeze_dim=1):  # transformers' own, whatever Liger patched
+        cos, sin = cos.unsqueeze(unsqueeze_dim), sin.unsqueeze(unsqueeze_dim)
+        rotate = modeling_qwen3_vl.rotate_half
+        return q * cos + rotate(q) * sin, k * cos + rotate(k) * sin
+
+    raw = [make_sample(ShapesConfig(), 0, "test", i) for i in range(8)]
+    samples = [Sample(s.id, "shapes", "test", "", 224, 224, s.expression, s.bbox) for s in raw]
+    images = [s.image for s in raw]
+    config = LoopConfig(steps=2, batch_size=8, lanes=1, sampling=Sampling(max_new_tokens=40))
+    answers, logits = {}, {}
+    for fused in (False, True):
+        with monkeypatch.context() as patch:
+            if not fused:
+                patch.setenv(SWITCH, "0")
+                patch.setattr(modeling_qwen3_vl, "apply_rotary_pos_emb", reference_rotary)
+            g = TransformersGrounder.load(toy_model_path(), device="cuda")
+            g.model.float()
+            if fused:
+                assert enable_fused_kernels(g.model) == ["rms_norm", "rotary", "swiglu"]
+                assert "Liger" in type(g.model.model.language_model.norm).__name__ or hasattr(
+                    g.model.model.language_model.norm, "casting_mode")
+            inputs = g.processor(text=[g.processor.apply_chat_template(_conv("Locate the red circle."),
+                                                                       add_generation_prompt=True, tokenize=False)],
+                                 images=[_conv("")[0]["content"][0]["image"]], return_tensors="pt").to("cuda")
+            with torch.inference_mode():
+                logits[fused] = g.model(**inputs).logits.float()
+            answers[fused] = [[s.raw_text for s in t.steps] for t in run_samples(g, samples, config, images)]
+    assert torch.allclose(logits[True], logits[False], atol=1e-3, rtol=1e-3), (logits[True] - logits[False]).abs().max()
+    assert answers[True] == answers[False]
 
 
 def test_cuda_grpo_scores_the_sampled_tokens(tiny, tmp_path):

@@ -202,3 +202,39 @@ def test_a_groups_copies_of_one_prompt_are_encoded_once(shapes_ws):
         assert [s.raw_text for s in one.steps] == [s.raw_text for s in other.steps]
         assert [s.tokens_in for s in one.steps] == [s.tokens_in for s in other.steps]
     assert any(s.parse_ok for t in together for s in t.steps[1:])  # later steps read the copied cache
+
+
+def test_two_lanes_answer_as_the_plain_loop_and_each_lane_takes_samples(chatty_tiny, shapes_ws, monkeypatch):
+    """Lanes (two engines taking turns, each in its own thread) change nothing a sample gets: greedy answers
+    equal the plain loop's with early stops and more samples than rows; both lanes ran steps; an error in a
+    lane is raised in the caller's thread."""
+    import copy
+
+    from ivt_core.data.shapes_split import write_shapes_split
+    from ivt_core.grounders.engine import CachedEngine
+
+    write_shapes_split(shapes_ws, "test", 9, seed=0)
+    monkeypatch.setattr("ivt_core.loop.should_stop", _stops_by_text)
+    grounder = TransformersGrounder.load(chatty_tiny, device="cpu")
+    config = LoopConfig(steps=3, batch_size=4, lanes=2, sampling=Sampling(max_new_tokens=24))
+    samples = get_samples(shapes_ws.connect(), "shapes", "test")[:9]
+    images = [load_image(shapes_ws.resolve(s.image_path)) for s in samples]
+    plain = {t.sample_id: t for s, image in zip(samples, images, strict=True)
+             for t in run_batch(grounder, [s], config, [image])}
+    lanes = [CachedEngine(grounder.model, processor, "cpu") for processor in (grounder.processor,
+                                                                          copy.deepcopy(grounder.processor))]
+    laned = run_samples(grounder, samples, config, images, engine=lanes)
+    assert [t.sample_id for t in laned] == [s.id for s in samples]
+    _assert_same(plain, {t.sample_id: t for t in laned})
+    assert all(engine.stats["forwards"] for engine in lanes)  # each lane ran
+    # the auto path (no engines given) makes its own two lanes, with a copy of the processor for the second
+    again = run_samples(grounder, samples, config, images)
+    _assert_same(plain, {t.sample_id: t for t in again})
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("lane failed")
+
+    failing = [CachedEngine(grounder.model, grounder.processor, "cpu") for _ in range(2)]
+    failing[1].step = broken
+    with pytest.raises(RuntimeError, match="lane failed"):
+        run_samples(grounder, samples, config, images, engine=failing)
