@@ -94,6 +94,9 @@ def _run_mode(grounder, mode: str, samples, images, steps: int, batch: int, new_
                                                else copy.deepcopy(grounder.processor), grounder.device,
                                                own_stream=lanes > 1) for lane in range(lanes)]
     if device == "cuda":
+        import gc
+
+        gc.collect()  # the previous mode's engines and their caches
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
     _sync(device)
@@ -106,7 +109,8 @@ def _run_mode(grounder, mode: str, samples, images, steps: int, batch: int, new_
     steps_done = [s for t in trajectories for s in t.steps]
     generated = sum(s.tokens_out for s in steps_done)
     stats = {key: sum(engine.stats.get(key, 0) for engine in engines)
-             for key in ("prefill_tokens", "prefill_s", "prepare_s", "compact_s", "decode_s", "decode_steps")
+             for key in ("prefill_tokens", "prefill_s", "prepare_s", "compact_s", "decode_s", "decode_steps",
+                         "turn_wait_s")
              } if engines else None
     if stats:
         prefill_tokens, prefill_s = stats["prefill_tokens"], stats["prefill_s"] / lanes
@@ -114,7 +118,7 @@ def _run_mode(grounder, mode: str, samples, images, steps: int, batch: int, new_
         prefill_tokens, prefill_s = sum(s.tokens_in for s in steps_done), None
     breakdown = None
     if stats:  # with lanes, each part summed over the lanes (they overlap: the parts add up to more than the run)
-        parts = {name: stats[f"{name}_s"] for name in ("prepare", "compact", "prefill", "decode")}
+        parts = {name: stats[f"{name}_s"] for name in ("prepare", "compact", "prefill", "decode", "turn_wait")}
         parts["loop"] = elapsed * lanes - sum(parts.values())
         breakdown = {name: 1000 * value / len(samples) for name, value in parts.items()}  # ms per sample
     return {
@@ -305,13 +309,13 @@ def main() -> None:
               f"{r['generated_tok_s']:>11.0f}{prefill:>15}{ratio:>10}{r['peak_mem_mb']:>10.0f}")
     print(f"\nwhere the engine's time goes (ms per sample; floor at {args.peak_tflops:.0f} TFLOP/s and "
           f"{args.hbm_tbs} TB/s)")
-    print(f"{'mode':<12}{'T':>3}{'prepare':>9}{'compact':>9}{'prefill':>9}{'decode':>9}{'loop':>8}{'total':>8}{'floor':>8}"
+    print(f"{'mode':<12}{'T':>3}{'prepare':>9}{'compact':>9}{'prefill':>9}{'decode':>9}{'wait':>9}{'loop':>8}{'total':>8}{'floor':>8}"
           f"{'x floor':>9}{'GPU util':>10}")
     for r in rows:
         if r["breakdown_ms_per_sample"]:
             b, util = r["breakdown_ms_per_sample"], r["gpu_utilisation"]
             print(f"{r['mode']:<12}{r['steps']:>3}"
-                  + "".join(f"{b[k]:>9.1f}" for k in ("prepare", "compact", "prefill", "decode"))
+                  + "".join(f"{b[k]:>9.1f}" for k in ("prepare", "compact", "prefill", "decode", "turn_wait"))
                   + f"{b['loop']:>8.1f}{r['ms_per_sample']:>8.1f}{r['floor_ms_per_sample']:>8.1f}"
                   f"{r['ms_per_sample'] / r['floor_ms_per_sample']:>8.1f}x"
                   + (f"{util:>9.0f}%" if util is not None else f"{'-':>10}"))

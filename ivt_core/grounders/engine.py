@@ -35,7 +35,7 @@ import os
 import threading
 import time
 from collections.abc import Hashable
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 
 import torch
@@ -127,16 +127,18 @@ class CachedEngine:
         self.end = 0  # the first free slot of every row
         self.live = None  # [rows, capacity] bool: the slots a query may attend to
         self.graphs = str(device).startswith("cuda") and use_graphs
-        self.patchify_on_device = str(device).startswith("cuda")
-        # a lane (``loop._in_lanes``) runs on its own CUDA stream and waits only for it, so another lane's work
-        # goes on meanwhile
-        self.stream = torch.cuda.Stream(torch.device(device)) if own_stream and self.patchify_on_device else None
+        # a lane (``loop._in_lanes``) runs on its own CUDA stream and waits only for it; its preparation stays on
+        # the CPU (pixels included), so that nothing of it runs on the GPU outside its turn (``_GPU_TURN``)
+        on_gpu = str(device).startswith("cuda")
+        self.stream = torch.cuda.Stream(torch.device(device)) if own_stream and on_gpu else None
+        self.patchify_on_device = on_gpu and self.stream is None
         self.conversations: dict[Hashable, _Conversation] = {}
         self.cache = None  # DynamicCache of RowsLayer: [rows, heads, capacity, dim] per layer
         # where the time goes (seconds, summed over steps): CPU preparation of the new tokens and images (chat
         # template, tokenizing, pixels, rope positions), the cache compaction, the prefill forward, the decode
         self.stats = {"prefill_tokens": 0, "decode_steps": 0, "generated_tokens": 0, "cut_back": 0, "forwards": 0,
-                      "prepare_s": 0.0, "compact_s": 0.0, "prefill_s": 0.0, "decode_s": 0.0}
+                      "prepare_s": 0.0, "compact_s": 0.0, "prefill_s": 0.0, "decode_s": 0.0,
+                      "turn_wait_s": 0.0}
 
     # -- conversation bookkeeping -------------------------------------------------------------------------
     def release(self, key: Hashable) -> None:
@@ -252,9 +254,29 @@ class CachedEngine:
             state.fed = state.fed[:keep]
             if keep == 0:
                 state.row = None
+        prepared = time.perf_counter()
+        self.stats["prepare_s"] += prepared - start
+        with self._turn():
+            self.stats["turn_wait_s"] += time.perf_counter() - prepared  # another lane's turn on the GPU
+            generated = self._on_gpu(states, news, positions, row_pixels, row_grids, row_keys, sampling)
+        elapsed_ms = (time.perf_counter() - start) * 1000 / max(1, len(requests))
+        results = []
+        for ids, full in zip(generated, fulls, strict=True):
+            results.append(Generation(text=self.tokenizer.decode(ids, skip_special_tokens=True).strip(),
+                                      tokens_in=len(full), tokens_out=len(ids), latency_ms=elapsed_ms,
+                                      token_ids=tuple(ids), truncated=not ids or ids[-1] not in self.eos,
+                                      prompt_ids=tuple(full)))
+        return results
+
+    def _turn(self):
+        """A lane's turn on the GPU (``_GPU_TURN``); nothing to wait for without lanes."""
+        return _GPU_TURN if self.stream is not None else nullcontext()
+
+    def _on_gpu(self, states, news, positions, row_pixels, row_grids, row_keys, sampling: Sampling
+                ) -> list[list[int]]:
+        """The step's GPU part: compaction, prefill and decode; the generated ids of each row."""
         self._sync()
         compact_start = time.perf_counter()
-        self.stats["prepare_s"] += compact_start - start
         self._compact(states, max(len(n) for n in news) + sampling.max_new_tokens)
         self._sync()
         prefill_start = time.perf_counter()
@@ -304,14 +326,7 @@ class CachedEngine:
                 state.positions = torch.cat([state.positions, next_cpu[:, row:row + 1] + torch.arange(missing)], dim=1)
         self._sync()
         self.stats["decode_s"] += time.perf_counter() - decode_start
-        elapsed_ms = (time.perf_counter() - start) * 1000 / max(1, len(requests))
-        results = []
-        for ids, full in zip(generated, fulls, strict=True):
-            results.append(Generation(text=self.tokenizer.decode(ids, skip_special_tokens=True).strip(),
-                                      tokens_in=len(full), tokens_out=len(ids), latency_ms=elapsed_ms,
-                                      token_ids=tuple(ids), truncated=not ids or ids[-1] not in self.eos,
-                                      prompt_ids=tuple(full)))
-        return results
+        return generated
 
     def _sync(self) -> None:
         if self.stream is not None:
@@ -471,6 +486,11 @@ class CachedEngine:
         return generated
 
 
+# Lanes (``loop._in_lanes``) take turns on the GPU: one lane's compaction, prefill and decode at a time, while the
+# others prepare their next step on the CPU. Two lanes' GPU work at once gained nothing (one GPU), doubled the peak
+# memory (both prefills' activations) and made a decode graph's capture fail when the other lane's kernels ran
+# meanwhile (measured on an H200, docs/LOG.md).
+_GPU_TURN = threading.Lock()
 _GQA_LOCK = threading.Lock()
 _gqa_users = [0, None]  # prefills inside ``_grouped_query_attention`` now, and the switch's value before them
 
