@@ -31,6 +31,7 @@ penalty).
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 import time
@@ -127,11 +128,11 @@ class CachedEngine:
         self.end = 0  # the first free slot of every row
         self.live = None  # [rows, capacity] bool: the slots a query may attend to
         self.graphs = str(device).startswith("cuda") and use_graphs
-        # a lane (``loop._in_lanes``) runs on its own CUDA stream and waits only for it; its preparation stays on
-        # the CPU (pixels included), so that nothing of it runs on the GPU outside its turn (``_GPU_TURN``)
+        # a lane (``loop._in_lanes``) runs on its own CUDA stream and waits only for it; nothing of its
+        # preparation runs on the GPU outside its turn (``_GPU_TURN``): its pixels are patchified in the turn
         on_gpu = str(device).startswith("cuda")
         self.stream = torch.cuda.Stream(torch.device(device)) if own_stream and on_gpu else None
-        self.patchify_on_device = on_gpu and self.stream is None
+        self.patchify_on_device = on_gpu and self.stream is None  # a lane's: in its turn (``_pixels``)
         self.conversations: dict[Hashable, _Conversation] = {}
         self.cache = None  # DynamicCache of RowsLayer: [rows, heads, capacity, dim] per layer
         # where the time goes (seconds, summed over steps): CPU preparation of the new tokens and images (chat
@@ -164,14 +165,30 @@ class CachedEngine:
             out.append(expanded + ids[start:])
         return out
 
-    def _pixels(self, images: list) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Pixel rows and grids of ``images``, as the processor gives them (on a GPU, patchified there:
-        ``supervision.image_inputs``)."""
+    def _pixels(self, images: list) -> tuple[list, list[torch.Tensor]]:
+        """The pixel rows of each of ``images`` and their grids, as the processor gives them (on a GPU, patchified
+        there: ``supervision.image_inputs``). A lane patchifies in its turn on the GPU: its images' grids are
+        known now (images at the processor's own size: one grid cell per patch), their rows are functions that
+        compute them when called (all of this call's images at once, the first time)."""
+        from ivt_core.grounders.processing import resized_size
         from ivt_core.supervision import image_inputs
 
+        patch = getattr(self.processor.image_processor, "patch_size", None)
+        if self.stream is not None and patch and all(resized_size(self.processor, *image.size) == image.size
+                                                     for image in images):
+            computed: list = []
+
+            def row(index: int) -> torch.Tensor:
+                if not computed:
+                    pixels, grids = image_inputs(self.processor, images, self.device, self.pixel_cache)
+                    computed.extend(pixels.split([int(g.prod()) for g in grids]))
+                return computed[index]
+
+            grids = [torch.tensor([1, image.height // patch, image.width // patch]) for image in images]
+            return [functools.partial(row, index) for index in range(len(images))], grids
         pixels, grids = image_inputs(self.processor, images, self.device if self.patchify_on_device else None,
                                      self.pixel_cache)
-        return pixels, list(grids)
+        return list(pixels.split([int(g.prod()) for g in grids])), list(grids)
 
     def _image_boundary(self, ids: list[int], grids: list[torch.Tensor], keep: int) -> tuple[int, int]:
         """Move ``keep`` back to the start of the image it falls inside (an image is encoded whole); return the
@@ -219,8 +236,7 @@ class CachedEngine:
                  for image in images[len(state.grids):]]
         rows: list[tuple[torch.Tensor, torch.Tensor]] = []
         if fresh:
-            pixels, grids = self._pixels(fresh)
-            rows = list(zip(pixels.split([int(g.prod()) for g in grids]), grids, strict=True))
+            rows = list(zip(*self._pixels(fresh), strict=True))
         fresh_rows = iter(rows)
         fresh_pixels = []
         for state, images in zip(states, seen_images, strict=True):
@@ -237,8 +253,7 @@ class CachedEngine:
             elif mine and len(mine) == len(needed):
                 pixels_of, grids_of = [pixels for pixels, _ in mine], [grid for _, grid in mine]
             else:  # cut back into an image seen before: encoded again
-                pixels, grids = self._pixels(needed)
-                pixels_of, grids_of = [pixels], list(grids)
+                pixels_of, grids_of = self._pixels(needed)
             row_pixels.append(pixels_of)
             row_grids.append(grids_of)
             # rows that encode the same tokens and images from nothing (a GRPO group's G copies of a prompt)
@@ -289,7 +304,7 @@ class CachedEngine:
         causal = slots[None, :] <= (self.end + torch.arange(width, device=self.device))[:, None]  # [width, capacity]
         mask = (self.live[:, None, None, :] & causal[None, None]).contiguous()
         encoded, copy_of = self._distinct_rows(row_keys)
-        pixels = [p for row in encoded for p in row_pixels[row]]
+        pixels = [p() if callable(p) else p for row in encoded for p in row_pixels[row]]  # a lane's: computed now
         pixel_values = torch.cat([p.to(self.device) for p in pixels]).to(self.model.dtype) if pixels else None
         grids = [g for row in encoded for g in row_grids[row]]
         grid = torch.stack(grids).to(self.device) if grids else None

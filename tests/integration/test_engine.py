@@ -238,3 +238,27 @@ def test_two_lanes_answer_as_the_plain_loop_and_each_lane_takes_samples(chatty_t
     failing[1].step = broken
     with pytest.raises(RuntimeError, match="lane failed"):
         run_samples(grounder, samples, config, images, engine=failing)
+
+
+def test_a_lane_patchifies_its_images_in_its_turn_with_the_same_rows(tiny_models):
+    """A lane's images (``own_stream``) get their grids at once and their pixel rows only when first asked for (in
+    the lane's turn on the GPU), all of a call's images together: the same rows and grids as computed at once."""
+    from PIL import Image
+
+    from ivt_core.grounders.engine import CachedEngine
+
+    grounder = TransformersGrounder.load(tiny_models["qwen3_vl"], device="cpu")
+    images = [Image.new("RGB", (64, 96), (10 * i, 40, 200 - 10 * i)) for i in range(3)]
+    now = CachedEngine(grounder.model, grounder.processor, "cpu")
+    rows, grids = now._pixels(images)
+    lane = CachedEngine(grounder.model, grounder.processor, "cpu")
+    lane.stream = object()  # as a lane's on a GPU (only ``_pixels`` is called here)
+    calls = []
+    lane.pixel_cache = {}
+    deferred, lane_grids = lane._pixels(images)
+    assert all(callable(row) for row in deferred) and not lane.pixel_cache  # nothing computed yet
+    assert [g.tolist() for g in lane_grids] == [g.tolist() for g in grids]
+    for row, expected in zip(deferred, rows, strict=True):
+        calls.append(len(lane.pixel_cache))
+        assert torch.allclose(row(), expected, atol=1e-5)  # patchified by torch, as on a GPU (tested equal)
+    assert calls == [0, 3, 3]  # the first row computed all three images' rows at once
