@@ -52,7 +52,7 @@ class LoopConfig:
     render: RenderStyle = field(default_factory=RenderStyle)
     sampling: Sampling = field(default_factory=Sampling)
     engine: str = "auto"  # auto: the cached engine where the model supports it; cached; plain
-    lanes: int = 0  # the cached engine's lanes (``lanes_for``): 0 auto, 2 on a GPU (CPU preparation overlapped)
+    lanes: int = 1  # the cached engine's lanes (``_in_lanes``): 2 overlaps one lane's CPU work with the other's GPU
 
     def check(self) -> LoopConfig:
         """Return self if valid. Raises InvalidInputError saying which setting to fix."""
@@ -65,8 +65,8 @@ class LoopConfig:
             raise InvalidInputError(f"--batch-size must be at least 1 (or auto), got {self.batch_size}")
         if self.sampling.max_new_tokens < 1:
             raise InvalidInputError("max_new_tokens must be at least 1")
-        if self.lanes < 0:
-            raise InvalidInputError(f"--lanes must be 1 or more (or 0: auto), got {self.lanes}")
+        if self.lanes < 1:
+            raise InvalidInputError(f"--lanes must be 1 or more, got {self.lanes}")
         if self.engine not in ENGINES:
             raise InvalidInputError(f"--engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
         check_policy(self.policy)
@@ -245,19 +245,14 @@ def run_samples(grounder: Grounder, samples: list[Sample], config: LoopConfig, i
     return [trajectory for _, trajectory in sorted(ended, key=lambda pair: pair[0])]
 
 
-def lanes_for(config: LoopConfig, device: str) -> int:
-    """How many lanes the cached engine runs: ``config.lanes``, or (0, auto) 2 on a GPU and 1 on a CPU, where
-    there is no GPU work for the CPU's preparation to hide behind."""
-    return config.lanes or (2 if str(device).startswith("cuda") else 1)
-
-
 def _continuous(grounder: Grounder, items: Iterable[tuple[Sample, Image.Image]], config: LoopConfig,
                 keep_conversations: bool, engines: list | None = None) -> Iterator[list[tuple[int, Trajectory]]]:
-    """Continuous batching on the cached engine, in one lane or several (``lanes_for``).
+    """Continuous batching on the cached engine, in one lane or several (``config.lanes``, or one per engine given).
 
-    With lanes, the conversations in flight are split between engines that take turns on the GPU: while one lane's
-    prefill and decode run, the other prepares its next step on the CPU (reading answers, drawing boxes, the chat
-    template, tokenizing, pixels, rotary positions). Each lane is a thread with its own engine, CUDA stream and copy
+    With lanes, the conversations in flight are split between engines that take turns on the GPU (one lane's
+    compaction, prefill and decode at a time: ``engine._GPU_TURN``): while one lane's run, the other prepares its
+    next step on the CPU (reading answers, drawing boxes, the chat template, tokenizing, rotary positions; its
+    pixels are patchified in its turn). Each lane is a thread with its own engine, CUDA stream and copy
     of the processor (a fast tokenizer is not safe to call from two threads at once); the lanes take samples from
     one queue as their rows free up, so the one that ends early takes more. Answers do not depend on the lane
     (each conversation is its own row; greedy answers are the same as in one lane, tested in float32)."""
@@ -269,11 +264,11 @@ def _continuous(grounder: Grounder, items: Iterable[tuple[Sample, Image.Image]],
     first = next(queue, None)
     if first is None:
         return
-    lanes = len(engines) if engines else lanes_for(config, grounder.device)
-    limit = config.batch_size
+    lanes = len(engines) if engines else config.lanes
+    limit = config.batch_size  # conversations in flight in all lanes together
     if not limit:  # auto: sized from the first image and the device's free memory
         limit = auto_batch_size(grounder.model, grounder.processor, first[1][1].size, config.steps,
-                                config.sampling.max_new_tokens, grounder.device)
+                                config.sampling.max_new_tokens, grounder.device, most=256 * lanes)
     if not engines:
         engines = [CachedEngine(grounder.model, grounder.processor if lane == 0 else copy.deepcopy(grounder.processor),
                                 grounder.device, own_stream=lanes > 1) for lane in range(lanes)]

@@ -173,11 +173,11 @@ def test_device_patchify_path_gives_the_processors_pixels(chatty_tiny):
     engine.patchify_on_device = True  # the GPU path, run on the CPU
     images = [Image.effect_noise((224, 224), 60).convert("RGB"), Image.new("RGB", (224, 224), (200, 10, 10))]
     expected = grounder.processor.image_processor(images=images, return_tensors="pt")
-    pixels, grids = engine._pixels(images)
-    assert torch.allclose(pixels, expected["pixel_values"], atol=1e-5)
+    rows, grids = engine._pixels(images)
+    assert torch.allclose(torch.cat(rows), expected["pixel_values"], atol=1e-5)
     assert torch.equal(torch.stack(grids), expected["image_grid_thw"])
     odd = [Image.new("RGB", (230, 200))]  # not at the processor's size: the processor itself resizes it
-    assert engine._pixels(odd)[0].shape == grounder.processor.image_processor(images=odd, return_tensors="pt")[
+    assert engine._pixels(odd)[0][0].shape == grounder.processor.image_processor(images=odd, return_tensors="pt")[
         "pixel_values"].shape
 
 
