@@ -320,25 +320,35 @@ def resume_chain(db, job_id: int) -> list[int]:
         chain.append(nxt)
 
 
+def resume_refusal(workspace: Workspace, job_id: int) -> str | None:
+    """None if ``resume`` can continue the job, else why not (the app shows its Resume button only then)."""
+    with workspace.connect() as db:
+        job = get_job(db, job_id)
+        later = [get_job(db, j) for j in resume_chain(db, job_id)[1:]]
+    if job["status"] in ACTIVE:
+        return f"job {job_id} is still {job['status']}; cancel it first or wait for it"
+    if job["status"] == "done":
+        return f"job {job_id} finished; nothing to resume"
+    going = next((j for j in later if j["status"] in ACTIVE or j["status"] == "done"), None)
+    if going is not None:
+        return (f"job {job_id} was resumed as job {going['id']}, which is {going['status']}; "
+                f"{'follow' if going['status'] != 'done' else 'use'} that one")
+    if _ending(job["pid"]) and _ours(job["pid"]):
+        return (f"job {job_id}'s process {job['pid']} is still alive (stopped or stalled); end it before resuming, "
+                "or two writers would share its run")
+    return None
+
+
 def resume(workspace: Workspace, job_id: int) -> int:
     """Start a job that continues an interrupted, cancelled or failed one with its stored settings (an
     evaluation continues its run, a trainer its checkpoint); return the new job's id."""
+    refusal = resume_refusal(workspace, job_id)
+    if refusal:
+        raise InvalidInputError(refusal)
     with workspace.connect() as db:
         job = get_job(db, job_id)
         chain = resume_chain(db, job_id)
         run_id = next((r for r in (run_of_job(db, j) for j in reversed(chain)) if r is not None), None)
-        later = [get_job(db, j) for j in chain[1:]]
-    if job["status"] in ACTIVE:
-        raise InvalidInputError(f"job {job_id} is still {job['status']}; cancel it first or wait for it")
-    if job["status"] == "done":
-        raise InvalidInputError(f"job {job_id} finished; nothing to resume")
-    going = next((j for j in later if j["status"] in ACTIVE or j["status"] == "done"), None)
-    if going is not None:
-        raise InvalidInputError(f"job {job_id} was resumed as job {going['id']}, which is {going['status']}; "
-                                f"{'follow' if going['status'] != 'done' else 'use'} that one")
-    if _ending(job["pid"]) and _ours(job["pid"]):
-        raise InvalidInputError(f"job {job_id}'s process {job['pid']} is still alive (stopped or stalled); end it "
-                                "before resuming, or two writers would share its run")
     config = job_config(workspace, job)
     if job["kind"] == "eval" and run_id is not None:
         config.resume_run = run_id

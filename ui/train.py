@@ -178,6 +178,11 @@ def stoppable(ctx: AppContext, job_id) -> bool:
     return bool(job_id) and get_job(ctx.db(), int(job_id))["status"] in ACTIVE
 
 
+def resumable(ctx: AppContext, job_id) -> bool:
+    """Whether Resume can continue the job (``jobs.resume_refusal``): the Resume button is shown only then."""
+    return bool(job_id) and jobs.resume_refusal(ctx.workspace, int(job_id)) is None
+
+
 def chain_log(ctx: AppContext, job_id: int | None, lines: int = 30) -> str:
     """The log tail of a job and of the jobs that resumed it, one after the other (one run, one log)."""
     if not job_id:
@@ -233,7 +238,7 @@ def build(ctx: AppContext) -> list:
             status = gr.Markdown(elem_id="train-status")
             with gr.Row():
                 stop = gr.Button("Stop (saves a checkpoint)", variant="stop", elem_id="train-stop", visible=False)
-                resume = gr.Button("Resume", elem_id="train-resume")
+                resume = gr.Button("Resume", elem_id="train-resume", visible=False)
                 evaluate = gr.Button("Evaluate the trained model", elem_id="train-evaluate")
                 with_parent = gr.Button("Compare with its parent", elem_id="train-compare-parent")
             action_note = gr.Markdown()
@@ -293,7 +298,8 @@ def build(ctx: AppContext) -> list:
                 [sft_group, grpo_group], show_progress="hidden")
     def poll(job_id, smooth=0.0, log_axes=False, timed=False):
         return (job_status(ctx, job_id), curves(ctx, job_id, smooth or 0.0, bool(log_axes), bool(timed)),
-                chain_log(ctx, job_id), jobs_frame(ctx), gr.update(visible=stoppable(ctx, job_id)))
+                chain_log(ctx, job_id), jobs_frame(ctx), gr.update(visible=stoppable(ctx, job_id)),
+                gr.update(visible=resumable(ctx, job_id)))
 
     def do_stop(job_id):
         if not job_id:
@@ -312,7 +318,7 @@ def build(ctx: AppContext) -> list:
     for component in form_inputs:
         component.change(preview, form_inputs, [command, traces_note], show_progress="hidden")
     start.click(submit, form_inputs, [form_note, job])
-    poll_outputs = [status, plot, log, table, stop]
+    poll_outputs = [status, plot, log, table, stop, resume]
     curve_controls = [job, smoothing, log_scale, by_time]
     job.change(poll, curve_controls, poll_outputs, show_progress="hidden")
     for control in (smoothing, log_scale, by_time):

@@ -225,9 +225,11 @@ def test_train_refuses_nonsense_then_runs_and_stops_a_tiny_sft_job(app_url, page
     page.locator(".js-plotly-plot").first.wait_for(timeout=240_000)  # the loss curve, polled from the store
     page.wait_for_function("() => /step \\d+\\/400/.test(document.querySelector('#train-status').innerText)",
                            timeout=60_000)
+    assert page.locator("#train-resume").is_hidden()  # a running job has nothing to resume
     page.locator("#train-stop").click()
     page.locator("#train-status").get_by_text("cancelled").wait_for(timeout=120_000)
     page.locator("#train-stop").wait_for(state="hidden", timeout=30_000)  # nothing left to stop
+    page.locator("#train-resume").wait_for(state="visible", timeout=30_000)  # a cancelled job can go on
     _shot(page, "train")
 
 
