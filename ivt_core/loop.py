@@ -250,7 +250,7 @@ def _continuous(grounder: Grounder, items: Iterable[tuple[Sample, Image.Image]],
     """Continuous batching on the cached engine, in one lane or several (``config.lanes``, or one per engine given).
 
     With lanes, the conversations in flight are split between engines that take turns on the GPU (one lane's
-    compaction, prefill and decode at a time: ``engine._GPU_TURN``): while one lane's run, the other prepares its
+    compaction, prefill and decode at a time: ``engine._GPU_TURN``): while one lane runs there, the other prepares its
     next step on the CPU (reading answers, drawing boxes, the chat template, tokenizing, rotary positions; its
     pixels are patchified in its turn). Each lane is a thread with its own engine, CUDA stream and copy
     of the processor (a fast tokenizer is not safe to call from two threads at once); the lanes take samples from
