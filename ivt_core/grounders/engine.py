@@ -137,7 +137,8 @@ class CachedEngine:
         self.cache = None  # DynamicCache of RowsLayer: [rows, heads, capacity, dim] per layer
         # where the time goes (seconds, summed over steps): CPU preparation of the new tokens and images (chat
         # template, tokenizing, pixels, rope positions), the cache compaction, the prefill forward, the decode
-        self.stats = {"prefill_tokens": 0, "decode_steps": 0, "generated_tokens": 0, "cut_back": 0, "forwards": 0,
+        self.stats = {"prefill_tokens": 0, "decode_steps": 0, "decode_kv_tokens": 0, "generated_tokens": 0,
+                      "cut_back": 0, "forwards": 0,
                       "prepare_s": 0.0, "compact_s": 0.0, "prefill_s": 0.0, "decode_s": 0.0,
                       "turn_wait_s": 0.0}
 
@@ -468,6 +469,8 @@ class CachedEngine:
         position_in = next_pos[:, :, None].clone()
         self.write_at = torch.zeros(1, dtype=torch.long, device=self.device)
         mask = self.live[:, None, None, :]  # a view: updated in place below
+        attended = int(self.live.sum())  # cache entries the rows attend to now (each decode step reads them, and
+        #                                  the new one of every row: ``decode_kv_tokens``, for the memory floor)
         forward = self._graphed(token_in, position_in, mask) if (self.graphs and limit >= GRAPH_MIN_TOKENS) else None
         tokens = torch.zeros(rows, limit, dtype=torch.long, device=self.device)
         done = torch.zeros(rows, dtype=torch.bool, device=self.device)  # ended before the current token
@@ -490,6 +493,7 @@ class CachedEngine:
             done = ended
             fed_steps = step + 1
             self.stats["decode_steps"] += 1
+            self.stats["decode_kv_tokens"] += attended + rows * (step + 1)
             self.stats["forwards"] += 1
         generated = []
         for state, row in zip(states, tokens[:, :chosen_steps].tolist(), strict=True):

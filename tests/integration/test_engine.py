@@ -262,3 +262,20 @@ def test_a_lane_patchifies_its_images_in_its_turn_with_the_same_rows(tiny_models
         calls.append(len(lane.pixel_cache))
         assert torch.allclose(row(), expected, atol=1e-5)  # patchified by torch, as on a GPU (tested equal)
     assert calls == [0, 3, 3]  # the first row computed all three images' rows at once
+
+
+def test_the_engine_counts_the_cache_entries_its_decode_steps_read(chatty_tiny):
+    """``decode_kv_tokens`` (the benchmark's memory floor): each decode step reads the live cache of every row, the
+    prompt and the answer so far, and writes one entry per row."""
+    from PIL import Image
+
+    from ivt_core.grounders.engine import CachedEngine
+
+    grounder = TransformersGrounder.load(chatty_tiny, device="cpu")
+    engine = CachedEngine(grounder.model, grounder.processor, "cpu")
+    image = Image.new("RGB", (64, 64), (200, 30, 30))
+    conversation = [{"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": "Find"}]}]
+    answer = engine.step([("a", conversation)], Sampling(max_new_tokens=6))[0]
+    steps = engine.stats["decode_steps"]
+    assert steps == len(answer.token_ids) - 1 > 0  # the last token chosen is not fed back
+    assert engine.stats["decode_kv_tokens"] == sum(answer.tokens_in + i + 1 for i in range(steps))
