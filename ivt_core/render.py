@@ -14,6 +14,7 @@ finding a font file.
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
@@ -104,6 +105,8 @@ def render_box(
         drawn = image.convert("RGB")  # a copy, always; the outline drawn straight on it gives the overlay's pixels
         ImageDraw.Draw(drawn).rectangle(_box_xy(box), outline=tuple(style.color), width=style.outline_px)
         return drawn
+    if box is not None and not (style.history or style.label) and not (style.ground_truth and ground_truth is not None):
+        return _filled_box(image, box, style)
     base = image.convert("RGBA")
     overlay = Image.new("RGBA", base.size, (0, 0, 0, 0))
     draw = ImageDraw.Draw(overlay)
@@ -121,3 +124,33 @@ def render_box(
         if style.label:
             draw.text((box.x1 + 2, max(0, box.y1 - font.size - 2)), style.label, fill=(*style.color, 255), font=font)
     return Image.alpha_composite(base, overlay).convert("RGB")
+
+
+def _filled_box(image: Image.Image, box: Box, style: RenderStyle) -> Image.Image:
+    """One box with a translucent fill (the paper's style): blended within the box's own rectangle only. Alpha
+    compositing is per pixel and the overlay is transparent outside the rectangle, so the pixels are those of
+    compositing the whole image (tested), at the cost of the box's area instead of the image's: a 160x140 box on
+    a 640x480 image 4.6 -> 0.4 ms on a 2-core CPU (``benchmarks/render_speed.py``); the loop renders twice per
+    sample at T=2."""
+    xs, ys = _box_xy(box)[0::2], _box_xy(box)[1::2]
+    # an integer rectangle around the box, an outline's width wider each side (a box thinner than its outline is
+    # drawn beyond its coordinates), within the image; the box is moved by whole pixels into it, so the drawing
+    # rounds its coordinates as it would on the whole image
+    margin = style.outline_px + 1
+    x1, y1 = max(0, math.floor(min(xs)) - margin), max(0, math.floor(min(ys)) - margin)
+    x2, y2 = min(image.width, math.ceil(max(xs)) + margin + 1), min(image.height, math.ceil(max(ys)) + margin + 1)
+    if x2 <= x1 or y2 <= y1:  # nothing of the box inside the image
+        return image.convert("RGB")  # a copy, always
+    if (x2 - x1) * (y2 - y1) > image.width * image.height // 2:  # most of the image: cropping saves nothing
+        return Image.alpha_composite(image.convert("RGBA"), _overlay(image.size, box, style)).convert("RGB")
+    drawn = image.convert("RGB")  # a copy, always
+    overlay = _overlay((x2 - x1, y2 - y1), Box(box.x1 - x1, box.y1 - y1, box.x2 - x1, box.y2 - y1), style)
+    region = (x1, y1, x2, y2)
+    drawn.paste(Image.alpha_composite(drawn.crop(region).convert("RGBA"), overlay).convert("RGB"), region[:2])
+    return drawn
+
+
+def _overlay(size: tuple[int, int], box: Box, style: RenderStyle) -> Image.Image:
+    overlay = Image.new("RGBA", size, (0, 0, 0, 0))
+    _draw_box(ImageDraw.Draw(overlay), box, style.color, 1.0, style.outline_px, style.fill_alpha)
+    return overlay

@@ -510,36 +510,25 @@ class CachedEngine:
 # memory (both prefills' activations) and made a decode graph's capture fail when the other lane's kernels ran
 # meanwhile (measured on an H200, docs/LOG.md).
 _GPU_TURN = threading.Lock()
-_GQA_LOCK = threading.Lock()
-_gqa_users = [0, None]  # prefills inside ``_grouped_query_attention`` now, and the switch's value before them
-
-
 @contextmanager
 def _grouped_query_attention(enabled: bool):
     """Within: transformers' SDPA attention hands the key/value heads to SDPA as they are (``enable_gqa``) even
     with a mask, instead of repeating each one for its query heads (its default whenever a mask is given).
     transformers' own switch, ``TRANSFORMERS_SDPA_FORCE_GQA``; on CUDA only, where SDPA's masked kernels take
     grouped heads. Measured on an H200 (docs/LOG.md): one layer's prefill attention 10.9 -> 7.0 ms. The switch is
-    the process's environment, so lanes' prefills count themselves in and out: it is set while any of them runs
-    (a decode meanwhile then takes grouped heads too, the same numbers by another kernel)."""
+    the process's environment: lanes set it only in their turn on the GPU (``_GPU_TURN``), one at a time."""
     if not enabled:
         yield
         return
-    with _GQA_LOCK:
-        if not _gqa_users[0]:
-            _gqa_users[1] = os.environ.get(FORCE_GQA)
-            os.environ[FORCE_GQA] = "1"
-        _gqa_users[0] += 1
+    before = os.environ.get(FORCE_GQA)
+    os.environ[FORCE_GQA] = "1"
     try:
         yield
     finally:
-        with _GQA_LOCK:
-            _gqa_users[0] -= 1
-            if not _gqa_users[0]:
-                if _gqa_users[1] is None:
-                    os.environ.pop(FORCE_GQA, None)
-                else:
-                    os.environ[FORCE_GQA] = _gqa_users[1]
+        if before is None:
+            os.environ.pop(FORCE_GQA, None)
+        else:
+            os.environ[FORCE_GQA] = before
 
 
 def _choose(logits: torch.Tensor, sampling: Sampling) -> torch.Tensor:

@@ -67,3 +67,38 @@ def test_an_opaque_outline_is_drawn_as_the_overlay_draws_it():
         expected = Image.alpha_composite(scene.convert("RGBA"), overlay).convert("RGB")
         assert render_box(scene, box, style).tobytes() == expected.tobytes(), box
     assert scene.tobytes() == before
+
+
+def test_a_filled_box_is_blended_within_its_rectangle_as_over_the_whole_image():
+    """The paper's style (translucent fill) blends only the box's own rectangle: the same pixels as compositing an
+    overlay of the whole image, for boxes with fractional coordinates, on and across the edges, and wholly
+    outside; the input is not changed."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+    from PIL import ImageDraw
+
+    from ivt_core.render import _draw_box
+
+    style = RenderStyle()  # the paper's: red outline, 25 % fill
+    scene = Image.effect_noise((100, 80), 40).convert("RGB")
+    before = scene.tobytes()
+
+    def whole_image(box):
+        overlay = Image.new("RGBA", scene.size, (0, 0, 0, 0))
+        _draw_box(ImageDraw.Draw(overlay), box, style.color, 1.0, style.outline_px, style.fill_alpha)
+        return Image.alpha_composite(scene.convert("RGBA"), overlay).convert("RGB").tobytes()
+
+    for box in (Box(10, 10, 60, 50), Box(0, 0, 100, 80), Box(90, 5, 100, 6), Box(40, 30, 41, 31),
+                Box(-20, -10, 5.5, 7.25), Box(95.5, 70.2, 140, 120), Box(120, 90, 150, 99)):
+        assert render_box(scene, box, style).tobytes() == whole_image(box), box
+
+    coordinate = st.floats(-30, 130, allow_nan=False)
+
+    @settings(max_examples=150, deadline=None)
+    @given(coordinate, coordinate, st.floats(0, 60), st.floats(0, 60))
+    def same(x, y, w, h):
+        box = Box(x, y, x + w, y + h)
+        assert render_box(scene, box, style).tobytes() == whole_image(box), box
+
+    same()
+    assert scene.tobytes() == before
