@@ -69,6 +69,11 @@ def config_from_form(cls, values: dict, **fixed):
     """The config the form's ``values`` (by field name) and the ``fixed`` settings describe, not yet checked.
     Raises InvalidInputError for an emptied field that has no meaning when empty."""
     for name, value in values.items():
+        spec = field_of(cls, name)
+        if value == 0 and optional(spec) and (spec.metadata.get("min") or 0) > 0 and type_name(spec) == "int":
+            # an optional number left empty ("At most N samples (0: all)") is shown as 0 by gradio's page and
+            # reaches the server as 0, which no such setting takes: it means empty
+            values[name] = value = None
         if value is None and not optional(field_of(cls, name)):
             label = field_of(cls, name).metadata.get("label") or name
             raise InvalidInputError(f"{label} is empty; its default is {default_of(cls, name)}")

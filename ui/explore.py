@@ -11,7 +11,7 @@ from PIL import Image
 
 from ivt_core import jobs
 from ivt_core.config.evaluation import EvalConfig
-from ivt_core.errors import IVTError
+from ivt_core.errors import InvalidInputError, IVTError
 from ivt_core.explore import count_rows, sample_rows, step_view
 from ivt_core.metrics import OUTCOMES
 from ivt_core.report import summary_rows
@@ -99,6 +99,30 @@ def samples_frame(ctx: AppContext, run_id, outcome, failures, search, source="al
     ids = [r["sample_id"] for r in rows]
     shown = f" (the {SHOWN:,} worst are listed)" if total > SHOWN else ""
     return frame, gr.update(choices=ids, value=ids[0] if ids else None), f"{total:,} samples match{shown}."
+
+
+def evaluation_from_form(ctx: AppContext, model_id, split_choice, values: dict) -> EvalConfig:
+    """The evaluation the form asks for: the picked model (a checkpoint, or a model evaluated on a server before:
+    on that server again), or, with a server URL typed in, the model on that server. Raises InvalidInputError."""
+    from ivt_core.evaluate import is_endpoint
+    from ivt_core.grounders.openai_grounder import served_model
+
+    if not split_choice:
+        raise InvalidInputError("pick a dataset split")
+    dataset, split_name = parse_split_choice(split_choice)
+    values = {**values, "endpoint": (values.get("endpoint") or "").strip(),
+              "endpoint_model": (values.get("endpoint_model") or "").strip()}
+    fixed: dict = {"dataset": dataset, "split": split_name}
+    if not values["endpoint"]:
+        if not model_id:
+            raise InvalidInputError("pick a model, or give the URL of a server")
+        model = get_model(ctx.db(), int(model_id))
+        if is_endpoint(model["base_path"]):  # evaluated on a server before: on that server, the same model
+            values.update(endpoint=model["base_path"], endpoint_model=values["endpoint_model"] or served_model(
+                model["name"]))
+        else:
+            fixed.update(model=model["base_path"], adapter=model.get("adapter_path") or "")
+    return config_from_form(EvalConfig, values, **fixed)  # checked when the job is submitted
 
 
 def queue_evaluation(ctx: AppContext, config: EvalConfig) -> str:
@@ -217,17 +241,11 @@ def build(ctx: AppContext) -> list:
         with gr.Row():
             settings = config_fields(EvalConfig)  # T, stopping policy, sample limit: the CLI's defaults and limits
         eval_btn = gr.Button("Start evaluation", elem_id="eval-start")
-        eval_note = gr.Markdown()
+        eval_note = gr.Markdown(elem_id="eval-message")
 
     def start_eval(model_id, split_choice, *values):
-        if not model_id or not split_choice:
-            return "**Pick a model and a split.**"
-        dataset, split_name = parse_split_choice(split_choice)
         try:
-            model = get_model(ctx.db(), int(model_id))
-            config = config_from_form(EvalConfig, dict(zip(settings, values, strict=True)), dataset=dataset,
-                                      split=split_name, model=model["base_path"],
-                                      adapter=model.get("adapter_path") or "")
+            config = evaluation_from_form(ctx, model_id, split_choice, dict(zip(settings, values, strict=True)))
         except IVTError as exc:
             return f"**Not started:** {exc}"
         return queue_evaluation(ctx, config)

@@ -52,7 +52,7 @@ class EvalConfig(ModelSettings):
     dataset: str = setting("", "dataset name in the workspace")
     split: str = setting("", "split to evaluate")
     limit: int | None = setting(None, "evaluate only the first N samples", min=1, max=100_000_000, form=True,
-                                label="At most N samples (empty: all)")
+                                label="At most N samples (0: all)")
     steps: int = steps_setting(form=True, label="T (refinement steps)")
     stop: str = setting("fixed", "stopping policy (how the answer's step is picked without ground truth)",
                         choices=LABEL_FREE_POLICIES, form=True, label="Stopping policy")
@@ -83,8 +83,10 @@ class EvalConfig(ModelSettings):
                         "launch ... -m ivt_core.cli eval` on each", min=1, max=64)
     resume_run: int | None = setting(None, "continue this unfinished run (its stored settings are used)", min=1)
     endpoint: str = setting("", "evaluate a model behind an OpenAI-compatible server instead of a local checkpoint "
-                            "(`ivt serve`, vLLM, SGLang): its base URL, e.g. http://gpu-box:8000/v1")
-    endpoint_model: str = setting("", "with --endpoint: the model's name on the server (default: the first listed)")
+                            "(`ivt serve`, vLLM, SGLang): its base URL, e.g. http://gpu-box:8000/v1", form=True,
+                            label="Or a model on a server: its URL (OpenAI-compatible, e.g. ivt serve)")
+    endpoint_model: str = setting("", "with --endpoint: the model's name on the server (default: the first listed)",
+                                  form=True, label="Model name on the server (empty: the first it lists)")
     endpoint_family: str = setting("", "with --endpoint: the model's family, if the server does not say it "
                                    "(ivt serve does)", choices=("", *FAMILIES))
     endpoint_api_key: str = setting("", "with --endpoint: the server's API key (never stored; default "

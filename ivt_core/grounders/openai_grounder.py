@@ -76,7 +76,7 @@ class OpenAIGrounder:
         self.model = model
         self.family = family if isinstance(family, Family) else (
             get_family(family) if family in FAMILIES else family_for_model_type(family, "abs"))
-        self.name = f"{model}@{base_url}"
+        self.name = f"{model}@{base_url}"  # its registry name (``served_model``)
         self.run_settings = {"endpoint_model": model}  # stored with a run, so that resuming it asks the same model
 
     def _served_model(self, wanted: str) -> dict:
@@ -160,3 +160,8 @@ class OpenAIGrounder:
         usage = data.get("usage") or {}
         return Generation(text.strip(), int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0)),
                           (time.perf_counter() - start) * 1000, truncated=choice.get("finish_reason") == "length")
+
+
+def served_model(registry_name: str) -> str:
+    """The model's name on its server, from the registry name of a model evaluated there (``model@URL``)."""
+    return registry_name.split("@http", 1)[0]

@@ -90,6 +90,18 @@ def test_explore_opens_a_sample_from_its_thumbnail(app_url, page):
     _shot(page, "explore-glance")
 
 
+def test_explore_evaluation_form_takes_a_model_server_and_refuses_a_bad_url(app_url, page):
+    _open(page, app_url, "Explore")
+    page.get_by_text("Start a new evaluation (background job)").click()
+    url = page.locator("#cfg-eval-endpoint input, #cfg-eval-endpoint textarea").first
+    url.wait_for(state="visible", timeout=30_000)
+    url.fill("gpu-box:8000")
+    url.press("Tab")
+    page.locator("#eval-start").click()
+    _message(page, "eval-message", "--endpoint must start with http:// or https://")
+    _shot(page, "explore-evaluation-form")
+
+
 def test_compare_two_runs(app_url, page):
     _open(page, app_url, "Compare")
     page.get_by_text("common samples").first.wait_for(timeout=30_000)

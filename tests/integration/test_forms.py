@@ -79,6 +79,17 @@ def test_an_emptied_form_field_says_which(monkeypatch):
         config_from_form(GRPOConfig, {"lr": None})
 
 
+def test_an_optional_number_left_empty_means_empty():
+    """gradio's page shows and sends an empty number box as 0: for "At most N samples (0: all)" that is empty (all),
+    not a refusal (Explore's evaluation form could not start an evaluation of all samples); a number typed stays."""
+    from ivt_core.config.evaluation import EvalConfig
+    from ui.config_form import config_from_form
+
+    assert config_from_form(EvalConfig, {"limit": 0}, dataset="shapes", split="val").limit is None
+    assert config_from_form(EvalConfig, {"limit": 40}, dataset="shapes", split="val").limit == 40
+    assert config_from_form(EvalConfig, {"steps": 0}, dataset="shapes", split="val").steps == 0  # 0 is a value
+
+
 @pytest.mark.parametrize("cls, values, message", [
     (SFTConfig, {"lr": float("nan")}, "lr must be a finite number"),
     (SFTConfig, {"lr": 1e20}, "lr must be between"),
@@ -116,3 +127,39 @@ def test_bad_evaluation_form_values(values, message, tmp_path):
     workspace = Workspace.open(tmp_path / "ws")
     with pytest.raises(IVTError, match=message):
         checked_config(workspace, "eval", config_from_form(EvalConfig, dict(values), dataset="shapes", split="val"))
+
+
+def test_the_evaluation_form_runs_a_model_on_a_server(tmp_path):
+    """Explore's evaluation form: a server URL typed in evaluates the model on that server (no local checkpoint);
+    a model evaluated on a server before is evaluated there again; a bad URL is refused by the job's check, naming
+    the setting, with nothing queued; neither a model nor a URL is one line saying so."""
+    from ivt_core.bootstrap import ensure_shipped_models
+    from ivt_core.errors import InvalidInputError
+    from ivt_core.evaluate import register_evaluated_model
+    from ivt_core.families import FAMILIES
+    from ivt_core.workspace import Workspace
+    from ui.context import AppContext
+    from ui.explore import evaluation_from_form, queue_evaluation
+
+    workspace = Workspace.open(tmp_path / "ws")
+    ensure_shipped_models(workspace)
+    ctx = AppContext(workspace)
+    with workspace.connect() as db:
+        local = db.execute("SELECT id FROM models ORDER BY id LIMIT 1").fetchone()[0]
+        served = register_evaluated_model(db, "toy@http://gpu-box:8000/v1", FAMILIES["qwen3_vl"],
+                                          "http://gpu-box:8000/v1")
+    typed = evaluation_from_form(ctx, local, "shapes/val", {"endpoint": " http://gpu-box:8000/v1 ",
+                                                           "endpoint_model": "toy", "steps": 1})
+    assert (typed.endpoint, typed.endpoint_model, typed.model, typed.adapter) == (
+        "http://gpu-box:8000/v1", "toy", "", "")
+    typed.check()  # what the job's submission checks: a server needs no checkpoint
+    again = evaluation_from_form(ctx, served, "shapes/val", {})
+    assert (again.endpoint, again.endpoint_model, again.model) == ("http://gpu-box:8000/v1", "toy", "")
+    checkpoint = evaluation_from_form(ctx, local, "shapes/val", {"endpoint": "  "})
+    assert checkpoint.model and not checkpoint.endpoint
+    note = queue_evaluation(ctx, evaluation_from_form(ctx, None, "shapes/val", {"endpoint": "gpu-box:8000"}))
+    assert "Not started" in note and "--endpoint must start with http:// or https://" in note
+    with workspace.connect() as db:
+        assert db["jobs"].count == 0
+    with pytest.raises(InvalidInputError, match="pick a model, or give the URL of a server"):
+        evaluation_from_form(ctx, None, "shapes/val", {})
