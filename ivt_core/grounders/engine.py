@@ -506,10 +506,12 @@ class CachedEngine:
 
 
 # Lanes (``loop._in_lanes``) take turns on the GPU: one lane's compaction, prefill and decode at a time, while the
-# others prepare their next step on the CPU. Two lanes' GPU work at once gained nothing (one GPU), doubled the peak
-# memory (both prefills' activations) and made a decode graph's capture fail when the other lane's kernels ran
-# meanwhile (measured on an H200, docs/LOG.md).
+# others prepare their next step on the CPU. With two lanes' GPU work at once, a decode graph's capture failed
+# while the other lane's kernels were launched (that lane then decoded eagerly, 103 ms/sample) and the two
+# prefills' activations together ran out of memory (measured on an H200, docs/LOG.md).
 _GPU_TURN = threading.Lock()
+
+
 @contextmanager
 def _grouped_query_attention(enabled: bool):
     """Within: transformers' SDPA attention hands the key/value heads to SDPA as they are (``enable_gqa``) even
