@@ -80,20 +80,15 @@ def run_mode(grounder, mode: str, samples, images, steps: int, batch: int, new_t
 
 def _run_mode(grounder, mode: str, samples, images, steps: int, batch: int, new_tokens: int, device: str,
               lanes: int) -> dict:
-    import copy
-
     import torch
 
     from ivt_core.grounders.base import Sampling
-    from ivt_core.grounders.engine import CachedEngine
-    from ivt_core.loop import LoopConfig, run_samples
+    from ivt_core.loop import LoopConfig, lane_engines, run_samples
 
     plain = mode.startswith("plain")
     config = LoopConfig(steps=steps, batch_size=batch, sampling=Sampling(max_new_tokens=new_tokens),
                         engine="plain" if plain else "cached")
-    engines = None if plain else [CachedEngine(grounder.model, grounder.processor if lane == 0
-                                               else copy.deepcopy(grounder.processor), grounder.device,
-                                               own_stream=lanes > 1) for lane in range(lanes)]
+    engines = None if plain else lane_engines(grounder, lanes)
     if device == "cuda":
         import gc
 
@@ -114,11 +109,11 @@ def _run_mode(grounder, mode: str, samples, images, steps: int, batch: int, new_
                          "decode_kv_tokens", "turn_wait_s")
              } if engines else None
     if stats:
-        prefill_tokens, prefill_s = stats["prefill_tokens"], stats["prefill_s"] / lanes
+        prefill_tokens, prefill_s = stats["prefill_tokens"], stats["prefill_s"]  # lanes' prefills take turns
     else:  # plain: every step re-encodes its whole prompt; the time is not split
         prefill_tokens, prefill_s = sum(s.tokens_in for s in steps_done), None
     breakdown = None
-    if stats:  # with lanes, each part summed over the lanes (they overlap: the parts add up to more than the run)
+    if stats:  # with lanes, each part summed over the lanes (a lane's CPU parts overlap another's GPU parts)
         parts = {name: stats[f"{name}_s"] for name in ("prepare", "compact", "prefill", "decode", "turn_wait")}
         parts["loop"] = elapsed * lanes - sum(parts.values())
         breakdown = {name: 1000 * value / len(samples) for name, value in parts.items()}  # ms per sample
@@ -196,16 +191,6 @@ def floor_ms(model, prefill_tokens: int, generated_tokens: int, decode_steps: in
     return 1000 * seconds / samples
 
 
-def fused_kernels(model) -> list[str]:
-    """Which of the language model's modules run Liger's fused kernels (``ivt_core.grounders.fused_kernels``)."""
-    from ivt_core.grounders.engine import _inner_model
-
-    layer = _inner_model(model).language_model.layers[0]
-    return [name for name, on in (("rms_norm", hasattr(layer.input_layernorm, "casting_mode")),
-                                  ("swiglu", "Liger" in getattr(layer.mlp.forward, "__qualname__", "")))
-            if on]
-
-
 def load(args, device: str):
     import torch
 
@@ -234,6 +219,8 @@ def load(args, device: str):
 def main() -> None:
     import torch
     import transformers
+
+    from ivt_core.grounders.fused_kernels import fused_on
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     source = parser.add_mutually_exclusive_group()
@@ -339,7 +326,7 @@ def main() -> None:
         "source": source_name, "image": list(size), "steps": args.steps, "new_tokens": args.new_tokens,
         "rows": [{k: v for k, v in r.items() if k != "answers"} for r in rows], "engine_speedup": speedups,
         "same_answers": [same, len(plain_one["answers"])] if plain_one else None,
-        "fused_kernels": fused_kernels(grounder.model), "argv": sys.argv[1:]}, indent=1))
+        "fused_kernels": fused_on(grounder.model), "argv": sys.argv[1:]}, indent=1))
     print(f"wrote {out}")
 
 

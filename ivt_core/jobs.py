@@ -320,11 +320,10 @@ def resume_chain(db, job_id: int) -> list[int]:
         chain.append(nxt)
 
 
-def resume_refusal(workspace: Workspace, job_id: int) -> str | None:
+def resume_refusal(db, job_id: int) -> str | None:
     """None if ``resume`` can continue the job, else why not (the app shows its Resume button only then)."""
-    with workspace.connect() as db:
-        job = get_job(db, job_id)
-        later = [get_job(db, j) for j in resume_chain(db, job_id)[1:]]
+    job = get_job(db, job_id)
+    later = [get_job(db, j) for j in resume_chain(db, job_id)[1:]]
     if job["status"] in ACTIVE:
         return f"job {job_id} is still {job['status']}; cancel it first or wait for it"
     if job["status"] == "done":
@@ -342,10 +341,10 @@ def resume_refusal(workspace: Workspace, job_id: int) -> str | None:
 def resume(workspace: Workspace, job_id: int) -> int:
     """Start a job that continues an interrupted, cancelled or failed one with its stored settings (an
     evaluation continues its run, a trainer its checkpoint); return the new job's id."""
-    refusal = resume_refusal(workspace, job_id)
-    if refusal:
-        raise InvalidInputError(refusal)
     with workspace.connect() as db:
+        refusal = resume_refusal(db, job_id)
+        if refusal:
+            raise InvalidInputError(refusal)
         job = get_job(db, job_id)
         chain = resume_chain(db, job_id)
         run_id = next((r for r in (run_of_job(db, j) for j in reversed(chain)) if r is not None), None)

@@ -19,6 +19,7 @@ makes the loop raise.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 
@@ -252,35 +253,42 @@ def _continuous(grounder: Grounder, items: Iterable[tuple[Sample, Image.Image]],
     With lanes, the conversations in flight are split between engines that take turns on the GPU (one lane's
     compaction, prefill and decode at a time: ``engine._GPU_TURN``): while one lane runs there, the other prepares its
     next step on the CPU (reading answers, drawing boxes, the chat template, tokenizing, rotary positions; its
-    pixels are patchified in its turn). Each lane is a thread with its own engine, CUDA stream and copy
-    of the processor (a fast tokenizer is not safe to call from two threads at once); the lanes take samples from
+    pixels are patchified in its turn). Each lane is a thread with its own engine (``lane_engines``); the lanes
+    take samples from
     one queue as their rows free up, so the one that ends early takes more. Answers do not depend on the lane
     (each conversation is its own row; greedy answers are the same as in one lane, tested in float32)."""
-    import copy
-
-    from ivt_core.grounders.engine import CachedEngine, auto_batch_size
+    from ivt_core.grounders.engine import auto_batch_size
 
     queue = enumerate(items)
     first = next(queue, None)
     if first is None:
         return
+    queue = itertools.chain([first], queue)
     lanes = len(engines) if engines else config.lanes
     limit = config.batch_size  # conversations in flight in all lanes together
     if not limit:  # auto: sized from the first image and the device's free memory
         limit = auto_batch_size(grounder.model, grounder.processor, first[1][1].size, config.steps,
                                 config.sampling.max_new_tokens, grounder.device, most=256 * lanes)
-    if not engines:
-        engines = [CachedEngine(grounder.model, grounder.processor if lane == 0 else copy.deepcopy(grounder.processor),
-                                grounder.device, own_stream=lanes > 1) for lane in range(lanes)]
-    pending = iter([first])
+    engines = engines or lane_engines(grounder, lanes)
 
     def take():
-        return next(pending, None) or next(queue, None)
+        return next(queue, None)
 
     if lanes == 1:
         yield from _lane(grounder, take, config, keep_conversations, engines[0], limit)
         return
     yield from _in_lanes(grounder, take, config, keep_conversations, engines, limit)
+
+
+def lane_engines(grounder: Grounder, lanes: int) -> list:
+    """A cached engine per lane: with several, each on its own CUDA stream and with its own copy of the processor
+    (a fast tokenizer is not safe to call from two threads at once)."""
+    import copy
+
+    from ivt_core.grounders.engine import CachedEngine
+
+    return [CachedEngine(grounder.model, grounder.processor if lane == 0 else copy.deepcopy(grounder.processor),
+                         grounder.device, own_stream=lanes > 1) for lane in range(lanes)]
 
 
 def _lane(grounder: Grounder, take: Callable, config: LoopConfig, keep_conversations: bool, engine,

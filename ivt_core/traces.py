@@ -136,7 +136,8 @@ def synthesize(
         existing = traced_samples(db, run_id, teacher.name)
         todo = [(t, "corrective") for t in corrective if t.sample_id not in existing]
         todo += [(t, "keep") for t in keep if t.sample_id not in existing]
-        existing_cf = traced_samples(db, run_id, f"{teacher.name}-{COUNTERFACTUAL}")
+        counterfactual_teacher = f"{teacher.name}-{COUNTERFACTUAL}"
+        existing_cf = traced_samples(db, run_id, counterfactual_teacher)
         todo += [(t, kind) for t, kind in counterfactual_answers(db, trajectories, config, family, processor)
                  if t.sample_id not in existing_cf]
         created = 0
@@ -183,7 +184,7 @@ def synthesize(
                     flags = sorted({f for _, out in written[position] for f in out.flags})
                 fields = {
                     "run_id": run_id, "sample_id": sample.id, "kind": kind,
-                    "teacher": f"{teacher.name}-{COUNTERFACTUAL}" if counterfactual else teacher.name,
+                    "teacher": counterfactual_teacher if counterfactual else teacher.name,
                     "origin": COUNTERFACTUAL if counterfactual else "synth", "status": "pending", "family": family.name,
                     "student_text": traj.steps[0].raw_text, "student_box": traj.steps[0].box.to_xyxy(),
                     "student_iou": traj.step0_iou, "steps": steps, "flags": flags, "final_iou": steps[-1]["iou"],

@@ -74,10 +74,10 @@ def config_from_form(cls, values: dict, **fixed):
             # an optional number left empty ("At most N samples (0: all)") is shown as 0 by gradio's page and
             # reaches the server as 0, which no such setting takes: it means empty
             values[name] = value = None
-        if value is None and not optional(field_of(cls, name)):
-            label = field_of(cls, name).metadata.get("label") or name
+        if value is None and not optional(spec):
+            label = spec.metadata.get("label") or name
             raise InvalidInputError(f"{label} is empty; its default is {default_of(cls, name)}")
-        kind = type_name(field_of(cls, name))
+        kind = type_name(spec)
         if kind == "int" and value is not None:
             if float(value) != int(value):
                 raise InvalidInputError(f"{name} must be a whole number, got {value}")

@@ -180,7 +180,7 @@ def stoppable(ctx: AppContext, job_id) -> bool:
 
 def resumable(ctx: AppContext, job_id) -> bool:
     """Whether Resume can continue the job (``jobs.resume_refusal``): the Resume button is shown only then."""
-    return bool(job_id) and jobs.resume_refusal(ctx.workspace, int(job_id)) is None
+    return bool(job_id) and jobs.resume_refusal(ctx.db(), int(job_id)) is None
 
 
 def chain_log(ctx: AppContext, job_id: int | None, lines: int = 30) -> str:

@@ -77,5 +77,11 @@ def enable_fused_kernels(model) -> list[str]:
     for norm in norms:
         _patch_rms_norm_module(norm, offset=0.0, casting_mode="llama")
     fused = ["rms_norm", "rotary", *(["swiglu"] if mlps else [])]
+    model.ivt_fused_kernels = fused  # what ``fused_on`` reports (benchmarks write it with their figures)
     log.info("fused kernels: %s (liger-kernel)", ", ".join(fused))
     return fused
+
+
+def fused_on(model) -> list[str]:
+    """The fused kernels ``enable_fused_kernels`` put on ``model`` (empty: none)."""
+    return list(getattr(model, "ivt_fused_kernels", []))
