@@ -238,7 +238,9 @@ def build(ctx: AppContext) -> list:
     def recompare(r, b, s):
         return (*compare_view(ctx, ordered(r, b)), *sample_frame(ctx, ordered(r, b), s))
 
-    runs.change(lambda r, b: baseline_choices(ctx, r, b), [runs, baseline], baseline).then(
+    # .input, not .change: the page's first view sets the runs, their baseline and the comparison in one go; a
+    # change event would redo all of it once more behind a busy baseline picker
+    runs.input(lambda r, b: baseline_choices(ctx, r, b), [runs, baseline], baseline).then(
         recompare, [runs, baseline, show], [table, pairs, curve, note, *listing])
     baseline.input(recompare, [runs, baseline, show], [table, pairs, curve, note, *listing])
     show.change(lambda r, b, s: sample_frame(ctx, ordered(r, b), s), [runs, baseline, show], listing)

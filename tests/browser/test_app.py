@@ -136,6 +136,14 @@ def _message(page, elem_id, text, timeout=30_000):
         raise AssertionError(f"#{elem_id} shows {shown!r}, not {text!r}") from exc
 
 
+def _settled(page, elem_id, timeout=180_000):
+    """Wait until no event is pending on the element ``elem_id`` (gradio's status tracker over it, which takes the
+    clicks, is hidden): on a busy 2-core machine an update can stay queued for longer than a click waits."""
+    page.wait_for_function(
+        "(id) => { const e = document.getElementById(id); return !!e && [...e.querySelectorAll("
+        "'[data-testid=status-tracker]')].every(t => t.classList.contains('hide')); }", arg=elem_id, timeout=timeout)
+
+
 def _fill_until_kept(page, selector, value, tries=5):
     """Fill an input and check the value stays: a component that mounts late (an accordion opening) can
     reset a value typed into it a moment earlier. ``selector``: a CSS selector or a locator."""
@@ -372,6 +380,7 @@ def test_the_whole_cycle_without_a_restart(app_url, browser_ws, page):
 
     _open(page, app_url, "Compare")  # a reload: the new runs are listed without a restart
     page.get_by_text("100 common samples").first.wait_for(timeout=60_000)  # the parent and the new model
+    _settled(page, "compare-baseline")
     page.locator("#compare-baseline input").click()
     page.get_by_role("option", name=f"run {parent['id']}:").first.click()
     page.get_by_text(f"run {parent['id']} · toy-model · baseline").first.wait_for(timeout=30_000)
