@@ -106,7 +106,7 @@ def _run_mode(grounder, mode: str, samples, images, steps: int, batch: int, new_
     generated = sum(s.tokens_out for s in steps_done)
     stats = {key: sum(engine.stats.get(key, 0) for engine in engines)
              for key in ("prefill_tokens", "prefill_s", "prepare_s", "compact_s", "decode_s", "decode_steps",
-                         "decode_kv_tokens", "turn_wait_s")
+                         "decode_kv_tokens", "turn_wait_s", "vision_patches", "vision_images")
              } if engines else None
     if stats:
         prefill_tokens, prefill_s = stats["prefill_tokens"], stats["prefill_s"]  # lanes' prefills take turns
@@ -122,7 +122,9 @@ def _run_mode(grounder, mode: str, samples, images, steps: int, batch: int, new_
         "decode_steps": stats["decode_steps"] if stats else None,
         "floor_ms_per_sample": floor_ms(grounder.model, prefill_tokens, generated,
                                         stats["decode_steps"] if stats else None,  # each lane reads the weights
-                                        stats["decode_kv_tokens"] if stats else None, len(samples))
+                                        stats["decode_kv_tokens"] if stats else None, len(samples),
+                                        stats["vision_patches"] if stats else None,
+                                        stats["vision_images"] if stats else None)
         if FLOOR else None,
         "mode": mode, "steps": steps, "batch": batch, "samples": len(samples), "seconds": elapsed,
         "ms_per_sample": 1000 * elapsed / len(samples), "generated_tokens": generated,
@@ -169,25 +171,42 @@ FLOOR: dict = {}  # peak_tflops, hbm_tbs: set from the command line
 
 
 def floor_ms(model, prefill_tokens: int, generated_tokens: int, decode_steps: int | None, kv_tokens: int | None,
-             samples: int) -> float:
+             samples: int, vision_patches: int | None = None, vision_images: int | None = None) -> float:
     """The least time per sample the model's shape allows for this work on a GPU of ``FLOOR``'s peak compute and
-    memory bandwidth. The prefill is bound by compute: its tokens' matrix products (2 FLOP per non-embedding
-    parameter) and their attention over the mean conversation, at peak. The decode is bound by memory: each decode
-    step reads the weights once and every row its live KV cache (``kv_tokens``: the entries all decode steps
-    attended to, the engine's ``decode_kv_tokens``), unless its products take longer. Prefill and decode do not
-    run at once, so the floor is their sum. (Before session 11 it was the larger of all tokens' compute and the
-    weight reads alone, which left out the KV cache: 11.7 ms/sample for the 4B shape at T=2.)"""
+    memory bandwidth. The prefill is bound by compute: the language model's matrix products for its tokens (2 FLOP
+    per non-embedding parameter) and their attention over the mean conversation, plus the vision tower's for its
+    patches (``vision_patches`` in ``vision_images`` images, the engine's counts: 4 per image token with a 2x2
+    merge) and their attention within each image, the patch mergers at the merged rate, all at peak. The decode
+    is bound by memory: each decode step reads the weights once and every row its live KV cache (``kv_tokens``:
+    the entries all decode steps attended to, the engine's ``decode_kv_tokens``), unless its products take
+    longer. Prefill and decode do not run at once, so the floor is their sum. (Before session 11 it was the
+    larger of all tokens' compute and the weight reads alone, which left out the KV cache; before session 12 the
+    vision tower's parameters were counted once per language token instead of once per patch, which undercounts
+    an image's vision compute 4x: ~1.7 ms/sample for the 4B shape at T=2, 640x480, by hand.)"""
     text = model.config.get_text_config()
     embedding = model.get_input_embeddings().weight
-    params = sum(p.numel() for p in model.parameters()) - embedding.numel()
+    vision = next((m for m in model.modules() if type(m).__name__.endswith("VisionModel")), None)
+    vision_params = sum(p.numel() for p in vision.parameters()) if vision is not None and vision_patches else 0
+    merger_params = sum(p.numel() for name, m in vision.named_children() if "merger" in name
+                        for p in m.parameters()) if vision_params else 0
+    params = sum(p.numel() for p in model.parameters()) - embedding.numel() - vision_params
     context = prefill_tokens / max(1, samples)  # a conversation's length at its end, roughly
     dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
     per_token = 2 * params + 4 * text.num_hidden_layers * text.num_attention_heads * dim * context / 2
+    vision_flops = 0.0
+    if vision_params:
+        config = model.config.vision_config
+        merge = getattr(config, "spatial_merge_size", 2) ** 2
+        per_image = vision_patches / max(1, vision_images or 1)
+        vision_flops = (vision_patches * (2 * (vision_params - merger_params) + 4 * config.depth * config.hidden_size
+                                          * per_image)  # attention: each patch over its image's patches
+                        + vision_patches / merge * 2 * merger_params)
     peak, bandwidth = FLOOR["peak_tflops"] * 1e12, FLOOR["hbm_tbs"] * 1e12
     weights_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     kv_bytes = 2 * text.num_hidden_layers * text.num_key_value_heads * dim * embedding.element_size()
     decode_memory_s = ((decode_steps or 0) * weights_bytes + (kv_tokens or 0) * kv_bytes) / bandwidth
-    seconds = prefill_tokens * per_token / peak + max(generated_tokens * per_token / peak, decode_memory_s)
+    seconds = ((prefill_tokens * per_token + vision_flops) / peak
+               + max(generated_tokens * per_token / peak, decode_memory_s))
     return 1000 * seconds / samples
 
 

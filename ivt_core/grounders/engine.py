@@ -137,8 +137,8 @@ class CachedEngine:
         self.cache = None  # DynamicCache of RowsLayer: [rows, heads, capacity, dim] per layer
         # where the time goes (seconds, summed over steps): CPU preparation of the new tokens and images (chat
         # template, tokenizing, pixels, rope positions), the cache compaction, the prefill forward, the decode
-        self.stats = {"prefill_tokens": 0, "decode_steps": 0, "decode_kv_tokens": 0, "generated_tokens": 0,
-                      "cut_back": 0, "forwards": 0,
+        self.stats = {"prefill_tokens": 0, "vision_patches": 0, "vision_images": 0, "decode_steps": 0,
+                      "decode_kv_tokens": 0, "generated_tokens": 0, "cut_back": 0, "forwards": 0,
                       "prepare_s": 0.0, "compact_s": 0.0, "prefill_s": 0.0, "decode_s": 0.0,
                       "turn_wait_s": 0.0}
 
@@ -308,6 +308,8 @@ class CachedEngine:
         pixels = [p() if callable(p) else p for row in encoded for p in row_pixels[row]]  # a lane's: computed now
         pixel_values = torch.cat([p.to(self.device) for p in pixels]).to(self.model.dtype) if pixels else None
         grids = [g for row in encoded for g in row_grids[row]]
+        self.stats["vision_patches"] += sum(int(g.prod()) for g in grids)  # the vision tower's tokens
+        self.stats["vision_images"] += len(grids)
         grid = torch.stack(grids).to(self.device) if grids else None
         cache = self.cache
         if copy_of is not None:  # only the distinct rows are encoded, into their own cache, then copied

@@ -279,3 +279,32 @@ def test_the_engine_counts_the_cache_entries_its_decode_steps_read(chatty_tiny):
     steps = engine.stats["decode_steps"]
     assert steps == len(answer.token_ids) - 1 > 0  # the last token chosen is not fed back
     assert engine.stats["decode_kv_tokens"] == sum(answer.tokens_in + i + 1 for i in range(steps))
+    # the vision tower's tokens (the floor's vision compute): 4 patches per image token with a 2x2 merge
+    config = grounder.model.config
+    assert engine.stats["vision_images"] == 1
+    assert engine.stats["vision_patches"] == (engine.conversations["a"].fed.count(config.image_token_id)
+                                              * config.vision_config.spatial_merge_size ** 2) > 0
+
+
+def test_the_benchmark_floor_counts_the_vision_tower_per_patch(chatty_tiny, monkeypatch):
+    """The floor's prefill compute: the vision tower's parameters once per patch (4 per image token), not once
+    per language token as before session 12."""
+    from pathlib import Path
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    import loop_throughput
+
+    model = TransformersGrounder.load(chatty_tiny, device="cpu").model
+    vision = next(m for m in model.modules() if type(m).__name__.endswith("VisionModel"))
+    vision_params = sum(p.numel() for p in vision.parameters())
+    monkeypatch.setitem(loop_throughput.FLOOR, "peak_tflops", 1e-9)  # 1 FLOP per ms: the floor's ms are FLOPs
+    monkeypatch.setitem(loop_throughput.FLOOR, "hbm_tbs", 1e30)  # memory for free
+    text_only = loop_throughput.floor_ms(model, 100, 0, 0, 0, 1)
+    with_images = loop_throughput.floor_ms(model, 100, 0, 0, 0, 1, vision_patches=400, vision_images=1)
+    config = model.config.vision_config
+    merger = sum(p.numel() for name, m in vision.named_children() if "merger" in name for p in m.parameters())
+    expected = (400 * (2 * (vision_params - merger) + 4 * config.depth * config.hidden_size * 400)
+                + 400 / config.spatial_merge_size ** 2 * 2 * merger)
+    assert text_only > 0 and merger > 0
+    # text_only counted the vision parameters per language token; with patches they are counted per patch
+    assert with_images - (text_only - 100 * 2 * vision_params) == pytest.approx(expected)
