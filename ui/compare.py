@@ -26,15 +26,16 @@ from ui.explore import DISPLAY_SIDE
 
 MAX_RUNS = 3
 LISTED = 500
+PAIR_COLUMNS = ["run", "vs", "at", "wins", "losses", "ties"]  # also the headers of an empty table (not "1 2 3")
 
 
 def compare_view(ctx: AppContext, run_ids: list[int] | None):
     if not run_ids or not 2 <= len(run_ids) <= 3:
-        return pd.DataFrame([{"": "pick two or three runs"}]), pd.DataFrame(), None, ""
+        return pd.DataFrame([{"": "pick two or three runs"}]), pd.DataFrame(columns=PAIR_COLUMNS), None, ""
     try:
         result = compare_runs(ctx.db(), [int(r) for r in run_ids])
     except IVTError as exc:
-        return pd.DataFrame([{"": str(exc)}]), pd.DataFrame(), None, f"**{exc}**"
+        return pd.DataFrame([{"": str(exc)}]), pd.DataFrame(columns=PAIR_COLUMNS), None, f"**{exc}**"
     base = result["runs"][0]
     rows = []
     for index, (label, _) in enumerate(summary_rows(base["metrics"])):
@@ -48,8 +49,8 @@ def compare_view(ctx: AppContext, run_ids: list[int] | None):
                 cells.append(f"{name} {value[key]:.3f}{delta}")
             row[f"run {run['run_id']} · {run['model']}{' · baseline' if run is base else ''}"] = " · ".join(cells)
         rows.append(row)
-    pairs = pd.DataFrame([{"run": p["run"], "vs": p["against"], "at": p["at"], "wins": p["wins"],
-                           "losses": p["losses"], "ties": p["ties"]} for p in result["pairs"]])
+    pairs = pd.DataFrame([(p["run"], p["against"], p["at"], p["wins"], p["losses"], p["ties"])
+                          for p in result["pairs"]], columns=PAIR_COLUMNS)
     fig = go.Figure()
     for run in result["runs"]:
         curve = run["metrics"]["per_step"]
@@ -99,13 +100,14 @@ def paper_view(ctx: AppContext, run_ids: list[int] | None, candidates: list[int]
 
 def sample_frame(ctx: AppContext, run_ids, show):
     """The common samples, biggest final-IoU difference against the first run first; the picker; a count line."""
+    empty = pd.DataFrame(columns=["sample", "expression"])  # headers, not "1 2 3"
     if not run_ids or not 2 <= len(run_ids) <= MAX_RUNS:
-        return pd.DataFrame(), gr.update(choices=[], value=None), ""
+        return empty, gr.update(choices=[], value=None), ""
     ids = [int(r) for r in run_ids]
     try:
         rows = per_sample(ctx.db(), ids, show or "all", limit=LISTED + 1)
     except IVTError as exc:
-        return pd.DataFrame(), gr.update(choices=[], value=None), f"**{exc}**"
+        return empty, gr.update(choices=[], value=None), f"**{exc}**"
     frame = pd.DataFrame([{"sample": r["sample_id"], "expression": r["expression"],
                            **{f"run {rid} {k}": round(r[f"{k} {rid}"], 3) for rid in ids for k in ("step0", "final")},
                            **{f"run {rid} final delta": f"{r[f'delta {rid}']:+.3f}" for rid in ids[1:]}}

@@ -80,10 +80,13 @@ def run_summary(ctx: AppContext, run_id: int | None):
     return table, fig
 
 
+SAMPLE_COLUMNS = ["sample", "expression", "source", "step 0", "final", "outcome", "unreadable"]
+
+
 def samples_frame(ctx: AppContext, run_id, outcome, failures, search, source="all", low=0.0, high=1.0):
     """The filtered sample list (worst first), the sample picker, and a line saying how many match."""
     if not run_id:
-        return pd.DataFrame(), gr.update(choices=[], value=None), ""
+        return pd.DataFrame(columns=SAMPLE_COLUMNS), gr.update(choices=[], value=None), ""
     filters = {"outcome": None if outcome in (None, "all") else outcome, "parse_failures": bool(failures),
                "search": search or None, "source": None if source in (None, "all") else source,
                "iou_band": (float(low or 0), float(1 if high is None else high))}
@@ -92,10 +95,9 @@ def samples_frame(ctx: AppContext, run_id, outcome, failures, search, source="al
         total = count_rows(ctx.db(), run_id, **filters)
     except IVTError as exc:
         return pd.DataFrame([{"sample": "(none)"}]), gr.update(choices=[], value=None), f"**{exc}**"
-    frame = pd.DataFrame([{"sample": r["sample_id"], "expression": r["expression"], "source": r["source"],
-                           "step 0": round(r["step0_iou"], 3), "final": round(r["final_iou"], 3),
-                           "outcome": r["outcome"], "unreadable": r["failures"]}
-                          for r in rows] or [{"sample": "(none match)"}])
+    frame = pd.DataFrame([(r["sample_id"], r["expression"], r["source"], round(r["step0_iou"], 3),
+                           round(r["final_iou"], 3), r["outcome"], r["failures"]) for r in rows]
+                         or [("(none match)", *[""] * (len(SAMPLE_COLUMNS) - 1))], columns=SAMPLE_COLUMNS)
     ids = [r["sample_id"] for r in rows]
     shown = f" (the {SHOWN:,} worst are listed)" if total > SHOWN else ""
     return frame, gr.update(choices=ids, value=ids[0] if ids else None), f"{total:,} samples match{shown}."

@@ -44,8 +44,13 @@ def _clip(text: str, limit: int = 400) -> str:
     return text if len(text) <= limit else text[:limit] + f"... ({len(text):,} characters)"
 
 
+# the answers table's columns (also its headers before the first probe) and their widths
+ANSWER_COLUMNS = {"shown": "12%", "shown IoU": "8%", "answer IoU": "8%", "moved (1 - IoU shown/answer)": "10%",
+                  "gain": "7%", "says correct": "7%", "readable": "7%", "answer": "41%"}
+
+
 def run_probe(ctx: AppContext, model_id, choice, index, expression, seed):
-    empty = ([], pd.DataFrame(), None)
+    empty = ([], pd.DataFrame(columns=list(ANSWER_COLUMNS)), None)
     if not model_id:
         return *empty, "**Pick a model.**"
     if not expression or not expression.strip():
@@ -67,7 +72,7 @@ def run_probe(ctx: AppContext, model_id, choice, index, expression, seed):
     table = pd.DataFrame([{"shown": r.shown, "shown IoU": _r(r.shown_iou), "answer IoU": round(r.next_iou, 3),
                            "moved (1 - IoU shown/answer)": _r(r.moved), "gain": _r(r.gain),
                            "says correct": r.says_correct, "readable": r.parse_ok, "answer": _clip(r.raw_text)}
-                          for r in rows])
+                          for r in rows], columns=list(ANSWER_COLUMNS))
     points = [r for r in rows if r.shown_iou is not None and r.moved is not None]
     fig = go.Figure(go.Scatter(x=[r.shown_iou for r in points], y=[r.moved for r in points], mode="markers+text",
                                text=[r.shown for r in points], textposition="top center"))
@@ -143,8 +148,8 @@ def build(ctx: AppContext) -> list:
     gallery = gr.Gallery(label="Counterfactuals", columns=6, height=300)
     with gr.Row():
         # fixed widths: a long answer wraps inside its own (wide) column instead of squeezing the headers
-        table = gr.Dataframe(label="Answers", interactive=False, wrap=True, elem_id="probe-answers",
-                             column_widths=["12%", "8%", "8%", "10%", "7%", "7%", "48%"])
+        table = gr.Dataframe(pd.DataFrame(columns=list(ANSWER_COLUMNS)), label="Answers", interactive=False,
+                             wrap=True, elem_id="probe-answers", column_widths=list(ANSWER_COLUMNS.values()))
         plot = gr.Plot()
     for trigger in (split.change, index.change):
         trigger(lambda c, i: sample_expression(ctx, c, i), [split, index], [expression, note])

@@ -271,9 +271,12 @@ def test_probe_refuses_an_empty_expression_then_probes_the_toy_model(app_url, pa
     expression = page.locator("#probe-expression textarea, #probe-expression input").first
     page.wait_for_function("() => [...document.querySelectorAll('#probe-expression textarea, #probe-expression "
                            "input')].some(e => e.value.length > 0)", timeout=30_000)
+    # before any probe the answers table names its columns (it showed "1 2 3")
+    page.locator("#probe-answers").get_by_text("answer IoU").first.wait_for(timeout=30_000)
     expression.fill("")
     page.locator("#probe-run").click()
     _message(page, "probe-note", "cannot be empty")
+    page.locator("#probe-answers").get_by_text("says correct").first.wait_for(timeout=30_000)
     expression.fill("the red shape")
     page.locator("#probe-run").click()
     _message(page, "probe-note", "Correlation of shown IoU", timeout=180_000)

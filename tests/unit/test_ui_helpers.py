@@ -31,3 +31,17 @@ def test_training_curves_against_time_and_smoothed(workspace):
     timed = curves(ctx, job, smoothing=0.5, by_time=True)
     assert timed.layout.xaxis.title.text == "minutes" and list(timed.data[1].y) == [4.0, 3.5, 2.75]
     assert all(x >= 0 for x in timed.data[1].x)
+
+
+def test_empty_tables_name_their_columns(workspace):
+    """Before there is anything to show, Compare's and Explore's tables show their headers (they showed gradio's
+    placeholder headers "1 2 3")."""
+    from ui.compare import PAIR_COLUMNS, compare_view, sample_frame
+    from ui.context import AppContext
+    from ui.explore import SAMPLE_COLUMNS, samples_frame
+
+    ctx = AppContext(workspace)
+    _, pairs, _, _ = compare_view(ctx, [1])
+    assert list(pairs.columns) == PAIR_COLUMNS == ["run", "vs", "at", "wins", "losses", "ties"]
+    assert list(sample_frame(ctx, [], "all")[0].columns) == ["sample", "expression"]
+    assert list(samples_frame(ctx, None, "all", False, "")[0].columns) == SAMPLE_COLUMNS
