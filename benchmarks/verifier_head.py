@@ -17,9 +17,11 @@ half). Two readings of a box:
   features at the position that gives the answer's first token.
 
 Features: that position's hidden state after every language layer, and the mean final hidden state over the
-tokens of the image with the box drawn. Scikit-learn is not a dependency, so the head is a few lines of torch
-(L2-regularised logistic regression, full-batch L-BFGS on standardised features, the L2 weight picked on a
-fifth of the training boxes). Prints a table and writes JSON (``--out``). A measurement, not a product feature.
+tokens of the image with the box drawn. For comparison, a signal that needs no training: ``confidence``, the
+model's log-probability of its own step-0 answer (the answer's tokens, no box drawn), scored as is.
+Scikit-learn is not a dependency, so the head is a few lines of torch (L2-regularised logistic regression,
+full-batch L-BFGS on standardised features, the L2 weight picked on a fifth of the training boxes). Prints a
+table and writes JSON (``--out``). A measurement, not a product feature.
 """
 
 from __future__ import annotations
@@ -62,6 +64,20 @@ def conversations(reading: str, sample, image, step0: dict, prompts, style) -> l
             {"role": "user", "content": [{"type": "image", "image": drawn},
                                          {"type": "text", "text": prompts.refine_text(sample.expression)}]},
             {"role": "assistant", "content": [{"type": "text", "text": KEEP_MINIMAL}]}]
+
+
+def confidence(grounder, samples, images, steps, prompts, batch_size: int = 16):
+    """[n]: log P(step-0 answer | image, question) under the model: its confidence in its own answer."""
+    import torch
+
+    from ivt_core.verifier import verdict_logprobs
+
+    convs = [[{"role": "user", "content": [{"type": "image", "image": image},
+                                           {"type": "text", "text": prompts.ground_text(sample.expression)}]},
+              {"role": "assistant", "content": [{"type": "text", "text": step0["raw_text"]}]}]
+             for sample, image, step0 in zip(samples, images, steps, strict=True)]
+    return torch.tensor([lp for start in range(0, len(convs), batch_size)
+                         for lp in verdict_logprobs(grounder, convs[start:start + batch_size])])
 
 
 def features(grounder, convs: list[list[dict]], batch_size: int = 16):
@@ -131,7 +147,7 @@ def curve(train_x, train_y, test_x, test_y, sizes: list[int], seed: int) -> list
         x, y = train_x[chosen], train_y[chosen]
         hold = max(1, len(chosen) // 5)
         best = None
-        for l2 in (1e-4, 1e-3, 1e-2, 1e-1):  # picked on a held-out fifth, then refitted on all
+        for l2 in (1e-4, 1e-3, 1e-2, 1e-1, 1.0):  # picked on a held-out fifth, then refitted on all
             score = auroc_of(fit_head(x[hold:], y[hold:], l2)(x[:hold]), y[:hold].tolist())
             if score is not None and (best is None or score > best[0]):
                 best = (score, l2)
@@ -140,6 +156,49 @@ def curve(train_x, train_y, test_x, test_y, sizes: list[int], seed: int) -> list
         rows.append({"train_boxes": len(chosen), "train_wrong": int((y == 0).sum()), "l2": l2,
                      "train_auroc": auroc_of(head(x), y.tolist()),
                      "test_auroc": auroc_of(head(test_x), test_y.tolist())})
+    return rows
+
+
+def selection(grounder, db, test, candidate_runs: list[int], head, reading: str, threshold: float) -> list[dict]:
+    """Best-of-K at equal compute, label-free: for each test sample, the test run's (greedy) box and each candidate
+    run's step-0 box (e.g. sampled single shots); which one each rule picks, scored against the ground truth."""
+    from ivt_core.paper_table import mcnemar, self_selected
+    from ivt_core.prompts import get_prompts
+    from ivt_core.render import RenderStyle
+    from ivt_core.store.runs import load_trajectories
+
+    run, samples, images, steps = test
+    prompts = get_prompts(grounder.family.prompt_family, run["prompt_version"])
+    style = RenderStyle.from_dict(run["render_style"])
+    others = [{t.sample_id: {"raw_text": t.steps[0].raw_text, "box": t.steps[0].box, "iou": t.steps[0].iou}
+               for t in load_trajectories(db, run_id) if t.steps and t.steps[0].box} for run_id in candidate_runs]
+    options = [[step0, *(o[s.id] for o in others if s.id in o)] for s, step0 in zip(samples, steps, strict=True)]
+    flat = [(i, option) for i, opts in enumerate(options) for option in opts]
+    x = features(grounder, [conversations(reading, samples[i], images[i], o, prompts, style) for i, o in flat])
+    head_scores = head(x).tolist()
+    sure = confidence(grounder, [samples[i] for i, _ in flat], [images[i] for i, _ in flat], [o for _, o in flat],
+                      prompts).tolist()
+    by_sample: list[list[int]] = [[] for _ in options]
+    for index, (i, _) in enumerate(flat):
+        by_sample[i].append(index)
+    rules = {
+        "greedy (single shot)": lambda idx: idx[0],
+        "most agreed-on box (the product's best-of-K)":
+            lambda idx: idx[self_selected([flat[j][1]["box"] for j in idx])],
+        "highest confidence (log P of the answer)": lambda idx: max(idx, key=lambda j: (sure[j], -j)),
+        f"linear head on the frozen features ({reading})": lambda idx: max(idx, key=lambda j: (head_scores[j], -j)),
+        "oracle (uses ground truth)": lambda idx: max(idx, key=lambda j: (flat[j][1]["iou"], -j)),
+    }
+    greedy = [flat[idx[0]][1]["iou"] >= threshold for idx in by_sample]
+    rows = []
+    for name, rule in rules.items():
+        chosen = [flat[rule(idx)][1]["iou"] for idx in by_sample]
+        right = [v >= threshold for v in chosen]
+        wins = sum(r and not g for r, g in zip(right, greedy, strict=True))
+        losses = sum(g and not r for r, g in zip(right, greedy, strict=True))
+        rows.append({"rule": name, "n": len(chosen), "acc": sum(right) / len(right),
+                     "acc@0.9": sum(v >= 0.9 for v in chosen) / len(chosen), "wins": wins, "losses": losses,
+                     "p": mcnemar(wins, losses)})
     return rows
 
 
@@ -162,6 +221,8 @@ def main() -> None:
     parser.add_argument("--threshold", type=float, default=0.5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--limit", type=int, default=None, help="at most this many boxes of each run")
+    parser.add_argument("--candidates", default=None,
+                        help="RUN,RUN...: other runs on the test samples (sampled single shots): best-of-K selection")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", default="build/bench/verifier_head.json")
     args = parser.parse_args()
@@ -172,6 +233,10 @@ def main() -> None:
     with workspace.connect() as db:
         runs = {name: (get_run(db, run_id), *run_boxes(workspace, db, run_id, args.limit))
                 for name, run_id in (("train", args.train_run), ("test", args.test_run))}
+    for name, (run, samples, images, steps) in runs.items():
+        prompts = get_prompts(grounder.family.prompt_family, run["prompt_version"])
+        scores = confidence(grounder, samples, images, steps, prompts)
+        results[f"confidence_auroc_{name}"] = auroc_of(scores, [st["iou"] >= args.threshold for st in steps])
     for reading in args.readings.split(","):
         data = {}
         for name, (run, samples, images, steps) in runs.items():
@@ -186,6 +251,12 @@ def main() -> None:
                   f"right {int(y.sum())} / {len(y)}", flush=True)
         rows = curve(*data["train"], *data["test"], [int(s) for s in args.sizes.split(",")], args.seed)
         results["readings"][reading] = rows
+        if args.candidates and "selection" not in results:  # the first reading's head, on all training boxes
+            head = fit_head(*data["train"], rows[-1]["l2"])
+            candidates = [int(c) for c in args.candidates.split(",")]
+            with workspace.connect() as db:
+                results["selection"] = selection(grounder, db, runs["test"], candidates, head, reading,
+                                                 args.threshold)
     print(f"\nlinear head on the frozen model's features; AUROC right vs wrong (IoU >= {args.threshold}) on the "
           f"test run's step-0 boxes")
     print(f"{'reading':<8}{'train boxes':>12}{'(wrong)':>9}{'L2':>8}{'train AUROC':>13}{'test AUROC':>12}")
@@ -193,6 +264,15 @@ def main() -> None:
         for r in rows:
             print(f"{reading:<8}{r['train_boxes']:>12}{r['train_wrong']:>9}{r['l2']:>8g}{r['train_auroc']:>13.3f}"
                   f"{r['test_auroc']:>12.3f}")
+    print(f"confidence (log P of its own answer, no training): AUROC {results['confidence_auroc_test']:.3f} on "
+          f"the test run, {results['confidence_auroc_train']:.3f} on the train run")
+    if results.get("selection"):
+        k = 1 + len(args.candidates.split(","))
+        print(f"\nbest-of-{k} on the test run's samples (its box and runs {args.candidates}), label-free except the "
+              f"oracle; Acc at IoU {args.threshold}, wins / losses against greedy, McNemar p")
+        for r in results["selection"]:
+            print(f"  {r['rule']:<52}{r['acc']:>7.3f}{r['acc@0.9']:>8.3f}  {r['wins']:>4} W {r['losses']:>4} L  "
+                  f"p={r['p']:.3g}")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=1))
