@@ -214,7 +214,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workspace", required=True)
     parser.add_argument("--model", required=True, help="the model whose features are read (the base)")
-    parser.add_argument("--train-run", type=int, required=True, help="a run of that model on a train split")
+    parser.add_argument("--train-run", required=True,
+                        help="RUN[,RUN...]: runs of that model on a train split (e.g. greedy and sampled single "
+                             "shots); the head learns from all their boxes")
     parser.add_argument("--test-run", type=int, required=True, help="a run of that model on a test split")
     parser.add_argument("--sizes", default="250,500,1000,2000")
     parser.add_argument("--readings", default="refine,drawn")
@@ -231,12 +233,16 @@ def main() -> None:
     grounder = TransformersGrounder.load(args.model, device=args.device)
     results = {"args": vars(args), "readings": {}}
     with workspace.connect() as db:
-        runs = {name: (get_run(db, run_id), *run_boxes(workspace, db, run_id, args.limit))
-                for name, run_id in (("train", args.train_run), ("test", args.test_run))}
-    for name, (run, samples, images, steps) in runs.items():
-        prompts = get_prompts(grounder.family.prompt_family, run["prompt_version"])
-        scores = confidence(grounder, samples, images, steps, prompts)
-        results[f"confidence_auroc_{name}"] = auroc_of(scores, [st["iou"] >= args.threshold for st in steps])
+        runs = {"test": (get_run(db, args.test_run), *run_boxes(workspace, db, args.test_run, args.limit))}
+        train = [(get_run(db, int(r)), *run_boxes(workspace, db, int(r), args.limit))
+                 for r in args.train_run.split(",")]
+    if len({(r["prompt_version"], json.dumps(r["render_style"], sort_keys=True)) for r, *_ in train}) > 1:
+        sys.exit("verifier_head.py: the train runs differ in prompts or box drawing; give runs made alike")
+    runs["train"] = (train[0][0], *(sum((list(part[i]) for part in train), []) for i in (1, 2, 3)))
+    run, samples, images, steps = runs["test"]
+    scores = confidence(grounder, samples, images, steps, get_prompts(grounder.family.prompt_family,
+                                                                      run["prompt_version"]))
+    results["confidence_auroc_test"] = auroc_of(scores, [st["iou"] >= args.threshold for st in steps])
     for reading in args.readings.split(","):
         data = {}
         for name, (run, samples, images, steps) in runs.items():
@@ -265,7 +271,7 @@ def main() -> None:
             print(f"{reading:<8}{r['train_boxes']:>12}{r['train_wrong']:>9}{r['l2']:>8g}{r['train_auroc']:>13.3f}"
                   f"{r['test_auroc']:>12.3f}")
     print(f"confidence (log P of its own answer, no training): AUROC {results['confidence_auroc_test']:.3f} on "
-          f"the test run, {results['confidence_auroc_train']:.3f} on the train run")
+          f"the test run")
     if results.get("selection"):
         k = 1 + len(args.candidates.split(","))
         print(f"\nbest-of-{k} on the test run's samples (its box and runs {args.candidates}), label-free except the "
