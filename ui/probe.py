@@ -76,7 +76,7 @@ def run_probe(ctx: AppContext, model_id, choice, index, expression, seed):
     points = [r for r in rows if r.shown_iou is not None and r.moved is not None]
     fig = go.Figure(go.Scatter(x=[r.shown_iou for r in points], y=[r.moved for r in points], mode="markers+text",
                                text=[r.shown for r in points], textposition="top center"))
-    fig.update_layout(title="How far the model moves each box, by how good it was", xaxis_title="IoU of the box shown",
+    fig.update_layout(title="How far each box is moved, by its IoU", xaxis_title="IoU of the box shown",
                       yaxis_title="moved", xaxis_range=[-0.05, 1.05], yaxis_range=[-0.05, 1.1], height=340)
     summary = summarize_probe(rows)
     corr = summary["corr_shown_iou_vs_moved"]
@@ -149,8 +149,9 @@ def build(ctx: AppContext) -> list:
     with gr.Row():
         # fixed widths: a long answer wraps inside its own (wide) column instead of squeezing the headers
         table = gr.Dataframe(pd.DataFrame(columns=list(ANSWER_COLUMNS)), label="Answers", interactive=False,
-                             wrap=True, elem_id="probe-answers", column_widths=list(ANSWER_COLUMNS.values()))
-        plot = gr.Plot()
+                             wrap=True, elem_id="probe-answers", column_widths=list(ANSWER_COLUMNS.values()),
+                             scale=2)  # eight columns: twice the plot's width, so that headers are not cut up
+        plot = gr.Plot(scale=1)
     for trigger in (split.change, index.change):
         trigger(lambda c, i: sample_expression(ctx, c, i), [split, index], [expression, note])
     start.click(lambda *a: run_probe(ctx, *a), [model, split, index, expression, seed], [gallery, table, plot, note],
