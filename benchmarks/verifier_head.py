@@ -35,18 +35,22 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def run_boxes(workspace, db, run_id: int, limit: int | None = None) -> tuple[list, list, list[dict]]:
-    """(samples, images, step 0s) of a run's trajectories whose step 0 has a box (the first ``limit`` by id)."""
+def _step0(trajectory) -> dict:
+    step = trajectory.steps[0]
+    return {"raw_text": step.raw_text, "box": step.box, "iou": step.iou}
+
+
+def run_boxes(workspace, db, run_id: int, limit: int | None = None) -> tuple[dict, list, list, list[dict]]:
+    """(run, samples, images, step 0s) of a run's trajectories whose step 0 has a box (the first ``limit`` by id)."""
     from ivt_core.data.sample import load_image
     from ivt_core.store.runs import get_run, load_trajectories
     from ivt_core.store.samples import get_sample
 
-    get_run(db, run_id)
-    steps = {t.sample_id: t.steps[0] for t in load_trajectories(db, run_id) if t.steps and t.steps[0].box}
+    run = get_run(db, run_id)
+    steps = {t.sample_id: _step0(t) for t in load_trajectories(db, run_id) if t.steps and t.steps[0].box}
     samples = [get_sample(db, sample_id) for sample_id in sorted(steps)[:limit]]
     images = [load_image(workspace.resolve(s.image_path)) for s in samples]
-    return samples, images, [{"raw_text": steps[s.id].raw_text, "box": steps[s.id].box, "iou": steps[s.id].iou}
-                             for s in samples]
+    return run, samples, images, [steps[s.id] for s in samples]
 
 
 def conversations(reading: str, sample, image, step0: dict, prompts, style) -> list[dict]:
@@ -165,13 +169,14 @@ def selection(grounder, db, test, candidate_runs: list[int], head, reading: str,
     from ivt_core.paper_table import mcnemar, self_selected
     from ivt_core.prompts import get_prompts
     from ivt_core.render import RenderStyle
+    from ivt_core.stopping import ORACLE_LABEL
     from ivt_core.store.runs import load_trajectories
 
     run, samples, images, steps = test
     prompts = get_prompts(grounder.family.prompt_family, run["prompt_version"])
     style = RenderStyle.from_dict(run["render_style"])
-    others = [{t.sample_id: {"raw_text": t.steps[0].raw_text, "box": t.steps[0].box, "iou": t.steps[0].iou}
-               for t in load_trajectories(db, run_id) if t.steps and t.steps[0].box} for run_id in candidate_runs]
+    others = [{t.sample_id: _step0(t) for t in load_trajectories(db, run_id) if t.steps and t.steps[0].box}
+              for run_id in candidate_runs]
     options = [[step0, *(o[s.id] for o in others if s.id in o)] for s, step0 in zip(samples, steps, strict=True)]
     flat = [(i, option) for i, opts in enumerate(options) for option in opts]
     x = features(grounder, [conversations(reading, samples[i], images[i], o, prompts, style) for i, o in flat])
@@ -187,7 +192,7 @@ def selection(grounder, db, test, candidate_runs: list[int], head, reading: str,
             lambda idx: idx[self_selected([flat[j][1]["box"] for j in idx])],
         "highest confidence (log P of the answer)": lambda idx: max(idx, key=lambda j: (sure[j], -j)),
         f"linear head on the frozen features ({reading})": lambda idx: max(idx, key=lambda j: (head_scores[j], -j)),
-        "oracle (uses ground truth)": lambda idx: max(idx, key=lambda j: (flat[j][1]["iou"], -j)),
+        ORACLE_LABEL: lambda idx: max(idx, key=lambda j: (flat[j][1]["iou"], -j)),
     }
     greedy = [flat[idx[0]][1]["iou"] >= threshold for idx in by_sample]
     rows = []
@@ -208,7 +213,6 @@ def main() -> None:
     from ivt_core.grounders.transformers_grounder import TransformersGrounder
     from ivt_core.prompts import get_prompts
     from ivt_core.render import RenderStyle
-    from ivt_core.store.runs import get_run
     from ivt_core.workspace import Workspace
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -233,9 +237,8 @@ def main() -> None:
     grounder = TransformersGrounder.load(args.model, device=args.device)
     results = {"args": vars(args), "readings": {}}
     with workspace.connect() as db:
-        runs = {"test": (get_run(db, args.test_run), *run_boxes(workspace, db, args.test_run, args.limit))}
-        train = [(get_run(db, int(r)), *run_boxes(workspace, db, int(r), args.limit))
-                 for r in args.train_run.split(",")]
+        runs = {"test": run_boxes(workspace, db, args.test_run, args.limit)}
+        train = [run_boxes(workspace, db, int(r), args.limit) for r in args.train_run.split(",")]
     if len({(r["prompt_version"], json.dumps(r["render_style"], sort_keys=True)) for r, *_ in train}) > 1:
         sys.exit("verifier_head.py: the train runs differ in prompts or box drawing; give runs made alike")
     runs["train"] = (train[0][0], *(sum((list(part[i]) for part in train), []) for i in (1, 2, 3)))

@@ -254,9 +254,9 @@ def _continuous(grounder: Grounder, items: Iterable[tuple[Sample, Image.Image]],
     compaction, prefill and decode at a time: ``engine._GPU_TURN``): while one lane runs there, the other prepares its
     next step on the CPU (reading answers, drawing boxes, the chat template, tokenizing, rotary positions; its
     pixels are patchified in its turn). Each lane is a thread with its own engine (``lane_engines``); the lanes
-    take samples from
-    one queue as their rows free up, so the one that ends early takes more. Answers do not depend on the lane
-    (each conversation is its own row; greedy answers are the same as in one lane, tested in float32)."""
+    take samples from one queue as their rows free up, so the one that ends early takes more. Answers do not
+    depend on the lane (each conversation is its own row; greedy answers are the same as in one lane, tested in
+    float32)."""
     from ivt_core.grounders.engine import auto_batch_size
 
     queue = enumerate(items)

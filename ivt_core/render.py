@@ -132,7 +132,8 @@ def _filled_box(image: Image.Image, box: Box, style: RenderStyle) -> Image.Image
     compositing the whole image (tested), at the cost of the box's area instead of the image's: a 160x140 box on
     a 640x480 image 4.6 -> 0.4 ms on a 2-core CPU (``benchmarks/render_speed.py``); the loop renders twice per
     sample at T=2."""
-    xs, ys = _box_xy(box)[0::2], _box_xy(box)[1::2]
+    corners = _box_xy(box)
+    xs, ys = corners[0::2], corners[1::2]
     # an integer rectangle around the box, an outline's width wider each side (a box thinner than its outline is
     # drawn beyond its coordinates), within the image; the box is moved by whole pixels into it, so the drawing
     # rounds its coordinates as it would on the whole image

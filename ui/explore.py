@@ -83,6 +83,11 @@ def run_summary(ctx: AppContext, run_id: int | None):
 SAMPLE_COLUMNS = ["sample", "expression", "source", "step 0", "final", "outcome", "unreadable"]
 
 
+def _placeholder(text: str) -> pd.DataFrame:
+    """The sample table with one row saying why it lists no sample."""
+    return pd.DataFrame([(text, *[""] * (len(SAMPLE_COLUMNS) - 1))], columns=SAMPLE_COLUMNS)
+
+
 def samples_frame(ctx: AppContext, run_id, outcome, failures, search, source="all", low=0.0, high=1.0):
     """The filtered sample list (worst first), the sample picker, and a line saying how many match."""
     if not run_id:
@@ -94,10 +99,10 @@ def samples_frame(ctx: AppContext, run_id, outcome, failures, search, source="al
         rows = sample_rows(ctx.db(), run_id, limit=SHOWN, **filters)
         total = count_rows(ctx.db(), run_id, **filters)
     except IVTError as exc:
-        return pd.DataFrame([{"sample": "(none)"}]), gr.update(choices=[], value=None), f"**{exc}**"
+        return _placeholder("(none)"), gr.update(choices=[], value=None), f"**{exc}**"
     frame = pd.DataFrame([(r["sample_id"], r["expression"], r["source"], round(r["step0_iou"], 3),
-                           round(r["final_iou"], 3), r["outcome"], r["failures"]) for r in rows]
-                         or [("(none match)", *[""] * (len(SAMPLE_COLUMNS) - 1))], columns=SAMPLE_COLUMNS)
+                           round(r["final_iou"], 3), r["outcome"], r["failures"]) for r in rows],
+                         columns=SAMPLE_COLUMNS) if rows else _placeholder("(none match)")
     ids = [r["sample_id"] for r in rows]
     shown = f" (the {SHOWN:,} worst are listed)" if total > SHOWN else ""
     return frame, gr.update(choices=ids, value=ids[0] if ids else None), f"{total:,} samples match{shown}."

@@ -69,10 +69,8 @@ def run_probe(ctx: AppContext, model_id, choice, index, expression, seed):
         shown = shown.resize((shown.width * 2, shown.height * 2))
         before = "no box" if row.shown_iou is None else f"IoU {row.shown_iou:.2f}"
         gallery.append((shown, f"{row.shown}: {before} -> {row.next_iou:.2f}"))
-    table = pd.DataFrame([{"shown": r.shown, "shown IoU": _r(r.shown_iou), "answer IoU": round(r.next_iou, 3),
-                           "moved (1 - IoU shown/answer)": _r(r.moved), "gain": _r(r.gain),
-                           "says correct": r.says_correct, "readable": r.parse_ok, "answer": _clip(r.raw_text)}
-                          for r in rows], columns=list(ANSWER_COLUMNS))
+    table = pd.DataFrame([(r.shown, _r(r.shown_iou), round(r.next_iou, 3), _r(r.moved), _r(r.gain), r.says_correct,
+                           r.parse_ok, _clip(r.raw_text)) for r in rows], columns=list(ANSWER_COLUMNS))
     points = [r for r in rows if r.shown_iou is not None and r.moved is not None]
     fig = go.Figure(go.Scatter(x=[r.shown_iou for r in points], y=[r.moved for r in points], mode="markers+text",
                                text=[r.shown for r in points], textposition="top center"))
