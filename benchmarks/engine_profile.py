@@ -4,8 +4,10 @@
         --batch-size 128 --steps 1 --new-tokens 60
 
 Runs the loop once to warm up, then once under ``torch.profiler`` (CPU and CUDA activity); prints the top
-operations by CUDA time and by CPU time, the engine's own breakdown, and writes JSON (``--out``) with both
-tables. Where ``loop_throughput.py`` says how long, this says on what.
+operations by CUDA time and by CPU time, the kernels of each phase of a step (compaction, the vision tower, the
+language model's prefill, the decode: each kernel counted under the phase whose code launched it), the engine's
+own breakdown, and writes JSON (``--out``) with the tables. Where ``loop_throughput.py`` says how long, this says
+on what.
 """
 
 from __future__ import annotations
@@ -37,6 +39,9 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=60)
     parser.add_argument("--image", default="640x480")
     parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--eager-decode", action="store_true",
+                        help="decode without CUDA graphs: slower, but the profiler then puts the decode's kernels "
+                             "under the decode phase (a replayed graph's kernels come with no launching operation)")
     parser.add_argument("--out", default="build/bench/engine_profile.json")
     args = parser.parse_args()
     if not torch.cuda.is_available():
@@ -47,7 +52,8 @@ def main() -> None:
     config = LoopConfig(steps=args.steps, batch_size=args.batch_size, sampling=Sampling(max_new_tokens=args.new_tokens),
                         engine="cached")
     run_samples(grounder, samples[:8], config, images[:8])  # warm-up: kernels, graphs
-    engine = CachedEngine(grounder.model, grounder.processor, grounder.device)
+    engine = CachedEngine(grounder.model, grounder.processor, grounder.device, use_graphs=not args.eager_decode)
+    _mark_phases(engine, grounder.model)
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
         run_samples(grounder, samples, config, images, engine=engine)
         torch.cuda.synchronize()
@@ -70,6 +76,13 @@ def main() -> None:
                   f"{row['cpu_ms']:>10.1f}{row['self_cpu_ms']:>10.1f}")
     total = sum(e.self_device_time_total for e in events) / 1000
     print(f"\nall kernels: {total:.1f} ms of CUDA time")
+    tables["by_phase"] = by_phase(prof.events(), args.top)
+    for phase, rows in tables["by_phase"].items():
+        spent = sum(r["cuda_ms"] for r in rows["all"])
+        print(f"\n{phase}: {spent:.1f} ms of kernels ({rows['kernels']} launches); top {args.top}")
+        for row in rows["all"][:args.top]:
+            print(f"  {row['name']:<96}{row['calls']:>7}{row['cuda_ms']:>10.1f}{100 * row['cuda_ms'] / spent:>6.1f}%")
+        tables["by_phase"][phase]["all"] = rows["all"][:args.top]
     stats = {k: v for k, v in engine.stats.items() if isinstance(v, int | float)}
     print("\nengine:", ", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}" for k, v in stats.items()))
     out = Path(args.out)
@@ -77,6 +90,56 @@ def main() -> None:
     out.write_text(json.dumps({"args": vars(args), "tables": tables, "engine": stats,
                                "device": torch.cuda.get_device_name(), "torch": torch.__version__}, indent=1))
     print(f"wrote {out}")
+
+
+PHASES = ("ivt:compact", "ivt:vision", "ivt:decode", "ivt:gpu_step")  # innermost first; gpu_step's rest: prefill
+
+
+def _ranged(name: str, fn):
+    from torch.profiler import record_function
+
+    def inner(*args, **kwargs):
+        with record_function(name):
+            return fn(*args, **kwargs)
+
+    return inner
+
+
+def _mark_phases(engine, model) -> None:
+    """Profiler ranges around the engine's phases (on this engine and model only: instances, not classes)."""
+    engine._compact = _ranged("ivt:compact", engine._compact)
+    engine._decode = _ranged("ivt:decode", engine._decode)
+    engine._on_gpu = _ranged("ivt:gpu_step", engine._on_gpu)
+    for module in model.modules():
+        if type(module).__name__.endswith("VisionModel"):
+            module.forward = _ranged("ivt:vision", module.forward)
+
+
+def by_phase(events, top: int) -> dict:
+    """Kernel time per phase: each kernel under the innermost ``PHASES`` range around the operation that launched
+    it (kernels replayed in a decode graph come with the replay); the language model's prefill is what the step
+    launched outside the other ranges."""
+    from collections import defaultdict
+
+    names = {"ivt:compact": "compaction", "ivt:vision": "vision tower", "ivt:decode": "decode",
+             "ivt:gpu_step": "prefill (language model)", None: "outside a step"}
+    spent: dict = defaultdict(lambda: defaultdict(lambda: [0, 0.0]))
+    for event in events:
+        if not event.kernels:
+            continue
+        ranges, parent = set(), event
+        while parent is not None:
+            ranges.add(parent.name)
+            parent = parent.cpu_parent
+        phase = next((p for p in PHASES if p in ranges), None)
+        for kernel in event.kernels:
+            entry = spent[names[phase]][kernel.name[:96]]
+            entry[0] += 1
+            entry[1] += kernel.duration / 1000
+    return {phase: {"kernels": sum(c for c, _ in rows.values()),
+                    "all": [{"name": n, "calls": c, "cuda_ms": ms}
+                            for n, (c, ms) in sorted(rows.items(), key=lambda kv: -kv[1][1])]}
+            for phase, rows in spent.items()}
 
 
 if __name__ == "__main__":

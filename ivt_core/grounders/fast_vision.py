@@ -11,6 +11,7 @@ vision attention modules only (instances, not classes).
 
 from __future__ import annotations
 
+import sys
 import types
 
 import torch
@@ -25,7 +26,8 @@ def _batched_forward(self, hidden_states, cu_seqlens, position_embeddings=None, 
         return self._ivt_stock_forward(hidden_states, cu_seqlens, position_embeddings, max_seqlen, **kwargs)
     q, k, v = self.qkv(hidden_states).reshape(seq_length, 3, self.num_heads, -1).permute(1, 0, 2, 3).unbind(0)
     cos, sin = position_embeddings
-    q, k = self._ivt_rotary(q, k, cos, sin)
+    rotary = sys.modules[self._ivt_modeling].apply_rotary_pos_emb_vision  # per call: fused_kernels may replace it
+    q, k = rotary(q, k, cos, sin)
     per = seq_length // n
     q, k, v = (t.reshape(n, per, self.num_heads, -1).transpose(1, 2) for t in (q, k, v))
     out = F.scaled_dot_product_attention(q, k, v, scale=self.scaling)
@@ -45,10 +47,10 @@ def enable_batched_vision_attention(model: torch.nn.Module) -> int:
         impl = getattr(getattr(module, "config", None), "_attn_implementation", "sdpa") or "sdpa"
         if "flash" in impl:
             continue
-        rotary = getattr(__import__(type(module).__module__, fromlist=["x"]), "apply_rotary_pos_emb_vision", None)
-        if rotary is None:
+        modeling = __import__(type(module).__module__, fromlist=["x"])
+        if getattr(modeling, "apply_rotary_pos_emb_vision", None) is None:
             continue
-        module._ivt_rotary = rotary
+        module._ivt_modeling = modeling.__name__
         module._ivt_stock_forward = module.forward
         module.forward = types.MethodType(_batched_forward, module)
         patched += 1

@@ -5,7 +5,10 @@ kernels (RMSNorm computed in float32 with its casts, the rotary embedding, SiLU 
 its matrix products. Liger Kernel (``pip install liger-kernel``, the ``gpu`` extra) has one Triton kernel for each
 of those: its RMSNorm in "llama" casting mode computes as transformers' Qwen3-VL norm does (float32 inside, the
 weight applied after casting back), its rotary kernel takes the (batch, tokens, head dim) cosines the model's
-multimodal rotary embedding gives, and its SiLU-and-multiply replaces the MLP's two element-wise passes.
+multimodal rotary embedding gives, and its SiLU-and-multiply replaces the MLP's two element-wise passes. The
+vision tower's rotary embedding (transformers' ``apply_rotary_pos_emb_vision``: q and k cast to float32, seven
+element-wise passes over every patch of every image at every layer, then cast back) gets the same rotary kernel,
+which also computes in float32 when given float32 cosines and writes q's dtype (``_vision_rotary``).
 The pieces are put on as Liger's ``apply_liger_kernel_to_qwen3_vl`` does (its ``_patch_rms_norm_module`` on
 every norm of the language model, its rotary function in place of transformers' module-level one, and its
 ``LigerSwiGLUMLP.forward`` bound to the MLPs, whose parameter names are the same), but not through that function:
@@ -63,6 +66,7 @@ def enable_fused_kernels(model) -> list[str]:
 
     text = _inner_model(model).language_model
     modeling_qwen3_vl.apply_rotary_pos_emb = liger_rotary_pos_emb  # what the attention calls, module-wide
+    modeling_qwen3_vl.apply_rotary_pos_emb_vision = _vision_rotary  # the vision attention's (fast_vision's too)
     norms = [text.norm]
     mlps = 0
     for layer in text.layers:
@@ -76,10 +80,21 @@ def enable_fused_kernels(model) -> list[str]:
             mlps += 1
     for norm in norms:
         _patch_rms_norm_module(norm, offset=0.0, casting_mode="llama")
-    fused = ["rms_norm", "rotary", *(["swiglu"] if mlps else [])]
+    fused = ["rms_norm", "rotary", "vision_rotary", *(["swiglu"] if mlps else [])]
     model.ivt_fused_kernels = fused  # what ``fused_on`` reports (benchmarks write it with their figures)
     log.info("fused kernels: %s (liger-kernel)", ", ".join(fused))
     return fused
+
+
+def _vision_rotary(q, k, cos, sin):
+    """Liger's rotary kernel in the vision attention's layout: q, k [patches, heads, head dim], cos, sin
+    [patches, head dim] (the duplicated layout ``rotate_half`` assumes), computed in float32 as transformers'
+    ``apply_rotary_pos_emb_vision`` does, returned in q's and k's dtype."""
+    from liger_kernel.transformers.rope import liger_rotary_pos_emb
+
+    q4, k4 = liger_rotary_pos_emb(q.unsqueeze(0).transpose(1, 2), k.unsqueeze(0).transpose(1, 2),
+                                  cos.float(), sin.float())
+    return q4.transpose(1, 2)[0], k4.transpose(1, 2)[0]
 
 
 def fused_on(model) -> list[str]:

@@ -94,8 +94,8 @@ def test_cuda_engine_with_graphs_equals_plain_loop_in_float32():
 
 
 def test_cuda_fused_kernels_give_the_same_numbers_in_float32(monkeypatch):
-    """Liger's RMSNorm, rotary and SwiGLU kernels on the toy model (float32): the same logits as transformers'
-    own modules within float32 rounding, and the same greedy answers through the loop."""
+    """Liger's RMSNorm, rotary (language and vision) and SwiGLU kernels on the toy model (float32): the same logits
+    as transformers' own modules within float32 rounding, and the same greedy answers through the loop."""
     pytest.importorskip("liger_kernel")
     from transformers.models.qwen3_vl import modeling_qwen3_vl
 
@@ -122,10 +122,11 @@ def test_cuda_fused_kernels_give_the_same_numbers_in_float32(monkeypatch):
             if not fused:
                 patch.setenv(SWITCH, "0")
                 patch.setattr(modeling_qwen3_vl, "apply_rotary_pos_emb", reference_rotary)
+                patch.setattr(modeling_qwen3_vl, "apply_rotary_pos_emb_vision", _reference_vision_rotary)
             g = TransformersGrounder.load(toy_model_path(), device="cuda")
             g.model.float()
             if fused:
-                assert enable_fused_kernels(g.model) == ["rms_norm", "rotary", "swiglu"]
+                assert enable_fused_kernels(g.model) == ["rms_norm", "rotary", "vision_rotary", "swiglu"]
                 assert "Liger" in type(g.model.model.language_model.norm).__name__ or hasattr(
                     g.model.model.language_model.norm, "casting_mode")
             inputs = g.processor(text=[g.processor.apply_chat_template(_conv("Locate the red circle."),
@@ -136,6 +137,38 @@ def test_cuda_fused_kernels_give_the_same_numbers_in_float32(monkeypatch):
             answers[fused] = [[s.raw_text for s in t.steps] for t in run_samples(g, samples, config, images)]
     assert torch.allclose(logits[True], logits[False], atol=1e-3, rtol=1e-3), (logits[True] - logits[False]).abs().max()
     assert answers[True] == answers[False]
+
+
+def test_cuda_fused_vision_rotary_equals_transformers_in_bfloat16():
+    """The vision tower's rotary on Liger's kernel: q and k as the vision attention splits them from its qkv
+    projection (interleaved, not contiguous), bfloat16, 4B-shape heads; the same values as transformers' own
+    function (float32 inside, rounded to bfloat16 once), and the inputs left as they were."""
+    pytest.importorskip("liger_kernel")
+    from ivt_core.grounders.fused_kernels import _vision_rotary
+
+    torch.manual_seed(0)
+    patches, heads, dim = 1200, 16, 64
+    qkv = torch.randn(patches, 3 * heads * dim, device="cuda", dtype=torch.bfloat16)
+    q, k, _ = qkv.reshape(patches, 3, heads, dim).permute(1, 0, 2, 3).unbind(0)
+    angles = torch.rand(patches, dim // 2, device="cuda") * 40
+    emb = torch.cat([angles, angles], dim=-1)
+    before = qkv.clone()
+    fused = _vision_rotary(q, k, emb.cos(), emb.sin())
+    expected = _reference_vision_rotary(q, k, emb.cos(), emb.sin())
+    assert torch.equal(qkv, before)
+    for got, want in zip(fused, expected, strict=True):
+        assert got.dtype == torch.bfloat16 and got.shape == (patches, heads, dim)
+        torch.testing.assert_close(got, want, rtol=2 ** -7, atol=1e-6)
+        assert (got != want).float().mean() < 0.01  # rounding differences only
+
+
+def _reference_vision_rotary(q, k, cos, sin):
+    """transformers' ``apply_rotary_pos_emb_vision`` (Qwen3-VL), copied: whatever fused_kernels patched."""
+    from transformers.models.qwen3_vl.modeling_qwen3_vl import rotate_half
+
+    cos, sin = cos.unsqueeze(-2).float(), sin.unsqueeze(-2).float()
+    q32, k32 = q.float(), k.float()
+    return (q32 * cos + rotate_half(q32) * sin).to(q.dtype), (k32 * cos + rotate_half(k32) * sin).to(k.dtype)
 
 
 def test_cuda_grpo_scores_the_sampled_tokens(tiny, tmp_path):
