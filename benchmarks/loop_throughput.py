@@ -214,7 +214,7 @@ def load(args, device: str):
     import torch
 
     from ivt_core.families import FAMILIES
-    from ivt_core.grounders.fast_vision import enable_batched_vision_attention
+    from ivt_core.grounders.fast_vision import enable_fast_vision
     from ivt_core.grounders.fused_kernels import enable_fused_kernels
     from ivt_core.grounders.processing import load_processor
     from ivt_core.grounders.transformers_grounder import TransformersGrounder
@@ -225,7 +225,7 @@ def load(args, device: str):
 
         model_dir, model = build_shape(Path(args.shape), Path("build/bench/shape-kit"), device)
         model.eval()
-        enable_batched_vision_attention(model)
+        enable_fast_vision(model)
         enable_fused_kernels(model)  # on a GPU where liger-kernel is installed, unless IVT_FUSED_KERNELS=0
         model.generation_config.min_new_tokens = args.new_tokens  # random weights never stop by themselves
         model.generation_config.eos_token_id = model.config.text_config.eos_token_id

@@ -71,7 +71,7 @@ def bench_sft(model_dir: Path, size, batch: int, steps: int, four_bit: bool, dev
     from transformers import AutoModelForImageTextToText
 
     from ivt_core.data.shapes import ShapesConfig, make_sample
-    from ivt_core.grounders.fast_vision import enable_batched_vision_attention
+    from ivt_core.grounders.fast_vision import enable_fast_vision
     from ivt_core.grounders.processing import load_processor
     from ivt_core.supervision import build_example, collate
 
@@ -87,7 +87,7 @@ def bench_sft(model_dir: Path, size, batch: int, steps: int, four_bit: bool, dev
                                              target_modules=r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj)"))
     if not four_bit:
         model.to(device)
-    enable_batched_vision_attention(model)
+    enable_fast_vision(model)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     scenes = [make_sample(ShapesConfig(), 0, "train", i) for i in range(batch)]
     examples = [build_example(processor, conversation(s.image.resize(size), s.expression), {3, 5}) for s in scenes]
@@ -121,7 +121,7 @@ def bench_grpo(model_dir: Path, size, group: int, new_tokens: int, device: str, 
     from ivt_core.data.shapes import ShapesConfig, make_sample
     from ivt_core.families import FAMILIES
     from ivt_core.grounders.base import Sampling
-    from ivt_core.grounders.fast_vision import enable_batched_vision_attention
+    from ivt_core.grounders.fast_vision import enable_fast_vision
     from ivt_core.grounders.processing import load_processor
     from ivt_core.grounders.transformers_grounder import TransformersGrounder
     from ivt_core.loop import LoopConfig, run_samples
@@ -136,7 +136,7 @@ def bench_grpo(model_dir: Path, size, group: int, new_tokens: int, device: str, 
     model = get_peft_model(model, LoraConfig(r=64, lora_alpha=128,
                                              target_modules=r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj)"))
     model.to(device)
-    enable_batched_vision_attention(model)
+    enable_fast_vision(model)
     model.generation_config.min_new_tokens = new_tokens  # random weights never stop by themselves
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
     grounder = TransformersGrounder(model, processor, FAMILIES["qwen3_vl"], "bench", device)

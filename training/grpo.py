@@ -106,7 +106,7 @@ def train(cfg: GRPOConfig) -> Path:
     from ivt_core.families import family_for_model_type
     from ivt_core.grounders.base import Sampling
     from ivt_core.grounders.engine import CachedEngine
-    from ivt_core.grounders.fast_vision import enable_batched_vision_attention
+    from ivt_core.grounders.fast_vision import enable_fast_vision
     from ivt_core.grounders.processing import load_processor
     from ivt_core.grounders.transformers_grounder import TransformersGrounder
     from ivt_core.jobs import JobReporter
@@ -153,7 +153,7 @@ def train(cfg: GRPOConfig) -> Path:
         model = get_peft_model(model, lora)
         state = None
     model.to(device)
-    enable_batched_vision_attention(model)
+    enable_fast_vision(model)
     lr = cfg.learning_rate(sum(p.numel() for p in model.parameters()))
     print(f"learning rate {lr:g}" + (" (by model size: --lr 0)" if not cfg.lr else ""), flush=True)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)

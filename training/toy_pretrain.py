@@ -182,7 +182,7 @@ def main(argv: list[str] | None = None) -> None:
     from transformers import AutoModelForImageTextToText
     from transformers.models.qwen3_vl.modeling_qwen3_vl import Qwen3VLModel
 
-    from ivt_core.grounders.fast_vision import enable_batched_vision_attention
+    from ivt_core.grounders.fast_vision import enable_fast_vision
     from ivt_core.grounders.processing import load_processor
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -221,7 +221,7 @@ def main(argv: list[str] | None = None) -> None:
         processor = load_processor(last, "qwen3_vl")
         state, start, history = None, 0, []
     model.to(device).train()
-    enable_batched_vision_attention(model)
+    enable_fast_vision(model)
     params = sum(p.numel() for p in model.parameters())
     print(f"toy model: {params / 1e6:.2f} M parameters on {device}; steps {start} -> {cfg.steps}", flush=True)
 

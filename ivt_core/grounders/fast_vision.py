@@ -1,4 +1,4 @@
-"""One batched attention call for the vision tower when every image has the same number of patches.
+"""The vision tower's attention in one batched call, and its patch embedding as one matrix product.
 
 Why: with SDPA, transformers' Qwen3-VL / Qwen2.5-VL vision attention splits the packed patch sequence per image
 and calls attention once per image, per layer. At batch 256 that is thousands of tiny kernels per step, and it
@@ -7,6 +7,13 @@ images in the batch have the same patch count (a scene world of fixed size, a ba
 per-image attentions are one batched attention over a (images, heads, patches, dim) tensor: same numbers, one
 call. Other batches fall back to the stock code. ``enable_batched_vision_attention(model)`` patches that model's
 vision attention modules only (instances, not classes).
+
+The patch embedding is a ``Conv3d`` whose kernel is its stride and the whole of its input (one patch, channels x
+frames x height x width): each output is the dot product of the flattened patch with the flattened kernel, a
+linear layer over the rows ``pixel_values`` already holds. On an H200 cuDNN ran that convolution in bfloat16 as
+``implicit_convolveNd_sgemm`` at ~21 TFLOP/s (45 ms per prefill of 256 images, 8 % of the vision tower's
+kernel time: docs/LOG.md); as a matrix product over the same weights (a view: training updates the convolution's
+own parameters) it is one GEMM. ``enable_fast_vision(model)`` puts on both.
 """
 
 from __future__ import annotations
@@ -32,6 +39,33 @@ def _batched_forward(self, hidden_states, cu_seqlens, position_embeddings=None, 
     q, k, v = (t.reshape(n, per, self.num_heads, -1).transpose(1, 2) for t in (q, k, v))
     out = F.scaled_dot_product_attention(q, k, v, scale=self.scaling)
     return self.proj(out.transpose(1, 2).reshape(seq_length, -1))
+
+
+def _linear_patch_embed(self, hidden_states: torch.Tensor) -> torch.Tensor:
+    weight = self.proj.weight
+    rows = hidden_states.reshape(-1, weight[0].numel()).to(weight.dtype)
+    return F.linear(rows, weight.reshape(weight.shape[0], -1), self.proj.bias)
+
+
+def enable_fast_vision(model: torch.nn.Module) -> int:
+    """The batched vision attention and the patch embedding as a matrix product on ``model`` (its modules only);
+    how many modules were patched."""
+    return enable_batched_vision_attention(model) + enable_linear_patch_embed(model)
+
+
+def enable_linear_patch_embed(model: torch.nn.Module) -> int:
+    """Patch the vision patch embeddings whose convolution covers exactly one patch; how many were patched."""
+    patched = 0
+    for module in model.modules():
+        proj = getattr(module, "proj", None)
+        if not type(module).__name__.endswith("VisionPatchEmbed") or not isinstance(proj, torch.nn.Conv3d):
+            continue
+        if tuple(proj.kernel_size) != tuple(proj.stride) or proj.padding != (0, 0, 0) or proj.groups != 1 \
+                or proj.dilation != (1, 1, 1):
+            continue
+        module.forward = types.MethodType(_linear_patch_embed, module)
+        patched += 1
+    return patched
 
 
 def enable_batched_vision_attention(model: torch.nn.Module) -> int:

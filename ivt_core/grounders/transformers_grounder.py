@@ -15,7 +15,7 @@ from pathlib import Path
 from ivt_core.errors import InvalidInputError, NotFoundError
 from ivt_core.families import Family, family_for_model_type
 from ivt_core.grounders.base import Generation, Sampling, conversation_images
-from ivt_core.grounders.fast_vision import enable_batched_vision_attention
+from ivt_core.grounders.fast_vision import enable_fast_vision
 from ivt_core.grounders.fused_kernels import enable_fused_kernels
 from ivt_core.grounders.processing import PROCESSOR_CLASSES, load_processor, resized_size
 
@@ -115,7 +115,7 @@ class TransformersGrounder:
         if adapter:
             model = _attach_adapter(model, Path(adapter))
         model.eval()
-        enable_batched_vision_attention(model)
+        enable_fast_vision(model)
         enable_fused_kernels(model)  # on a GPU where liger-kernel is installed
         return cls(model, processor, family, name, device)
 

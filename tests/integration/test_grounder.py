@@ -95,3 +95,28 @@ def test_batched_vision_attention_changes_nothing(tiny_models, family):
         assert enable_batched_vision_attention(model) > 0
         after = model(**batch).logits
     assert torch.allclose(before, after, atol=1e-5)
+
+
+@pytest.mark.parametrize("family", ["qwen3_vl", "qwen2_5_vl"])
+def test_the_patch_embedding_as_a_matrix_product_changes_nothing(tiny_models, family):
+    """The vision patch embedding's convolution (kernel = stride = one patch) as one matrix product over the same
+    weights: the same embeddings, and gradients still reach the convolution's own weight (training uses it)."""
+    import torch
+    from transformers import AutoModelForImageTextToText
+
+    from ivt_core.grounders.fast_vision import enable_linear_patch_embed
+    from ivt_core.grounders.processing import load_processor
+
+    processor = load_processor(tiny_models[family], family)
+    batch = processor.image_processor(images=[Image.new("RGB", (224, 224), c) for c in ("red", "blue")],
+                                      return_tensors="pt")
+    pixels = batch["pixel_values"] + torch.randn_like(batch["pixel_values"])  # not a flat colour: every weight counts
+    model = AutoModelForImageTextToText.from_pretrained(tiny_models[family])
+    embed = next(m for m in model.modules() if type(m).__name__.endswith("VisionPatchEmbed"))
+    before = embed(pixels)
+    assert enable_linear_patch_embed(model) == 1
+    after = embed(pixels)
+    assert after.shape == before.shape
+    assert torch.allclose(before, after, atol=1e-5)
+    after.square().sum().backward()
+    assert embed.proj.weight.grad is not None and embed.proj.weight.grad.abs().sum() > 0
