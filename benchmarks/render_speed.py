@@ -33,7 +33,8 @@ def main() -> None:
     scene = Image.effect_noise((width, height), 40).convert("RGB")
     boxes = {"small (1/16 of the image)": Box(width * 0.3, height * 0.3, width * 0.55, height * 0.55),
              "quarter": Box(width * 0.2, height * 0.2, width * 0.7, height * 0.7),
-             "whole image": Box(2, 2, width - 2, height - 2)}
+             "whole image": Box(2, 2, width - 2, height - 2),
+             "none (an unparsable answer)": None}
     rows = []
     for style_name, style in RENDER_STYLES.items():
         for box_name, box in boxes.items():
