@@ -12,15 +12,17 @@ from ivt_core import jobs as ivt_jobs
 from ivt_core.data.sample import load_image
 from ivt_core.errors import IVTError
 from ivt_core.render import RenderStyle, render_box
-from ivt_core.store.models import list_models
+from ivt_core.store.jobs import get_job
+from ivt_core.store.models import get_model, list_models
 from ivt_core.store.runs import list_runs
 from ivt_core.store.samples import get_samples, list_datasets
-from ui.choices import parse_split_choice, split_choices
+from ui.choices import model_choices, parse_split_choice, refreshed, split_choices
 from ui.context import AppContext
 from ui.train import jobs_frame
 
 GT_STYLE = RenderStyle(ground_truth=True)
 DISPLAY_SIDE = 448
+CARD_CHARS = 100_000  # of a model card shown (a card is a few KB; a huge README is cut, with a note)
 
 
 def datasets_frame(ctx: AppContext) -> pd.DataFrame:
@@ -40,6 +42,46 @@ def models_frame(ctx: AppContext) -> pd.DataFrame:
              "parent": names.get(m["parent_id"], "-"), "family": m["family"], "path": _short(m["base_path"])}
             for m in list_models(ctx.db())]
     return pd.DataFrame(rows or [{"model": "(none registered)"}])
+
+
+def model_card(ctx: AppContext, model_id) -> str:
+    """The model's card: ``README.md`` in the model's own folder (its last adapter's, or its checkpoint's when it
+    has no adapter; never a parent's, which describes another model), as Markdown. Without one: where the model
+    came from (the job that made it and its command, its parent)."""
+    if model_id is None:
+        return "No models registered yet: `ivt eval --model PATH ...` registers one, and so does training one (Train)."
+    try:
+        row = get_model(ctx.db(), int(model_id))
+    except IVTError as exc:
+        return str(exc)
+    adapters = [p for p in (row["adapter_path"] or "").split(",") if p]
+    folder = Path(adapters[-1] if adapters else row["base_path"])
+    card = folder / "README.md"
+    if card.is_file():
+        try:
+            text = card.read_text(encoding="utf-8", errors="replace")
+        except OSError as exc:
+            return f"The model card `{card}` cannot be read ({exc.strerror or exc}); check its permissions."
+        if len(text) > CARD_CHARS:
+            text = text[:CARD_CHARS] + f"\n\n*(cut at {CARD_CHARS:,} characters: the whole card is `{card}`)*"
+        return _no_autolinks(text)
+    lines = [f"**{row['name']}**: no model card (`README.md`) in `{folder}`."]
+    if row["origin_job"]:
+        try:
+            job = get_job(ctx.db(), row["origin_job"])
+            lines.append(f"Made by job {job['id']} ({job['kind']}, {job['status']}): `{' '.join(job['argv'])}`")
+        except IVTError:
+            lines.append(f"Made by job {row['origin_job']} (no longer in this workspace).")
+    if row["parent_id"]:
+        lines.append(f"Trained from model {row['parent_id']}.")
+    return "  \n".join(lines)
+
+
+def _no_autolinks(markdown: str) -> str:
+    """``Acc@0.5`` as text: the page's Markdown renderer links anything shaped like an e-mail address. The "@"
+    becomes its HTML entity outside code (in code it would show as typed)."""
+    parts = markdown.split("`")
+    return "`".join(part.replace("@", "&#64;") if i % 2 == 0 else part for i, part in enumerate(parts))
 
 
 def runs_frame(ctx: AppContext) -> pd.DataFrame:
@@ -77,12 +119,19 @@ def show_sample(ctx: AppContext, choice: str | None, index: float):
     return shown, f"**{sample.expression}**  \n`{sample.id}` · ground truth (green) xyxy [{box}]"
 
 
-def build(ctx: AppContext) -> None:
+def build(ctx: AppContext) -> list:
     gr.Markdown(f"# IVT Studio\nWorkspace `{ctx.workspace.root}`. Every number shows step 0, the final step, "
                 "the label-free stopping rules and the oracle best step, which uses ground truth.")
     with gr.Row():
         datasets = gr.Dataframe(value=lambda: datasets_frame(ctx), label="Datasets", interactive=False)
         models = gr.Dataframe(value=lambda: models_frame(ctx), label="Models", interactive=False)
+    with gr.Accordion("Model card: how a model was made and what it shows", open=False, elem_id="overview-card"):
+        offered = model_choices(ctx)
+        pick = gr.Dropdown(choices=offered, value=offered[0][1] if offered else None, label="Model",
+                           elem_id="overview-card-model")
+        card = gr.Markdown(value=lambda: model_card(ctx, offered[0][1] if offered else None),
+                           elem_id="overview-card-text")
+    pick.input(lambda m: model_card(ctx, m), pick, card)
     runs = gr.Dataframe(value=lambda: runs_frame(ctx), interactive=False, label="Runs (Acc@0.5 at step 0, at the "
                         "final step, under each label-free stopping rule; oracle* picks the best step with ground "
                         "truth)")
@@ -108,3 +157,10 @@ def build(ctx: AppContext) -> None:
     for trigger in (split.change, index.change):
         trigger(lambda c, i: show_sample(ctx, c, i), inputs, [image, caption])
     refresh.click(lambda: (datasets_frame(ctx), models_frame(ctx), runs_frame(ctx)), None, [datasets, models, runs])
+
+    def first_view(model_id):
+        """The models listed afresh at page load (one trained since the app started is there), and its card."""
+        update = refreshed(model_choices(ctx), model_id)
+        return update, model_card(ctx, update["value"])
+
+    return [(first_view, [pick], [pick, card])]

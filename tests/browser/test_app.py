@@ -1,4 +1,5 @@
 import os
+import re
 from pathlib import Path
 
 SHOTS = Path(os.environ.get("IVT_SCREENSHOTS", Path(__file__).resolve().parents[2] / "build" / "screenshots"))
@@ -22,6 +23,22 @@ def test_overview_shows_workspace_and_a_sample(app_url, page):
     page.locator("img").first.wait_for()
     assert "shapes" in page.content()
     _shot(page, "overview")
+
+
+def test_overview_shows_a_model_s_card(app_url, page):
+    """The model card panel: a scripted model has none and says so; the shipped toy's card says how it was made
+    and what it shows."""
+    page.goto(app_url, wait_until="load", timeout=60_000)
+    page.get_by_text("Model card: how a model was made").click()
+    _message(page, "overview-card-text", "The toy model (embedded default)")  # the first model registered
+    _message(page, "overview-card-text", "The naive loop")
+    _message(page, "overview-card-text", "Acc@0.5")
+    assert page.locator("#overview-card-text a[href^='mailto:']").count() == 0  # "Acc@0.5" is not an address
+    _shot(page, "overview-card")
+    _settled(page, "overview-card-model")
+    page.locator("#overview-card-model input").click()
+    page.get_by_role("option", name=re.compile(r"^\d+: scripted$")).first.click()
+    _message(page, "overview-card-text", "scripted: no model card (README.md) in /")
 
 
 def test_sample_slider_changes_sample(app_url, page):
@@ -65,8 +82,6 @@ def test_explore_steps_through_a_sample_with_the_keyboard(app_url, page):
 
 
 def test_explore_switching_runs_never_shows_the_previous_runs_answer(app_url, page):
-    import re
-
     _open(page, app_url, "Explore")
     page.get_by_text("step 0 of 2").wait_for(timeout=30_000)
     for run, reader, other in ((2, "a", "B"), (3, "b", "A")):  # both runs list the same sample first

@@ -45,3 +45,38 @@ def test_empty_tables_name_their_columns(workspace):
     assert list(pairs.columns) == PAIR_COLUMNS == ["run", "vs", "at", "wins", "losses", "ties"]
     assert list(sample_frame(ctx, [], "all")[0].columns) == ["sample", "expression"]
     assert list(samples_frame(ctx, None, "all", False, "")[0].columns) == SAMPLE_COLUMNS
+
+
+def test_the_model_card_is_the_model_s_own_or_says_where_it_came_from(workspace, tmp_path):
+    """Overview's model card: the README.md of the model's own folder (its last adapter's when it has adapters,
+    never its parent's checkpoint's card, which describes another model); without one, the job that made it and
+    its command; a huge card is cut with a note; an unknown model is one line."""
+    from ivt_core.store.jobs import create_job
+    from ivt_core.store.models import register_model
+    from ui.context import AppContext
+    from ui.overview import CARD_CHARS, model_card
+
+    base, sft, grpo = (tmp_path / name for name in ("base", "sft", "grpo"))
+    for folder in (base, sft, grpo):
+        folder.mkdir()
+    (base / "README.md").write_text("# The base card\n")
+    (grpo / "README.md").write_text("# The GRPO card\n" + "x" * (CARD_CHARS + 10))
+    with workspace.connect() as db:
+        base_id = register_model(db, "base", str(base), "qwen3_vl")
+        job = create_job(db, "sft", ["ivt", "train", "sft", "--lr", "1e-4"], "x.log")
+        sft_id = register_model(db, "mine-sft", str(base), "qwen3_vl", adapter_path=str(sft), parent_id=base_id,
+                                origin_job=job)
+        grpo_id = register_model(db, "mine-grpo", str(base), "qwen3_vl", adapter_path=f"{sft},{grpo}",
+                                 parent_id=sft_id)
+    ctx = AppContext(workspace)
+    assert model_card(ctx, base_id) == "# The base card\n"
+    (base / "README.md").write_text("Acc@0.5 is `acc@0.5` in code\n")
+    assert model_card(ctx, base_id) == "Acc&#64;0.5 is `acc@0.5` in code\n"  # not linked as an e-mail address
+    own = model_card(ctx, sft_id)
+    assert "The base card" not in own and "no model card" in own and str(sft) in own
+    assert f"job {job} (sft" in own and "`ivt train sft --lr 1e-4`" in own and f"model {base_id}" in own
+    long = model_card(ctx, grpo_id)
+    assert long.startswith("# The GRPO card") and f"cut at {CARD_CHARS:,} characters" in long
+    assert len(long) < CARD_CHARS + 200
+    assert "no model with id 999" in model_card(ctx, 999)
+    assert "No models registered" in model_card(ctx, None)
