@@ -129,8 +129,7 @@ def build(ctx: AppContext) -> list:
         offered = model_choices(ctx)
         pick = gr.Dropdown(choices=offered, value=offered[0][1] if offered else None, label="Model",
                            elem_id="overview-card-model")
-        card = gr.Markdown(value=lambda: model_card(ctx, offered[0][1] if offered else None),
-                           elem_id="overview-card-text")
+        card = gr.Markdown(elem_id="overview-card-text")  # filled at page load (``first_view``)
     pick.input(lambda m: model_card(ctx, m), pick, card)
     runs = gr.Dataframe(value=lambda: runs_frame(ctx), interactive=False, label="Runs (Acc@0.5 at step 0, at the "
                         "final step, under each label-free stopping rule; oracle* picks the best step with ground "
