@@ -186,6 +186,7 @@ def train(cfg: GRPOConfig) -> Path:
             return model(**inputs).logits
 
     log = (out / "metrics.jsonl").open("a") if main_rank else None
+    began = time.perf_counter()
     with JobReporter(workspace, cfg.job_id if main_rank and cfg.job_id else None) as reporter:
         signal.signal(signal.SIGTERM, lambda *a: stop.update(flag=True))
         for step in range(start, cfg.max_steps):
@@ -266,10 +267,49 @@ def train(cfg: GRPOConfig) -> Path:
         adapter = out / "adapter"
         model.save_pretrained(adapter)
         (adapter / "grpo_config.json").write_text(json.dumps(stored(cfg), indent=1))
+        _card(adapter, out.name, base, cfg, lr, out / "metrics.jsonl", time.perf_counter() - began)
         model_id = register_grpo_model(db, cfg, base, adapter, family.name, out.name)
         print(json.dumps({"model_id": model_id, "adapter": str(adapter)}), flush=True)
     db.close()
     return out / "adapter"
+
+
+def _card(folder: Path, name: str, base: Path, cfg: GRPOConfig, lr: float, metrics: Path, seconds: float) -> None:
+    """The model card beside the saved adapter (``training.model_card``): how this GRPO run made it, with its
+    curve in numbers (reward, KL and degradation over the first and last quarter of the steps logged)."""
+    from training.model_card import duration, write_model_card
+
+    records = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+    quarter = max(1, len(records) // 4)
+
+    def change(key: str) -> str:
+        first = [r[key] for r in records[:quarter] if key in r]
+        last = [r[key] for r in records[-quarter:] if key in r]
+        if not first or not last:
+            return "-"
+        return f"{sum(first) / len(first):.3f} (first quarter) -> {sum(last) / len(last):.3f} (last quarter)"
+
+    start = f"`{Path(cfg.init_adapter).resolve()}` (an SFT adapter, merged first) on `{base.resolve()}`" \
+        if cfg.init_adapter else f"`{base.resolve()}`"
+    facts = [
+        ("starts from", start),
+        ("method", f"GRPO through the IVT loop (T={cfg.steps}): {cfg.prompts} prompts x G={cfg.group_size} "
+                   f"rollouts per step at temperature {cfg.temperature:g}, reward `{cfg.reward}`, loss "
+                   f"`{cfg.loss_type}`, beta {cfg.beta:g}, lr {lr:g}; LoRA r {cfg.lora_r}, alpha {cfg.lora_alpha} "
+                   "on the language model's q/k/v/o projections"),
+        ("prompts", f"`{cfg.dataset}/{cfg.split}` of workspace `{Path(cfg.workspace).resolve()}`, seed {cfg.seed}"),
+        ("steps", f"{records[-1]['step'] if records else 0} of {cfg.max_steps}"),
+        ("time", f"{duration(seconds)} of training in the process that finished it"),
+        ("reward (mean of a step's rollouts)", change("reward_mean")),
+        ("KL to the start", change("kl")),
+        ("degradation per refinement step", change("degradation")),
+        ("files", "`adapter_config.json`, `adapter_model.safetensors` (peft), `grpo_config.json` (the "
+                  "configuration); the curve step by step: `metrics.jsonl` in the run's folder"),
+    ]
+    started = Path(cfg.init_adapter).resolve() if cfg.init_adapter else base
+    parent = started.parent.name if started.name == "adapter" else started.name  # as register_grpo_model names it
+    write_model_card(folder, title=f"{name}: GRPO of {parent}", kind="grpo", config=cfg, facts=facts,
+                     config_file="grpo_config.json")
 
 
 def _smaller_micro_batch(exc: Exception, current: int, cfg: GRPOConfig, processes: int) -> int:

@@ -19,11 +19,12 @@ from __future__ import annotations
 import json
 import signal
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 from ivt_core.config.settings import stored
-from ivt_core.config.training import LORA_TARGETS, SFTConfig
+from ivt_core.config.training import LORA_TARGET_WORDS, LORA_TARGETS, SFTConfig
 from ivt_core.errors import InvalidInputError
 from training.config_cli import config_from_args as cli_config
 from training.config_cli import run_main
@@ -206,6 +207,7 @@ def train(cfg: SFTConfig) -> Path:
     # only complete checkpoints: a process killed while saving leaves a folder without trainer_state.json
     complete = [p for p in (out / "checkpoints").glob("checkpoint-*") if (p / "trainer_state.json").is_file()]
     checkpoints = sorted(complete, key=lambda p: int(p.name.split("-")[1]))
+    began = time.perf_counter()
     with reporter:
         signal.signal(signal.SIGTERM, lambda *a: stop_requested.update(flag=True))  # the reporter set its own
         trainer.train(resume_from_checkpoint=str(checkpoints[-1]) if checkpoints else None)
@@ -219,6 +221,8 @@ def train(cfg: SFTConfig) -> Path:
                 processor.image_processor.save_pretrained(adapter)
                 (adapter / "chat_template.jinja").write_text(processor.chat_template)
             (adapter / "sft_config.json").write_text(json.dumps(stored(cfg), indent=1))
+            _card(adapter, out.name, base, cfg, trainer.state, len(records), n_eval, data_path,
+                  time.perf_counter() - began)
             db = workspace.connect()
             parent = register_model(db, base.name, str(base.resolve()), family.name)
             model_base = adapter if cfg.full_finetune else base
@@ -231,6 +235,36 @@ def train(cfg: SFTConfig) -> Path:
             print(json.dumps({"model_id": model_id, "adapter": str(adapter)}), flush=True)
     signal.signal(signal.SIGTERM, previous)
     return out / "adapter"
+
+
+def _card(folder: Path, name: str, base: Path, cfg: SFTConfig, state, traces: int, held_out: int, data: Path,
+          seconds: float) -> None:
+    """The model card beside the saved model (``training.model_card``): how this SFT run made it."""
+    from training.model_card import duration, write_model_card
+
+    logged = state.log_history
+    loss = next((r["loss"] for r in reversed(logged) if "loss" in r), None)
+    eval_loss = next((r["eval_loss"] for r in reversed(logged) if "eval_loss" in r), None)
+    method = ("full fine-tuning" + (", vision tower frozen" if cfg.freeze_vision else "") if cfg.full_finetune
+              else f"LoRA r {cfg.lora_r}, alpha {cfg.lora_alpha}, dropout {cfg.lora_dropout:g}, on the language "
+                   f"model's {LORA_TARGET_WORDS[cfg.lora_targets]}")
+    facts = [
+        ("starts from", f"`{base.resolve()}`"),
+        ("method", method),
+        ("data", f"{traces} approved corrective traces of workspace `{Path(cfg.workspace).resolve()}` "
+                 f"({held_out} held out for the eval loss), snapshot `{data}`"
+                 + (f"; replay of {cfg.replay:g} x single-shot examples ({cfg.replay_source})" if cfg.replay else "")),
+        ("training", f"{state.global_step} optimizer steps, batch {cfg.batch_size} x {cfg.grad_accum} accumulated, "
+                     f"lr {cfg.lr:g}, seed {cfg.seed}"),
+        ("time", f"{duration(seconds)} of training in the process that finished it"),
+        ("final train loss", "-" if loss is None else f"{loss:.4f}"),
+        ("final eval loss", "-" if eval_loss is None else f"{eval_loss:.4f}"),
+        ("files", "`sft_config.json` (the configuration), "
+                  + ("the whole checkpoint" if cfg.full_finetune else "`adapter_config.json`, "
+                                                                       "`adapter_model.safetensors` (peft)")),
+    ]
+    write_model_card(folder, title=f"{name}: SFT of {base.name}", kind="sft", config=cfg, facts=facts,
+                     config_file="sft_config.json")
 
 
 def config_from_args(argv: list[str] | None = None) -> SFTConfig:

@@ -64,7 +64,7 @@ def model_card(ctx: AppContext, model_id) -> str:
             return f"The model card `{card}` cannot be read ({exc.strerror or exc}); check its permissions."
         if len(text) > CARD_CHARS:
             text = text[:CARD_CHARS] + f"\n\n*(cut at {CARD_CHARS:,} characters: the whole card is `{card}`)*"
-        return _no_autolinks(text)
+        return _no_autolinks(text.rstrip() + "\n\n" + _runs_of(ctx, row))
     lines = [f"**{row['name']}**: no model card (`README.md`) in `{folder}`."]
     if row["origin_job"]:
         try:
@@ -74,7 +74,22 @@ def model_card(ctx: AppContext, model_id) -> str:
             lines.append(f"Made by job {row['origin_job']} (no longer in this workspace).")
     if row["parent_id"]:
         lines.append(f"Trained from model {row['parent_id']}.")
-    return "  \n".join(lines)
+    return _no_autolinks("  \n".join(lines) + "\n\n" + _runs_of(ctx, row))
+
+
+def _runs_of(ctx: AppContext, row: dict) -> str:
+    """The model's runs in this workspace, as a Markdown table of Acc@0.5 (the card's numbers, as of now)."""
+    runs = [r for r in list_runs(ctx.db()) if r["model_id"] == row["id"]]
+    if not runs:
+        return f"*No runs of {row['name']} in this workspace yet.*"
+    lines = [f"### Runs of {row['name']} in this workspace (Acc@0.5; oracle* picks the best step with ground truth)",
+             "", "| run | data | T | samples | status | step 0 | final | oracle* |", "|---" * 8 + "|"]
+    for run in runs:
+        m = run["metrics"] or {}
+        acc = [f"{m[key]['acc@0.5']:.3f}" if m.get(key) else "-" for key in ("step0", "final", "oracle")]
+        lines.append(f"| {run['id']} | {run['dataset']}/{run['split']} | {run['steps']} | {run['n_samples']} | "
+                     f"{run['status']} | {' | '.join(acc)} |")
+    return "\n".join(lines)
 
 
 def _no_autolinks(markdown: str) -> str:

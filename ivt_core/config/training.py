@@ -21,6 +21,7 @@ LORA_TARGETS = {
     "attention": r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj)",
     "all": r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)",
 }
+LORA_TARGET_WORDS = {"attention": "q/k/v/o projections", "all": "q/k/v/o projections and MLPs"}  # for people
 
 
 SMALL_MODEL = 100_000_000  # parameters; below: GRPO's default learning rate is SMALL_MODEL_LR

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import time
 
@@ -43,6 +44,12 @@ def test_sft_trains_saves_and_registers(approved, tiny_models, capsys):
     from ivt_core.grounders.transformers_grounder import TransformersGrounder
 
     assert TransformersGrounder.load(tiny_models["qwen3_vl"], adapter=adapter, device="cpu")
+    card = (out / "adapter" / "README.md").read_text()  # how it was made, not peft's template
+    assert card.startswith("# sft-test: SFT of ") and "More Information Needed" not in card
+    assert "5 approved corrective traces" in card and "2 optimizer steps" in card and "q/k/v/o projections" in card
+    assert re.search(r"\| final train loss \| \d+\.\d{4} \|", card)
+    assert f"ivt train sft --workspace {approved.root.resolve()} " in card and "--max-steps 2" in card
+    assert "--config sft_config.json" in card
 
 
 @pytest.mark.parametrize("extra,message", [
@@ -101,6 +108,10 @@ def test_grpo_runs_logs_rewards_and_registers(approved, tiny_models, capsys):
     assert (out / "adapter" / "adapter_config.json").is_file()
     rows = approved.connect().execute("SELECT name, adapter_path FROM models ORDER BY id").fetchall()
     assert rows[-1][0] == "grpo-test" and rows[-1][1].endswith("grpo-test/adapter")
+    card = (out / "adapter" / "README.md").read_text()  # how it was made, its curve in numbers
+    assert card.startswith("# grpo-test: GRPO of ") and "More Information Needed" not in card
+    assert "2 prompts x G=2 rollouts" in card and "| steps | 2 of 2 |" in card and "`shapes/test`" in card
+    assert "(first quarter) ->" in card and "ivt train grpo --workspace " in card and "--group-size 2" in card
 
 
 def test_grpo_halves_its_micro_batch_when_the_device_runs_out_of_memory(approved, tiny_models, capsys,

@@ -69,14 +69,38 @@ def test_the_model_card_is_the_model_s_own_or_says_where_it_came_from(workspace,
         grpo_id = register_model(db, "mine-grpo", str(base), "qwen3_vl", adapter_path=f"{sft},{grpo}",
                                  parent_id=sft_id)
     ctx = AppContext(workspace)
-    assert model_card(ctx, base_id) == "# The base card\n"
+    assert model_card(ctx, base_id).startswith("# The base card\n\n*No runs of base in this workspace yet.*")
     (base / "README.md").write_text("Acc@0.5 is `acc@0.5` in code\n")
-    assert model_card(ctx, base_id) == "Acc&#64;0.5 is `acc@0.5` in code\n"  # not linked as an e-mail address
+    assert model_card(ctx, base_id).startswith("Acc&#64;0.5 is `acc@0.5` in code\n")  # not an e-mail address link
     own = model_card(ctx, sft_id)
     assert "The base card" not in own and "no model card" in own and str(sft) in own
     assert f"job {job} (sft" in own and "`ivt train sft --lr 1e-4`" in own and f"model {base_id}" in own
     long = model_card(ctx, grpo_id)
     assert long.startswith("# The GRPO card") and f"cut at {CARD_CHARS:,} characters" in long
     assert len(long) < CARD_CHARS + 200
+    assert "No runs of mine-sft in this workspace yet" in own
     assert "no model with id 999" in model_card(ctx, 999)
     assert "No models registered" in model_card(ctx, None)
+
+
+def test_the_model_card_lists_the_model_s_runs_with_their_numbers(workspace):
+    """Under the card: the model's runs in this workspace, step 0, final and oracle Acc@0.5 (its numbers as of
+    now; a card written at training time has none)."""
+    from ivt_core.data.shapes_split import write_shapes_split
+    from ivt_core.evaluate import EvalRequest, evaluate
+    from ivt_core.loop import LoopConfig
+    from ivt_core.store.runs import get_run
+    from tests.fakes import ScriptedGrounder
+    from ui.context import AppContext
+    from ui.overview import model_card
+
+    write_shapes_split(workspace, "test", 4)
+    answers = ['[0, 0, 1000, 1000]', 'Move. [0, 0, 500, 500]', "??"]
+    result = evaluate(workspace, ScriptedGrounder(lambda t, s: answers[s]), "/m",
+                      EvalRequest("shapes", "test", LoopConfig(steps=2)))
+    run = get_run(workspace.connect(), result.run_id)
+    card = model_card(AppContext(workspace), run["model_id"])
+    m = run["metrics"]
+    row = (f"| {run['id']} | shapes/test | 2 | 4 | done | {m['step0']['acc@0.5']:.3f} | {m['final']['acc@0.5']:.3f} | "
+           f"{m['oracle']['acc@0.5']:.3f} |")
+    assert "Runs of " in card and "Acc&#64;0.5" in card and row in card
