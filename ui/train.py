@@ -168,7 +168,8 @@ def job_status(ctx: AppContext, job_id: int | None) -> str:
         parent = get_model(ctx.db(), model["parent_id"])["name"] if model["parent_id"] else "none"
         registered = (f"\n\n**Registered model {model['id']}: {model['name']}** · base `{model['base_path']}`"
                       + (f" · adapter `{model['adapter_path']}`" if model["adapter_path"] else "")
-                      + f" · parent: {parent}. Evaluate it below, or pick it in Explore.")
+                      + f" · parent: {parent}. Evaluate it below, or pick it in Explore; its card (how it was "
+                        "made, the command that trains it again, its runs) is on the Overview tab.")
     return (f"**Job {job['id']}** ({job['kind']}) · **{job['status']}**{progress}{extra}{resumed}{error}{command}"
             f"{registered}")
 
