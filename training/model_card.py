@@ -13,6 +13,7 @@ from __future__ import annotations
 import platform
 import shlex
 import time
+from dataclasses import replace
 from pathlib import Path
 
 CARD = "README.md"
@@ -31,7 +32,9 @@ def write_model_card(folder: Path, *, title: str, kind: str, config, facts: list
 
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU ({platform.machine()})"
     rows = [f"| {name} | {_cell(value)} |" for name, value in facts]
-    words = shown_command(kind, config)  # the workspace aside (a job's is the app's): given here
+    # the workspace given (a job's is left to the app); the output folder left out: this one holds the checkpoints
+    # that a run with the same --out would resume from, so "again" means a new folder (the default one)
+    words = shown_command(kind, replace(config, out=""))
     command = shlex.join([*words[:len(COMMANDS[kind])], "--workspace", str(Path(config.workspace).resolve()),
                           *words[len(COMMANDS[kind]):]])
     text = "\n".join([
@@ -50,13 +53,14 @@ def write_model_card(folder: Path, *, title: str, kind: str, config, facts: list
         command,
         "```",
         "",
-        f"or `python -m training.{kind} --config {config_file}` with the configuration saved beside this card "
-        "(the same settings; the data is what the workspace holds then).",
+        f"or `python -m training.{kind} --config {config_file} --out NEW_FOLDER` with the configuration saved "
+        "beside this card (the same settings; the data is what the workspace holds then).",
         "",
         "## Numbers",
         "",
         "Not evaluated when this card was written. Evaluate it from the Train tab (\"Evaluate the trained model\") or "
-        "with `ivt eval --model BASE --adapter THIS_FOLDER ...`; the app's Overview lists its runs under this card.",
+        f"Explore's evaluation form, where it is registered as `{Path(config.out).name or title}`; the app's Overview "
+        "lists its runs under this card.",
         "",
     ])
     path = Path(folder) / CARD

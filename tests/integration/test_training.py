@@ -49,7 +49,8 @@ def test_sft_trains_saves_and_registers(approved, tiny_models, capsys):
     assert "5 approved corrective traces" in card and "2 optimizer steps" in card and "q/k/v/o projections" in card
     assert re.search(r"\| final train loss \| \d+\.\d{4} \|", card)
     assert f"ivt train sft --workspace {approved.root.resolve()} " in card and "--max-steps 2" in card
-    assert "--config sft_config.json" in card
+    assert "--config sft_config.json --out NEW_FOLDER" in card and "--out /" not in card  # not this folder again
+    assert "registered as `sft-test`" in card
 
 
 @pytest.mark.parametrize("extra,message", [
