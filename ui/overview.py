@@ -22,6 +22,7 @@ from ui.train import jobs_frame
 
 GT_STYLE = RenderStyle(ground_truth=True)
 DISPLAY_SIDE = 448
+PEFT_TEMPLATE = "# Model Card for Model ID"  # the untouched title of the template card peft writes
 CARD_CHARS = 100_000  # of a model card shown (a card is a few KB; a huge README is cut, with a note)
 
 
@@ -57,15 +58,20 @@ def model_card(ctx: AppContext, model_id) -> str:
     adapters = [p for p in (row["adapter_path"] or "").split(",") if p]
     folder = Path(adapters[-1] if adapters else row["base_path"])
     card = folder / "README.md"
+    text = None
     if card.is_file():
         try:
             text = card.read_text(encoding="utf-8", errors="replace")
         except OSError as exc:
             return f"The model card `{card}` cannot be read ({exc.strerror or exc}); check its permissions."
+    if text is not None and PEFT_TEMPLATE in text:  # peft's empty template (adapters trained before the
+        text, card = None, None                      # trainers wrote their own card): nothing to show
+    if text is not None:
         if len(text) > CARD_CHARS:
             text = text[:CARD_CHARS] + f"\n\n*(cut at {CARD_CHARS:,} characters: the whole card is `{card}`)*"
         return _no_autolinks(text.rstrip() + "\n\n" + _runs_of(ctx, row))
-    lines = [f"**{row['name']}**: no model card (`README.md`) in `{folder}`."]
+    lines = [f"**{row['name']}**: no model card (`README.md`) in `{folder}`" +
+             (" (only peft's empty template)." if card is None else ".")]
     if row["origin_job"]:
         try:
             job = get_job(ctx.db(), row["origin_job"])

@@ -79,6 +79,10 @@ def test_the_model_card_is_the_model_s_own_or_says_where_it_came_from(workspace,
     assert long.startswith("# The GRPO card") and f"cut at {CARD_CHARS:,} characters" in long
     assert len(long) < CARD_CHARS + 200
     assert "No runs of mine-sft in this workspace yet" in own
+    (sft / "README.md").write_text("---\nlibrary_name: peft\n---\n\n# Model Card for Model ID\n\n"
+                                   "[More Information Needed]\n")
+    template = model_card(ctx, sft_id)  # peft's empty template counts as no card
+    assert "Model ID" not in template and "only peft's empty template" in template and "`ivt train sft" in template
     assert "no model with id 999" in model_card(ctx, 999)
     assert "No models registered" in model_card(ctx, None)
 
