@@ -100,15 +100,15 @@ def render_box(
     ``style.history`` is on. ``ground_truth`` is drawn in green only when ``style.ground_truth`` is on.
     ``box`` may be None (an unparsable step): the image is returned with only the optional layers.
     """
-    layers = style.history and any(b is not None for b in history) or style.ground_truth and ground_truth is not None
-    if box is None and not layers:  # nothing to draw (an unparsable step): a copy, as compositing nothing gives;
-        return image.convert("RGB")  # the whole-image composite cost ~2.5 ms (2-core CPU), twice a sample at T=2
-    if box is not None and not (style.history or style.label or style.fill_alpha) and not (
-            style.ground_truth and ground_truth is not None):  # an opaque outline alone (the loop's usual case):
-        drawn = image.convert("RGB")  # a copy, always; the outline drawn straight on it gives the overlay's pixels
-        ImageDraw.Draw(drawn).rectangle(_box_xy(box), outline=tuple(style.color), width=style.outline_px)
-        return drawn
-    if box is not None and not (style.history or style.label) and not (style.ground_truth and ground_truth is not None):
+    with_truth = style.ground_truth and ground_truth is not None
+    if box is None and not (with_truth or style.history and any(b is not None for b in history)):
+        # nothing to draw (an unparsable step): a copy, as compositing nothing gives; the whole-image composite
+        return image.convert("RGB")  # cost ~2.5 ms (2-core CPU), twice a sample at T=2
+    if box is not None and not (style.history or style.label or with_truth):
+        if not style.fill_alpha:  # an opaque outline alone (the loop's usual case): drawn straight on a copy
+            drawn = image.convert("RGB")  # a copy, always; the outline drawn on it gives the overlay's pixels
+            ImageDraw.Draw(drawn).rectangle(_box_xy(box), outline=tuple(style.color), width=style.outline_px)
+            return drawn
         return _filled_box(image, box, style)
     base = image.convert("RGBA")
     overlay = Image.new("RGBA", base.size, (0, 0, 0, 0))

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 from ivt_core.config.settings import stored
-from ivt_core.config.training import GRPOConfig
+from ivt_core.config.training import LORA_TARGET_WORDS, LORA_TARGETS, GRPOConfig
 from training.config_cli import config_from_args as cli_config
 from training.config_cli import run_main
 
@@ -149,7 +149,7 @@ def train(cfg: GRPOConfig) -> Path:
         state = torch.load(checkpoint / "state.pt", weights_only=True)
     else:
         lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
-                          target_modules=r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj)")
+                          target_modules=LORA_TARGETS["attention"])
         model = get_peft_model(model, lora)
         state = None
     model.to(device)
@@ -296,7 +296,7 @@ def _card(folder: Path, name: str, base: Path, cfg: GRPOConfig, lr: float, metri
         ("method", f"GRPO through the IVT loop (T={cfg.steps}): {cfg.prompts} prompts x G={cfg.group_size} "
                    f"rollouts per step at temperature {cfg.temperature:g}, reward `{cfg.reward}`, loss "
                    f"`{cfg.loss_type}`, beta {cfg.beta:g}, lr {lr:g}; LoRA r {cfg.lora_r}, alpha {cfg.lora_alpha} "
-                   "on the language model's q/k/v/o projections"),
+                   f"on the language model's {LORA_TARGET_WORDS['attention']}"),
         ("prompts", f"`{cfg.dataset}/{cfg.split}` of workspace `{Path(cfg.workspace).resolve()}`, seed {cfg.seed}"),
         ("steps", f"{records[-1]['step'] if records else 0} of {cfg.max_steps}"),
         ("time", f"{duration(seconds)} of training in the process that finished it"),
