@@ -18,10 +18,11 @@ baseline in shared/reference/loop-baseline-h100.md. With ``--model`` the answers
 (at most ``--new-tokens``). Also reported: how many of the plain-1 samples got the very same answers from the
 engine (greedy). Prints a table and writes JSON (``--out``).
 
-Where the engine's time goes, per mode: CPU preparation (chat template, tokenizing, pixels, rope positions),
-cache compaction, prefill and decode (each timed between GPU synchronisations), and the loop around the engine
-(rendering boxes, parsing answers); the GPU's utilisation sampled every 0.1 s (NVML, when available); and the
-floor the model's shape allows (``floor_ms``): the prefill's tokens at ``--peak-tflops`` (2 FLOP per parameter
+Where the engine's time goes, per mode: CPU preparation (chat template, tokenizing, rope positions), cache
+compaction, prefill and decode (each timed between GPU synchronisations), and the loop around the engine
+(rendering boxes, parsing answers); of the prefill, the CPU's reading of images chunk by chunk ("pixels": on a GPU,
+overlapped with the previous chunk's encoding); the GPU's utilisation sampled every 0.1 s (NVML, when available);
+and the floor the model's shape allows (``floor_ms``): the prefill's tokens at ``--peak-tflops`` (2 FLOP per parameter
 per token, plus attention over the context), then the decode at ``--hbm-tbs`` (each decode step one read of the
 weights and of every row's live KV cache) or at peak compute, whichever is slower.
 The ratio measured / floor says how far the engine is from the hardware.
@@ -106,7 +107,7 @@ def _run_mode(grounder, mode: str, samples, images, steps: int, batch: int, new_
     generated = sum(s.tokens_out for s in steps_done)
     stats = {key: sum(engine.stats.get(key, 0) for engine in engines)
              for key in ("prefill_tokens", "prefill_s", "prepare_s", "compact_s", "decode_s", "decode_steps",
-                         "decode_kv_tokens", "turn_wait_s", "vision_patches", "vision_images")
+                         "decode_kv_tokens", "turn_wait_s", "vision_patches", "vision_images", "pixels_s")
              } if engines else None
     if stats:
         prefill_tokens, prefill_s = stats["prefill_tokens"], stats["prefill_s"]  # lanes' prefills take turns
@@ -117,6 +118,9 @@ def _run_mode(grounder, mode: str, samples, images, steps: int, batch: int, new_
         parts = {name: stats[f"{name}_s"] for name in ("prepare", "compact", "prefill", "decode", "turn_wait")}
         parts["loop"] = elapsed * lanes - sum(parts.values())
         breakdown = {name: 1000 * value / len(samples) for name, value in parts.items()}  # ms per sample
+        # of the prefill's time, the CPU's reading of images chunk by chunk (hidden behind the GPU's work on the
+        # previous chunk, but for each step's first chunk)
+        breakdown["pixels"] = 1000 * stats["pixels_s"] / len(samples)
     return {
         "breakdown_ms_per_sample": breakdown, "gpu_utilisation": utilisation, "lanes": lanes if engines else None,
         "decode_steps": stats["decode_steps"] if stats else None,
@@ -324,7 +328,7 @@ def main() -> None:
     print(f"\nwhere the engine's time goes (ms per sample; floor at {args.peak_tflops:.0f} TFLOP/s and "
           f"{args.hbm_tbs} TB/s)")
     print(f"{'mode':<12}{'T':>3}{'prepare':>9}{'compact':>9}{'prefill':>9}{'decode':>9}{'wait':>9}{'loop':>8}{'total':>8}{'floor':>8}"
-          f"{'x floor':>9}{'GPU util':>10}")
+          f"{'x floor':>9}{'GPU util':>10}{'pixels':>8}")
     for r in rows:
         if r["breakdown_ms_per_sample"]:
             b, util = r["breakdown_ms_per_sample"], r["gpu_utilisation"]
@@ -332,7 +336,9 @@ def main() -> None:
                   + "".join(f"{b[k]:>9.1f}" for k in ("prepare", "compact", "prefill", "decode", "turn_wait"))
                   + f"{b['loop']:>8.1f}{r['ms_per_sample']:>8.1f}{r['floor_ms_per_sample']:>8.1f}"
                   f"{r['ms_per_sample'] / r['floor_ms_per_sample']:>8.1f}x"
-                  + (f"{util:>9.0f}%" if util is not None else f"{'-':>10}"))
+                  + (f"{util:>9.0f}%" if util is not None else f"{'-':>10}") + f"{b['pixels']:>8.1f}")
+    print("(pixels: of the prefill, the CPU reading each chunk's images, overlapped with the previous chunk's "
+          "GPU work)")
     speedups = {mode: by[(mode, args.steps)]["ms_per_sample"] / engine_loop["ms_per_sample"]
                 for mode, steps in by if steps == args.steps and mode != engine_loop["mode"]}
     print(f"{engine_loop['mode']} vs " + ", ".join(f"{mode}: {x:.2f}x faster" for mode, x in speedups.items()))

@@ -19,6 +19,11 @@ model's own ``get_rope_index`` does (``ivt_core.rope``, checked against it) for 
 each conversation's ids, the new part's follow the kept part's), so holes in the cache change nothing. All rows'
 texts are tokenized in one call.
 
+The prefill encodes the rows in chunks of about ``PREFILL_CHUNK_TOKENS`` new tokens, one forward each, into views
+of the chunk's rows of the cache. On a GPU the images of a chunk are read (PIL to a page-locked batch, then
+patchified on the GPU) only after the previous chunk's forward has been queued, so the CPU's part of a step, most of
+it reading rendered images, runs while the GPU encodes (without lanes; measured in docs/LOG.md).
+
 Each row has a fixed size for the whole step (its history, the block and room for ``max_new_tokens``) and the
 model writes its keys and values in place, so on a GPU one decode step is captured once as a CUDA graph and
 replayed for every token (the eager decode step is CPU-bound: ~85-130 ms for a 4B model at batch 128).
@@ -49,6 +54,7 @@ from ivt_core.grounders.base import Generation, Sampling, conversation_images
 SUPPORTED_MODEL_TYPES = tuple(t for family in FAMILIES.values() if family.cached_engine for t in family.model_types)
 FORCE_GQA = "TRANSFORMERS_SDPA_FORCE_GQA"
 GRAPH_MIN_TOKENS = 16  # below this many decode steps per call, capturing a graph costs more than it saves
+PREFILL_CHUNK_TOKENS = 16384  # new tokens per prefill forward (``prefill_chunks``): enough to keep an H200 busy
 CHECK_EVERY = 4  # decode steps between two reads of whether every row has ended (each read waits for the GPU)
 
 
@@ -130,16 +136,16 @@ class CachedEngine:
         self.graphs = str(device).startswith("cuda") and use_graphs
         # a lane (``loop._in_lanes``) runs on its own CUDA stream and waits only for it; nothing of its
         # preparation runs on the GPU outside its turn (``_GPU_TURN``): its pixels are patchified in the turn
-        on_gpu = str(device).startswith("cuda")
-        self.stream = torch.cuda.Stream(torch.device(device)) if own_stream and on_gpu else None
-        self.patchify_on_device = on_gpu and self.stream is None  # a lane's: in its turn (``_pixels``)
+        self.on_gpu = str(device).startswith("cuda")
+        self.stream = torch.cuda.Stream(torch.device(device)) if own_stream and self.on_gpu else None
+        self.defer_pixels = self.on_gpu  # pixels read chunk by chunk during the prefill (``_pixels``)
         self.conversations: dict[Hashable, _Conversation] = {}
         self.cache = None  # DynamicCache of RowsLayer: [rows, heads, capacity, dim] per layer
         # where the time goes (seconds, summed over steps): CPU preparation of the new tokens and images (chat
         # template, tokenizing, pixels, rope positions), the cache compaction, the prefill forward, the decode
         self.stats = {"prefill_tokens": 0, "vision_patches": 0, "vision_images": 0, "decode_steps": 0,
                       "decode_kv_tokens": 0, "generated_tokens": 0, "cut_back": 0, "forwards": 0,
-                      "prepare_s": 0.0, "compact_s": 0.0, "prefill_s": 0.0, "decode_s": 0.0,
+                      "prepare_s": 0.0, "pixels_s": 0.0, "compact_s": 0.0, "prefill_s": 0.0, "decode_s": 0.0,
                       "turn_wait_s": 0.0}
 
     # -- conversation bookkeeping -------------------------------------------------------------------------
@@ -168,27 +174,27 @@ class CachedEngine:
 
     def _pixels(self, images: list) -> tuple[list, list[torch.Tensor]]:
         """The pixel rows of each of ``images`` and their grids, as the processor gives them (on a GPU, patchified
-        there: ``supervision.image_inputs``). A lane patchifies in its turn on the GPU: its images' grids are
-        known now (images at the processor's own size: one grid cell per patch), their rows are functions that
-        compute them when called (all of this call's images at once, the first time)."""
+        there: ``supervision.image_inputs``). On a GPU, images at the processor's own size (one grid cell per
+        patch) get their grids now and their rows only when the prefill of their chunk needs them
+        (``_PendingPixels``): a chunk's images are read while the previous chunk's prefill runs on the GPU, and a
+        lane's in its turn."""
         from ivt_core.grounders.processing import resized_size
-        from ivt_core.supervision import image_inputs
 
         patch = getattr(self.processor.image_processor, "patch_size", None)
-        if self.stream is not None and patch and all(resized_size(self.processor, *image.size) == image.size
-                                                     for image in images):
-            computed: list = []
-
-            def row(index: int) -> torch.Tensor:
-                if not computed:
-                    pixels, grids = image_inputs(self.processor, images, self.device, self.pixel_cache)
-                    computed.extend(pixels.split([int(g.prod()) for g in grids]))
-                return computed[index]
-
+        if self.defer_pixels and patch and all(resized_size(self.processor, *image.size) == image.size
+                                               for image in images):
+            pending = _PendingPixels(functools.partial(self._compute_pixels, device=self.device), images)
             grids = [torch.tensor([1, image.height // patch, image.width // patch]) for image in images]
-            return [functools.partial(row, index) for index in range(len(images))], grids
-        pixels, grids = image_inputs(self.processor, images, self.device if self.patchify_on_device else None,
-                                     self.pixel_cache)
+            return [_Row(pending, index) for index in range(len(images))], grids
+        # now, outside the GPU turn: a lane's on the CPU
+        return self._compute_pixels(images, self.device if self.on_gpu and self.stream is None else None)
+
+    def _compute_pixels(self, images: list, device) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """``supervision.image_inputs`` of ``images`` (with a GPU ``device``, patchified there): each image's rows
+        and grid."""
+        from ivt_core.supervision import image_inputs
+
+        pixels, grids = image_inputs(self.processor, images, device, self.pixel_cache)
         return list(pixels.split([int(g.prod()) for g in grids])), list(grids)
 
     def _image_boundary(self, ids: list[int], grids: list[torch.Tensor], keep: int) -> tuple[int, int]:
@@ -299,30 +305,30 @@ class CachedEngine:
         self.stats["compact_s"] += prefill_start - compact_start
         block, block_mask, block_pos, last = self._block(news, positions)
         width = block.shape[1]
-        self.write_at = torch.arange(self.end, self.end + width, device=self.device)
         self.live[:, self.end:self.end + width] = block_mask.bool()
         slots = torch.arange(self.live.shape[1], device=self.device)
         causal = slots[None, :] <= (self.end + torch.arange(width, device=self.device))[:, None]  # [width, capacity]
-        mask = (self.live[:, None, None, :] & causal[None, None]).contiguous()
         encoded, copy_of = self._distinct_rows(row_keys)
-        pixels = [p() if callable(p) else p for row in encoded for p in row_pixels[row]]  # a lane's: computed now
-        pixel_values = torch.cat([p.to(self.device) for p in pixels]).to(self.model.dtype) if pixels else None
-        grids = [g for row in encoded for g in row_grids[row]]
-        self.stats["vision_patches"] += sum(int(g.prod()) for g in grids)  # the vision tower's tokens
-        self.stats["vision_images"] += len(grids)
-        grid = torch.stack(grids).to(self.device) if grids else None
-        cache = self.cache
+        cache, live = self.cache, self.live
         if copy_of is not None:  # only the distinct rows are encoded, into their own cache, then copied
             cache = self._new_cache(len(encoded), self.live.shape[1])
             rows = torch.tensor(encoded, device=self.device)
-            block, mask, block_pos, last = block[rows], mask[rows], block_pos[:, rows], last[rows]
-        with _grouped_query_attention(str(self.device).startswith("cuda")):
-            out = self.inner(input_ids=block, attention_mask=mask, position_ids=block_pos, past_key_values=cache,
-                             pixel_values=pixel_values, image_grid_thw=grid, use_cache=True)
+            block, block_pos, last, live = block[rows], block_pos[:, rows], last[rows], live[rows]
+        lengths = [len(news[row]) for row in encoded]
+        logits = []
+        for start, stop in prefill_chunks(lengths, PREFILL_CHUNK_TOKENS):
+            # the chunk's pixels are read now: on a GPU, while the previous chunk's prefill runs
+            pixels_start = time.perf_counter()
+            pixels = _resolved([p for row in encoded[start:stop] for p in row_pixels[row]])
+            self.stats["pixels_s"] += time.perf_counter() - pixels_start
+            grids = [g for row in encoded[start:stop] for g in row_grids[row]]
+            self.stats["vision_patches"] += sum(int(g.prod()) for g in grids)  # the vision tower's tokens
+            self.stats["vision_images"] += len(grids)
+            logits.append(self._prefill(_rows_of(cache, start, stop, self.rows_layer, self),
+                                        block[start:stop], block_pos[:, start:stop], last[start:stop],
+                                        live[start:stop], causal, max(lengths[start:stop]), pixels, grids))
+        logits = torch.cat(logits)
         self.end += width
-        self.stats["forwards"] += 1
-        # logits of each row's last real token only (all positions x a 150k vocabulary would not fit)
-        logits = self.lm_head(out.last_hidden_state[torch.arange(len(encoded), device=self.device), last])
         if copy_of is not None:
             for layer, distinct in zip(self.cache.layers, cache.layers, strict=True):
                 layer.keys.copy_(distinct.keys[copy_of])
@@ -457,6 +463,20 @@ class CachedEngine:
         last = torch.tensor([len(n) - 1 for n in news], device=self.device)
         return block.to(self.device), mask.to(self.device), pos.to(self.device), last
 
+    def _prefill(self, cache, block, positions, last, live, causal, width: int, pixels, grids) -> torch.Tensor:
+        """Encode one chunk of rows' new tokens (the block's first ``width`` columns) into ``cache`` (views of those
+        rows); the logits at each row's last new token."""
+        self.write_at = torch.arange(self.end, self.end + width, device=self.device)
+        mask = (live[:, None, None, :] & causal[None, None, :width]).contiguous()
+        pixel_values = torch.cat([p.to(self.device) for p in pixels]).to(self.model.dtype) if pixels else None
+        grid = torch.stack(grids).to(self.device) if grids else None
+        with _grouped_query_attention(self.on_gpu):
+            out = self.inner(input_ids=block[:, :width], attention_mask=mask, position_ids=positions[:, :, :width],
+                             past_key_values=cache, pixel_values=pixel_values, image_grid_thw=grid, use_cache=True)
+        self.stats["forwards"] += 1
+        # logits of each row's last real token only (all positions x a 150k vocabulary would not fit)
+        return self.lm_head(out.last_hidden_state[torch.arange(len(block), device=self.device), last])
+
     def _decode(self, states, logits, next_pos, sampling: Sampling) -> list[list[int]]:
         """Generate for every row until each has ended (an end token, or ``max_new_tokens``). The chosen tokens
         and which rows have ended stay on the device; whether all have ended is read every ``CHECK_EVERY`` steps
@@ -533,6 +553,63 @@ def _grouped_query_attention(enabled: bool):
             os.environ.pop(FORCE_GQA, None)
         else:
             os.environ[FORCE_GQA] = before
+
+
+class _PendingPixels:
+    """Images whose pixel rows are computed only when a prefill chunk needs them (``CachedEngine._pixels``): the
+    pending images of a chunk's rows in one call, each once."""
+
+    def __init__(self, compute, images: list):
+        self.compute, self.images, self.rows = compute, images, {}
+
+    def fill(self, indices: list[int]) -> None:
+        missing = sorted({index for index in indices if index not in self.rows})
+        if missing:
+            rows, _ = self.compute([self.images[index] for index in missing])
+            self.rows.update(zip(missing, rows, strict=True))
+
+
+@dataclass(frozen=True)
+class _Row:
+    """One image of a ``_PendingPixels``: its pixel rows once its chunk has computed them."""
+
+    pending: _PendingPixels
+    index: int
+
+
+def _resolved(entries: list) -> list[torch.Tensor]:
+    """The pixel rows of ``entries`` (tensors, or ``_Row`` of pending images: computed now, one call per group)."""
+    wanted: dict[int, tuple[_PendingPixels, list[int]]] = {}
+    for entry in entries:
+        if isinstance(entry, _Row):
+            wanted.setdefault(id(entry.pending), (entry.pending, []))[1].append(entry.index)
+    for pending, indices in wanted.values():
+        pending.fill(indices)
+    return [entry.pending.rows[entry.index] if isinstance(entry, _Row) else entry for entry in entries]
+
+
+def prefill_chunks(lengths: list[int], tokens: int) -> list[tuple[int, int]]:
+    """Consecutive (start, stop) row ranges of about ``tokens`` new tokens each (at least one row each): the
+    prefill encodes one range per forward, so the next range's pixels are read on the CPU while the GPU encodes
+    this one."""
+    chunks, start, total = [], 0, 0
+    for row, length in enumerate(lengths):
+        if total and total + length > tokens:
+            chunks.append((start, row))
+            start, total = row, 0
+        total += length
+    return chunks + [(start, len(lengths))] if lengths else chunks
+
+
+def _rows_of(cache, start: int, stop: int, rows_layer, engine):
+    """``cache`` restricted to rows ``start:stop``: views of its buffers (what the forward writes lands in them)."""
+    if start == 0 and stop == cache.layers[0].keys.shape[0]:
+        return cache
+    from transformers import DynamicCache
+
+    view = DynamicCache(config=engine.model.config)
+    view.layers = [rows_layer(engine, layer.keys[start:stop], layer.values[start:stop]) for layer in cache.layers]
+    return view
 
 
 def _choose(logits: torch.Tensor, sampling: Sampling) -> torch.Tensor:

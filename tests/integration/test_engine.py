@@ -44,10 +44,13 @@ def chatty_tiny(tmp_path_factory):
     return build_tiny_model(tmp_path_factory.mktemp("chatty") / "m", "qwen3_vl", TinySpec(init_std=1.0))
 
 
+@pytest.mark.parametrize("chunk_tokens", [16384, 1])
 def test_engine_equals_plain_loop_on_a_tiny_model_with_unparsable_answers_and_early_stops(
-        chatty_tiny, shapes_ws, monkeypatch):
+        chatty_tiny, shapes_ws, monkeypatch, chunk_tokens):
+    """Also with the prefill split into one forward per row (``PREFILL_CHUNK_TOKENS``: 1)."""
     from ivt_core.data.shapes_split import write_shapes_split
 
+    monkeypatch.setattr("ivt_core.grounders.engine.PREFILL_CHUNK_TOKENS", chunk_tokens)
     write_shapes_split(shapes_ws, "test", 9, seed=0)
     monkeypatch.setattr("ivt_core.loop.should_stop", _stops_by_text)
     grounder = TransformersGrounder.load(chatty_tiny, device="cpu")
@@ -139,6 +142,16 @@ def test_a_conversation_left_out_of_a_step_is_answered_afresh_when_it_comes_back
     assert again.text == fresh.text and again.token_ids == fresh.token_ids
 
 
+def test_prefill_chunks_cover_the_rows_in_order_with_about_the_token_budget_each():
+    from ivt_core.grounders.engine import prefill_chunks
+
+    assert prefill_chunks([], 10) == []
+    assert prefill_chunks([4, 4, 4], 100) == [(0, 3)]
+    assert prefill_chunks([4, 4, 4, 4, 4], 8) == [(0, 2), (2, 4), (4, 5)]
+    assert prefill_chunks([30, 2, 2], 8) == [(0, 1), (1, 3)]  # a row longer than the budget is a chunk of its own
+    assert prefill_chunks([3, 3], 1) == [(0, 1), (1, 2)]
+
+
 def test_engine_choice(tiny_models):
     qwen3 = TransformersGrounder.load(tiny_models["qwen3_vl"], device="cpu")
     qwen2 = TransformersGrounder.load(tiny_models["qwen2_vl"], device="cpu")
@@ -181,11 +194,15 @@ def test_device_patchify_path_gives_the_processors_pixels(chatty_tiny):
         "pixel_values"].shape
 
 
-def test_a_groups_copies_of_one_prompt_are_encoded_once(shapes_ws):
+@pytest.mark.parametrize("chunk_tokens", [16384, 1])
+def test_a_groups_copies_of_one_prompt_are_encoded_once(shapes_ws, monkeypatch, chunk_tokens):
     """GRPO's G rollouts of a prompt (same ids, the same image object) share one prefill at their first step;
-    greedy, the whole T=2 loop gives what encoding every copy gives (copies of the image: nothing shared)."""
+    greedy, the whole T=2 loop gives what encoding every copy gives (copies of the image: nothing shared). Also
+    with one prefill forward per encoded row."""
     from ivt_core.bootstrap import TOY_SFT_PATH
     from ivt_core.grounders.engine import CachedEngine
+
+    monkeypatch.setattr("ivt_core.grounders.engine.PREFILL_CHUNK_TOKENS", chunk_tokens)
 
     grounder = TransformersGrounder.load(TOY_SFT_PATH, device="cpu")  # its refinement steps give boxes
     samples = get_samples(shapes_ws.connect(), "shapes", "test")[:2]
@@ -240,28 +257,30 @@ def test_two_lanes_answer_as_the_plain_loop_and_each_lane_takes_samples(chatty_t
         run_samples(grounder, samples, config, images, engine=failing)
 
 
-def test_a_lane_patchifies_its_images_in_its_turn_with_the_same_rows(tiny_models):
-    """A lane's images (``own_stream``) get their grids at once and their pixel rows only when first asked for (in
-    the lane's turn on the GPU), all of a call's images together: the same rows and grids as computed at once."""
+def test_deferred_images_are_read_chunk_by_chunk_with_the_same_rows(tiny_models):
+    """On a GPU (``defer_pixels``) images get their grids at once and their pixel rows only when a prefill chunk
+    (or a lane's turn) asks for them, each chunk's pending images in one call: the same rows and grids as
+    computed at once."""
     from PIL import Image
 
-    from ivt_core.grounders.engine import CachedEngine
+    from ivt_core.grounders.engine import CachedEngine, _resolved, _Row
 
     grounder = TransformersGrounder.load(tiny_models["qwen3_vl"], device="cpu")
     images = [Image.new("RGB", (64, 96), (10 * i, 40, 200 - 10 * i)) for i in range(3)]
     now = CachedEngine(grounder.model, grounder.processor, "cpu")
     rows, grids = now._pixels(images)
-    lane = CachedEngine(grounder.model, grounder.processor, "cpu")
-    lane.stream = object()  # as a lane's on a GPU (only ``_pixels`` is called here)
-    calls = []
-    lane.pixel_cache = {}
-    deferred, lane_grids = lane._pixels(images)
-    assert all(callable(row) for row in deferred) and not lane.pixel_cache  # nothing computed yet
-    assert [g.tolist() for g in lane_grids] == [g.tolist() for g in grids]
-    for row, expected in zip(deferred, rows, strict=True):
-        calls.append(len(lane.pixel_cache))
-        assert torch.allclose(row(), expected, atol=1e-5)  # patchified by torch, as on a GPU (tested equal)
-    assert calls == [0, 3, 3]  # the first row computed all three images' rows at once
+    later = CachedEngine(grounder.model, grounder.processor, "cpu")
+    later.defer_pixels = True  # as on a GPU (only ``_pixels`` is called here)
+    later.pixel_cache = {}
+    deferred, later_grids = later._pixels(images)
+    assert all(isinstance(row, _Row) for row in deferred) and not later.pixel_cache  # nothing computed yet
+    assert [g.tolist() for g in later_grids] == [g.tolist() for g in grids]
+    first = _resolved(deferred[:1])
+    assert len(later.pixel_cache) == 1  # the first chunk's image only
+    rest = _resolved(deferred)
+    assert len(later.pixel_cache) == 3 and rest[0] is first[0]  # the others in one call; the first not again
+    for row, expected in zip(rest, rows, strict=True):
+        assert torch.allclose(row, expected, atol=1e-5)  # patchified by torch, as on a GPU (tested equal)
 
 
 def test_the_engine_counts_the_cache_entries_its_decode_steps_read(chatty_tiny):
