@@ -218,6 +218,7 @@ def load(args, device: str):
     import torch
 
     from ivt_core.families import FAMILIES
+    from ivt_core.grounders.decode_attention import enable_decode_attention
     from ivt_core.grounders.fast_vision import enable_fast_vision
     from ivt_core.grounders.fused_kernels import enable_fused_kernels
     from ivt_core.grounders.processing import load_processor
@@ -231,6 +232,7 @@ def load(args, device: str):
         model.eval()
         enable_fast_vision(model)
         enable_fused_kernels(model)  # on a GPU where liger-kernel is installed, unless IVT_FUSED_KERNELS=0
+        enable_decode_attention(model)  # on a GPU, unless IVT_DECODE_KERNEL=0
         model.generation_config.min_new_tokens = args.new_tokens  # random weights never stop by themselves
         model.generation_config.eos_token_id = model.config.text_config.eos_token_id
         processor = load_processor(model_dir, "qwen3_vl")

@@ -291,8 +291,9 @@ def patchify_on_device(images: torch.Tensor, image_processor) -> torch.Tensor:
     """
     ip = image_processor
     p, m, t = ip.patch_size, ip.merge_size, ip.temporal_patch_size
-    mean = torch.tensor(ip.image_mean, device=images.device).view(1, 3, 1, 1)
-    std = torch.tensor(ip.image_std, device=images.device).view(1, 3, 1, 1)
+    # copied without waiting for the GPU's queued work (a plain copy to the GPU waits for it)
+    mean = torch.tensor(ip.image_mean).view(1, 3, 1, 1).to(images.device, non_blocking=True)
+    std = torch.tensor(ip.image_std).view(1, 3, 1, 1).to(images.device, non_blocking=True)
     x = images.permute(0, 3, 1, 2).float() * ip.rescale_factor
     x = (x - mean) / std
     n, c, h, w = x.shape

@@ -15,6 +15,7 @@ from pathlib import Path
 from ivt_core.errors import InvalidInputError, NotFoundError
 from ivt_core.families import Family, family_for_model_type
 from ivt_core.grounders.base import Generation, Sampling, conversation_images
+from ivt_core.grounders.decode_attention import enable_decode_attention
 from ivt_core.grounders.fast_vision import enable_fast_vision
 from ivt_core.grounders.fused_kernels import enable_fused_kernels
 from ivt_core.grounders.processing import PROCESSOR_CLASSES, load_processor, resized_size
@@ -117,6 +118,7 @@ class TransformersGrounder:
         model.eval()
         enable_fast_vision(model)
         enable_fused_kernels(model)  # on a GPU where liger-kernel is installed
+        enable_decode_attention(model)  # on a GPU (Triton)
         return cls(model, processor, family, name, device)
 
     def resized_size(self, width: int, height: int) -> tuple[int, int] | None:

@@ -62,8 +62,12 @@ def test_cuda_four_bit(tiny):
     assert any("4bit" in type(m).__name__ for m in g.model.modules())
 
 
-def test_cuda_engine_with_graphs_equals_plain_loop_in_float32():
-    """The cached engine on a GPU (CUDA-graph decode, patchify on the device) against the plain loop, float32."""
+@pytest.mark.parametrize("chunk_tokens", [16384, 200])
+def test_cuda_engine_with_graphs_equals_plain_loop_in_float32(monkeypatch, chunk_tokens):
+    """The cached engine on a GPU (CUDA-graph decode, patchify on the device, the decode attention kernel) against
+    the plain loop, float32; also with the prefill in chunks of ~2 rows (pixels read while the previous chunk runs,
+    copied from page-locked memory)."""
+    monkeypatch.setattr("ivt_core.grounders.engine.PREFILL_CHUNK_TOKENS", chunk_tokens)
     from ivt_core.bootstrap import toy_model_path
     from ivt_core.data.sample import Sample
     from ivt_core.data.shapes import ShapesConfig, make_sample
@@ -91,6 +95,61 @@ def test_cuda_engine_with_graphs_equals_plain_loop_in_float32():
     laned = run_samples(g, samples, config, images, engine=lanes)
     assert all(lane.stats.get("graphs", 0) >= 1 for lane in lanes), [lane.stats.get("graph_error") for lane in lanes]
     assert [[s.raw_text for s in t.steps] for t in laned] == [[s.raw_text for s in t.steps] for t in plain]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("rows,heads,kv_heads,capacity,dim", [(256, 32, 8, 900, 128), (2, 32, 8, 1300, 128),
+                                                              (5, 4, 2, 200, 64)])
+def test_cuda_decode_attention_equals_sdpa(rows, heads, kv_heads, capacity, dim, dtype):
+    """The decode kernel (one query token per row, grouped heads, a cache with holes; split and merged on few rows)
+    against SDPA in float32 on the same inputs."""
+    from ivt_core.grounders.decode_attention import decode_attention, splits_for
+
+    dtype = getattr(torch, dtype)
+    generator = torch.Generator(device="cuda").manual_seed(0)
+    query = torch.randn(rows, heads, 1, dim, device="cuda", generator=generator).to(dtype)
+    key, value = (torch.randn(rows, kv_heads, capacity, dim, device="cuda", generator=generator).to(dtype)
+                  for _ in range(2))
+    live = torch.rand(rows, capacity, device="cuda", generator=generator) < 0.8
+    live[:, -7:] = False  # room not written yet
+    live[-1, 3:] = False  # a row with three live slots
+    got = decode_attention(query, key, value, live, dim ** -0.5)
+    expected = torch.nn.functional.scaled_dot_product_attention(
+        query.float(), key.float(), value.float(), attn_mask=live[:, None, None, :], enable_gqa=True).transpose(1, 2)
+    tolerance = 1e-4 if dtype == torch.float32 else 2e-2
+    assert got.shape == (rows, 1, heads, dim) and got.dtype == dtype
+    assert torch.allclose(got.float(), expected, atol=tolerance, rtol=tolerance), (got.float() - expected).abs().max()
+    if rows == 2:
+        assert splits_for(rows, kv_heads, capacity) > 1  # the split-and-merge path was the one tested
+
+
+def test_cuda_decode_kernel_gives_the_same_answers_and_is_used(monkeypatch):
+    """The toy (float32, CUDA graphs) answers the same through the loop with the decode kernel as with SDPA, and the
+    kernel did run (it is called while the decode graph is captured)."""
+    from ivt_core.bootstrap import toy_model_path
+    from ivt_core.data.sample import Sample
+    from ivt_core.data.shapes import ShapesConfig, make_sample
+    from ivt_core.grounders import decode_attention
+    from ivt_core.grounders.base import Sampling
+    from ivt_core.grounders.transformers_grounder import TransformersGrounder
+    from ivt_core.loop import LoopConfig, run_samples
+
+    raw = [make_sample(ShapesConfig(), 0, "test", i) for i in range(8)]
+    samples = [Sample(s.id, "shapes", "test", "", 224, 224, s.expression, s.bbox) for s in raw]
+    images = [s.image for s in raw]
+    config = LoopConfig(steps=2, batch_size=8, sampling=Sampling(max_new_tokens=40))
+    calls = []
+    kernel = decode_attention.decode_attention
+    monkeypatch.setattr(decode_attention, "decode_attention", lambda *a, **k: calls.append(1) or kernel(*a, **k))
+    answers = {}
+    for on in (False, True):
+        monkeypatch.setenv(decode_attention.SWITCH, "1" if on else "0")
+        g = TransformersGrounder.load(toy_model_path(), device="cuda")
+        g.model.float()
+        assert g.model.config.get_text_config()._attn_implementation == ("ivt_sdpa" if on else "sdpa")
+        answers[on] = [[s.raw_text for s in t.steps] for t in run_samples(g, samples, config, images)]
+        assert bool(calls) == on
+    assert answers[True] == answers[False]
 
 
 def test_cuda_fused_kernels_give_the_same_numbers_in_float32(monkeypatch):
