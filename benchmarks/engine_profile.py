@@ -83,6 +83,15 @@ def main() -> None:
         for row in rows["all"][:args.top]:
             print(f"  {row['name']:<96}{row['calls']:>7}{row['cuda_ms']:>10.1f}{100 * row['cuda_ms'] / spent:>6.1f}%")
         tables["by_phase"][phase]["all"] = rows["all"][:args.top]
+    tables["gpu_idle"] = idle_gaps(prof.events(), args.top)
+    idle = tables["gpu_idle"]
+    print(f"\nGPU idle: {idle['idle_ms']:.1f} of {idle['span_ms']:.1f} ms ({idle['gaps']} gaps of >= {GAP_US} us); "
+          f"by the phase the CPU was in, and the CPU operations running during the gaps (leaf operations, top "
+          f"{args.top})")
+    for phase, ms in idle["by_phase"].items():
+        print(f"  {phase:<40}{ms:>10.1f} ms")
+    for row in idle["cpu_ops"]:
+        print(f"  {row['name']:<96}{row['ms']:>10.1f} ms")
     stats = {k: v for k, v in engine.stats.items() if isinstance(v, int | float)}
     print("\nengine:", ", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}" for k, v in stats.items()))
     out = Path(args.out)
@@ -92,7 +101,11 @@ def main() -> None:
     print(f"wrote {out}")
 
 
-PHASES = ("ivt:compact", "ivt:vision", "ivt:decode", "ivt:gpu_step")  # innermost first; gpu_step's rest: prefill
+PHASES = ("ivt:compact", "ivt:vision", "ivt:decode", "ivt:prefill", "ivt:gpu_step")  # innermost first
+NAMES = {"ivt:compact": "compaction", "ivt:vision": "vision tower", "ivt:decode": "decode",
+         "ivt:prefill": "prefill (language model)", "ivt:gpu_step": "GPU step, outside the forwards (pixels, masks)",
+         None: "outside a step (the loop, preparation)"}
+GAP_US = 5  # shorter pauses between two kernels are the GPU's own (launch latency): not counted as idle
 
 
 def _ranged(name: str, fn):
@@ -110,6 +123,7 @@ def _mark_phases(engine, model) -> None:
     engine._compact = _ranged("ivt:compact", engine._compact)
     engine._decode = _ranged("ivt:decode", engine._decode)
     engine._on_gpu = _ranged("ivt:gpu_step", engine._on_gpu)
+    engine._prefill = _ranged("ivt:prefill", engine._prefill)
     for module in model.modules():
         if type(module).__name__.endswith("VisionModel"):
             module.forward = _ranged("ivt:vision", module.forward)
@@ -117,12 +131,10 @@ def _mark_phases(engine, model) -> None:
 
 def by_phase(events, top: int) -> dict:
     """Kernel time per phase: each kernel under the innermost ``PHASES`` range around the operation that launched
-    it (kernels replayed in a decode graph come with the replay); the language model's prefill is what the step
-    launched outside the other ranges."""
+    it (kernels replayed in a decode graph come with the replay)."""
     from collections import defaultdict
 
-    names = {"ivt:compact": "compaction", "ivt:vision": "vision tower", "ivt:decode": "decode",
-             "ivt:gpu_step": "prefill (language model)", None: "outside a step"}
+
     spent: dict = defaultdict(lambda: defaultdict(lambda: [0, 0.0]))
     for event in events:
         if not event.kernels:
@@ -133,13 +145,60 @@ def by_phase(events, top: int) -> dict:
             parent = parent.cpu_parent
         phase = next((p for p in PHASES if p in ranges), None)
         for kernel in event.kernels:
-            entry = spent[names[phase]][kernel.name[:96]]
+            entry = spent[NAMES[phase]][kernel.name[:96]]
             entry[0] += 1
             entry[1] += kernel.duration / 1000
     return {phase: {"kernels": sum(c for c, _ in rows.values()),
                     "all": [{"name": n, "calls": c, "cuda_ms": ms}
                             for n, (c, ms) in sorted(rows.items(), key=lambda kv: -kv[1][1])]}
             for phase, rows in spent.items()}
+
+
+def idle_gaps(events, top: int) -> dict:
+    """Where the GPU waits: the gaps between the kernels (all streams merged, from the first kernel to the last), each
+    attributed to the engine phase the CPU was in at the time (``PHASES``; "loop" outside a step) and to the CPU's
+    leaf operations that ran during it (what the CPU was busy with while the GPU had nothing to do)."""
+    import bisect
+    from collections import defaultdict
+
+    spans = sorted((k.time_range.start, k.time_range.end) for e in events for k in e.kernels)
+    if not spans:
+        return {"idle_ms": 0.0, "span_ms": 0.0, "gaps": 0, "by_phase": {}, "cpu_ops": []}
+    gaps, busy_until = [], spans[0][1]
+    for start, end in spans[1:]:
+        if start - busy_until >= GAP_US:
+            gaps.append((busy_until, start))
+        busy_until = max(busy_until, end)
+
+    ranges = {p: sorted((e.time_range.start, e.time_range.end) for e in events if e.name == p) for p in PHASES}
+    by_phase: dict = defaultdict(float)
+    for start, end in gaps:
+        middle = (start + end) / 2
+        phase = next((p for p in PHASES if any(a <= middle <= b for a, b in ranges[p][
+            max(0, bisect.bisect_right(ranges[p], (middle, float("inf"))) - 1):][:1])), None)
+        by_phase[NAMES[phase]] += (end - start) / 1000
+    leaves = sorted((e.time_range.start, e.time_range.end, e.name) for e in events
+                    if not e.cpu_children and e.device_type.name == "CPU" and e.time_range.end > e.time_range.start
+                    and not e.name.startswith(("ivt:", "ProfilerStep")))
+    starts = [leaf[0] for leaf in leaves]
+    longest = max((end - start for start, end, _ in leaves), default=0)
+    by_op: dict = defaultdict(float)
+    for start, end in gaps:
+        covered = []
+        for leaf_start, leaf_end, name in leaves[bisect.bisect_left(starts, start - longest):
+                                                 bisect.bisect_right(starts, end)]:
+            a, b = max(start, leaf_start), min(end, leaf_end)
+            if b > a:
+                by_op[name[:96]] += (b - a) / 1000
+                covered.append((a, b))
+        union, reach = 0.0, start
+        for a, b in sorted(covered):
+            union += max(0.0, b - max(a, reach))
+            reach = max(reach, b)
+        by_op["(no operator: Python, or the CPU's own work)"] += (end - start - union) / 1000
+    return {"idle_ms": sum(end - start for start, end in gaps) / 1000, "span_ms": (busy_until - spans[0][0]) / 1000,
+            "gaps": len(gaps), "by_phase": dict(sorted(by_phase.items(), key=lambda kv: -kv[1])),
+            "cpu_ops": [{"name": n, "ms": ms} for n, ms in sorted(by_op.items(), key=lambda kv: -kv[1])[:top]]}
 
 
 if __name__ == "__main__":
