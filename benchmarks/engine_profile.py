@@ -42,6 +42,7 @@ def main() -> None:
     parser.add_argument("--eager-decode", action="store_true",
                         help="decode without CUDA graphs: slower, but the profiler then puts the decode's kernels "
                              "under the decode phase (a replayed graph's kernels come with no launching operation)")
+    parser.add_argument("--trace", default=None, help="also write the profiler's timeline (Chrome trace JSON) here")
     parser.add_argument("--out", default="build/bench/engine_profile.json")
     args = parser.parse_args()
     if not torch.cuda.is_available():
@@ -57,6 +58,8 @@ def main() -> None:
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
         run_samples(grounder, samples, config, images, engine=engine)
         torch.cuda.synchronize()
+    if args.trace:
+        prof.export_chrome_trace(args.trace)
     events = prof.key_averages()
     tables = {}
     # by CUDA time (an operation with what it calls), by its own CUDA time (kernels: where the GPU's time goes,
@@ -161,7 +164,7 @@ def idle_gaps(events, top: int) -> dict:
     import bisect
     from collections import defaultdict
 
-    spans = sorted((k.time_range.start, k.time_range.end) for e in events for k in e.kernels)
+    spans = sorted((e.time_range.start, e.time_range.end) for e in events if e.device_type.name == "CUDA")
     if not spans:
         return {"idle_ms": 0.0, "span_ms": 0.0, "gaps": 0, "by_phase": {}, "cpu_ops": []}
     gaps, busy_until = [], spans[0][1]

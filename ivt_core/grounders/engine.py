@@ -326,7 +326,7 @@ class CachedEngine:
             self.stats["vision_images"] += len(grids)
             logits.append(self._prefill(_rows_of(cache, start, stop, self.rows_layer, self),
                                         block[start:stop], block_pos[:, start:stop], last[start:stop],
-                                        live[start:stop], causal, max(lengths[start:stop]), pixels, grids))
+                                        live[start:stop], causal, width, pixels, grids))
         logits = torch.cat(logits)
         self.end += width
         if copy_of is not None:
@@ -416,15 +416,9 @@ class CachedEngine:
         slot = {row: index for index, row in enumerate(encoded)}
         return encoded, torch.tensor([slot[first[key]] for key in keys], device=self.device)
 
-    def _step_logits(self, token_in, position_in, mask) -> torch.Tensor:
-        out = self.inner(input_ids=token_in, attention_mask=mask, position_ids=position_in,
-                         past_key_values=self.cache, use_cache=True)
-        return self.lm_head(out.last_hidden_state[:, -1])
-
-    def _graphed(self, token_in, position_in, mask):
-        """The decode step captured as a CUDA graph over the current buffers (re-captured at every ``step``,
-        whose compaction makes new ones); None, with a note in ``stats``, if capturing fails."""
-        try:
+    def _capture(self, token_in, position_in, mask, warm_up: bool):
+        """One decode step captured as a CUDA graph (after two eager passes on a side stream if ``warm_up``)."""
+        if warm_up:
             side = torch.cuda.Stream()
             side.wait_stream(torch.cuda.current_stream())
             self.write_at.fill_(self.end)  # the warm-up writes the next free slot, which the first replay rewrites
@@ -432,13 +426,31 @@ class CachedEngine:
                 for _ in range(2):
                     self._step_logits(token_in, position_in, mask)
             torch.cuda.current_stream().wait_stream(side)
-            graph = torch.cuda.CUDAGraph()
-            # thread_local: another lane's thread may launch work or allocate while this one captures
-            with torch.cuda.graph(graph, capture_error_mode="thread_local"):
-                logits = self._step_logits(token_in, position_in, mask)
-        except Exception as exc:  # noqa: BLE001 - any capture failure means: run the step eagerly
+        graph = torch.cuda.CUDAGraph()
+        # thread_local: another lane's thread may launch work or allocate while this one captures
+        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+            logits = self._step_logits(token_in, position_in, mask)
+        return graph, logits
+
+    def _step_logits(self, token_in, position_in, mask) -> torch.Tensor:
+        out = self.inner(input_ids=token_in, attention_mask=mask, position_ids=position_in,
+                         past_key_values=self.cache, use_cache=True)
+        return self.lm_head(out.last_hidden_state[:, -1])
+
+    def _graphed(self, token_in, position_in, mask):
+        """The decode step captured as a CUDA graph over the current buffers (re-captured at every ``step``,
+        whose compaction makes new ones); None, with a note in ``stats``, if capturing fails. Only the engine's
+        first capture runs the step twice eagerly before (lazy initialisation of the libraries' handles and
+        kernels): each of those passes at batch 256 on a 4B model is ~0.1 s of CPU with the GPU idle, three per step
+        (measured, docs/LOG.md). A capture that fails without them is tried again after them."""
+        for warm_up in ((True,) if not self.stats.get("graphs") else (False, True)):
+            try:
+                graph, logits = self._capture(token_in, position_in, mask, warm_up)
+                break
+            except Exception as exc:  # noqa: BLE001 - any capture failure means: warm up, or run the step eagerly
+                self.stats["graph_error"] = f"{type(exc).__name__}: {exc}"[:300]
+        else:
             self.graphs = False
-            self.stats["graph_error"] = f"{type(exc).__name__}: {exc}"[:300]
             return None
         self.stats["graphs"] = self.stats.get("graphs", 0) + 1
 
@@ -589,16 +601,15 @@ def _resolved(entries: list) -> list[torch.Tensor]:
 
 
 def prefill_chunks(lengths: list[int], tokens: int) -> list[tuple[int, int]]:
-    """Consecutive (start, stop) row ranges of about ``tokens`` new tokens each (at least one row each): the
-    prefill encodes one range per forward, so the next range's pixels are read on the CPU while the GPU encodes
-    this one."""
-    chunks, start, total = [], 0, 0
-    for row, length in enumerate(lengths):
-        if total and total + length > tokens:
-            chunks.append((start, row))
-            start, total = row, 0
-        total += length
-    return chunks + [(start, len(lengths))] if lengths else chunks
+    """Consecutive (start, stop) row ranges, as many as ``tokens`` new tokens per range need, of equal row counts
+    (the last one smaller): the prefill encodes one range per forward, so the next range's pixels are read on the
+    CPU while the GPU encodes this one. Equal ranges give the forwards equal shapes: cuDNN's attention builds an
+    execution plan on the CPU for every new shape, while the GPU waits (measured, docs/LOG.md)."""
+    if not lengths:
+        return []
+    count = min(len(lengths), max(1, -(-sum(lengths) // max(1, tokens))))
+    per = -(-len(lengths) // count)
+    return [(start, min(start + per, len(lengths))) for start in range(0, len(lengths), per)]
 
 
 def _rows_of(cache, start: int, stop: int, rows_layer, engine):

@@ -142,14 +142,14 @@ def test_a_conversation_left_out_of_a_step_is_answered_afresh_when_it_comes_back
     assert again.text == fresh.text and again.token_ids == fresh.token_ids
 
 
-def test_prefill_chunks_cover_the_rows_in_order_with_about_the_token_budget_each():
+def test_prefill_chunks_cover_the_rows_in_order_in_equal_parts_of_about_the_token_budget():
     from ivt_core.grounders.engine import prefill_chunks
 
     assert prefill_chunks([], 10) == []
     assert prefill_chunks([4, 4, 4], 100) == [(0, 3)]
-    assert prefill_chunks([4, 4, 4, 4, 4], 8) == [(0, 2), (2, 4), (4, 5)]
-    assert prefill_chunks([30, 2, 2], 8) == [(0, 1), (1, 3)]  # a row longer than the budget is a chunk of its own
-    assert prefill_chunks([3, 3], 1) == [(0, 1), (1, 2)]
+    assert prefill_chunks([4, 4, 4, 4, 4], 8) == [(0, 2), (2, 4), (4, 5)]  # 20 tokens: 3 chunks of 2 rows
+    assert prefill_chunks([4] * 7, 10) == [(0, 3), (3, 6), (6, 7)]  # equal row counts, the last one smaller
+    assert prefill_chunks([3, 3], 1) == [(0, 1), (1, 2)]  # never fewer than one row per chunk
 
 
 def test_engine_choice(tiny_models):
