@@ -130,6 +130,9 @@ def _run_mode(grounder, mode: str, samples, images, steps: int, batch: int, new_
                                         stats["vision_patches"] if stats else None,
                                         stats["vision_images"] if stats else None)
         if FLOOR else None,
+        "graphs": sum(engine.stats.get("graphs", 0) for engine in engines) if engines else None,  # decode graphs
+        "graph_error": next((engine.stats["graph_error"] for engine in engines if "graph_error" in engine.stats),
+                            None) if engines else None,  # the last capture that failed (then retried or eager)
         "mode": mode, "steps": steps, "batch": batch, "samples": len(samples), "seconds": elapsed,
         "ms_per_sample": 1000 * elapsed / len(samples), "generated_tokens": generated,
         "generated_tok_s": generated / elapsed, "prefill_tokens": prefill_tokens,
