@@ -441,8 +441,8 @@ class CachedEngine:
         """The decode step captured as a CUDA graph over the current buffers (re-captured at every ``step``,
         whose compaction makes new ones); None, with a note in ``stats``, if capturing fails. Only the engine's
         first capture runs the step twice eagerly before (lazy initialisation of the libraries' handles and
-        kernels): each of those passes at batch 256 on a 4B model is ~0.1 s of CPU with the GPU idle, three per step
-        (measured, docs/LOG.md). A capture that fails without them is tried again after them."""
+        kernels); a capture that fails without them is tried again after them. Under the profiler those passes
+        were GPU idle time at every step (docs/LOG.md, session 14); without it the saving is within the noise."""
         for warm_up in ((True,) if not self.stats.get("graphs") else (False, True)):
             try:
                 graph, logits = self._capture(token_in, position_in, mask, warm_up)
