@@ -327,3 +327,31 @@ def test_the_benchmark_floor_counts_the_vision_tower_per_patch(chatty_tiny, monk
     assert text_only > 0 and merger > 0
     # text_only counted the vision parameters per language token; with patches they are counted per patch
     assert with_images - (text_only - 100 * 2 * vision_params) == pytest.approx(expected)
+
+
+def test_the_profile_finds_where_the_gpu_waits_and_what_the_cpu_did_meanwhile(monkeypatch):
+    """``engine_profile.idle_gaps`` on a made-up timeline: the gaps between GPU work (streams merged, overlaps
+    not counted as gaps, pauses under 5 us ignored), each in the innermost phase the CPU was in."""
+    from pathlib import Path
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    import engine_profile
+
+    def event(cat, name, ts, dur):
+        return {"ph": "X", "cat": cat, "name": name, "ts": ts, "dur": dur}
+
+    timeline = [
+        event("user_annotation", "ivt:gpu_step", 0, 1000), event("user_annotation", "ivt:prefill", 100, 300),
+        event("kernel", "a", 0, 100), event("kernel", "b", 50, 60),  # overlapping streams: busy until 110
+        event("gpu_memcpy", "c", 112, 10),  # a 2 us pause: the GPU's own
+        event("cpu_op", "aten::_cudnn_attention_forward", 130, 100), event("kernel", "d", 300, 50),  # gap 122-300
+        event("cuda_runtime", "cudaHostAlloc", 500, 100), event("kernel", "e", 700, 10),  # gap 350-700: no prefill
+        event("kernel", "f", 1500, 10),  # gap 710-1500: outside a step (its middle 1105 is after the step)
+    ]
+    idle = engine_profile.idle_gaps(timeline, top=5)
+    assert idle["gaps"] == 3 and idle["idle_ms"] == (178 + 350 + 790) / 1000 and idle["span_ms"] == 1.51
+    assert idle["by_phase"] == {engine_profile.NAMES[None]: 0.79, engine_profile.NAMES["ivt:gpu_step"]: 0.35,
+                                engine_profile.NAMES["ivt:prefill"]: 0.178}
+    assert idle["cpu_ops"][engine_profile.NAMES["ivt:prefill"]] == [
+        {"name": "aten::_cudnn_attention_forward", "ms": 0.1}]
+    assert idle["cpu_ops"][engine_profile.NAMES["ivt:gpu_step"]] == [{"name": "cudaHostAlloc", "ms": 0.1}]
