@@ -355,3 +355,41 @@ def test_the_profile_finds_where_the_gpu_waits_and_what_the_cpu_did_meanwhile(mo
     assert idle["cpu_ops"][engine_profile.NAMES["ivt:prefill"]] == [
         {"name": "aten::_cudnn_attention_forward", "ms": 0.1}]
     assert idle["cpu_ops"][engine_profile.NAMES["ivt:gpu_step"]] == [{"name": "cudaHostAlloc", "ms": 0.1}]
+
+
+def test_the_decode_kernel_stays_off_on_the_cpu_and_its_dispatch_falls_back_to_sdpa(tiny_models, tmp_path):
+    """On the CPU (CI) the language model keeps transformers' SDPA (the Triton kernel is a GPU test), and the
+    attention function the kernel is registered under gives SDPA's numbers for every call it does not take (a
+    prefill, or a decode step off the GPU); a model saved afterwards names no attention of ours."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    from ivt_core.grounders import decode_attention
+
+    grounder = TransformersGrounder.load(tiny_models["qwen3_vl"], device="cpu")
+    assert decode_attention.why_not(grounder.model)
+    assert decode_attention.enable_decode_attention(grounder.model) is False
+    assert grounder.model.config.get_text_config()._attn_implementation == "sdpa"
+
+    class Layer(torch.nn.Module):
+        num_key_value_groups = 2
+        is_causal = True
+
+    layer = Layer().eval()
+    generator = torch.Generator().manual_seed(0)
+    for queries in (5, 1):  # a prefill block, a decode step
+        query = torch.randn(3, 4, queries, 64, generator=generator)
+        key, value = (torch.randn(3, 2, 9, 64, generator=generator) for _ in range(2))
+        mask = torch.rand(3, 1, queries, 9, generator=generator) > 0.3
+        mask[..., 0] = True
+        got, _ = decode_attention.attention(layer, query, key, value, mask, scaling=0.125)
+        expected, _ = sdpa_attention_forward(layer, query, key, value, mask, scaling=0.125)
+        assert torch.equal(got, expected)
+    # as ``enable_decode_attention`` leaves it on a GPU: a checkpoint saved from it loads anywhere
+    from transformers import AttentionInterface
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
+
+    AttentionInterface.register(decode_attention.NAME, decode_attention.attention)
+    AttentionMaskInterface.register(decode_attention.NAME, ALL_MASK_ATTENTION_FUNCTIONS["sdpa"])
+    grounder.model.config.get_text_config()._attn_implementation = decode_attention.NAME
+    grounder.model.config.save_pretrained(tmp_path)
+    assert decode_attention.NAME not in (tmp_path / "config.json").read_text()
