@@ -165,8 +165,10 @@ def _fits(module, query, key, attention_mask) -> bool:
 
 def attention(module, query, key, value, attention_mask, dropout: float = 0.0, scaling: float | None = None,
               **kwargs):
-    """transformers' attention interface: this kernel for a decode step, transformers' SDPA otherwise."""
-    if dropout == 0.0 and _fits(module, query, key, attention_mask):
+    """transformers' attention interface: this kernel for a decode step (no dropout, sliding window, soft cap or
+    position bias), transformers' SDPA otherwise."""
+    plain = dropout == 0.0 and all(kwargs.get(name) is None for name in ("sliding_window", "softcap", "position_bias"))
+    if plain and _fits(module, query, key, attention_mask):
         scale = scaling if scaling is not None else query.shape[-1] ** -0.5
         return decode_attention(query, key, value, attention_mask[:, 0, 0, :], scale), None
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
