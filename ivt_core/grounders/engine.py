@@ -324,9 +324,9 @@ class CachedEngine:
             grids = [g for row in encoded[start:stop] for g in row_grids[row]]
             self.stats["vision_patches"] += sum(int(g.prod()) for g in grids)  # the vision tower's tokens
             self.stats["vision_images"] += len(grids)
-            logits.append(self._prefill(_rows_of(cache, start, stop, self.rows_layer, self),
-                                        block[start:stop], block_pos[:, start:stop], last[start:stop],
-                                        live[start:stop], causal, width, pixels, grids))
+            logits.append(self._prefill(self._rows_of(cache, start, stop), block[start:stop],
+                                        block_pos[:, start:stop], last[start:stop], live[start:stop], causal, pixels,
+                                        grids))
         logits = torch.cat(logits)
         self.end += width
         if copy_of is not None:
@@ -392,16 +392,26 @@ class CachedEngine:
 
     def _new_cache(self, rows: int, capacity: int):
         """A cache of ``rows`` x ``capacity`` zeroed slots per layer (``RowsLayer``)."""
-        from transformers import DynamicCache
-
         text = self.model.config.get_text_config()
         heads = text.num_key_value_heads
         dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
         dtype = self.lm_head.weight.dtype
+        return self._cache_over([(torch.zeros(rows, heads, capacity, dim, dtype=dtype, device=self.device),
+                                  torch.zeros(rows, heads, capacity, dim, dtype=dtype, device=self.device))
+                                 for _ in range(text.num_hidden_layers)])
+
+    def _rows_of(self, cache, start: int, stop: int):
+        """``cache`` restricted to rows ``start:stop``: views of its buffers (what the forward writes lands in them)."""
+        if start == 0 and stop == cache.layers[0].keys.shape[0]:
+            return cache
+        return self._cache_over([(layer.keys[start:stop], layer.values[start:stop]) for layer in cache.layers])
+
+    def _cache_over(self, buffers: list[tuple[torch.Tensor, torch.Tensor]]):
+        """A ``DynamicCache`` whose layers (``RowsLayer``) write into these (keys, values) buffers, one per layer."""
+        from transformers import DynamicCache
+
         cache = DynamicCache(config=self.model.config)
-        cache.layers = [self.rows_layer(self, torch.zeros(rows, heads, capacity, dim, dtype=dtype, device=self.device),
-                                        torch.zeros(rows, heads, capacity, dim, dtype=dtype, device=self.device))
-                        for _ in range(len(cache.layers))]
+        cache.layers = [self.rows_layer(self, keys, values) for keys, values in buffers]
         return cache
 
     def _distinct_rows(self, keys: list) -> tuple[list[int], torch.Tensor | None]:
@@ -475,16 +485,16 @@ class CachedEngine:
         last = torch.tensor([len(n) - 1 for n in news], device=self.device)
         return block.to(self.device), mask.to(self.device), pos.to(self.device), last
 
-    def _prefill(self, cache, block, positions, last, live, causal, width: int, pixels, grids) -> torch.Tensor:
-        """Encode one chunk of rows' new tokens (the block's first ``width`` columns) into ``cache`` (views of those
-        rows); the logits at each row's last new token."""
-        self.write_at = torch.arange(self.end, self.end + width, device=self.device)
-        mask = (live[:, None, None, :] & causal[None, None, :width]).contiguous()
+    def _prefill(self, cache, block, positions, last, live, causal, pixels, grids) -> torch.Tensor:
+        """Encode one chunk of rows' new tokens into ``cache`` (views of those rows); the logits at each row's last
+        new token."""
+        self.write_at = torch.arange(self.end, self.end + block.shape[1], device=self.device)
+        mask = (live[:, None, None, :] & causal[None, None]).contiguous()
         pixel_values = torch.cat([p.to(self.device) for p in pixels]).to(self.model.dtype) if pixels else None
         grid = torch.stack(grids).to(self.device) if grids else None
         with _grouped_query_attention(self.on_gpu):
-            out = self.inner(input_ids=block[:, :width], attention_mask=mask, position_ids=positions[:, :, :width],
-                             past_key_values=cache, pixel_values=pixel_values, image_grid_thw=grid, use_cache=True)
+            out = self.inner(input_ids=block, attention_mask=mask, position_ids=positions, past_key_values=cache,
+                             pixel_values=pixel_values, image_grid_thw=grid, use_cache=True)
         self.stats["forwards"] += 1
         # logits of each row's last real token only (all positions x a 150k vocabulary would not fit)
         return self.lm_head(out.last_hidden_state[torch.arange(len(block), device=self.device), last])
@@ -610,17 +620,6 @@ def prefill_chunks(lengths: list[int], tokens: int) -> list[tuple[int, int]]:
     count = min(len(lengths), max(1, -(-sum(lengths) // max(1, tokens))))
     per = -(-len(lengths) // count)
     return [(start, min(start + per, len(lengths))) for start in range(0, len(lengths), per)]
-
-
-def _rows_of(cache, start: int, stop: int, rows_layer, engine):
-    """``cache`` restricted to rows ``start:stop``: views of its buffers (what the forward writes lands in them)."""
-    if start == 0 and stop == cache.layers[0].keys.shape[0]:
-        return cache
-    from transformers import DynamicCache
-
-    view = DynamicCache(config=engine.model.config)
-    view.layers = [rows_layer(engine, layer.keys[start:stop], layer.values[start:stop]) for layer in cache.layers]
-    return view
 
 
 def _choose(logits: torch.Tensor, sampling: Sampling) -> torch.Tensor:
