@@ -7,8 +7,10 @@ a 64-row tile), the memory-efficient kernel (slower, measured) and the math kern
 slower); FlashAttention's ``flash_attn_with_kvcache`` (the usual split-KV decode kernel) is not a dependency and
 takes no mask over a cache with holes, which the engine's compacted rows have. This kernel reads each row's keys
 and values once per key/value head for all of its query heads (grouped-query attention without repeating heads),
-skips nothing it must read and computes the softmax online in float32; on few rows it splits the cache into
-parts read in parallel and merges them (flash-decoding), so a small batch still fills the GPU.
+reads only the live slots (the loads of masked slots are masked off, so rows shorter than the cache's width, the
+holes and the room not yet written cost no memory traffic) and computes the softmax online in float32; on few
+rows it splits the cache into parts read in parallel and merges them (flash-decoding), so a small batch still
+fills the GPU.
 
 Used through transformers' attention interface: ``enable_decode_attention`` registers ``ivt_sdpa`` (this kernel
 for a one-token query with a boolean mask on CUDA, transformers' SDPA function for everything else) and sets it on
@@ -65,8 +67,9 @@ if triton is not None:
             slots = begin + offset + tl.arange(0, BLOCK)
             inside = slots < capacity
             open_ = tl.load(live + row * stride_lb + slots * stride_ln, mask=inside, other=0) != 0
+            # only live slots are read: a masked-off load moves no memory (left padding, holes, room not written)
             keys = tl.load(k + row * stride_kb + head * stride_kh + slots[:, None] * stride_kn + dims[None, :],
-                           mask=inside[:, None], other=0.0)
+                           mask=open_[:, None], other=0.0)
             scores = tl.dot(query, tl.trans(keys), input_precision=PRECISION) * scale
             scores = tl.where(open_[None, :], scores, float("-inf"))
             new_best = tl.maximum(best, tl.max(scores, 1))
@@ -75,7 +78,7 @@ if triton is not None:
             shrink = tl.exp(best - safe)
             total = total * shrink + tl.sum(weights, 1)
             values = tl.load(v + row * stride_vb + head * stride_vh + slots[:, None] * stride_vn + dims[None, :],
-                             mask=inside[:, None], other=0.0)
+                             mask=open_[:, None], other=0.0)
             acc = acc * shrink[:, None] + tl.dot(weights.to(values.dtype), values, input_precision=PRECISION)
             best = new_best
         if SPLITS == 1:
