@@ -48,6 +48,7 @@ import torch
 
 from ivt_core import rope
 from ivt_core.families import FAMILIES
+from ivt_core.grounders import image_prefill
 from ivt_core.grounders.base import Generation, Sampling, conversation_images
 
 # the model types of the families the engine runs (``Family.cached_engine``)
@@ -129,6 +130,10 @@ class CachedEngine:
         model_rope = self.inner.get_rope_index
         self.fast_rope = rope.checked(model_rope, self.image_token_id, self.merge) is not model_rope
         self.lm_head = model.get_output_embeddings()
+        # the prefill without reads from the GPU (``image_prefill``), where the model allows; why not otherwise
+        self.image_prefill_off = image_prefill.supported(self.inner)
+        self.image_prefill = (image_prefill.ImagePrefill(self.inner, self.image_token_id, device)
+                              if self.image_prefill_off is None else None)
         self.rows_layer = _rows_layer_class()
         self.write_at = torch.zeros(1, dtype=torch.long, device=device)  # cache slots the next forward writes
         self.end = 0  # the first free slot of every row
@@ -303,7 +308,8 @@ class CachedEngine:
         self._sync()
         prefill_start = time.perf_counter()
         self.stats["compact_s"] += prefill_start - compact_start
-        block, block_mask, block_pos, last = self._block(news, positions)
+        block_cpu, block_mask, block_pos, last = self._block(news, positions)
+        block = block_cpu.to(self.device)
         width = block.shape[1]
         self.live[:, self.end:self.end + width] = block_mask.bool()
         slots = torch.arange(self.live.shape[1], device=self.device)
@@ -314,6 +320,7 @@ class CachedEngine:
             cache = self._new_cache(len(encoded), self.live.shape[1])
             rows = torch.tensor(encoded, device=self.device)
             block, block_pos, last, live = block[rows], block_pos[:, rows], last[rows], live[rows]
+            block_cpu = block_cpu[encoded]
         lengths = [len(news[row]) for row in encoded]
         logits = []
         for start, stop in prefill_chunks(lengths, PREFILL_CHUNK_TOKENS):
@@ -324,7 +331,7 @@ class CachedEngine:
             grids = [g for row in encoded[start:stop] for g in row_grids[row]]
             self.stats["vision_patches"] += sum(int(g.prod()) for g in grids)  # the vision tower's tokens
             self.stats["vision_images"] += len(grids)
-            logits.append(self._prefill(self._rows_of(cache, start, stop), block[start:stop],
+            logits.append(self._prefill(self._rows_of(cache, start, stop), block_cpu[start:stop], block[start:stop],
                                         block_pos[:, start:stop], last[start:stop], live[start:stop], causal, pixels,
                                         grids))
         logits = torch.cat(logits)
@@ -437,8 +444,7 @@ class CachedEngine:
                     self._step_logits(token_in, position_in, mask)
             torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        # thread_local: another lane's thread may launch work or allocate while this one captures
-        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+        with _capturing(graph):
             logits = self._step_logits(token_in, position_in, mask)
         return graph, logits
 
@@ -471,7 +477,8 @@ class CachedEngine:
         return replay
 
     def _block(self, news: list[list[int]], positions: list[torch.Tensor]):
-        """The step's new tokens, right-padded into one block, with their mask, positions and last index."""
+        """The step's new tokens, right-padded into one block (on the CPU), with their mask, positions and last index
+        (on the device)."""
         width = max(len(n) for n in news)
         rows = len(news)
         block = torch.full((rows, width), self.pad_id, dtype=torch.long)
@@ -483,18 +490,23 @@ class CachedEngine:
             pos[:, index, :len(new)] = p
             pos[:, index, len(new):] = p[:, -1:]  # padding repeats the last position (never attended to)
         last = torch.tensor([len(n) - 1 for n in news], device=self.device)
-        return block.to(self.device), mask.to(self.device), pos.to(self.device), last
+        return block, mask.to(self.device), pos.to(self.device), last
 
-    def _prefill(self, cache, block, positions, last, live, causal, pixels, grids) -> torch.Tensor:
+    def _prefill(self, cache, block_cpu, block, positions, last, live, causal, pixels, grids) -> torch.Tensor:
         """Encode one chunk of rows' new tokens into ``cache`` (views of those rows); the logits at each row's last
-        new token."""
+        new token. Through ``image_prefill`` where the model allows (nothing read back from the GPU), else the
+        model's own forward."""
         self.write_at = torch.arange(self.end, self.end + block.shape[1], device=self.device)
         mask = (live[:, None, None, :] & causal[None, None]).contiguous()
-        pixel_values = torch.cat([p.to(self.device) for p in pixels]).to(self.model.dtype) if pixels else None
-        grid = torch.stack(grids).to(self.device) if grids else None
+        pixels = [p.to(self.device, non_blocking=True) for p in pixels]  # from the CPU (a lane's): staged at once
         with _grouped_query_attention(self.on_gpu):
-            out = self.inner(input_ids=block, attention_mask=mask, position_ids=positions, past_key_values=cache,
-                             pixel_values=pixel_values, image_grid_thw=grid, use_cache=True)
+            if self.image_prefill is not None:
+                out = self.image_prefill.forward(block_cpu, block, pixels, grids, attention_mask=mask,
+                                                 position_ids=positions, past_key_values=cache, use_cache=True)
+            else:
+                out = self.inner(input_ids=block, attention_mask=mask, position_ids=positions, past_key_values=cache,
+                                 pixel_values=torch.cat(pixels).to(self.model.dtype) if pixels else None,
+                                 image_grid_thw=torch.stack(grids).to(self.device) if grids else None, use_cache=True)
         self.stats["forwards"] += 1
         # logits of each row's last real token only (all positions x a 150k vocabulary would not fit)
         return self.lm_head(out.last_hidden_state[torch.arange(len(block), device=self.device), last])
@@ -575,6 +587,30 @@ def _grouped_query_attention(enabled: bool):
             os.environ.pop(FORCE_GQA, None)
         else:
             os.environ[FORCE_GQA] = before
+
+
+@contextmanager
+def _capturing(graph):
+    """``torch.cuda.graph(graph, capture_error_mode="thread_local")`` without its emptying of the caching
+    allocators: on entering, ``torch.cuda.graph`` releases every cached block of device memory and every cached
+    page-locked host buffer (``torch._C._host_emptyCache``, a ``cudaFreeHost`` each, which waits for the GPU). The
+    engine captures a decode graph at every step, so each step's cache, activations and page-locked image buffers
+    were allocated afresh from the driver (``cudaMalloc`` / ``cudaHostAlloc`` while the GPU waited: docs/LOG.md,
+    session 15). Capturing on a side stream after a synchronisation is what ``torch.cuda.graph`` does otherwise;
+    thread_local: another lane's thread may launch work or allocate while this one captures."""
+    torch.cuda.synchronize()
+    global _CAPTURE_STREAM
+    if _CAPTURE_STREAM is None:
+        _CAPTURE_STREAM = torch.cuda.Stream()
+    with torch.cuda.stream(_CAPTURE_STREAM):
+        graph.capture_begin(capture_error_mode="thread_local")
+        try:
+            yield
+        finally:
+            graph.capture_end()
+
+
+_CAPTURE_STREAM = None  # one side stream for every capture (``_GPU_TURN``: one lane captures at a time)
 
 
 class _PendingPixels:

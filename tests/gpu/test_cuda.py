@@ -113,7 +113,10 @@ def test_cuda_decode_attention_equals_sdpa(rows, heads, kv_heads, capacity, dim,
     live = torch.rand(rows, capacity, device="cuda", generator=generator) < 0.8
     live[:, -7:] = False  # room not written yet
     live[-1, 3:] = False  # a row with three live slots
+    dead = ~live[:, None, :].expand(rows, kv_heads, capacity)
+    key[dead], value[dead] = float("nan"), float("nan")  # never read: whatever a dead slot holds changes nothing
     got = decode_attention(query, key, value, live, dim ** -0.5)
+    key, value = key.nan_to_num(0.0), value.nan_to_num(0.0)
     expected = torch.nn.functional.scaled_dot_product_attention(
         query.float(), key.float(), value.float(), attn_mask=live[:, None, None, :], enable_gqa=True).transpose(1, 2)
     tolerance = 1e-4 if dtype == torch.float32 else 2e-2
@@ -121,6 +124,48 @@ def test_cuda_decode_attention_equals_sdpa(rows, heads, kv_heads, capacity, dim,
     assert torch.allclose(got.float(), expected, atol=tolerance, rtol=tolerance), (got.float() - expected).abs().max()
     if rows == 2:
         assert splits_for(rows, kv_heads, capacity) > 1  # the split-and-merge path was the one tested
+
+
+def test_cuda_engine_prefill_never_waits_for_the_gpu_and_captures_keep_the_caches(monkeypatch):
+    """A step's prefill forwards (vision tower, image features, DeepStack, language model) queue their work without
+    reading anything back from the GPU (CUDA's sync debug mode raises on any such read), and the decode graph's
+    capture does not empty the allocators' caches (``torch.cuda.graph`` does: every step then allocated its
+    cache and page-locked buffers from the driver again)."""
+    from ivt_core.bootstrap import toy_model_path
+    from ivt_core.data.shapes import ShapesConfig, make_sample
+    from ivt_core.grounders import engine as engine_module
+    from ivt_core.grounders.base import Sampling
+    from ivt_core.grounders.engine import CachedEngine
+    from ivt_core.grounders.transformers_grounder import TransformersGrounder
+
+    g = TransformersGrounder.load(toy_model_path(), device="cuda")
+    engine = CachedEngine(g.model, g.processor, g.device)
+    assert engine.image_prefill is not None, engine.image_prefill_off
+    prefill = engine._prefill
+
+    def strict(*args, **kwargs):
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            return prefill(*args, **kwargs)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+
+    emptied = []
+    monkeypatch.setattr(engine, "_prefill", strict)
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: emptied.append("device"))
+    monkeypatch.setattr(torch._C, "_host_emptyCache", lambda: emptied.append("host"))
+    monkeypatch.setattr(engine_module, "PREFILL_CHUNK_TOKENS", 300)  # several chunks per step
+    requests = []
+    for index in range(6):
+        image = make_sample(ShapesConfig(), 0, "test", index).image
+        requests.append((index, [{"role": "user", "content": [{"type": "image", "image": image},
+                                                             {"type": "text", "text": "Where is it?"}]}]))
+    for _ in range(2):
+        answers = engine.step(requests, Sampling(max_new_tokens=20))
+        requests = [(key, [*conversation, {"role": "assistant", "content": [{"type": "text", "text": answer.text}]},
+                           conversation[0]]) for (key, conversation), answer in zip(requests, answers, strict=True)]
+    assert engine.stats["forwards"] > 4 and engine.stats.get("graphs", 0) == 2, engine.stats.get("graph_error")
+    assert emptied == []
 
 
 def test_cuda_decode_kernel_gives_the_same_answers_and_is_used(monkeypatch):

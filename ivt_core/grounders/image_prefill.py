@@ -1,0 +1,149 @@
+"""A Qwen3-VL prefill with images that never makes the CPU wait for the GPU.
+
+Why not the model's own forward: given ``pixel_values`` and ``image_grid_thw`` on the GPU, transformers' Qwen3-VL
+reads values back from the GPU several times per forward before it can queue the next kernels: the vision
+tower's helpers (``get_vision_position_ids``: ``grid_thw.tolist()`` and a loop of small kernels per image;
+``get_vision_interpolation_indices_and_weights`` and ``get_vision_cu_seqlens``: ``repeat_interleave`` with
+counts on the GPU), the split of the image features (``.tolist()``), the placeholder count check, and the
+DeepStack merge in the first language layers (boolean indexing: a ``nonzero`` each). Each read drains the GPU's
+queue; whatever the CPU does next (cuDNN building an attention plan for a new shape took 40-66 ms) then runs with
+the GPU idle. Profiled on an H200 (docs/LOG.md, sessions 14-15), most of the prefill's idle time came after such
+reads.
+
+Here the same computation is queued without them: the vision helpers are transformers' own functions run on
+the CPU over the grids the engine already has there (cached per set of grids: a batch of equal images repeats
+them chunk after chunk) and handed to the vision tower through the keyword arguments those helpers read
+precomputed values from; the image features replace the placeholder tokens' embeddings at indices computed on
+the CPU from the token ids (``index_copy_``, the same rows ``masked_scatter`` fills, in the same order); and the
+DeepStack merge takes those indices (``_deepstack_by_index``: gather, add, scatter: the numbers of the boolean
+version). The placeholder count is checked on the CPU. The language model is then called as the model's forward
+calls it. Only for Qwen3-VL (the cached engine's family); elsewhere ``supported`` says why not and the engine
+calls the model's forward.
+"""
+
+from __future__ import annotations
+
+import types
+from dataclasses import dataclass
+
+import torch
+
+
+def supported(inner) -> str | None:
+    """None if ``inner`` (the Qwen3-VL base model under any wrapper) can be prefilled here, else why not."""
+    try:
+        from transformers import vision_utils
+    except ImportError:
+        return "transformers has no vision_utils (older than 5.2x)"
+    visual = getattr(inner, "visual", None)
+    language = getattr(inner, "language_model", None)
+    if visual is None or language is None or not hasattr(language, "_deepstack_process"):
+        return f"{type(inner).__name__} is not a Qwen3-VL model"
+    needed = ("get_vision_cu_seqlens", "get_vision_position_ids", "get_vision_interpolation_indices_and_weights")
+    if not all(hasattr(vision_utils, name) for name in needed):
+        return "transformers' vision_utils lacks the precompute helpers"
+    if not all(hasattr(visual, name) for name in ("num_grid_per_side", "interpolation_mode",
+                                                   "interpolation_align_corners", "spatial_merge_size")):
+        return "the vision tower does not resample a learned position grid"
+    return None
+
+
+@dataclass
+class VisionInputs:
+    """What the vision tower's helpers compute from the grids, precomputed (on the GPU unless said otherwise)."""
+
+    grid: torch.Tensor
+    cu_seqlens: torch.Tensor  # on the CPU where every vision attention is ``fast_vision``'s (it reads its lengths)
+    position_ids: torch.Tensor
+    interp_indices: torch.Tensor
+    interp_weights: torch.Tensor
+
+    max_seqlen: int
+
+    def kwargs(self) -> dict:
+        return {"cu_seqlens": self.cu_seqlens, "max_seqlen": self.max_seqlen, "position_ids": self.position_ids,
+                "interp_indices": self.interp_indices, "interp_weights": self.interp_weights}
+
+
+class ImagePrefill:
+    """Prefill forwards of one Qwen3-VL model (``inner``) on ``device``, without reading anything back."""
+
+    def __init__(self, inner, image_token_id: int, device):
+        self.inner, self.image_token_id, self.device = inner, image_token_id, torch.device(device)
+        self.visual, self.language = inner.visual, inner.language_model
+        self._vision_inputs: dict[tuple, VisionInputs] = {}
+        enable_deepstack_by_index(self.language)
+
+    def vision_inputs(self, grids: list[torch.Tensor]) -> VisionInputs:
+        """The vision helpers' results for these (CPU) grids, computed once per distinct list of grids."""
+        from transformers import vision_utils
+
+        key = tuple(tuple(int(v) for v in g) for g in grids)
+        found = self._vision_inputs.get(key)
+        if found is not None:
+            return found
+        visual = self.visual
+        grid = torch.stack([g.to("cpu", torch.long) for g in grids])
+        indices, weights = vision_utils.get_vision_interpolation_indices_and_weights(
+            grid, num_grid_per_side=visual.num_grid_per_side, mode=visual.interpolation_mode,
+            align_corners=visual.interpolation_align_corners, spatial_merge_size=visual.config.spatial_merge_size)
+        cu_seqlens = vision_utils.get_vision_cu_seqlens(grid)
+        # fast_vision's batched attention reads the images' lengths from cu_seqlens: on the CPU that is free
+        cpu_lengths = all(hasattr(module, "_ivt_stock_forward") for module in visual.modules()
+                          if type(module).__name__.endswith("VisionAttention"))
+        found = VisionInputs(
+            grid=self._to_device(grid), cu_seqlens=cu_seqlens if cpu_lengths else self._to_device(cu_seqlens),
+            position_ids=self._to_device(vision_utils.get_vision_position_ids(grid, visual.spatial_merge_size)),
+            interp_indices=self._to_device(indices), interp_weights=self._to_device(weights),
+            max_seqlen=int((cu_seqlens[1:] - cu_seqlens[:-1]).max()))
+        if len(self._vision_inputs) > 64:  # a long run of varied image sizes: keep the recent ones
+            self._vision_inputs.pop(next(iter(self._vision_inputs)))
+        self._vision_inputs[key] = found
+        return found
+
+    def _to_device(self, tensor: torch.Tensor) -> torch.Tensor:
+        # from pageable memory without waiting: the copy is staged at once and queued behind the GPU's work
+        return tensor.to(self.device, non_blocking=True)
+
+    def forward(self, block_cpu: torch.Tensor, block: torch.Tensor, pixels: list[torch.Tensor],
+                grids: list[torch.Tensor], **language_kwargs):
+        """The language model's output for ``block`` (ids on the device; ``block_cpu`` the same on the CPU) with
+        its images (``pixels``: each image's rows, ``grids``: their CPU grids, in the order their placeholders
+        appear in the block, row by row)."""
+        embeds = self.language.get_input_embeddings()(block)
+        deepstack = index = None
+        if pixels:
+            merge = self.visual.spatial_merge_size ** 2
+            expected = sum(int(g.prod()) // merge for g in grids)
+            flat_ids = block_cpu.reshape(-1)
+            placeholders = torch.nonzero(flat_ids == self.image_token_id, as_tuple=True)[0]
+            if len(placeholders) != expected:
+                raise ValueError(f"image features and image tokens do not match: {len(placeholders)} placeholder "
+                                 f"tokens for {len(grids)} images of {expected} tokens")
+            inputs = self.vision_inputs(grids)
+            pixel_values = torch.cat(pixels).to(self.visual.dtype)
+            vision = self.visual(pixel_values, grid_thw=inputs.grid, return_dict=True, **inputs.kwargs())
+            index = self._to_device(placeholders)
+            flat = embeds.view(-1, embeds.shape[-1])
+            flat.index_copy_(0, index, vision.pooler_output.to(flat.dtype))
+            deepstack = list(vision.deepstack_features)
+        return self.language(input_ids=None, inputs_embeds=embeds, visual_pos_masks=index,
+                             deepstack_visual_embeds=deepstack, **language_kwargs)
+
+
+def _deepstack_by_index(self, hidden_states, visual_pos_masks, visual_embeds):
+    """``_deepstack_process`` with the image tokens' flat indices instead of a boolean mask (``ImagePrefill``):
+    the same rows get the same sums, without the ``nonzero`` a boolean index needs. A mask goes to the model's own."""
+    if visual_pos_masks.dtype == torch.bool:
+        return self._ivt_stock_deepstack(hidden_states, visual_pos_masks, visual_embeds)
+    flat = hidden_states.reshape(-1, hidden_states.shape[-1])
+    summed = flat.index_select(0, visual_pos_masks) + visual_embeds.to(flat.device, flat.dtype)
+    return flat.index_copy(0, visual_pos_masks, summed).view_as(hidden_states)
+
+
+def enable_deepstack_by_index(language_model) -> None:
+    """Let ``language_model`` (Qwen3-VL's text model, this instance only) take the image tokens' flat indices as
+    ``visual_pos_masks``; boolean masks work as before."""
+    if getattr(language_model, "_ivt_stock_deepstack", None) is None:
+        language_model._ivt_stock_deepstack = language_model._deepstack_process
+        language_model._deepstack_process = types.MethodType(_deepstack_by_index, language_model)
