@@ -11,18 +11,19 @@ the GPU idle. Profiled on an H200 (docs/LOG.md, sessions 14-15), most of the pre
 reads.
 
 Here the same computation is queued without them: the vision helpers are transformers' own functions run on
-the CPU over the grids the engine already has there (cached per set of grids: a batch of equal images repeats
-them chunk after chunk) and handed to the vision tower through the keyword arguments those helpers read
-precomputed values from; the image features replace the placeholder tokens' embeddings at indices computed on
-the CPU from the token ids (``index_copy_``, the same rows ``masked_scatter`` fills, in the same order); and the
-DeepStack merge takes those indices (``_deepstack_by_index``: gather, add, scatter: the numbers of the boolean
-version). The placeholder count is checked on the CPU. The language model is then called as the model's forward
-calls it. Only for Qwen3-VL (the cached engine's family); elsewhere ``supported`` says why not and the engine
-calls the model's forward.
+the CPU over the grids the engine already has there (each image's part once per grid, concatenated and copied to
+the GPU once per list of grids: a batch of equal images repeats them chunk after chunk) and handed to the vision
+tower through the keyword arguments those helpers read precomputed values from; the image features replace the
+placeholder tokens' embeddings at indices computed on the CPU from the token ids (``index_copy_``, the same rows
+``masked_scatter`` fills, in the same order); and the DeepStack merge takes those indices
+(``_deepstack_by_index``: gather, add, scatter: the numbers of the boolean version). The placeholder count is
+checked on the CPU. The language model is then called as the model's forward calls it. Only for Qwen3-VL (the
+cached engine's family); elsewhere ``supported`` says why not and the engine calls the model's forward.
 """
 
 from __future__ import annotations
 
+import functools
 import types
 from dataclasses import dataclass
 
@@ -84,22 +85,33 @@ class ImagePrefill:
             return found
         visual = self.visual
         grid = torch.stack([g.to("cpu", torch.long) for g in grids])
-        indices, weights = vision_utils.get_vision_interpolation_indices_and_weights(
-            grid, num_grid_per_side=visual.num_grid_per_side, mode=visual.interpolation_mode,
-            align_corners=visual.interpolation_align_corners, spatial_merge_size=visual.config.spatial_merge_size)
+        # each image's part depends on its own grid alone: computed once per grid, concatenated per list
+        parts = [self._per_image(g) for g in key]
+        indices, weights, positions = (torch.cat([part[i] for part in parts]) for i in range(3))
         cu_seqlens = vision_utils.get_vision_cu_seqlens(grid)
         # fast_vision's batched attention reads the images' lengths from cu_seqlens: on the CPU that is free
         cpu_lengths = all(hasattr(module, "_ivt_stock_forward") for module in visual.modules()
                           if type(module).__name__.endswith("VisionAttention"))
         found = VisionInputs(
             grid=self._to_device(grid), cu_seqlens=cu_seqlens if cpu_lengths else self._to_device(cu_seqlens),
-            position_ids=self._to_device(vision_utils.get_vision_position_ids(grid, visual.spatial_merge_size)),
-            interp_indices=self._to_device(indices), interp_weights=self._to_device(weights),
-            max_seqlen=int((cu_seqlens[1:] - cu_seqlens[:-1]).max()))
+            position_ids=self._to_device(positions), interp_indices=self._to_device(indices),
+            interp_weights=self._to_device(weights), max_seqlen=int((cu_seqlens[1:] - cu_seqlens[:-1]).max()))
         if len(self._vision_inputs) > 64:  # a long run of varied image sizes: keep the recent ones
             self._vision_inputs.pop(next(iter(self._vision_inputs)))
         self._vision_inputs[key] = found
         return found
+
+    @functools.lru_cache(maxsize=64)  # noqa: B019 - one prefill per engine, kept as long as the engine
+    def _per_image(self, grid: tuple[int, int, int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """transformers' interpolation indices and weights and rotary position ids of one image of this grid."""
+        from transformers import vision_utils
+
+        visual = self.visual
+        one = torch.tensor([grid])
+        indices, weights = vision_utils.get_vision_interpolation_indices_and_weights(
+            one, num_grid_per_side=visual.num_grid_per_side, mode=visual.interpolation_mode,
+            align_corners=visual.interpolation_align_corners, spatial_merge_size=visual.config.spatial_merge_size)
+        return indices, weights, vision_utils.get_vision_position_ids(one, visual.spatial_merge_size)
 
     def _to_device(self, tensor: torch.Tensor) -> torch.Tensor:
         # from pageable memory without waiting: the copy is staged at once and queued behind the GPU's work
