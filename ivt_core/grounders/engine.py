@@ -368,12 +368,6 @@ class CachedEngine:
         next_pos = torch.stack([p[:, -1] + 1 for p in positions], dim=1).to(self.device)  # [3, rows]
         self._sync()
         self.stats["prefill_s"] += time.perf_counter() - prefill_start
-        if self.stream is not None:
-            # lanes allocate on their own streams, and the caching allocator reuses a freed block only on the stream
-            # that allocated it: the blocks each lane's prefill freed are returned to the driver here (as the graph
-            # capture's emptying did before, docs/LOG.md session 15: 2 x 256 lanes ran out of memory without it,
-            # 29 GB reserved but unallocated)
-            torch.cuda.empty_cache()
         return logits, next_pos
 
     def _sync(self) -> None:
