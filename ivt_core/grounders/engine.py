@@ -144,7 +144,6 @@ class CachedEngine:
         self.on_gpu = str(device).startswith("cuda")
         self.stream = torch.cuda.Stream(torch.device(device)) if own_stream and self.on_gpu else None
         self.defer_pixels = self.on_gpu  # pixels read chunk by chunk during the prefill (``_pixels``)
-        self.capture_stream = None  # where the decode graphs are captured (``_capturing``), made at the first one
         self.conversations: dict[Hashable, _Conversation] = {}
         self.cache = None  # DynamicCache of RowsLayer: [rows, heads, capacity, dim] per layer
         # where the time goes (seconds, summed over steps): CPU preparation of the new tokens and images (chat
@@ -286,25 +285,7 @@ class CachedEngine:
         self.stats["prepare_s"] += prepared - start
         with self._turn():
             self.stats["turn_wait_s"] += time.perf_counter() - prepared  # another lane's turn on the GPU
-            logits, next_pos = self._on_gpu(states, news, positions, row_pixels, row_grids, row_keys, sampling)
-        # the decode graph is captured outside the turn: the CPU's capturing overlaps another lane's GPU work
-        decode_start = time.perf_counter()
-        inputs = self._decode_inputs(len(states), next_pos)
-        use_graph = self.graphs and sampling.max_new_tokens >= GRAPH_MIN_TOKENS
-        forward = self._graphed(*inputs) if use_graph else None
-        captured = time.perf_counter()
-        with self._turn():
-            waited = time.perf_counter() - captured
-            self.stats["turn_wait_s"] += waited
-            generated = self._decode(states, logits, next_pos, sampling, inputs, forward)
-            next_cpu = next_pos.cpu()
-            for row, state in enumerate(states):  # the answer tokens fed back: text, one position each
-                missing = len(state.fed) - state.positions.shape[1]
-                if missing:
-                    state.positions = torch.cat([state.positions, next_cpu[:, row:row + 1] + torch.arange(missing)],
-                                                dim=1)
-            self._sync()
-        self.stats["decode_s"] += time.perf_counter() - decode_start - waited
+            generated = self._on_gpu(states, news, positions, row_pixels, row_grids, row_keys, sampling)
         elapsed_ms = (time.perf_counter() - start) * 1000 / max(1, len(requests))
         results = []
         for ids, full in zip(generated, fulls, strict=True):
@@ -319,9 +300,8 @@ class CachedEngine:
         return _GPU_TURN if self.stream is not None else nullcontext()
 
     def _on_gpu(self, states, news, positions, row_pixels, row_grids, row_keys, sampling: Sampling
-                ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The step's GPU part before the decode: compaction and prefill; the logits at each row's last new token
-        and the rows' next rotary positions [3, rows]."""
+                ) -> list[list[int]]:
+        """The step's GPU part: compaction, prefill and decode; the generated ids of each row."""
         self._sync()
         compact_start = time.perf_counter()
         self._compact(states, max(len(n) for n in news) + sampling.max_new_tokens)
@@ -367,8 +347,17 @@ class CachedEngine:
         self.stats["prefill_tokens"] += sum(len(news[row]) for row in encoded)
         next_pos = torch.stack([p[:, -1] + 1 for p in positions], dim=1).to(self.device)  # [3, rows]
         self._sync()
-        self.stats["prefill_s"] += time.perf_counter() - prefill_start
-        return logits, next_pos
+        decode_start = time.perf_counter()
+        self.stats["prefill_s"] += decode_start - prefill_start
+        generated = self._decode(states, logits, next_pos, sampling)
+        next_cpu = next_pos.cpu()
+        for row, state in enumerate(states):  # the answer tokens fed back: text, one position each
+            missing = len(state.fed) - state.positions.shape[1]
+            if missing:
+                state.positions = torch.cat([state.positions, next_cpu[:, row:row + 1] + torch.arange(missing)], dim=1)
+        self._sync()
+        self.stats["decode_s"] += time.perf_counter() - decode_start
+        return generated
 
     def _sync(self) -> None:
         if self.stream is not None:
@@ -455,9 +444,7 @@ class CachedEngine:
                     self._step_logits(token_in, position_in, mask)
             torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        if self.capture_stream is None:
-            self.capture_stream = torch.cuda.Stream(torch.device(self.device))
-        with _capturing(graph, self.capture_stream):
+        with _capturing(graph):
             logits = self._step_logits(token_in, position_in, mask)
         return graph, logits
 
@@ -524,26 +511,23 @@ class CachedEngine:
         # logits of each row's last real token only (all positions x a 150k vocabulary would not fit)
         return self.lm_head(out.last_hidden_state[torch.arange(len(block), device=self.device), last])
 
-    def _decode_inputs(self, rows: int, next_pos: torch.Tensor):
-        """The decode step's input buffers (the graph is captured over them): the fed token, its rotary position
-        (from ``next_pos``, advanced in place) and the mask (a view of ``live``, updated in place)."""
-        self.write_at = torch.zeros(1, dtype=torch.long, device=self.device)
-        return (torch.zeros(rows, 1, dtype=torch.long, device=self.device), next_pos[:, :, None].clone(),
-                self.live[:, None, None, :])
-
-    def _decode(self, states, logits, next_pos, sampling: Sampling, inputs, forward) -> list[list[int]]:
+    def _decode(self, states, logits, next_pos, sampling: Sampling) -> list[list[int]]:
         """Generate for every row until each has ended (an end token, or ``max_new_tokens``). The chosen tokens
         and which rows have ended stay on the device; whether all have ended is read every ``CHECK_EVERY`` steps
         (up to that many - 1 forwards too many, on masked slots), and the tokens come to the CPU once at the end:
         the CPU never waits for the GPU in between, so it queues the next steps while the GPU runs (a per-step
         transfer and Python bookkeeping over the rows made the toy's decode CPU-bound). On a GPU the step is a
-        replayed CUDA graph (``forward``: None, eager), over ``inputs`` (``_decode_inputs``)."""
+        replayed CUDA graph."""
         rows = len(states)
         limit = sampling.max_new_tokens
         eos = torch.tensor(sorted(self.eos), device=self.device)
-        token_in, position_in, mask = inputs
+        token_in = torch.zeros(rows, 1, dtype=torch.long, device=self.device)
+        position_in = next_pos[:, :, None].clone()
+        self.write_at = torch.zeros(1, dtype=torch.long, device=self.device)
+        mask = self.live[:, None, None, :]  # a view: updated in place below
         attended = int(self.live.sum())  # cache entries the rows attend to now (each decode step reads them, and
         #                                  the new one of every row: ``decode_kv_tokens``, for the memory floor)
+        forward = self._graphed(token_in, position_in, mask) if (self.graphs and limit >= GRAPH_MIN_TOKENS) else None
         tokens = torch.zeros(rows, limit, dtype=torch.long, device=self.device)
         done = torch.zeros(rows, dtype=torch.bool, device=self.device)  # ended before the current token
         chosen_steps = fed_steps = 0
@@ -577,11 +561,10 @@ class CachedEngine:
         return generated
 
 
-# Lanes (``loop._in_lanes``) take turns on the GPU: one lane's compaction and prefill, or its decode, at a time,
-# while the others prepare their next step on the CPU or capture their decode graph (``_capturing``). With two
-# lanes' GPU work at once the two prefills' activations together ran out of memory, and a decode graph's capture
-# failed while the other lane's kernels were launched (captured then in "global" mode; that lane decoded eagerly,
-# 103 ms/sample: docs/LOG.md); captures are "thread_local" since.
+# Lanes (``loop._in_lanes``) take turns on the GPU: one lane's compaction, prefill and decode at a time, while the
+# others prepare their next step on the CPU. With two lanes' GPU work at once, a decode graph's capture failed
+# while the other lane's kernels were launched (that lane then decoded eagerly, 103 ms/sample) and the two
+# prefills' activations together ran out of memory (measured on an H200, docs/LOG.md).
 _GPU_TURN = threading.Lock()
 
 
@@ -607,26 +590,27 @@ def _grouped_query_attention(enabled: bool):
 
 
 @contextmanager
-def _capturing(graph, stream):
+def _capturing(graph):
     """``torch.cuda.graph(graph, capture_error_mode="thread_local")`` without its emptying of the caching
     allocators: on entering, ``torch.cuda.graph`` releases every cached block of device memory and every cached
     page-locked host buffer (``torch._C._host_emptyCache``, a ``cudaFreeHost`` each, which waits for the GPU). The
     engine captures a decode graph at every step, so each step's cache, activations and page-locked image buffers
     were allocated afresh from the driver (``cudaMalloc`` / ``cudaHostAlloc`` while the GPU waited: docs/LOG.md,
-    session 15). As ``torch.cuda.graph``, it captures on a side stream (``stream``) after a synchronisation, but of
-    the caller's stream only: a lane captures outside its turn on the GPU, while another lane's kernels run
-    (thread_local: that lane's thread may launch work and allocate meanwhile); one capture at a time."""
-    with _CAPTURE_TURN:
-        torch.cuda.current_stream().synchronize()
-        with torch.cuda.stream(stream):
-            graph.capture_begin(capture_error_mode="thread_local")
-            try:
-                yield
-            finally:
-                graph.capture_end()
+    session 15). Capturing on a side stream after a synchronisation is what ``torch.cuda.graph`` does otherwise;
+    thread_local: another lane's thread may launch work or allocate while this one captures."""
+    torch.cuda.synchronize()
+    global _CAPTURE_STREAM
+    if _CAPTURE_STREAM is None:
+        _CAPTURE_STREAM = torch.cuda.Stream()
+    with torch.cuda.stream(_CAPTURE_STREAM):
+        graph.capture_begin(capture_error_mode="thread_local")
+        try:
+            yield
+        finally:
+            graph.capture_end()
 
 
-_CAPTURE_TURN = threading.Lock()  # lanes capture their decode graphs one at a time
+_CAPTURE_STREAM = None  # one side stream for every capture (``_GPU_TURN``: one lane captures at a time)
 
 
 class _PendingPixels:
