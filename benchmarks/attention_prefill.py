@@ -9,7 +9,14 @@ too), right-padded into one block. Timed:
 - ``sdpa-mask``: SDPA with the engine's dense 4-D boolean mask, KV heads repeated (transformers' path today);
 - ``sdpa-mask-gqa``: the same mask, ``enable_gqa=True`` (no repeated heads);
 - ``varlen``: the live keys and queries packed (``cu_seqlens``) for ``torch.nn.attention.varlen.varlen_attn``
-  (flash attention, causal aligned to each sequence's end), the packing copies included.
+  (flash attention, causal aligned to each sequence's end), the packing copies included;
+- ``efficient``: SDPA's memory-efficient kernel with the same mask, KV heads repeated (it takes no grouped heads).
+
+The first call of each mode is timed apart (wall time): for cuDNN's kernel (what SDPA picks for the masked modes on
+Hopper) it includes building the execution plan for the shape, on the CPU, per shape and per thread (PyTorch keeps
+those plans thread-local); the engine's profiles showed the GPU idle meanwhile (docs/LOG.md, session 15). Run the
+script once per process for a cold first call (``--capacity`` changes the shape). ``--vision N`` times the vision
+tower's attention too (N equal images of ``--patches`` patches, no mask) on cuDNN, flash and the efficient kernel.
 
 Outputs are compared on the real tokens. Prints a table and writes JSON (``--out``).
 """
@@ -33,6 +40,10 @@ def main() -> None:
     parser.add_argument("--kv-heads", type=int, default=8)
     parser.add_argument("--dim", type=int, default=128)
     parser.add_argument("--repeat", type=int, default=10)
+    parser.add_argument("--vision", type=int, default=0, help="images for the vision attention's table (0: none)")
+    parser.add_argument("--patches", type=int, default=1200)
+    parser.add_argument("--vision-heads", type=int, default=16)
+    parser.add_argument("--vision-dim", type=int, default=64)
     parser.add_argument("--out", default="build/bench/attention_prefill.json")
     args = parser.parse_args()
     if not torch.cuda.is_available():
@@ -65,6 +76,12 @@ def main() -> None:
     def sdpa_gqa():
         return torch.nn.functional.scaled_dot_product_attention(query, keys, values, attn_mask=mask, enable_gqa=True)
 
+    def efficient():
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        with sdpa_kernel([SDPBackend.EFFICIENT_ATTENTION]):
+            return sdpa_repeat()
+
     key_index = live.flatten().nonzero()[:, 0]  # packed keys: each row's live slots, in order
     query_index = real.flatten().nonzero()[:, 0]
     cu_k = torch.nn.functional.pad(live.sum(1).cumsum(0), (1, 0)).int()
@@ -82,8 +99,10 @@ def main() -> None:
         return out.view(args.rows, block, args.heads, args.dim).transpose(1, 2)
 
     rows, reference = [], None
-    for name, fn in (("sdpa-mask", sdpa_repeat), ("sdpa-mask-gqa", sdpa_gqa), ("varlen", varlen)):
+    modes = (("sdpa-mask", sdpa_repeat), ("sdpa-mask-gqa", sdpa_gqa), ("varlen", varlen), ("efficient", efficient))
+    for name, fn in modes:
         try:
+            first_ms = _wall_ms(fn)
             out = fn()
             torch.cuda.synchronize()
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
@@ -98,22 +117,74 @@ def main() -> None:
             continue
         got = out.transpose(1, 2)[real].float()
         reference = got if reference is None else reference
-        rows.append({"mode": name, "ms": ms, "max_abs_diff": float((got - reference).abs().max())})
+        rows.append({"mode": name, "ms": ms, "first_call_ms": first_ms,
+                     "max_abs_diff": float((got - reference).abs().max())})
     real_tokens = int(new.sum())
     flops = sum(4 * args.heads * args.dim * int(n) * (int(h) + int(n) / 2) for h, n in zip(history, new, strict=True))
     print(f"prefill attention, one layer: {args.rows} rows, history <= {args.history}, new <= {args.new}, "
           f"{args.heads}/{args.kv_heads} heads, torch {torch.__version__}, {torch.cuda.get_device_name()}")
-    print(f"{'mode':<16}{'ms':>9}{'TFLOP/s':>10}{'max |diff|':>12}")
+    print(f"{'mode':<16}{'ms':>9}{'TFLOP/s':>10}{'max |diff|':>12}{'first call ms':>15}")
     for r in rows:
         if r["ms"] is None:
             print(f"{r['mode']:<16}{'-':>9}  {r['error']}")
         else:
-            print(f"{r['mode']:<16}{r['ms']:>9.2f}{flops / r['ms'] / 1e9:>10.0f}{r['max_abs_diff']:>12.4f}")
+            print(f"{r['mode']:<16}{r['ms']:>9.2f}{flops / r['ms'] / 1e9:>10.0f}{r['max_abs_diff']:>12.4f}"
+                  f"{r['first_call_ms']:>15.1f}")
+    vision = _vision(args) if args.vision else []
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"args": vars(args), "real_tokens": real_tokens, "useful_flops": flops, "rows": rows,
-                               "torch": torch.__version__, "device": torch.cuda.get_device_name()}, indent=1))
+                               "vision": vision, "torch": torch.__version__, "device": torch.cuda.get_device_name()},
+                              indent=1))
     print(f"wrote {out}")
+
+
+def _wall_ms(fn) -> float:
+    """Wall time of one call, the GPU synchronised before and after (a first call: plans and compiling included)."""
+    import time
+
+    import torch
+
+    torch.cuda.synchronize()
+    began = time.perf_counter()
+    fn()
+    torch.cuda.synchronize()
+    return 1000 * (time.perf_counter() - began)
+
+
+def _vision(args) -> list[dict]:
+    """The vision tower's attention (``fast_vision``'s batched call: equal images, no mask) per SDPA backend."""
+    import torch
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    q, k, v = (torch.randn(args.vision, args.vision_heads, args.patches, args.vision_dim, device="cuda",
+                           dtype=torch.bfloat16) for _ in range(3))
+    rows = []
+    print(f"\nvision attention: {args.vision} images x {args.patches} patches, {args.vision_heads} heads of "
+          f"{args.vision_dim}")
+    print(f"{'backend':<16}{'ms':>9}{'first call ms':>15}")
+    for name, backend in (("cudnn", SDPBackend.CUDNN_ATTENTION), ("flash", SDPBackend.FLASH_ATTENTION),
+                          ("efficient", SDPBackend.EFFICIENT_ATTENTION)):
+        def call(backend=backend):
+            with sdpa_kernel([backend]):
+                return torch.nn.functional.scaled_dot_product_attention(q, k, v)
+
+        try:
+            first = _wall_ms(call)
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            for _ in range(args.repeat):
+                call()
+            end.record()
+            torch.cuda.synchronize()
+            ms = start.elapsed_time(end) / args.repeat
+        except RuntimeError as exc:
+            rows.append({"backend": name, "ms": None, "error": str(exc).splitlines()[0][:200]})
+            print(f"{name:<16}{'-':>9}  {rows[-1]['error']}")
+            continue
+        rows.append({"backend": name, "ms": ms, "first_call_ms": first})
+        print(f"{name:<16}{ms:>9.3f}{first:>15.1f}")
+    return rows
 
 
 if __name__ == "__main__":
