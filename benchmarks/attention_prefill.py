@@ -104,14 +104,7 @@ def main() -> None:
         try:
             first_ms = _wall_ms(fn)
             out = fn()
-            torch.cuda.synchronize()
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            for _ in range(args.repeat):
-                fn()
-            end.record()
-            torch.cuda.synchronize()
-            ms = start.elapsed_time(end) / args.repeat
+            ms = _per_call_ms(fn, args.repeat)
         except Exception as exc:  # noqa: BLE001 - a way this torch cannot run: reported as such
             rows.append({"mode": name, "ms": None, "error": f"{type(exc).__name__}: {exc}"[:200]})
             continue
@@ -152,6 +145,20 @@ def _wall_ms(fn) -> float:
     return 1000 * (time.perf_counter() - began)
 
 
+def _per_call_ms(fn, repeat: int) -> float:
+    """GPU time per call over ``repeat`` calls (CUDA events)."""
+    import torch
+
+    torch.cuda.synchronize()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(repeat):
+        fn()
+    end.record()
+    torch.cuda.synchronize()
+    return start.elapsed_time(end) / repeat
+
+
 def _vision(args) -> list[dict]:
     """The vision tower's attention (``fast_vision``'s batched call: equal images, no mask) per SDPA backend."""
     import torch
@@ -171,13 +178,7 @@ def _vision(args) -> list[dict]:
 
         try:
             first = _wall_ms(call)
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            for _ in range(args.repeat):
-                call()
-            end.record()
-            torch.cuda.synchronize()
-            ms = start.elapsed_time(end) / args.repeat
+            ms = _per_call_ms(call, args.repeat)
         except RuntimeError as exc:
             rows.append({"backend": name, "ms": None, "error": str(exc).splitlines()[0][:200]})
             print(f"{name:<16}{'-':>9}  {rows[-1]['error']}")
