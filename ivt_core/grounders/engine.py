@@ -22,7 +22,9 @@ texts are tokenized in one call.
 The prefill encodes the rows in chunks of about ``PREFILL_CHUNK_TOKENS`` new tokens, one forward each, into views
 of the chunk's rows of the cache. On a GPU the images of a chunk are read (PIL to a page-locked batch, then
 patchified on the GPU) only after the previous chunk's forward has been queued, so the CPU's part of a step, most of
-it reading rendered images, runs while the GPU encodes (without lanes; measured in docs/LOG.md).
+it reading rendered images, runs while the GPU encodes (without lanes; measured in docs/LOG.md). A forward reads
+nothing back from the GPU (``image_prefill``: the vision tower's helper values come from the CPU, the image features
+go in by index), so the CPU keeps queueing work ahead of it.
 
 Each row has a fixed size for the whole step (its history, the block and room for ``max_new_tokens``) and the
 model writes its keys and values in place, so on a GPU one decode step is captured once as a CUDA graph and
