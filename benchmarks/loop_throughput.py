@@ -298,7 +298,11 @@ def main() -> None:
     samples, images = _samples(args.samples, size)
     few = min(args.plain_samples, args.samples)
     lanes = [int(v) for v in args.lanes.split(",")]
-    run_mode(grounder, "engine", samples[:2], images[:2], args.steps, 2, args.new_tokens, device)  # warm-up
+    # warm-up at one lane's batch size: Triton compiles its kernels for the shapes it meets (the decode kernel is
+    # split on few rows, not on many), so a warm-up of 2 rows left those compilations in the first measured run
+    # (each call's first run was the slow one: docs/LOG.md, session 15)
+    warm = max(1, min(args.batch_size // min(lanes), args.samples))
+    run_mode(grounder, "warm-up", samples[:warm], images[:warm], args.steps, warm, args.new_tokens, device)
     rows = []
     for steps in (args.steps, 0):
         if few:
