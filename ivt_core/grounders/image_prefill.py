@@ -35,7 +35,7 @@ def supported(inner) -> str | None:
     try:
         from transformers import vision_utils
     except ImportError:
-        return "transformers has no vision_utils (older than 5.2x)"
+        return "this transformers has no vision_utils (its precompute helpers)"
     visual = getattr(inner, "visual", None)
     language = getattr(inner, "language_model", None)
     if visual is None or language is None or not hasattr(language, "_deepstack_process"):
@@ -58,8 +58,7 @@ class VisionInputs:
     position_ids: torch.Tensor
     interp_indices: torch.Tensor
     interp_weights: torch.Tensor
-
-    max_seqlen: int
+    max_seqlen: int  # the longest image's patches (flash attention's argument; others ignore it)
 
     def kwargs(self) -> dict:
         return {"cu_seqlens": self.cu_seqlens, "max_seqlen": self.max_seqlen, "position_ids": self.position_ids,
