@@ -1,24 +1,24 @@
 """A Qwen3-VL prefill with images that never makes the CPU wait for the GPU.
 
 Why not the model's own forward: given ``pixel_values`` and ``image_grid_thw`` on the GPU, transformers' Qwen3-VL
-reads values back from the GPU several times per forward before it can queue the next kernels: the vision
-tower's helpers (``get_vision_position_ids``: ``grid_thw.tolist()`` and a loop of small kernels per image;
-``get_vision_interpolation_indices_and_weights`` and ``get_vision_cu_seqlens``: ``repeat_interleave`` with
-counts on the GPU), the split of the image features (``.tolist()``), the placeholder count check, and the
-DeepStack merge in the first language layers (boolean indexing: a ``nonzero`` each). Each read drains the GPU's
-queue; whatever the CPU does next (cuDNN building an attention plan for a new shape took 40-66 ms) then runs with
-the GPU idle. Profiled on an H200 (docs/LOG.md, sessions 14-15), most of the prefill's idle time came after such
-reads.
+reads values back from the GPU several times per forward before it can queue the next kernels. The vision tower's
+helpers do (``get_vision_position_ids``: ``grid_thw.tolist()`` and a loop of small kernels per image;
+``get_vision_interpolation_indices_and_weights`` and ``get_vision_cu_seqlens``: ``repeat_interleave`` with counts
+on the GPU), so do the split of the image features (``.tolist()``) and the placeholder count check, and so does
+the DeepStack merge in the first language layers (boolean indexing: a ``nonzero`` each). Each read drains the
+GPU's queue, and whatever the CPU does next runs with the GPU idle. Profiled on an H200 (docs/LOG.md, sessions
+14-15); with the reads gone the GPU still drains while cuDNN builds an attention plan for a new shape, so this
+removes one cause of the prefill's idle time, not all of it.
 
-Here the same computation is queued without them: the vision helpers are transformers' own functions run on
-the CPU over the grids the engine already has there (each image's part once per grid, concatenated and copied to
-the GPU once per list of grids: a batch of equal images repeats them chunk after chunk) and handed to the vision
-tower through the keyword arguments those helpers read precomputed values from; the image features replace the
-placeholder tokens' embeddings at indices computed on the CPU from the token ids (``index_copy_``, the same rows
-``masked_scatter`` fills, in the same order); and the DeepStack merge takes those indices
-(``_deepstack_by_index``: gather, add, scatter: the numbers of the boolean version). The placeholder count is
-checked on the CPU. The language model is then called as the model's forward calls it. Only for Qwen3-VL (the
-cached engine's family); elsewhere ``supported`` says why not and the engine calls the model's forward.
+Here the same computation is queued without them. The vision helpers are transformers' own functions, run on the
+CPU over the grids the engine already has there (each image's part once per grid, concatenated and copied to the
+GPU once per list of grids: a batch of equal images repeats them chunk after chunk), and handed to the vision tower
+through the keyword arguments those helpers read precomputed values from. The image features replace the
+placeholder tokens' embeddings at indices computed on the CPU from the token ids (``index_copy_``: the rows
+``masked_scatter`` fills, in its order). The DeepStack merge takes those indices (``_deepstack_by_index``: gather,
+add, scatter, with the boolean version's numbers). The placeholder count is checked on the CPU. The language model
+is then called as the model's forward calls it. Only for Qwen3-VL (the cached engine's family); elsewhere
+``supported`` says why not and the engine calls the model's forward.
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ class ImagePrefill:
     """Prefill forwards of one Qwen3-VL model (``inner``) on ``device``, without reading anything back."""
 
     def __init__(self, inner, image_token_id: int, device):
-        self.inner, self.image_token_id, self.device = inner, image_token_id, torch.device(device)
+        self.image_token_id, self.device = image_token_id, torch.device(device)
         self.visual, self.language = inner.visual, inner.language_model
         self._vision_inputs: dict[tuple, VisionInputs] = {}
         enable_deepstack_by_index(self.language)
@@ -83,7 +83,7 @@ class ImagePrefill:
         if found is not None:
             return found
         visual = self.visual
-        grid = torch.stack([g.to("cpu", torch.long) for g in grids])
+        grid = torch.tensor(key)
         # each image's part depends on its own grid alone: computed once per grid, concatenated per list
         parts = [self._per_image(g) for g in key]
         indices, weights, positions = (torch.cat([part[i] for part in parts]) for i in range(3))
@@ -119,15 +119,14 @@ class ImagePrefill:
     def forward(self, block_cpu: torch.Tensor, block: torch.Tensor, pixels: list[torch.Tensor],
                 grids: list[torch.Tensor], **language_kwargs):
         """The language model's output for ``block`` (ids on the device; ``block_cpu`` the same on the CPU) with
-        its images (``pixels``: each image's rows, ``grids``: their CPU grids, in the order their placeholders
-        appear in the block, row by row)."""
+        its images: ``pixels`` holds each image's rows and ``grids`` their CPU grids, both in the block's order of
+        placeholders (row by row)."""
         embeds = self.language.get_input_embeddings()(block)
         deepstack = index = None
         if pixels:
             merge = self.visual.spatial_merge_size ** 2
             expected = sum(int(g.prod()) // merge for g in grids)
-            flat_ids = block_cpu.reshape(-1)
-            placeholders = torch.nonzero(flat_ids == self.image_token_id, as_tuple=True)[0]
+            placeholders = (block_cpu.reshape(-1) == self.image_token_id).nonzero().squeeze(1)  # flat, in order
             if len(placeholders) != expected:
                 raise ValueError(f"image features and image tokens do not match: {len(placeholders)} placeholder "
                                  f"tokens for {len(grids)} images of {expected} tokens")
