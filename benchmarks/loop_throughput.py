@@ -19,13 +19,15 @@ baseline in shared/reference/loop-baseline-h100.md. With ``--model`` the answers
 engine (greedy). Prints a table and writes JSON (``--out``).
 
 Where the engine's time goes, per mode: CPU preparation (chat template, tokenizing, rope positions), cache
-compaction, prefill and decode (each timed between GPU synchronisations), and the loop around the engine
+compaction, prefill and decode (on a GPU, the engine's stream's time between CUDA events: these parts are
+queued without waiting for each other), and the loop around the engine
 (rendering boxes, parsing answers); of the prefill, the CPU's reading of images chunk by chunk ("pixels": on a GPU,
 overlapped with the previous chunk's encoding); the GPU's utilisation sampled every 0.1 s (NVML, when available);
 and the floor the model's shape allows (``floor_ms``): the prefill's tokens at ``--peak-tflops`` (2 FLOP per parameter
 per token, plus attention over the context), then the decode at ``--hbm-tbs`` (each decode step one read of the
 weights and of every row's live KV cache) or at peak compute, whichever is slower.
-The ratio measured / floor says how far the engine is from the hardware.
+The ratio measured / floor says how far the engine is from the hardware. Each lane count's first run is
+reported as "cold" (kernels compiled and attention plans built for its shapes); the measured runs follow it.
 """
 
 from __future__ import annotations
@@ -298,12 +300,16 @@ def main() -> None:
     samples, images = _samples(args.samples, size)
     few = min(args.plain_samples, args.samples)
     lanes = [int(v) for v in args.lanes.split(",")]
-    # warm-up at one lane's batch size: Triton compiles its kernels for the shapes it meets (the decode kernel is
-    # split on few rows, not on many), so a warm-up of 2 rows left those compilations in the first measured run
-    # (each call's first run was the slow one: docs/LOG.md, session 15)
-    warm = max(1, min(args.batch_size // min(lanes), args.samples))
-    run_mode(grounder, "warm-up", samples[:warm], images[:warm], args.steps, warm, args.new_tokens, device)
+    # a first run of each lane count at the measured batch and T, reported as "cold": Triton compiles its kernels
+    # for the shapes it meets (the decode kernel is split on few rows, not on many) and cuDNN builds an attention
+    # plan per shape, in each lane's thread (``loop.lane_thread``: the same threads in the measured run). A warm-up
+    # of 2 rows in the main thread left all that in the first measured run (docs/LOG.md, sessions 15 and 16)
     rows = []
+    run_mode(grounder, "warm-up", samples[:2], images[:2], args.steps, 2, args.new_tokens, device)
+    warm = min(args.batch_size, args.samples)
+    for count in lanes:
+        rows.append(run_mode(grounder, "cold" if count == 1 else f"cold-L{count}", samples[:warm], images[:warm],
+                             args.steps, args.batch_size, args.new_tokens, device, count))
     for steps in (args.steps, 0):
         if few:
             rows.append(run_mode(grounder, "plain-1", samples[:few], images[:few], steps, 1, args.new_tokens, device))
@@ -349,7 +355,8 @@ def main() -> None:
     print("(pixels: of the prefill, the CPU reading each chunk's images, overlapped with the previous chunk's "
           "GPU work)")
     speedups = {mode: by[(mode, args.steps)]["ms_per_sample"] / engine_loop["ms_per_sample"]
-                for mode, steps in by if steps == args.steps and mode != engine_loop["mode"]}
+                for mode, steps in by if steps == args.steps and mode != engine_loop["mode"]
+                and not mode.startswith("cold")}
     print(f"{engine_loop['mode']} vs " + ", ".join(f"{mode}: {x:.2f}x faster" for mode, x in speedups.items()))
     if plain_one:
         print(f"same answers as plain-1 (greedy): {same} of {len(plain_one['answers'])} samples")

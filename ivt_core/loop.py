@@ -20,7 +20,9 @@ makes the loop raise.
 from __future__ import annotations
 
 import itertools
+import threading
 from collections.abc import Callable, Iterable, Iterator
+from concurrent import futures
 from dataclasses import dataclass, field, replace
 
 from PIL import Image
@@ -327,7 +329,6 @@ def _in_lanes(grounder: Grounder, take: Callable, config: LoopConfig, keep_conve
     writes the store). An error in one lane stops the others and is raised here; so does closing this generator
     (a cancelled job): the lanes finish their current step and stop."""
     import queue as queues
-    import threading
 
     lock = threading.Lock()
     stop = threading.Event()
@@ -348,24 +349,36 @@ def _in_lanes(grounder: Grounder, take: Callable, config: LoopConfig, keep_conve
         finally:
             out.put(done)
 
-    threads = [threading.Thread(target=work, args=(engine, share), name=f"ivt-lane-{lane}", daemon=True)
+    running = [lane_thread(lane).submit(work, engine, share)
                for lane, (engine, share) in enumerate(zip(engines, shares, strict=True)) if share]
-    for thread in threads:
-        thread.start()
-    running = len(threads)
     try:
-        while running:
+        left = len(running)
+        while left:
             item = out.get()
             if item is done:
-                running -= 1
+                left -= 1
             elif isinstance(item, BaseException):
                 raise item
             else:
                 yield item
     finally:
         stop.set()
-        for thread in threads:
-            thread.join()
+        futures.wait(running)
+
+
+_LANE_THREADS: list = []  # ``lane_thread``'s, one per lane number, for the process's lifetime
+_LANE_THREADS_LOCK = threading.Lock()
+
+
+def lane_thread(lane: int):
+    """The thread lane number ``lane`` runs in, the same one in every run of the process (a one-worker executor).
+    What the GPU libraries keep per thread then lasts from one run to the next: cuDNN's attention execution plans
+    (thread-local in PyTorch; each new shape costs 42-74 ms on an H200 while the GPU drains: docs/LOG.md) and the
+    cuBLAS handles. In fresh threads every evaluation, and every GRPO step's rollouts, built them all again."""
+    with _LANE_THREADS_LOCK:
+        while len(_LANE_THREADS) <= lane:
+            _LANE_THREADS.append(futures.ThreadPoolExecutor(1, thread_name_prefix=f"ivt-lane-{len(_LANE_THREADS)}"))
+        return _LANE_THREADS[lane]
 
 
 def engine_for(grounder: Grounder, config: LoopConfig) -> str:

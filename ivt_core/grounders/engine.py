@@ -59,6 +59,11 @@ FORCE_GQA = "TRANSFORMERS_SDPA_FORCE_GQA"
 GRAPH_MIN_TOKENS = 16  # below this many decode steps per call, capturing a graph costs more than it saves
 PREFILL_CHUNK_TOKENS = 16384  # new tokens per prefill forward (``prefill_chunks``): enough to keep an H200 busy
 CHECK_EVERY = 4  # decode steps between two reads of whether every row has ended (each read waits for the GPU)
+# a step's block width and cache capacity are rounded up to these, so that steps of a long run meet the same
+# attention shapes again: cuDNN builds an execution plan on the CPU for every new shape (42-74 ms on an H200,
+# with the GPU drained meanwhile: docs/LOG.md, session 15); the padding costs a few masked slots per row
+BLOCK_STEP = 16
+CAPACITY_STEP = 128
 
 
 def supports(grounder) -> str | None:
@@ -303,16 +308,16 @@ class CachedEngine:
 
     def _on_gpu(self, states, news, positions, row_pixels, row_grids, row_keys, sampling: Sampling
                 ) -> list[list[int]]:
-        """The step's GPU part: compaction, prefill and decode; the generated ids of each row."""
-        self._sync()
-        compact_start = time.perf_counter()
-        self._compact(states, max(len(n) for n in news) + sampling.max_new_tokens)
-        self._sync()
-        prefill_start = time.perf_counter()
-        self.stats["compact_s"] += prefill_start - compact_start
-        block_cpu, block_mask, block_pos, last = self._block(news, positions)
-        block = block_cpu.to(self.device)
-        width = block.shape[1]
+        """The step's GPU part: compaction, prefill and decode; the generated ids of each row. Nothing in it waits
+        for the GPU but the decode's reads (``_read_back``): inputs go to the GPU from page-locked memory without
+        waiting (``_to_device``) and the parts are timed with CUDA events, so the CPU queues the prefill while the
+        compaction runs and captures the decode graph while the prefill runs."""
+        marks = [self._mark()]
+        width = _round_up(max(len(n) for n in news), BLOCK_STEP)
+        self._compact(states, width + sampling.max_new_tokens)
+        marks.append(self._mark())
+        block_cpu, block_mask, block_pos, last = self._block(news, positions, width)
+        block = self._to_device(block_cpu)
         self.live[:, self.end:self.end + width] = block_mask.bool()
         slots = torch.arange(self.live.shape[1], device=self.device)
         causal = slots[None, :] <= (self.end + torch.arange(width, device=self.device))[:, None]  # [width, capacity]
@@ -320,7 +325,7 @@ class CachedEngine:
         cache, live = self.cache, self.live
         if copy_of is not None:  # only the distinct rows are encoded, into their own cache, then copied
             cache = self._new_cache(len(encoded), self.live.shape[1])
-            rows = torch.tensor(encoded, device=self.device)
+            rows = self._to_device(torch.tensor(encoded))
             block, block_pos, last, live = block[rows], block_pos[:, rows], last[rows], live[rows]
             block_cpu = block_cpu[encoded]
         lengths = [len(news[row]) for row in encoded]
@@ -347,56 +352,77 @@ class CachedEngine:
         for state, new in zip(states, news, strict=True):
             state.fed.extend(new)
         self.stats["prefill_tokens"] += sum(len(news[row]) for row in encoded)
-        next_pos = torch.stack([p[:, -1] + 1 for p in positions], dim=1).to(self.device)  # [3, rows]
-        self._sync()
-        decode_start = time.perf_counter()
-        self.stats["prefill_s"] += decode_start - prefill_start
-        generated = self._decode(states, logits, next_pos, sampling)
-        next_cpu = next_pos.cpu()
+        next_cpu = torch.stack([p[:, -1] + 1 for p in positions], dim=1)  # [3, rows]
+        marks.append(self._mark())
+        generated = self._decode(states, logits, self._to_device(next_cpu), sampling)
+        marks.append(self._mark())
+        for name, begin, end in zip(("compact_s", "prefill_s", "decode_s"), marks[:-1], marks[1:], strict=True):
+            self.stats[name] += self._span(begin, end)
         for row, state in enumerate(states):  # the answer tokens fed back: text, one position each
             missing = len(state.fed) - state.positions.shape[1]
             if missing:
                 state.positions = torch.cat([state.positions, next_cpu[:, row:row + 1] + torch.arange(missing)], dim=1)
-        self._sync()
-        self.stats["decode_s"] += time.perf_counter() - decode_start
         return generated
 
-    def _sync(self) -> None:
-        if self.stream is not None:
-            self.stream.synchronize()
-        elif str(self.device).startswith("cuda"):
-            torch.cuda.synchronize()
+    def _to_device(self, tensor: torch.Tensor) -> torch.Tensor:
+        """A CPU tensor on the engine's device. To a GPU through page-locked memory, without waiting: a plain
+        ``.to("cuda")`` of pageable memory waits until the stream has run everything queued before it (on an H200
+        the step's first such copy waited for the whole compaction, with the CPU's next work not yet queued)."""
+        if not self.on_gpu:
+            return tensor.to(self.device)
+        return tensor.pin_memory().to(self.device, non_blocking=True)
+
+    def _mark(self):
+        """A point on the step's timeline: a CUDA event recorded on the stream (timing without waiting), or the
+        clock on the CPU."""
+        if not self.on_gpu:
+            return time.perf_counter()
+        event = torch.cuda.Event(enable_timing=True)
+        event.record()
+        return event
+
+    def _span(self, begin, end) -> float:
+        """Seconds between two ``_mark``s (on a GPU the stream's time between them; ``end`` is waited for)."""
+        if not self.on_gpu:
+            return end - begin
+        _read_back(end.synchronize)
+        return begin.elapsed_time(end) / 1000
 
     def _compact(self, states: list[_Conversation], room: int) -> None:
         """Rebuild the cache with one row per request (in request order): each row's live entries gathered to
-        the left-padded front, and ``room`` free slots after them (the step's new tokens and its answers).
-        Conversations not in this step lose their rows (they are encoded whole if they come back)."""
-
+        the left-padded front, and at least ``room`` free slots after them (the step's new tokens and its
+        answers; the capacity rounded up to ``CAPACITY_STEP``). Conversations not in this step lose their rows
+        (they are encoded whole if they come back). Which slots of the old rows are live is read on the GPU (a
+        rank of each live slot, scattered to its new column), so nothing waits for the previous step's mask."""
         lengths = [len(s.fed) if s.row is not None else 0 for s in states]
         width = max(lengths, default=0)
-        rows, capacity = len(states), width + room
-        live = torch.zeros(rows, capacity, dtype=torch.bool, device=self.device)
+        rows, capacity = len(states), _round_up(width + room, CAPACITY_STEP)
+        kept = torch.tensor(lengths)
+        columns = torch.arange(capacity)
+        live = self._to_device((columns >= width - kept[:, None]) & (columns < width))  # right-aligned at width
         cache = self._new_cache(rows, capacity)
         buffers = [(layer.keys, layer.values) for layer in cache.layers]
         if width and self.cache is not None:
-            src_rows = torch.zeros(rows, dtype=torch.long)
-            src_cols = torch.zeros(rows, width, dtype=torch.long)
-            old_live = self.live.cpu()
-            for index, (state, length) in enumerate(zip(states, lengths, strict=True)):
-                if length:
-                    src_rows[index] = state.row
-                    src_cols[index, width - length:] = torch.nonzero(old_live[state.row], as_tuple=True)[0][:length]
-                    live[index, width - length:width] = True
-            src_rows, src_cols = src_rows.to(self.device), src_cols.to(self.device)
+            src_rows = self._to_device(torch.tensor([s.row if length else 0 for s, length in
+                                                     zip(states, lengths, strict=True)]))
+            length = self._to_device(kept)[:, None]
+            old_live = self.live[src_rows]  # [rows, old capacity]
+            rank = old_live.cumsum(1)  # of each live slot among its row's, from 1
+            taken = old_live & (rank <= length)  # a row cut back keeps its first ``length`` live slots
+            # each taken slot's column in the new row; the others go to column ``width``, dropped after
+            to = torch.where(taken, width - length + rank - 1, width)
+            src_cols = torch.zeros(rows, width + 1, dtype=torch.long, device=self.device)
+            src_cols.scatter_(1, to, torch.arange(old_live.shape[1], device=self.device).expand(rows, -1))
+            src_cols = src_cols[:, :width]
             for (keys, values), old in zip(buffers, self.cache.layers, strict=True):
                 keys[:, :, :width] = old.keys[src_rows[:, None], :, src_cols].transpose(1, 2)
                 values[:, :, :width] = old.values[src_rows[:, None], :, src_cols].transpose(1, 2)
         self.cache, self.live, self.end = cache, live, width
         for index, state in enumerate(states):
             state.row = index
-        kept = {id(state) for state in states}
+        kept_states = {id(state) for state in states}
         for other in self.conversations.values():  # left out of this step: its row is gone; encoded afresh
-            if id(other) not in kept:               # when it comes back
+            if id(other) not in kept_states:        # when it comes back
                 other.row, other.fed, other.positions = None, [], other.positions[:, :0]
 
     def _new_cache(self, rows: int, capacity: int):
@@ -433,7 +459,7 @@ class CachedEngine:
         first: dict = {}
         encoded = [row for row, key in enumerate(keys) if first.setdefault(key, row) == row]
         slot = {row: index for index, row in enumerate(encoded)}
-        return encoded, torch.tensor([slot[first[key]] for key in keys], device=self.device)
+        return encoded, self._to_device(torch.tensor([slot[first[key]] for key in keys]))
 
     def _capture(self, token_in, position_in, mask, warm_up: bool):
         """One decode step captured as a CUDA graph (after two eager passes on a side stream if ``warm_up``)."""
@@ -478,10 +504,9 @@ class CachedEngine:
 
         return replay
 
-    def _block(self, news: list[list[int]], positions: list[torch.Tensor]):
-        """The step's new tokens, right-padded into one block (on the CPU), with their mask, positions and last index
-        (on the device)."""
-        width = max(len(n) for n in news)
+    def _block(self, news: list[list[int]], positions: list[torch.Tensor], width: int):
+        """The step's new tokens, right-padded to ``width`` in one block (on the CPU), with their mask, positions and
+        last index (on the device)."""
         rows = len(news)
         block = torch.full((rows, width), self.pad_id, dtype=torch.long)
         mask = torch.zeros(rows, width, dtype=torch.long)
@@ -491,8 +516,8 @@ class CachedEngine:
             mask[index, :len(new)] = 1
             pos[:, index, :len(new)] = p
             pos[:, index, len(new):] = p[:, -1:]  # padding repeats the last position (never attended to)
-        last = torch.tensor([len(n) - 1 for n in news], device=self.device)
-        return block, mask.to(self.device), pos.to(self.device), last
+        last = self._to_device(torch.tensor([len(n) - 1 for n in news]))
+        return block, self._to_device(mask), self._to_device(pos), last
 
     def _prefill(self, cache, block_cpu, block, positions, last, live, causal, pixels, grids) -> torch.Tensor:
         """Encode one chunk of rows' new tokens into ``cache`` (views of those rows); the logits at each row's last
@@ -522,7 +547,7 @@ class CachedEngine:
         replayed CUDA graph."""
         rows = len(states)
         limit = sampling.max_new_tokens
-        eos = torch.tensor(sorted(self.eos), device=self.device)
+        eos = self._to_device(torch.tensor(sorted(self.eos)))
         token_in = torch.zeros(rows, 1, dtype=torch.long, device=self.device)
         position_in = next_pos[:, :, None].clone()
         self.write_at = torch.zeros(1, dtype=torch.long, device=self.device)
@@ -540,7 +565,7 @@ class CachedEngine:
             tokens[:, step] = token
             chosen_steps = step + 1
             ended = done | torch.isin(token, eos)
-            if step == limit - 1 or (step % CHECK_EVERY == CHECK_EVERY - 1 and bool(ended.all())):
+            if step == limit - 1 or (step % CHECK_EVERY == CHECK_EVERY - 1 and _read_back(ended.all)):
                 break
             token_in.copy_(token[:, None])
             self.write_at.fill_(self.end)
@@ -554,7 +579,7 @@ class CachedEngine:
             self.stats["decode_kv_tokens"] += attended + rows * (step + 1)
             self.stats["forwards"] += 1
         generated = []
-        for state, row in zip(states, tokens[:, :chosen_steps].tolist(), strict=True):
+        for state, row in zip(states, _read_back(tokens[:, :chosen_steps].tolist), strict=True):
             stop = next((i for i, t in enumerate(row) if t in self.eos), None)
             answer = row if stop is None else row[:stop + 1]
             state.fed.extend(answer[:fed_steps])  # the tokens fed back (in the cache), the end token included
@@ -599,8 +624,10 @@ def _capturing(graph):
     engine captures a decode graph at every step, so each step's cache, activations and page-locked image buffers
     were allocated afresh from the driver (``cudaMalloc`` / ``cudaHostAlloc`` while the GPU waited: docs/LOG.md,
     session 15). Capturing on a side stream after a synchronisation is what ``torch.cuda.graph`` does otherwise;
-    thread_local: another lane's thread may launch work or allocate while this one captures."""
-    torch.cuda.synchronize()
+    thread_local: another lane's thread may launch work or allocate while this one captures. Without
+    ``torch.cuda.graph``'s synchronisation either: capturing records kernels without running them, so the CPU
+    captures while the GPU still runs the step's prefill (the replays are queued after it on the engine's stream;
+    what the capture allocates comes from the graph's own pool, never from memory the queued work uses)."""
     global _CAPTURE_STREAM
     if _CAPTURE_STREAM is None:
         _CAPTURE_STREAM = torch.cuda.Stream()
@@ -649,15 +676,27 @@ def _resolved(entries: list) -> list[torch.Tensor]:
 
 
 def prefill_chunks(lengths: list[int], tokens: int) -> list[tuple[int, int]]:
-    """Consecutive (start, stop) row ranges, as many as ``tokens`` new tokens per range need, of equal row counts
-    (the last one smaller): the prefill encodes one range per forward, so the next range's pixels are read on the
-    CPU while the GPU encodes this one. Equal ranges give the forwards equal shapes: cuDNN's attention builds an
-    execution plan on the CPU for every new shape, while the GPU waits (measured, docs/LOG.md)."""
+    """Consecutive (start, stop) row ranges of equal row counts (the last one smaller), each about ``tokens`` new
+    tokens of the padded block (rows x the longest row): the prefill encodes one range per forward, so the next
+    range's pixels are read on the CPU while the GPU encodes this one. The row count is a power of two, so steps
+    whose blocks differ by a few tokens still cut their rows alike: equal ranges give the forwards equal shapes,
+    and cuDNN's attention builds an execution plan on the CPU for every new shape, while the GPU waits (measured,
+    docs/LOG.md)."""
     if not lengths:
         return []
-    count = min(len(lengths), max(1, -(-sum(lengths) // max(1, tokens))))
-    per = -(-len(lengths) // count)
+    fit = max(1, tokens // max(1, max(lengths)))
+    per = min(len(lengths), 1 << (fit.bit_length() - 1))
     return [(start, min(start + per, len(lengths))) for start in range(0, len(lengths), per)]
+
+
+def _read_back(read):
+    """``read()``: one of the step's waits for the GPU (whether every row has ended, the answers' tokens, the end of
+    the step's timing). A step has no others (GPU test under CUDA's sync debug mode)."""
+    return read()
+
+
+def _round_up(value: int, step: int) -> int:
+    return -(-value // step) * step
 
 
 def _choose(logits: torch.Tensor, sampling: Sampling) -> torch.Tensor:

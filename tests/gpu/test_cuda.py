@@ -126,11 +126,13 @@ def test_cuda_decode_attention_equals_sdpa(rows, heads, kv_heads, capacity, dim,
         assert splits_for(rows, kv_heads, capacity) > 1  # the split-and-merge path was the one tested
 
 
-def test_cuda_engine_prefill_never_waits_for_the_gpu_and_captures_keep_the_caches(monkeypatch):
-    """A step's prefill forwards (vision tower, image features, DeepStack, language model) queue their work without
-    reading anything back from the GPU (CUDA's sync debug mode raises on any such read), and the decode graph's
-    capture does not empty the allocators' caches (``torch.cuda.graph`` does: every step then allocated its
-    cache and page-locked buffers from the driver again)."""
+def test_cuda_engine_step_waits_for_the_gpu_only_in_its_reads_and_captures_keep_the_caches(monkeypatch):
+    """A whole step (the compaction, the block's inputs, the images, the prefill forwards with the vision tower,
+    image features and DeepStack, the decode graph's capture and replays) queues its work without waiting for the
+    GPU anywhere but the engine's reads back (``_read_back``: whether every row has ended, the tokens, the step's
+    timing): CUDA's sync debug mode raises on any other wait. The decode graph's capture does not empty the
+    allocators' caches (``torch.cuda.graph`` does: every step then allocated its cache and page-locked buffers
+    from the driver again)."""
     from ivt_core.bootstrap import toy_model_path
     from ivt_core.data.shapes import ShapesConfig, make_sample
     from ivt_core.grounders import engine as engine_module
@@ -141,17 +143,26 @@ def test_cuda_engine_prefill_never_waits_for_the_gpu_and_captures_keep_the_cache
     g = TransformersGrounder.load(toy_model_path(), device="cuda")
     engine = CachedEngine(g.model, g.processor, g.device)
     assert engine.image_prefill is not None, engine.image_prefill_off
-    prefill = engine._prefill
+    step, reads = engine.step, []
 
     def strict(*args, **kwargs):
         torch.cuda.set_sync_debug_mode("error")
         try:
-            return prefill(*args, **kwargs)
+            return step(*args, **kwargs)
         finally:
             torch.cuda.set_sync_debug_mode("default")
 
+    def read_back(read):
+        torch.cuda.set_sync_debug_mode("default")
+        try:
+            reads.append(read)
+            return read()
+        finally:
+            torch.cuda.set_sync_debug_mode("error")
+
     emptied = []
-    monkeypatch.setattr(engine, "_prefill", strict)
+    monkeypatch.setattr(engine, "step", strict)
+    monkeypatch.setattr(engine_module, "_read_back", read_back)
     monkeypatch.setattr(torch.cuda, "empty_cache", lambda: emptied.append("device"))
     monkeypatch.setattr(torch._C, "_host_emptyCache", lambda: emptied.append("host"))
     monkeypatch.setattr(engine_module, "PREFILL_CHUNK_TOKENS", 300)  # several chunks per step
@@ -160,12 +171,13 @@ def test_cuda_engine_prefill_never_waits_for_the_gpu_and_captures_keep_the_cache
         image = make_sample(ShapesConfig(), 0, "test", index).image
         requests.append((index, [{"role": "user", "content": [{"type": "image", "image": image},
                                                              {"type": "text", "text": "Where is it?"}]}]))
-    for _ in range(2):
+    for _ in range(3):
         answers = engine.step(requests, Sampling(max_new_tokens=20))
         requests = [(key, [*conversation, {"role": "assistant", "content": [{"type": "text", "text": answer.text}]},
                            conversation[0]]) for (key, conversation), answer in zip(requests, answers, strict=True)]
-    assert engine.stats["forwards"] > 4 and engine.stats.get("graphs", 0) == 2, engine.stats.get("graph_error")
-    assert emptied == []
+    assert engine.stats["forwards"] > 6 and engine.stats.get("graphs", 0) == 3, engine.stats.get("graph_error")
+    assert reads and emptied == []
+    assert engine.stats["compact_s"] > 0 and engine.stats["prefill_s"] > 0 and engine.stats["decode_s"] > 0
 
 
 def test_cuda_decode_kernel_gives_the_same_answers_and_is_used(monkeypatch):

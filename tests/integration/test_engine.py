@@ -148,8 +148,13 @@ def test_prefill_chunks_cover_the_rows_in_order_in_equal_parts_of_about_the_toke
     assert prefill_chunks([], 10) == []
     assert prefill_chunks([4, 4, 4], 100) == [(0, 3)]
     assert prefill_chunks([4, 4, 4, 4, 4], 8) == [(0, 2), (2, 4), (4, 5)]  # 20 tokens: 3 chunks of 2 rows
-    assert prefill_chunks([4] * 7, 10) == [(0, 3), (3, 6), (6, 7)]  # equal row counts, the last one smaller
+    assert prefill_chunks([4] * 7, 10) == [(0, 2), (2, 4), (4, 6), (6, 7)]  # equal row counts, the last one smaller
     assert prefill_chunks([3, 3], 1) == [(0, 1), (1, 2)]  # never fewer than one row per chunk
+    # the padded block counts (rows x the longest row), and the row count is a power of two: blocks a few
+    # tokens apart are cut alike (the forwards' shapes repeat across steps)
+    assert prefill_chunks([2, 2, 2, 2, 9], 40) == [(0, 4), (4, 5)]
+    assert prefill_chunks([350] * 256, 16384) == prefill_chunks([362] * 256, 16384) == [
+        (start, start + 32) for start in range(0, 256, 32)]
 
 
 def test_engine_choice(tiny_models):
@@ -255,6 +260,34 @@ def test_two_lanes_answer_as_the_plain_loop_and_each_lane_takes_samples(chatty_t
     failing[1].step = broken
     with pytest.raises(RuntimeError, match="lane failed"):
         run_samples(grounder, samples, config, images, engine=failing)
+
+
+def test_each_lane_runs_in_the_same_thread_from_one_run_to_the_next(chatty_tiny, shapes_ws, monkeypatch):
+    """Lane number k runs in one thread for the process's lifetime (what GPU libraries keep per thread, such as
+    cuDNN's attention plans, lasts across evaluations and GRPO steps), and the lanes of one run in distinct threads."""
+    import threading
+
+    from ivt_core.data.shapes_split import write_shapes_split
+    from ivt_core.grounders.engine import CachedEngine
+
+    write_shapes_split(shapes_ws, "test", 4, seed=0)
+    grounder = TransformersGrounder.load(chatty_tiny, device="cpu")
+    config = LoopConfig(steps=1, batch_size=2, lanes=2, sampling=Sampling(max_new_tokens=4))
+    samples = get_samples(shapes_ws.connect(), "shapes", "test")[:4]
+    images = [load_image(shapes_ws.resolve(s.image_path)) for s in samples]
+    runs = []
+    for _ in range(2):
+        threads = {}
+        lanes = [CachedEngine(grounder.model, grounder.processor, "cpu") for _ in range(2)]
+        for number, engine in enumerate(lanes):
+            seen = threads.setdefault(number, set())
+            monkeypatch.setattr(engine, "step", lambda *a, _step=engine.step, _seen=seen, **k: (
+                _seen.add(threading.current_thread()) or _step(*a, **k)))
+        run_samples(grounder, samples, config, images, engine=lanes)
+        runs.append(threads)
+    assert all(len(threads) == 1 for run in runs for threads in run.values())
+    assert runs[0] == runs[1] and runs[0][0] != runs[0][1]
+    assert threading.main_thread() not in runs[0][0] | runs[0][1]
 
 
 def test_deferred_images_are_read_chunk_by_chunk_with_the_same_rows(tiny_models):
