@@ -50,7 +50,7 @@ import torch
 
 from ivt_core import rope
 from ivt_core.families import FAMILIES
-from ivt_core.grounders import image_prefill
+from ivt_core.grounders import cache_gather, image_prefill
 from ivt_core.grounders.base import Generation, Sampling, conversation_images
 
 # the model types of the families the engine runs (``Family.cached_engine``)
@@ -400,9 +400,9 @@ class CachedEngine:
         kept = torch.tensor(lengths)
         columns = torch.arange(capacity)
         live = self._to_device((columns >= width - kept[:, None]) & (columns < width))  # right-aligned at width
-        cache = self._new_cache(rows, capacity)
-        buffers = [(layer.keys, layer.values) for layer in cache.layers]
-        if width and self.cache is not None:
+        gather = bool(width and self.cache is not None)
+        cache = self._new_cache(rows, capacity, filled=width if gather else 0)
+        if gather:  # every slot before ``width`` is written (left padding: a copy of some slot, never attended to)
             src_rows = self._to_device(torch.tensor([s.row if length else 0 for s, length in
                                                      zip(states, lengths, strict=True)]))
             length = self._to_device(kept)[:, None]
@@ -414,9 +414,8 @@ class CachedEngine:
             src_cols = torch.zeros(rows, width + 1, dtype=torch.long, device=self.device)
             src_cols.scatter_(1, to, torch.arange(old_live.shape[1], device=self.device).expand(rows, -1))
             src_cols = src_cols[:, :width]
-            for (keys, values), old in zip(buffers, self.cache.layers, strict=True):
-                keys[:, :, :width] = old.keys[src_rows[:, None], :, src_cols].transpose(1, 2)
-                values[:, :, :width] = old.values[src_rows[:, None], :, src_cols].transpose(1, 2)
+            for layer, old in zip(cache.layers, self.cache.layers, strict=True):
+                cache_gather.gather_slots((layer.keys, layer.values), (old.keys, old.values), src_rows, src_cols)
         self.cache, self.live, self.end = cache, live, width
         for index, state in enumerate(states):
             state.row = index
@@ -425,15 +424,23 @@ class CachedEngine:
             if id(other) not in kept_states:        # when it comes back
                 other.row, other.fed, other.positions = None, [], other.positions[:, :0]
 
-    def _new_cache(self, rows: int, capacity: int):
-        """A cache of ``rows`` x ``capacity`` zeroed slots per layer (``RowsLayer``)."""
+    def _new_cache(self, rows: int, capacity: int, filled: int = 0):
+        """A cache of ``rows`` x ``capacity`` slots per layer (``RowsLayer``), zeroed from slot ``filled`` on (the
+        caller writes the slots before it). Slots no query may attend to are still read by the prefill's attention,
+        which weighs them by zero: they must hold finite numbers, not whatever memory held before."""
         text = self.model.config.get_text_config()
         heads = text.num_key_value_heads
         dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
         dtype = self.lm_head.weight.dtype
-        return self._cache_over([(torch.zeros(rows, heads, capacity, dim, dtype=dtype, device=self.device),
-                                  torch.zeros(rows, heads, capacity, dim, dtype=dtype, device=self.device))
-                                 for _ in range(text.num_hidden_layers)])
+
+        def buffer() -> torch.Tensor:
+            if not filled:
+                return torch.zeros(rows, heads, capacity, dim, dtype=dtype, device=self.device)
+            empty = torch.empty(rows, heads, capacity, dim, dtype=dtype, device=self.device)
+            empty[:, :, filled:].zero_()
+            return empty
+
+        return self._cache_over([(buffer(), buffer()) for _ in range(text.num_hidden_layers)])
 
     def _rows_of(self, cache, start: int, stop: int):
         """``cache`` restricted to rows ``start:stop``: views of its buffers (what the forward writes lands in them)."""
@@ -552,8 +559,9 @@ class CachedEngine:
         position_in = next_pos[:, :, None].clone()
         self.write_at = torch.zeros(1, dtype=torch.long, device=self.device)
         mask = self.live[:, None, None, :]  # a view: updated in place below
-        attended = int(self.live.sum())  # cache entries the rows attend to now (each decode step reads them, and
-        #                                  the new one of every row: ``decode_kv_tokens``, for the memory floor)
+        # cache entries the rows attend to now, each row's fed tokens (each decode step reads them, and the new
+        # one of every row: ``decode_kv_tokens``, for the memory floor); counted on the CPU, which knows them
+        attended = sum(len(state.fed) for state in states)
         forward = self._graphed(token_in, position_in, mask) if (self.graphs and limit >= GRAPH_MIN_TOKENS) else None
         tokens = torch.zeros(rows, limit, dtype=torch.long, device=self.device)
         done = torch.zeros(rows, dtype=torch.bool, device=self.device)  # ended before the current token
@@ -565,7 +573,7 @@ class CachedEngine:
             tokens[:, step] = token
             chosen_steps = step + 1
             ended = done | torch.isin(token, eos)
-            if step == limit - 1 or (step % CHECK_EVERY == CHECK_EVERY - 1 and _read_back(ended.all)):
+            if step == limit - 1 or (step % CHECK_EVERY == CHECK_EVERY - 1 and _read_back(ended.all().item)):
                 break
             token_in.copy_(token[:, None])
             self.write_at.fill_(self.end)

@@ -126,6 +126,26 @@ def test_cuda_decode_attention_equals_sdpa(rows, heads, kv_heads, capacity, dim,
         assert splits_for(rows, kv_heads, capacity) > 1  # the split-and-merge path was the one tested
 
 
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_cuda_compaction_kernel_gathers_what_indexing_gathers(dtype):
+    """The compaction's gather kernel writes each new row's first ``width`` slots exactly as PyTorch's indexing does
+    (rows taken from other rows, repeated, slots in any order; the column index tensor a strided view, as the
+    engine's is) and nothing after them."""
+    from ivt_core.grounders import cache_gather
+
+    dtype = getattr(torch, dtype)
+    generator = torch.Generator(device="cuda").manual_seed(0)
+    old = tuple(torch.randn(40, 8, 700, 128, device="cuda", generator=generator).to(dtype) for _ in range(2))
+    src_rows = torch.randint(0, 40, (33,), device="cuda", generator=generator)
+    src_cols = torch.randint(0, 700, (33, 514), device="cuda", generator=generator)[:, :513]
+    new = tuple(torch.full((33, 8, 900, 128), float("nan"), device="cuda", dtype=dtype) for _ in range(2))
+    assert cache_gather.usable(new[0])
+    cache_gather.gather_slots(new, old, src_rows, src_cols)
+    for got, source in zip(new, old, strict=True):
+        assert torch.equal(got[:, :, :513], source[src_rows[:, None], :, src_cols].transpose(1, 2))
+        assert got[:, :, 513:].isnan().all()
+
+
 def test_cuda_engine_step_waits_for_the_gpu_only_in_its_reads_and_captures_keep_the_caches(monkeypatch):
     """A whole step (the compaction, the block's inputs, the images, the prefill forwards with the vision tower,
     image features and DeepStack, the decode graph's capture and replays) queues its work without waiting for the
