@@ -85,8 +85,10 @@ def _rows_layer_class():
 
     class RowsLayer(DynamicLayer):
         """A cache layer of fixed size [rows, heads, capacity, dim]: ``update`` writes the new keys and values
-        at the engine's ``write_at`` slots and returns the whole buffers (the engine's 4-D mask says which slots
-        are live). Fixed shapes and in-place writes are what lets a decode step be replayed as a CUDA graph."""
+        at the engine's ``write_at`` slots and returns the buffers (the engine's 4-D mask says which slots are
+        live): whole in the decode (fixed shapes and in-place writes are what lets a decode step be replayed as
+        a CUDA graph; ``write_at`` a tensor of slots), up to ``attend`` slots in the prefill (the room for the
+        answers is never attended to there; ``write_at`` a slice, written as one strided copy)."""
 
         def __init__(self, engine, keys: torch.Tensor, values: torch.Tensor):
             super().__init__()
@@ -96,9 +98,17 @@ def _rows_layer_class():
             self.is_initialized = True
 
         def update(self, key_states, value_states, *args, **kwargs):
-            self.keys.index_copy_(2, self.engine.write_at, key_states)
-            self.values.index_copy_(2, self.engine.write_at, value_states)
-            return self.keys, self.values
+            at = self.engine.write_at
+            if isinstance(at, slice):
+                self.keys[:, :, at] = key_states
+                self.values[:, :, at] = value_states
+            else:
+                self.keys.index_copy_(2, at, key_states)
+                self.values.index_copy_(2, at, value_states)
+            attend = self.engine.attend
+            if attend is None:
+                return self.keys, self.values
+            return self.keys[:, :, :attend], self.values[:, :, :attend]
 
         def get_seq_length(self) -> int:
             return self.engine.end
@@ -143,6 +153,7 @@ class CachedEngine:
                               if self.image_prefill_off is None else None)
         self.rows_layer = _rows_layer_class()
         self.write_at = torch.zeros(1, dtype=torch.long, device=device)  # cache slots the next forward writes
+        self.attend = None  # cache slots the next forward's queries may attend to (None: all; ``RowsLayer``)
         self.end = 0  # the first free slot of every row
         self.live = None  # [rows, capacity] bool: the slots a query may attend to
         self.graphs = str(device).startswith("cuda") and use_graphs
@@ -530,17 +541,24 @@ class CachedEngine:
         """Encode one chunk of rows' new tokens into ``cache`` (views of those rows); the logits at each row's last
         new token. Through ``image_prefill`` where the model allows (nothing read back from the GPU), else the
         model's own forward."""
-        self.write_at = torch.arange(self.end, self.end + block.shape[1], device=self.device)
-        mask = (live[:, None, None, :] & causal[None, None]).contiguous()
+        self.write_at = slice(self.end, self.end + block.shape[1])
+        # no query of the block sees past the block: the slots after it (the answers' room) are left out of the
+        # attention, up to a multiple of ``CAPACITY_STEP`` (shapes that repeat: cuDNN's plans)
+        self.attend = min(live.shape[1], _round_up(self.end + block.shape[1], CAPACITY_STEP))
+        mask = (live[:, None, None, :self.attend] & causal[None, None, :, :self.attend]).contiguous()
         pixels = [p.to(self.device, non_blocking=True) for p in pixels]  # from the CPU (a lane's): staged at once
-        with _grouped_query_attention(self.on_gpu):
-            if self.image_prefill is not None:
-                out = self.image_prefill.forward(block_cpu, block, pixels, grids, attention_mask=mask,
-                                                 position_ids=positions, past_key_values=cache, use_cache=True)
-            else:
-                out = self.inner(input_ids=block, attention_mask=mask, position_ids=positions, past_key_values=cache,
-                                 pixel_values=torch.cat(pixels).to(self.model.dtype) if pixels else None,
-                                 image_grid_thw=torch.stack(grids).to(self.device) if grids else None, use_cache=True)
+        try:
+            with _grouped_query_attention(self.on_gpu):
+                if self.image_prefill is not None:
+                    out = self.image_prefill.forward(block_cpu, block, pixels, grids, attention_mask=mask,
+                                                     position_ids=positions, past_key_values=cache, use_cache=True)
+                else:
+                    out = self.inner(input_ids=block, attention_mask=mask, position_ids=positions,
+                                     past_key_values=cache, use_cache=True,
+                                     pixel_values=torch.cat(pixels).to(self.model.dtype) if pixels else None,
+                                     image_grid_thw=torch.stack(grids).to(self.device) if grids else None)
+        finally:
+            self.attend = None  # the decode attends to whole rows (its graph's buffers)
         self.stats["forwards"] += 1
         # logits of each row's last real token only (all positions x a 150k vocabulary would not fit)
         return self.lm_head(out.last_hidden_state[torch.arange(len(block), device=self.device), last])
