@@ -91,6 +91,35 @@ def test_engine_encodes_only_the_new_turn(chatty_tiny, shapes_ws):
     assert encoded >= second.tokens_in - first.tokens_in - first.tokens_out  # but at least the new turn
 
 
+def test_the_prefill_attends_up_to_its_block_and_the_decode_to_whole_rows(chatty_tiny, shapes_ws, monkeypatch):
+    """The prefill's attention leaves out the room kept for the answers (never attended to by its queries): its
+    keys end at the block's end, rounded up to ``CAPACITY_STEP``; the decode reads whole rows (its graph's fixed
+    shapes). The answers are those of an engine given no room to spare (a fresh one per conversation)."""
+    from ivt_core.grounders import engine as engine_module
+    from ivt_core.grounders.engine import CAPACITY_STEP, CachedEngine
+
+    grounder = TransformersGrounder.load(chatty_tiny, device="cpu")
+    sample = get_samples(shapes_ws.connect(), "shapes", "test")[0]
+    image = load_image(shapes_ws.resolve(sample.image_path))
+    engine = CachedEngine(grounder.model, grounder.processor, "cpu")
+    seen = []  # (new tokens, keys handed to the attention, the cache's capacity) of every layer's cache update
+    update = engine.rows_layer.update
+    monkeypatch.setattr(engine.rows_layer, "update", lambda layer, new_keys, *a, **k: (
+        seen.append((new_keys.shape[2], *(out := update(layer, new_keys, *a, **k))[0].shape[2:3], layer.keys.shape[2]))
+        or out))
+    turn = {"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": "Find it."}]}
+    sampling = Sampling(max_new_tokens=3 * CAPACITY_STEP)  # a room of several steps of capacity
+    answer = engine.step([("a", [turn])], sampling)[0]
+    prefill = [(keys, capacity) for new, keys, capacity in seen if new > 1]
+    decode = [(keys, capacity) for new, keys, capacity in seen if new == 1]
+    assert prefill and all(keys % CAPACITY_STEP == 0 and keys < capacity - 2 * CAPACITY_STEP for keys, capacity
+                           in prefill)
+    assert decode and all(keys == capacity for keys, capacity in decode)
+    monkeypatch.setattr(engine_module, "CAPACITY_STEP", 1)
+    again = CachedEngine(grounder.model, grounder.processor, "cpu").step([("a", [turn])], sampling)[0]
+    assert again.token_ids == answer.token_ids
+
+
 def test_engine_keeps_each_conversations_rotary_positions_as_the_whole_conversation_gives_them(chatty_tiny,
                                                                                                 shapes_ws):
     """Only the new part's positions are computed at each step (after the kept part's, by ``ivt_core.rope``);
