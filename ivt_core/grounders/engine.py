@@ -165,7 +165,8 @@ class CachedEngine:
         self.conversations: dict[Hashable, _Conversation] = {}
         self.cache = None  # DynamicCache of RowsLayer: [rows, heads, capacity, dim] per layer
         # where the time goes (seconds, summed over steps): CPU preparation of the new tokens and images (chat
-        # template, tokenizing, pixels, rope positions), the cache compaction, the prefill forward, the decode
+        # template, tokenizing, pixels, rope positions), then the cache compaction, the prefill forwards and the
+        # decode (on a GPU the stream's time between CUDA events: the GPU's timeline, idle gaps included)
         self.stats = {"prefill_tokens": 0, "vision_patches": 0, "vision_images": 0, "decode_steps": 0,
                       "decode_kv_tokens": 0, "generated_tokens": 0, "cut_back": 0, "forwards": 0,
                       "prepare_s": 0.0, "pixels_s": 0.0, "compact_s": 0.0, "prefill_s": 0.0, "decode_s": 0.0,
