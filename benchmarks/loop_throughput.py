@@ -274,9 +274,15 @@ def main() -> None:
                         help="experiment: SDPA without cuDNN's kernels (flash, memory-efficient, math only)")
     parser.add_argument("--lanes", default="1,2", help="the engine's lanes (comma-separated: one engine row each; "
                         "2: CPU preparation of one lane overlapped with the other's GPU work)")
+    parser.add_argument("--chunk-tokens", type=int, default=None,
+                        help="the engine's new tokens per prefill forward (default: engine.PREFILL_CHUNK_TOKENS)")
     parser.add_argument("--out", default="build/bench/loop_throughput.json")
     args = parser.parse_args()
     FLOOR.update(peak_tflops=args.peak_tflops, hbm_tbs=args.hbm_tbs)
+    if args.chunk_tokens:
+        from ivt_core.grounders import engine
+
+        engine.PREFILL_CHUNK_TOKENS = args.chunk_tokens
     if args.no_cudnn_attention:
         torch.backends.cuda.enable_cudnn_sdp(False)
     if not args.shape and not args.model:
