@@ -40,8 +40,7 @@ def main() -> None:
     parser.add_argument("--image", default="640x480")
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--eager-decode", action="store_true",
-                        help="decode without CUDA graphs: slower, but the profiler then puts the decode's kernels "
-                             "under the decode phase (a replayed graph's kernels come with no launching operation)")
+                        help="decode without CUDA graphs (slower: the decode's kernels launched one by one)")
     parser.add_argument("--trace", default=None,
                         help="where to write the profiler's timeline (Chrome trace JSON; default: beside --out)")
     parser.add_argument("--out", default="build/bench/engine_profile.json")
@@ -81,14 +80,15 @@ def main() -> None:
                   f"{row['cpu_ms']:>10.1f}{row['self_cpu_ms']:>10.1f}")
     total = sum(e.self_device_time_total for e in events) / 1000
     print(f"\nall kernels: {total:.1f} ms of CUDA time")
-    tables["by_phase"] = by_phase(prof.events(), args.top)
+    trace_events = json.loads(Path(trace).read_text())["traceEvents"]
+    tables["by_phase"] = by_phase(trace_events)
     for phase, rows in tables["by_phase"].items():
         spent = sum(r["cuda_ms"] for r in rows["all"])
         print(f"\n{phase}: {spent:.1f} ms of kernels ({rows['kernels']} launches); top {args.top}")
         for row in rows["all"][:args.top]:
             print(f"  {row['name']:<96}{row['calls']:>7}{row['cuda_ms']:>10.1f}{100 * row['cuda_ms'] / spent:>6.1f}%")
         tables["by_phase"][phase]["all"] = rows["all"][:args.top]
-    tables["gpu_idle"] = idle = idle_gaps(json.loads(Path(trace).read_text())["traceEvents"], args.top)
+    tables["gpu_idle"] = idle = idle_gaps(trace_events, args.top)
     print(f"\nGPU idle: {idle['idle_ms']:.1f} of {idle['span_ms']:.1f} ms ({idle['gaps']} gaps of >= {GAP_US} us), by "
           f"the phase the CPU was in, with the CPU operations that ran during those gaps (nested ones counted in "
           f"each; top {args.top})")
@@ -133,29 +133,42 @@ def _mark_phases(engine, model) -> None:
             module.forward = _ranged("ivt:vision", module.forward)
 
 
-def by_phase(events, top: int) -> dict:
-    """Kernel time per phase: each kernel under the innermost ``PHASES`` range around the operation that launched
-    it (kernels replayed in a decode graph come with the replay)."""
+def by_phase(trace_events: list[dict]) -> dict:
+    """Kernel time per phase, from the profiler's timeline (Chrome trace events): each kernel, copy and fill under
+    the innermost ``PHASES`` range the CPU was in when it launched it (the launch found by the correlation id the
+    launch and the kernel share: a runtime call such as ``cudaLaunchKernel`` or ``cudaGraphLaunch``, or a driver
+    call, ``cuLaunchKernel``, as Triton's kernels are launched; the profiler's ``events()`` attach the latter to
+    no operation, so the engine's own kernels, the compaction's gather and the decode's attention, were missing)."""
     from collections import defaultdict
 
-
+    launches = {e["args"]["correlation"]: e["ts"] for e in trace_events
+                if e.get("ph") == "X" and e.get("cat") in ("cuda_runtime", "cuda_driver")
+                and "correlation" in e.get("args", {})}
+    phase = _phase_at(trace_events)
     spent: dict = defaultdict(lambda: defaultdict(lambda: [0, 0.0]))
-    for event in events:
-        if not event.kernels:
+    for event in trace_events:
+        if event.get("ph") != "X" or event.get("cat") not in ("kernel", "gpu_memcpy", "gpu_memset"):
             continue
-        ranges, parent = set(), event
-        while parent is not None:
-            ranges.add(parent.name)
-            parent = parent.cpu_parent
-        phase = next((p for p in PHASES if p in ranges), None)
-        for kernel in event.kernels:
-            entry = spent[NAMES[phase]][kernel.name[:96]]
-            entry[0] += 1
-            entry[1] += kernel.duration / 1000
-    return {phase: {"kernels": sum(c for c, _ in rows.values()),
+        launched = launches.get(event.get("args", {}).get("correlation"))
+        entry = spent[phase(launched) if launched is not None else NAMES[None]][event["name"][:96]]
+        entry[0] += 1
+        entry[1] += event["dur"] / 1000
+    return {where: {"kernels": sum(c for c, _ in rows.values()),
                     "all": [{"name": n, "calls": c, "cuda_ms": ms}
                             for n, (c, ms) in sorted(rows.items(), key=lambda kv: -kv[1][1])]}
-            for phase, rows in spent.items()}
+            for where, rows in spent.items()}
+
+
+def _phase_at(trace_events: list[dict]):
+    """A function: the name of the innermost ``PHASES`` range the CPU was in at a moment (``NAMES[None]`` outside)."""
+    ranges = sorted((e["ts"], e["ts"] + e["dur"], e["name"]) for e in trace_events
+                    if e.get("ph") == "X" and e.get("cat") == "user_annotation" and e["name"] in PHASES)
+
+    def phase(moment: float) -> str:
+        inside = [(end - start, name) for start, end, name in ranges if start <= moment <= end]
+        return NAMES[min(inside)[1] if inside else None]
+
+    return phase
 
 
 def idle_gaps(trace_events: list[dict], top: int) -> dict:
@@ -176,13 +189,7 @@ def idle_gaps(trace_events: list[dict], top: int) -> dict:
         if start - busy_until >= GAP_US:
             gaps.append((busy_until, start))
         busy_until = max(busy_until, end)
-    ranges = sorted((e["ts"], e["ts"] + e["dur"], e["name"]) for e in trace_events
-                    if e.get("ph") == "X" and e.get("cat") == "user_annotation" and e["name"] in PHASES)
-
-    def phase(moment: float) -> str:
-        inside = [(end - start, name) for start, end, name in ranges if start <= moment <= end]
-        return NAMES[min(inside)[1] if inside else None]
-
+    phase = _phase_at(trace_events)
     cpu = sorted((e["ts"], e["ts"] + e["dur"], e["name"]) for e in trace_events
                  if e.get("ph") == "X" and e.get("cat") in ("cpu_op", "cuda_runtime", "cuda_driver"))
     starts = [start for start, _, _ in cpu]

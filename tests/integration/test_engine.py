@@ -419,6 +419,37 @@ def test_the_profile_finds_where_the_gpu_waits_and_what_the_cpu_did_meanwhile(mo
     assert idle["cpu_ops"][engine_profile.NAMES["ivt:gpu_step"]] == [{"name": "cudaHostAlloc", "ms": 0.1}]
 
 
+def test_the_profile_puts_each_kernel_under_the_phase_that_launched_it(monkeypatch):
+    """``engine_profile.by_phase`` on a made-up timeline: a kernel counts under the innermost phase its launch was
+    in, found by the correlation id of the launch (a runtime call, a graph's launch, or a driver call as Triton
+    makes them), wherever the kernel itself ran; a kernel whose launch is not in the timeline counts outside."""
+    from pathlib import Path
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    import engine_profile
+
+    def event(cat, name, ts, dur, correlation=None):
+        return {"ph": "X", "cat": cat, "name": name, "ts": ts, "dur": dur,
+                "args": {} if correlation is None else {"correlation": correlation}}
+
+    timeline = [
+        event("user_annotation", "ivt:gpu_step", 0, 1000), event("user_annotation", "ivt:compact", 10, 100),
+        event("user_annotation", "ivt:decode", 500, 400),
+        event("cuda_driver", "cuLaunchKernel", 20, 5, 1), event("kernel", "_gather_kernel", 300, 40, 1),
+        event("cuda_runtime", "cudaLaunchKernel", 200, 5, 2), event("kernel", "fill", 210, 10, 2),
+        event("cuda_runtime", "cudaGraphLaunch", 600, 5, 3), event("kernel", "_decode_kernel", 610, 20, 3),
+        event("kernel", "_decode_kernel", 640, 20, 3), event("kernel", "orphan", 990, 10, 9),
+    ]
+    got = engine_profile.by_phase(timeline)
+    names = engine_profile.NAMES
+    assert got[names["ivt:compact"]] == {"kernels": 1, "all": [{"name": "_gather_kernel", "calls": 1,
+                                                                   "cuda_ms": 0.04}]}
+    assert got[names["ivt:gpu_step"]]["all"] == [{"name": "fill", "calls": 1, "cuda_ms": 0.01}]
+    assert got[names["ivt:decode"]] == {"kernels": 2, "all": [{"name": "_decode_kernel", "calls": 2,
+                                                                 "cuda_ms": 0.04}]}
+    assert got[names[None]]["all"][0]["name"] == "orphan"
+
+
 def test_the_decode_kernel_stays_off_on_the_cpu_and_its_dispatch_falls_back_to_sdpa(tiny_models, tmp_path):
     """On the CPU (CI) the language model keeps transformers' SDPA (the Triton kernel is a GPU test), and the
     attention function the kernel is registered under gives SDPA's numbers for every call it does not take (a
