@@ -377,12 +377,7 @@ class CachedEngine:
         return generated
 
     def _to_device(self, tensor: torch.Tensor) -> torch.Tensor:
-        """A CPU tensor on the engine's device. To a GPU through page-locked memory, without waiting: a plain
-        ``.to("cuda")`` of pageable memory waits until the stream has run everything queued before it (on an H200
-        the step's first such copy waited for the whole compaction, with the CPU's next work not yet queued)."""
-        if not self.on_gpu:
-            return tensor.to(self.device)
-        return tensor.pin_memory().to(self.device, non_blocking=True)
+        return image_prefill.to_device(tensor, self.device)  # page-locked, without waiting
 
     def _mark(self):
         """A point on the step's timeline: a CUDA event recorded on the stream (timing without waiting), or the
