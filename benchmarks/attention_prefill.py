@@ -10,7 +10,10 @@ too), right-padded into one block. Timed:
 - ``sdpa-mask-gqa``: the same mask, ``enable_gqa=True`` (no repeated heads);
 - ``varlen``: the live keys and queries packed (``cu_seqlens``) for ``torch.nn.attention.varlen.varlen_attn``
   (flash attention, causal aligned to each sequence's end), the packing copies included;
-- ``efficient``: SDPA's memory-efficient kernel with the same mask, KV heads repeated (it takes no grouped heads).
+- ``efficient``: SDPA's memory-efficient kernel with the same mask, KV heads repeated (it takes no grouped heads);
+- ``ivt-kernel``: the engine's own prefill kernel (``ivt_core.grounders.prefill_attention``: the live mask and the
+  block's start instead of the dense mask, grouped heads). ``--sweep`` also times its launch settings (queries per
+  tile, slots per step, warps, stages) and prints the fastest.
 
 The first call of each mode is timed apart (wall time): for cuDNN's kernel (what SDPA picks for the masked modes on
 Hopper) it includes building the execution plan for the shape, on the CPU, per shape and per thread (PyTorch keeps
@@ -44,6 +47,7 @@ def main() -> None:
     parser.add_argument("--patches", type=int, default=1200)
     parser.add_argument("--vision-heads", type=int, default=16)
     parser.add_argument("--vision-dim", type=int, default=64)
+    parser.add_argument("--sweep", action="store_true", help="time the prefill kernel's launch settings too")
     parser.add_argument("--out", default="build/bench/attention_prefill.json")
     args = parser.parse_args()
     if not torch.cuda.is_available():
@@ -98,8 +102,16 @@ def main() -> None:
         out[query_index] = packed
         return out.view(args.rows, block, args.heads, args.dim).transpose(1, 2)
 
+    from ivt_core.grounders.prefill_attention import PrefillRows, prefill_attention
+
+    prefill_rows = PrefillRows.of(live, width)
+
+    def kernel(tiles=None):
+        return prefill_attention(query, keys, values, prefill_rows, args.dim ** -0.5, tiles).transpose(1, 2)
+
     rows, reference = [], None
-    modes = (("sdpa-mask", sdpa_repeat), ("sdpa-mask-gqa", sdpa_gqa), ("varlen", varlen), ("efficient", efficient))
+    modes = (("sdpa-mask", sdpa_repeat), ("sdpa-mask-gqa", sdpa_gqa), ("varlen", varlen), ("efficient", efficient),
+             ("ivt-kernel", kernel))
     for name, fn in modes:
         try:
             first_ms = _wall_ms(fn)
@@ -123,11 +135,13 @@ def main() -> None:
         else:
             print(f"{r['mode']:<16}{r['ms']:>9.2f}{flops / r['ms'] / 1e9:>10.0f}{r['max_abs_diff']:>12.4f}"
                   f"{r['first_call_ms']:>15.1f}")
+    sweep = _sweep(kernel, args.repeat) if args.sweep else {}
     vision = _vision(args) if args.vision else []
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"args": vars(args), "real_tokens": real_tokens, "useful_flops": flops, "rows": rows,
-                               "vision": vision, "torch": torch.__version__, "device": torch.cuda.get_device_name()},
+                               "sweep": sweep, "vision": vision, "torch": torch.__version__,
+                               "device": torch.cuda.get_device_name()},
                               indent=1))
     print(f"wrote {out}")
 
@@ -157,6 +171,24 @@ def _per_call_ms(fn, repeat: int) -> float:
     end.record()
     torch.cuda.synchronize()
     return start.elapsed_time(end) / repeat
+
+
+def _sweep(kernel, repeat: int) -> dict[str, float]:
+    """The prefill kernel's time per call for each launch setting (queries per tile, slots per step, warps,
+    stages) that compiles; prints the fastest five."""
+    import itertools
+
+    times = {}
+    for tiles in itertools.product((64, 128), (32, 64, 128), (4, 8), (2, 3, 4)):
+        try:
+            kernel(tiles)
+            times[",".join(map(str, tiles))] = _per_call_ms(lambda tiles=tiles: kernel(tiles), repeat)
+        except Exception as exc:  # noqa: BLE001 - a setting this GPU cannot run (shared memory): skipped
+            print(f"  {tiles}: {type(exc).__name__}")
+    print("\nprefill kernel launch settings (block_m,block_n,warps,stages), fastest first:")
+    for name in sorted(times, key=times.get)[:5]:
+        print(f"  {name:<16}{times[name]:>9.3f} ms")
+    return times
 
 
 def _vision(args) -> list[dict]:

@@ -13,9 +13,10 @@ rows it splits the cache into parts read in parallel and merges them (flash-deco
 fills the GPU.
 
 Used through transformers' attention interface: ``enable_decode_attention`` registers ``ivt_sdpa`` (this kernel
-for a one-token query with a boolean mask on CUDA, transformers' SDPA function for everything else) and sets it on
-the language model only. Off on the CPU (CI), without Triton, and with ``IVT_DECODE_KERNEL=0`` (benchmarks
-compare both). Tested equal to SDPA (CPU in Triton's interpreter where Triton is installed; the GPU tier on CUDA).
+for a one-token query with a boolean mask on CUDA, ``prefill_attention``'s for the engine's prefill blocks,
+transformers' SDPA function for everything else) and sets it on the language model only. Off on the CPU (CI),
+without Triton, and with ``IVT_DECODE_KERNEL=0`` (both kernels then; benchmarks compare). Tested equal to SDPA
+(CPU in Triton's interpreter where Triton is installed; the GPU tier on CUDA).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import os
 import torch
 
 from ivt_core import logs
+from ivt_core.grounders import prefill_attention
 
 SWITCH = "IVT_DECODE_KERNEL"
 NAME = "ivt_sdpa"
@@ -168,12 +170,16 @@ def _fits(module, query, key, attention_mask) -> bool:
 
 def attention(module, query, key, value, attention_mask, dropout: float = 0.0, scaling: float | None = None,
               **kwargs):
-    """transformers' attention interface: this kernel for a decode step (no dropout, sliding window, soft cap or
-    position bias), transformers' SDPA otherwise."""
+    """transformers' attention interface: this kernel for a decode step, ``prefill_attention``'s for the engine's
+    prefill (``ivt_prefill`` given; no dropout, sliding window, soft cap or position bias), transformers' SDPA
+    otherwise."""
+    rows = kwargs.pop("ivt_prefill", None)  # the engine's prefill: its rows' live slots (``prefill_attention``)
     plain = dropout == 0.0 and all(kwargs.get(name) is None for name in ("sliding_window", "softcap", "position_bias"))
+    scale = scaling if scaling is not None else query.shape[-1] ** -0.5
     if plain and _fits(module, query, key, attention_mask):
-        scale = scaling if scaling is not None else query.shape[-1] ** -0.5
         return decode_attention(query, key, value, attention_mask[:, 0, 0, :], scale), None
+    if plain and query.shape[2] > 1 and prefill_attention.fits(module, query, key, value, rows):
+        return prefill_attention.prefill_attention(query, key, value, rows, scale), None
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,

@@ -50,7 +50,7 @@ import torch
 
 from ivt_core import rope
 from ivt_core.families import FAMILIES
-from ivt_core.grounders import cache_gather, image_prefill
+from ivt_core.grounders import cache_gather, image_prefill, prefill_attention
 from ivt_core.grounders.base import Generation, Sampling, conversation_images
 
 # the model types of the families the engine runs (``Family.cached_engine``)
@@ -542,15 +542,18 @@ class CachedEngine:
         # attention, up to a multiple of ``CAPACITY_STEP`` (shapes that repeat: cuDNN's plans)
         self.attend = min(live.shape[1], _round_up(self.end + block.shape[1], CAPACITY_STEP))
         mask = (live[:, None, None, :self.attend] & causal[None, None, :, :self.attend]).contiguous()
+        # the same mask by its structure, for the prefill kernel (``prefill_attention``; SDPA takes ``mask``)
+        rows = prefill_attention.PrefillRows.of(live, self.end)
         pixels = [p.to(self.device, non_blocking=True) for p in pixels]  # from the CPU (a lane's): staged at once
         try:
             with _grouped_query_attention(self.on_gpu):
                 if self.image_prefill is not None:
                     out = self.image_prefill.forward(block_cpu, block, pixels, grids, attention_mask=mask,
-                                                     position_ids=positions, past_key_values=cache, use_cache=True)
+                                                     position_ids=positions, past_key_values=cache, use_cache=True,
+                                                     ivt_prefill=rows)
                 else:
                     out = self.inner(input_ids=block, attention_mask=mask, position_ids=positions,
-                                     past_key_values=cache, use_cache=True,
+                                     past_key_values=cache, use_cache=True, ivt_prefill=rows,
                                      pixel_values=torch.cat(pixels).to(self.model.dtype) if pixels else None,
                                      image_grid_thw=torch.stack(grids).to(self.device) if grids else None)
         finally:

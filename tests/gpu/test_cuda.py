@@ -64,10 +64,14 @@ def test_cuda_four_bit(tiny):
 
 @pytest.mark.parametrize("chunk_tokens", [16384, 200])
 def test_cuda_engine_with_graphs_equals_plain_loop_in_float32(monkeypatch, chunk_tokens):
-    """The cached engine on a GPU (CUDA-graph decode, patchify on the device, the decode attention kernel) against
-    the plain loop, float32; also with the prefill in chunks of ~2 rows (pixels read while the previous chunk runs,
-    copied from page-locked memory)."""
+    """The cached engine on a GPU (CUDA-graph decode, patchify on the device, the prefill and decode attention
+    kernels) against the plain loop, float32; also with the prefill in chunks of ~2 rows (pixels read while the
+    previous chunk runs, copied from page-locked memory)."""
     monkeypatch.setattr("ivt_core.grounders.engine.PREFILL_CHUNK_TOKENS", chunk_tokens)
+    from ivt_core.grounders import prefill_attention
+
+    kernel, prefills = prefill_attention.prefill_attention, []
+    monkeypatch.setattr(prefill_attention, "prefill_attention", lambda *a, **k: prefills.append(1) or kernel(*a, **k))
     from ivt_core.bootstrap import toy_model_path
     from ivt_core.data.sample import Sample
     from ivt_core.data.shapes import ShapesConfig, make_sample
@@ -86,6 +90,7 @@ def test_cuda_engine_with_graphs_equals_plain_loop_in_float32(monkeypatch, chunk
     engine = CachedEngine(g.model, g.processor, g.device)
     cached = run_samples(g, samples, config, images, engine=engine)
     assert engine.stats.get("graphs", 0) >= 1, engine.stats.get("graph_error")
+    assert len(prefills) >= engine.stats["forwards"]  # the engine's prefill went through the prefill kernel
     assert [[s.raw_text for s in t.steps] for t in cached] == [[s.raw_text for s in t.steps] for t in plain]
     # two lanes, each on its own stream and thread, graphs captured while the other lane runs: the same answers
     import copy
@@ -124,6 +129,67 @@ def test_cuda_decode_attention_equals_sdpa(rows, heads, kv_heads, capacity, dim,
     assert torch.allclose(got.float(), expected, atol=tolerance, rtol=tolerance), (got.float() - expected).abs().max()
     if rows == 2:
         assert splits_for(rows, kv_heads, capacity) > 1  # the split-and-merge path was the one tested
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("rows,heads,kv_heads,history,width,dim", [(40, 32, 8, 900, 400, 128), (5, 4, 2, 200, 37, 64)])
+def test_cuda_prefill_attention_equals_sdpa_with_the_engines_mask(rows, heads, kv_heads, history, width, dim, dtype):
+    """The prefill kernel (a right-padded block per row, left-padded histories with holes, grouped heads, keys
+    cut before the answers' room) against SDPA in float32 with the engine's dense mask (live and causal)."""
+    from ivt_core.grounders.prefill_attention import PrefillRows, prefill_attention
+
+    dtype = getattr(torch, dtype)
+    generator = torch.Generator().manual_seed(0)
+    end, capacity = history, history + width + 60
+    live = torch.zeros(rows, capacity, dtype=torch.bool)
+    for row in range(rows):
+        kept = int(torch.randint(history // 3, history + 1, (1,), generator=generator))
+        live[row, end - kept:end] = torch.rand(kept, generator=generator) < 0.9  # holes
+        live[row, end:end + int(torch.randint(1, width + 1, (1,), generator=generator))] = True
+    live = live.cuda()
+    attend = end + width + 7
+    query = torch.randn(rows, heads, width, dim, generator=generator).to("cuda", dtype)
+    key, value = (torch.randn(rows, kv_heads, capacity, dim, generator=generator).to("cuda", dtype)
+                  for _ in range(2))
+    dead = ~live[:, None, :].expand(rows, kv_heads, capacity)
+    key[dead], value[dead] = float("nan"), float("nan")  # never read
+    got = prefill_attention(query, key[:, :, :attend], value[:, :, :attend], PrefillRows.of(live, end), dim ** -0.5)
+    causal = torch.arange(attend, device="cuda")[None, :] <= (end + torch.arange(width, device="cuda"))[:, None]
+    mask = live[:, None, None, :attend] & causal[None, None]
+    key, value = key.nan_to_num(0.0)[:, :, :attend], value.nan_to_num(0.0)[:, :, :attend]
+    expected = torch.nn.functional.scaled_dot_product_attention(
+        query.float(), key.float(), value.float(), attn_mask=mask, enable_gqa=True).transpose(1, 2)
+    tolerance = 1e-4 if dtype == torch.float32 else 2e-2
+    assert got.shape == (rows, width, heads, dim) and got.dtype == dtype
+    assert torch.allclose(got.float(), expected, atol=tolerance, rtol=tolerance), (got.float() - expected).abs().max()
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_cuda_vision_mlp_with_its_gelu_in_the_product_equals_the_stock_mlp(dtype):
+    """The vision MLP's first product with the tanh GELU in cuBLASLt's epilogue against transformers' module (the 4B
+    shape's 1024 -> 4096 -> 1024); training and autograd keep the stock forward."""
+    import json
+    from pathlib import Path
+
+    from transformers import AutoConfig
+    from transformers.models.qwen3_vl.modeling_qwen3_vl import Qwen3VLVisionMLP
+
+    from ivt_core.grounders.fast_vision import enable_gelu_epilogue
+
+    shape = json.loads((Path(__file__).parents[2] / "benchmarks/shapes/qwen3-vl-4b-shape.json").read_text())
+    config = AutoConfig.for_model(**shape).vision_config
+    dtype = getattr(torch, dtype)
+    torch.manual_seed(0)
+    mlp = torch.nn.Sequential(Qwen3VLVisionMLP(config)).to("cuda", dtype).eval()
+    patches = torch.randn(4800, config.hidden_size, device="cuda", dtype=dtype)
+    with torch.no_grad():
+        expected = mlp(patches)
+        assert enable_gelu_epilogue(mlp) == 1
+        got = mlp(patches)
+    tolerance = 1e-4 if dtype == torch.float32 else 3e-2
+    assert torch.allclose(got.float(), expected.float(), atol=tolerance, rtol=tolerance), \
+        (got.float() - expected.float()).abs().max()
+    assert torch.equal(mlp(patches), expected)  # with autograd on: the stock forward
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
