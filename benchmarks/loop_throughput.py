@@ -276,9 +276,14 @@ def main() -> None:
                         "2: CPU preparation of one lane overlapped with the other's GPU work)")
     parser.add_argument("--chunk-tokens", type=int, default=None,
                         help="the engine's new tokens per prefill forward (default: engine.PREFILL_CHUNK_TOKENS)")
+    parser.add_argument("--switch-interval", type=float, default=None,
+                        help="experiment: Python's thread switch interval in seconds (sys.setswitchinterval; 0.005 "
+                        "by default): how long a lane's thread may wait for the GIL while the other lane runs Python")
     parser.add_argument("--out", default="build/bench/loop_throughput.json")
     args = parser.parse_args()
     FLOOR.update(peak_tflops=args.peak_tflops, hbm_tbs=args.hbm_tbs)
+    if args.switch_interval:
+        sys.setswitchinterval(args.switch_interval)
     if args.chunk_tokens:
         from ivt_core.grounders import engine
 

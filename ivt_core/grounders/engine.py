@@ -379,6 +379,21 @@ class CachedEngine:
     def _to_device(self, tensor: torch.Tensor) -> torch.Tensor:
         return image_prefill.to_device(tensor, self.device)  # page-locked, without waiting
 
+    @staticmethod
+    def _later(value: torch.Tensor):
+        """A read of ``value`` (a 0-d tensor on the GPU) for later: copied to page-locked memory behind an event, so
+        reading it (``_read_back(read)``) waits only until this point of the stream, not for what is queued after."""
+        host = torch.empty((), dtype=value.dtype, pin_memory=True)
+        host.copy_(value, non_blocking=True)
+        event = torch.cuda.Event()
+        event.record()
+
+        def read():
+            event.synchronize()
+            return bool(host)
+
+        return read
+
     def _mark(self):
         """A point on the step's timeline: a CUDA event recorded on the stream (timing without waiting), or the
         clock on the CPU."""
@@ -568,7 +583,10 @@ class CachedEngine:
         (up to that many - 1 forwards too many, on masked slots), and the tokens come to the CPU once at the end:
         the CPU never waits for the GPU in between, so it queues the next steps while the GPU runs (a per-step
         transfer and Python bookkeeping over the rows made the toy's decode CPU-bound). On a GPU the step is a
-        replayed CUDA graph."""
+        replayed CUDA graph, and each check reads the previous check's answer (``_later``): the stream keeps
+        ``CHECK_EVERY`` steps queued while the CPU waits, instead of draining at every check and waiting, idle, for
+        the CPU's next launches (with lanes, for the other lane's thread to let go of the GIL too); up to
+        ``CHECK_EVERY`` more forwards when every row ends early."""
         rows = len(states)
         limit = sampling.max_new_tokens
         eos = self._to_device(torch.tensor(sorted(self.eos)))
@@ -583,6 +601,7 @@ class CachedEngine:
         tokens = torch.zeros(rows, limit, dtype=torch.long, device=self.device)
         done = torch.zeros(rows, dtype=torch.bool, device=self.device)  # ended before the current token
         chosen_steps = fed_steps = 0
+        check = None  # on a GPU: whether every row has ended, as of the previous check (``_later``)
         for step in range(limit):
             if step < self.min_new_tokens:  # as generate's min_new_tokens: no end of answer before that
                 logits = logits.index_fill(-1, eos, float("-inf"))
@@ -590,8 +609,16 @@ class CachedEngine:
             tokens[:, step] = token
             chosen_steps = step + 1
             ended = done | torch.isin(token, eos)
-            if step == limit - 1 or (step % CHECK_EVERY == CHECK_EVERY - 1 and _read_back(ended.all().item)):
+            if step == limit - 1:
                 break
+            if step % CHECK_EVERY == CHECK_EVERY - 1:
+                if not self.on_gpu:
+                    if _read_back(ended.all().item):
+                        break
+                elif check is not None and _read_back(check):  # every row had ended CHECK_EVERY steps ago
+                    break
+                else:
+                    check = self._later(ended.all())
             token_in.copy_(token[:, None])
             self.write_at.fill_(self.end)
             self.live[:, self.end] = ~done  # a row that had ended: its slot is masked

@@ -32,10 +32,11 @@ import torch
 
 SWITCH = "IVT_PREFILL_KERNEL"
 LOG2E = 1.4426950408889634
-# (queries per tile, slots per inner step, warps, stages) by the inputs' element size; 16-bit on an H200 chosen by
-# ``benchmarks/attention_prefill.py --sweep`` (docs/LOG.md, session 17); float32 (the tests' models) small enough
-# for its registers
-TILES = {2: (128, 64, 8, 3), 4: (32, 32, 4, 2)}
+# (queries per tile, slots per inner step, warps, stages) by the inputs' element size. 16-bit: the fastest of 36 on an
+# H200 (``benchmarks/attention_prefill.py --rows 32 --history 1000 --new 400 --sweep``, the engine's chunk: 0.76 ms
+# against 1.08 for (128, 64, 8, 3) and 1.07 for cuDNN; docs/LOG.md, session 17); float32 (the tests' models) small
+# enough for its registers
+TILES = {2: (64, 32, 4, 3), 4: (32, 32, 4, 2)}
 
 try:  # Triton comes with CUDA builds of torch; the CPU build (CI) has none
     import triton
