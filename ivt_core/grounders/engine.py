@@ -42,7 +42,7 @@ import functools
 import os
 import threading
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Hashable
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 
@@ -304,10 +304,7 @@ class CachedEngine:
         self.stats["prepare_s"] += prepared - start
         with self._turn():
             self.stats["turn_wait_s"] += time.perf_counter() - prepared  # another lane's turn on the GPU
-            answers = self._on_gpu(states, news, positions, row_pixels, row_grids, row_keys, sampling)
-        # read back after the turn: while the GPU runs this step's last queued decode steps, the next lane
-        # already queues its step (its compaction's allocation, its inputs), so the GPU does not drain between turns
-        generated = answers()
+            generated = self._on_gpu(states, news, positions, row_pixels, row_grids, row_keys, sampling)
         elapsed_ms = (time.perf_counter() - start) * 1000 / max(1, len(requests))
         results = []
         for ids, full in zip(generated, fulls, strict=True):
@@ -322,12 +319,11 @@ class CachedEngine:
         return _GPU_TURN if self.stream is not None else nullcontext()
 
     def _on_gpu(self, states, news, positions, row_pixels, row_grids, row_keys, sampling: Sampling
-                ) -> Callable[[], list[list[int]]]:
-        """The step's GPU part: compaction, prefill and decode, queued; returns the read of the generated ids of each
-        row (which waits for the GPU). Nothing in it waits for the GPU but the decode's reads (``_read_back``):
-        inputs go to the GPU from page-locked memory without waiting (``_to_device``) and the parts are timed with
-        CUDA events, so the CPU queues the prefill while the compaction runs and captures the decode graph while
-        the prefill runs."""
+                ) -> list[list[int]]:
+        """The step's GPU part: compaction, prefill and decode; the generated ids of each row. Nothing in it waits
+        for the GPU but the decode's reads (``_read_back``): inputs go to the GPU from page-locked memory without
+        waiting (``_to_device``) and the parts are timed with CUDA events, so the CPU queues the prefill while the
+        compaction runs and captures the decode graph while the prefill runs."""
         marks = [self._mark()]
         width = _round_up(max(len(n) for n in news), BLOCK_STEP)
         self._compact(states, width + sampling.max_new_tokens)
@@ -370,21 +366,15 @@ class CachedEngine:
         self.stats["prefill_tokens"] += sum(len(news[row]) for row in encoded)
         next_cpu = torch.stack([p[:, -1] + 1 for p in positions], dim=1)  # [3, rows]
         marks.append(self._mark())
-        decoded = self._decode(states, logits, self._to_device(next_cpu), sampling)
+        generated = self._decode(states, logits, self._to_device(next_cpu), sampling)
         marks.append(self._mark())
-
-        def answers() -> list[list[int]]:
-            generated = decoded()
-            for name, begin, end in zip(("compact_s", "prefill_s", "decode_s"), marks[:-1], marks[1:], strict=True):
-                self.stats[name] += self._span(begin, end)
-            for row, state in enumerate(states):  # the answer tokens fed back: text, one position each
-                missing = len(state.fed) - state.positions.shape[1]
-                if missing:
-                    state.positions = torch.cat([state.positions, next_cpu[:, row:row + 1] + torch.arange(missing)],
-                                                dim=1)
-            return generated
-
-        return answers
+        for name, begin, end in zip(("compact_s", "prefill_s", "decode_s"), marks[:-1], marks[1:], strict=True):
+            self.stats[name] += self._span(begin, end)
+        for row, state in enumerate(states):  # the answer tokens fed back: text, one position each
+            missing = len(state.fed) - state.positions.shape[1]
+            if missing:
+                state.positions = torch.cat([state.positions, next_cpu[:, row:row + 1] + torch.arange(missing)], dim=1)
+        return generated
 
     def _to_device(self, tensor: torch.Tensor) -> torch.Tensor:
         return image_prefill.to_device(tensor, self.device)  # page-locked, without waiting
@@ -587,7 +577,7 @@ class CachedEngine:
         # logits of each row's last real token only (all positions x a 150k vocabulary would not fit)
         return self.lm_head(out.last_hidden_state[torch.arange(len(block), device=self.device), last])
 
-    def _decode(self, states, logits, next_pos, sampling: Sampling) -> Callable[[], list[list[int]]]:
+    def _decode(self, states, logits, next_pos, sampling: Sampling) -> list[list[int]]:
         """Generate for every row until each has ended (an end token, or ``max_new_tokens``). The chosen tokens
         and which rows have ended stay on the device; whether all have ended is read every ``CHECK_EVERY`` steps
         (up to that many - 1 forwards too many, on masked slots), and the tokens come to the CPU once at the end:
@@ -596,8 +586,7 @@ class CachedEngine:
         replayed CUDA graph, and each check reads the previous check's answer (``_later``): the stream keeps
         ``CHECK_EVERY`` steps queued while the CPU waits, instead of draining at every check and waiting, idle, for
         the CPU's next launches (with lanes, for the other lane's thread to let go of the GIL too); up to
-        ``CHECK_EVERY`` more forwards when every row ends early. Returns the read of the generated ids (the
-        caller reads them after its turn on the GPU)."""
+        ``CHECK_EVERY`` more forwards when every row ends early."""
         rows = len(states)
         limit = sampling.max_new_tokens
         eos = self._to_device(torch.tensor(sorted(self.eos)))
@@ -641,29 +630,18 @@ class CachedEngine:
             self.stats["decode_steps"] += 1
             self.stats["decode_kv_tokens"] += attended + rows * (step + 1)
             self.stats["forwards"] += 1
-
-        # what the queued steps use stays referenced until they have run (the read below waits for them): the
-        # graph (its private memory pool) and the step's own tensors
-        queued = [forward, token_in, position_in, eos, logits, done, mask]
-
-        def read() -> list[list[int]]:
-            generated = []
-            rows_tokens = _read_back(tokens[:, :chosen_steps].tolist)
-            queued.clear()
-            for state, row in zip(states, rows_tokens, strict=True):
-                stop = next((i for i, t in enumerate(row) if t in self.eos), None)
-                answer = row if stop is None else row[:stop + 1]
-                state.fed.extend(answer[:fed_steps])  # the tokens fed back (in the cache), the end token included
-                generated.append(answer)
-            self.stats["generated_tokens"] += sum(len(g) for g in generated)
-            return generated
-
-        return read
+        generated = []
+        for state, row in zip(states, _read_back(tokens[:, :chosen_steps].tolist), strict=True):
+            stop = next((i for i, t in enumerate(row) if t in self.eos), None)
+            answer = row if stop is None else row[:stop + 1]
+            state.fed.extend(answer[:fed_steps])  # the tokens fed back (in the cache), the end token included
+            generated.append(answer)
+        self.stats["generated_tokens"] += sum(len(g) for g in generated)
+        return generated
 
 
-# Lanes (``loop._in_lanes``) take turns on the GPU: one lane's compaction, prefill and decode queued at a time (its
-# answers are read back after its turn, while the next lane queues), while the others prepare their next step on
-# the CPU. With two lanes' GPU work at once, a decode graph's capture failed
+# Lanes (``loop._in_lanes``) take turns on the GPU: one lane's compaction, prefill and decode at a time, while the
+# others prepare their next step on the CPU. With two lanes' GPU work at once, a decode graph's capture failed
 # while the other lane's kernels were launched (that lane then decoded eagerly, 103 ms/sample) and the two
 # prefills' activations together ran out of memory (measured on an H200, docs/LOG.md).
 _GPU_TURN = threading.Lock()

@@ -291,32 +291,6 @@ def test_two_lanes_answer_as_the_plain_loop_and_each_lane_takes_samples(chatty_t
         run_samples(grounder, samples, config, images, engine=failing)
 
 
-def test_a_lane_reads_its_answers_back_after_its_turn_on_the_gpu(chatty_tiny, shapes_ws, monkeypatch):
-    """A step queues its GPU work in its lane's turn and waits for the answers' tokens after it, so the next lane
-    queues its step while the GPU still runs this one's last decode steps (the GPU drained at every turn before)."""
-    import threading
-
-    from ivt_core.grounders import engine as engine_module
-    from ivt_core.grounders.engine import CachedEngine
-
-    grounder = TransformersGrounder.load(chatty_tiny, device="cpu")
-    sample = get_samples(shapes_ws.connect(), "shapes", "test")[0]
-    image = load_image(shapes_ws.resolve(sample.image_path))
-    engine = CachedEngine(grounder.model, grounder.processor, "cpu")
-    turn, held = threading.Lock(), []
-    monkeypatch.setattr(engine, "_turn", lambda: turn)
-
-    def read_back(read):
-        if getattr(read, "__name__", None) == "tolist":  # the answers' tokens
-            held.append(turn.locked())
-        return read()
-
-    monkeypatch.setattr(engine_module, "_read_back", read_back)
-    turns = [{"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": "Find it."}]}]
-    answers = engine.step([("a", turns), ("b", turns)], Sampling(max_new_tokens=8))
-    assert held == [False] and len(answers) == 2 and all(a.tokens_out for a in answers)
-
-
 def test_each_lane_runs_in_the_same_thread_from_one_run_to_the_next(chatty_tiny, shapes_ws, monkeypatch):
     """Lane number k runs in one thread for the process's lifetime (what GPU libraries keep per thread, such as
     cuDNN's attention plans, lasts across evaluations and GRPO steps), and the lanes of one run in distinct threads."""
