@@ -451,12 +451,14 @@ def test_the_profile_puts_each_kernel_under_the_phase_that_launched_it(monkeypat
 
 
 def test_the_decode_kernel_stays_off_on_the_cpu_and_its_dispatch_falls_back_to_sdpa(tiny_models, tmp_path):
-    """On the CPU (CI) the language model keeps transformers' SDPA (the Triton kernel is a GPU test), and the
-    attention function the kernel is registered under gives SDPA's numbers for every call it does not take (a
-    prefill, or a decode step off the GPU); a model saved afterwards names no attention of ours."""
+    """On the CPU (CI) the language model keeps transformers' SDPA (the Triton kernels are GPU tests), and the
+    attention function the kernels are registered under gives SDPA's numbers for every call they do not take (a
+    prefill block or a decode step off the GPU, with or without the engine's rows for the prefill kernel); a model
+    saved afterwards names no attention of ours."""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     from ivt_core.grounders import decode_attention
+    from ivt_core.grounders.prefill_attention import PrefillRows, fits
 
     grounder = TransformersGrounder.load(tiny_models["qwen3_vl"], device="cpu")
     assert decode_attention.why_not(grounder.model)
@@ -476,6 +478,11 @@ def test_the_decode_kernel_stays_off_on_the_cpu_and_its_dispatch_falls_back_to_s
         mask[..., 0] = True
         got, _ = decode_attention.attention(layer, query, key, value, mask, scaling=0.125)
         expected, _ = sdpa_attention_forward(layer, query, key, value, mask, scaling=0.125)
+        assert torch.equal(got, expected)
+        # the engine's prefill hands its rows for the prefill kernel; off the GPU, SDPA on the dense mask as before
+        rows = PrefillRows.of(mask[:, 0, -1, :], end=4)
+        assert rows.first.tolist() == [0, 0, 0] and not fits(layer, query, key, value, rows)
+        got, _ = decode_attention.attention(layer, query, key, value, mask, scaling=0.125, ivt_prefill=rows)
         assert torch.equal(got, expected)
     # as ``enable_decode_attention`` leaves it on a GPU: a checkpoint saved from it loads anywhere
     from transformers import AttentionInterface
