@@ -15,11 +15,12 @@ linear layer over the rows ``pixel_values`` already holds. On an H200 cuDNN ran 
 kernel time: docs/LOG.md); as a matrix product over the same weights (a view: training updates the convolution's
 own parameters) it is one GEMM.
 
-The vision MLP's first product and its GELU (tanh approximation, ``gelu_pytorch_tanh``: Qwen3-VL's and
-Qwen2.5-VL's vision ``hidden_act``) as one cuBLASLt call with the GELU in the product's epilogue
-(``torch._addmm_activation(..., use_gelu=True)``, PyTorch's own fused op, which falls back to the product and
-``gelu(approximate="tanh")`` where cuBLASLt cannot take it): the activation is never written and read back
-(4096 values per patch per layer, a read and a write of 2.4 GB per 256 images per step for the 4B's 24 layers).
+The vision MLP's first product and its GELU (tanh approximation, ``gelu_pytorch_tanh``: Qwen3-VL's vision
+``hidden_act``; Qwen2.5-VL's vision MLP is gated, and left as it is) as one cuBLASLt call with the GELU in the
+product's epilogue (``torch._addmm_activation(..., use_gelu=True)``, PyTorch's own fused op, which falls back to
+the product and ``gelu(approximate="tanh")`` where cuBLASLt cannot take it): the activation is never written and
+read back (4096 values per patch per layer, a read and a write of 2.4 GB per 256 images per step for the 4B's
+24 layers).
 On CUDA in inference only (training keeps the stock module, whose backward is the one tested); the CPU keeps the
 stock code too. ``enable_fast_vision(model)`` puts on all three.
 """
@@ -77,8 +78,8 @@ def enable_gelu_epilogue(model: torch.nn.Module) -> int:
         return 0
     patched = 0
     for module in model.modules():
-        if not type(module).__name__.endswith("VisionMLP"):
-            continue
+        if not type(module).__name__.endswith("VisionMLP") or hasattr(module, "_ivt_stock_forward"):
+            continue  # not a vision MLP, or patched already (its stock forward must stay the stock one)
         fc1, fc2 = getattr(module, "linear_fc1", None), getattr(module, "linear_fc2", None)
         act = getattr(getattr(module, "act_fn", None), "act", None)  # transformers' GELUTanh: a partial of gelu
         tanh_gelu = getattr(act, "func", None) is F.gelu and getattr(act, "keywords", None) == {"approximate": "tanh"}
@@ -114,8 +115,8 @@ def enable_batched_vision_attention(model: torch.nn.Module) -> int:
     patched = 0
     for module in model.modules():
         name = type(module).__name__
-        if not name.endswith("VisionAttention") or not hasattr(module, "qkv"):
-            continue
+        if not name.endswith("VisionAttention") or not hasattr(module, "qkv") or hasattr(module, "_ivt_stock_forward"):
+            continue  # not a vision attention, or patched already (its stock forward must stay the stock one)
         impl = getattr(getattr(module, "config", None), "_attn_implementation", "sdpa") or "sdpa"
         if "flash" in impl:
             continue

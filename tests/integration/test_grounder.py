@@ -97,6 +97,31 @@ def test_batched_vision_attention_changes_nothing(tiny_models, family):
     assert torch.allclose(before, after, atol=1e-5)
 
 
+def test_fast_vision_put_on_twice_patches_once_and_keeps_the_stock_code_where_it_falls_back(tiny_models):
+    """The trainers and the grounder may both put the vision patches on one model: a second call patches nothing
+    more, and the fallbacks (the CPU, training, with autograd) still reach transformers' own forward (a module
+    patched twice called itself as its "stock" forward)."""
+    import torch
+    from transformers import AutoModelForImageTextToText
+
+    from ivt_core.grounders.fast_vision import enable_fast_vision
+    from ivt_core.grounders.processing import load_processor
+
+    processor = load_processor(tiny_models["qwen3_vl"], "qwen3_vl")
+    images = [Image.new("RGB", (224, 224), c) for c in ("red", "blue")]
+    texts = [processor.apply_chat_template(_conv("x"), add_generation_prompt=True, tokenize=False)] * 2
+    batch = processor(text=texts, images=images, return_tensors="pt", padding=True)
+    model = AutoModelForImageTextToText.from_pretrained(tiny_models["qwen3_vl"])
+    with torch.no_grad():
+        before = model(**batch).logits
+    layers = model.config.vision_config.depth
+    assert enable_fast_vision(model) == 2 * layers + 1  # attentions, MLPs, the patch embedding
+    assert enable_fast_vision(model) == 1  # only the patch embedding (patching it again changes nothing)
+    model.train()
+    after = model(**batch).logits  # training, autograd on: every fallback taken
+    assert torch.allclose(before, after, atol=1e-5)
+
+
 @pytest.mark.parametrize("family", ["qwen3_vl", "qwen2_5_vl"])
 def test_the_patch_embedding_as_a_matrix_product_changes_nothing(tiny_models, family):
     """The vision patch embedding's convolution (kernel = stride = one patch) as one matrix product over the same
