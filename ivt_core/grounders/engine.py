@@ -50,7 +50,7 @@ import torch
 
 from ivt_core import rope
 from ivt_core.families import FAMILIES
-from ivt_core.grounders import cache_gather, image_prefill, prefill_attention
+from ivt_core.grounders import cache_gather, graph_capture, image_prefill, prefill_attention
 from ivt_core.grounders.base import Generation, Sampling, conversation_images
 
 # the model types of the families the engine runs (``Family.cached_engine``)
@@ -501,7 +501,7 @@ class CachedEngine:
                     self._step_logits(token_in, position_in, mask)
             torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        with _capturing(graph):
+        with graph_capture.capturing(graph):
             logits = self._step_logits(token_in, position_in, mask)
         return graph, logits
 
@@ -666,32 +666,6 @@ def _grouped_query_attention(enabled: bool):
             os.environ.pop(FORCE_GQA, None)
         else:
             os.environ[FORCE_GQA] = before
-
-
-@contextmanager
-def _capturing(graph):
-    """``torch.cuda.graph(graph, capture_error_mode="thread_local")`` without its emptying of the caching
-    allocators: on entering, ``torch.cuda.graph`` releases every cached block of device memory and every cached
-    page-locked host buffer (``torch._C._host_emptyCache``, a ``cudaFreeHost`` each, which waits for the GPU). The
-    engine captures a decode graph at every step, so each step's cache, activations and page-locked image buffers
-    were allocated afresh from the driver (``cudaMalloc`` / ``cudaHostAlloc`` while the GPU waited: docs/LOG.md,
-    session 15). Capturing on a side stream after a synchronisation is what ``torch.cuda.graph`` does otherwise;
-    thread_local: another lane's thread may launch work or allocate while this one captures. Without
-    ``torch.cuda.graph``'s synchronisation either: capturing records kernels without running them, so the CPU
-    captures while the GPU still runs the step's prefill (the replays are queued after it on the engine's stream;
-    what the capture allocates comes from the graph's own pool, never from memory the queued work uses)."""
-    global _CAPTURE_STREAM
-    if _CAPTURE_STREAM is None:
-        _CAPTURE_STREAM = torch.cuda.Stream()
-    with torch.cuda.stream(_CAPTURE_STREAM):
-        graph.capture_begin(capture_error_mode="thread_local")
-        try:
-            yield
-        finally:
-            graph.capture_end()
-
-
-_CAPTURE_STREAM = None  # one side stream for every capture (``_GPU_TURN``: one lane captures at a time)
 
 
 class _PendingPixels:
