@@ -12,8 +12,11 @@ too), right-padded into one block. Timed:
   (flash attention, causal aligned to each sequence's end), the packing copies included;
 - ``efficient``: SDPA's memory-efficient kernel with the same mask, KV heads repeated (it takes no grouped heads);
 - ``ivt-kernel``: the engine's own prefill kernel (``ivt_core.grounders.prefill_attention``: the live mask and the
-  block's start instead of the dense mask, grouped heads). ``--sweep`` also times its launch settings (queries per
-  tile, slots per step, warps, stages) and prints the fastest.
+  block's start instead of the dense mask, a key/value head's query heads in one tile). ``--sweep`` also times its
+  launch settings (query positions per tile, slots per step, warps, stages) and prints the fastest.
+
+The queries are in transformers' layout after its projection ([rows, block, heads, dim] seen as [rows, heads, block,
+dim]), as the engine hands them over.
 
 The first call of each mode is timed apart (wall time): for cuDNN's kernel (what SDPA picks for the masked modes on
 Hopper) it includes building the execution plan for the shape, on the CPU, per shape and per thread (PyTorch keeps
@@ -66,7 +69,7 @@ def main() -> None:
     slots = torch.arange(capacity, device=device)
     causal = slots[None, :] <= (width + torch.arange(block, device=device))[:, None]
     mask = (live[:, None, None, :] & causal[None, None]).contiguous()
-    query = torch.randn(args.rows, args.heads, block, args.dim, device=device, dtype=dtype)
+    query = torch.randn(args.rows, block, args.heads, args.dim, device=device, dtype=dtype).transpose(1, 2)
     keys = torch.randn(args.rows, args.kv_heads, capacity, args.dim, device=device, dtype=dtype)
     values = torch.randn_like(keys)
     real = torch.arange(block, device=device)[None, :] < new.to(device)[:, None]  # [rows, block]
@@ -174,18 +177,18 @@ def _per_call_ms(fn, repeat: int) -> float:
 
 
 def _sweep(kernel, repeat: int) -> dict[str, float]:
-    """The prefill kernel's time per call for each launch setting (queries per tile, slots per step, warps,
+    """The prefill kernel's time per call for each launch setting (query positions per tile, slots per step, warps,
     stages) that compiles; prints the fastest five."""
     import itertools
 
     times = {}
-    for tiles in itertools.product((64, 128), (32, 64, 128), (4, 8), (2, 3, 4)):
+    for tiles in itertools.product((8, 16, 32), (32, 64, 128), (4, 8), (2, 3, 4)):
         try:
             kernel(tiles)
             times[",".join(map(str, tiles))] = _per_call_ms(lambda tiles=tiles: kernel(tiles), repeat)
         except Exception as exc:  # noqa: BLE001 - a setting this GPU cannot run (shared memory): skipped
             print(f"  {tiles}: {type(exc).__name__}")
-    print("\nprefill kernel launch settings (block_m,block_n,warps,stages), fastest first:")
+    print("\nprefill kernel launch settings (block_q,block_n,warps,stages), fastest first:")
     for name in sorted(times, key=times.get)[:5]:
         print(f"  {name:<16}{times[name]:>9.3f} ms")
     return times

@@ -27,6 +27,7 @@ import torch
 
 from ivt_core import logs
 from ivt_core.grounders import prefill_attention
+from ivt_core.grounders.online_softmax import LOG2E, START, step, tl, triton
 
 SWITCH = "IVT_DECODE_KERNEL"
 NAME = "ivt_sdpa"
@@ -37,17 +38,10 @@ WARPS, STAGES = 4, 3
 MIN_PROGRAMS = 512  # split the cache until (rows x key/value heads x splits) reaches this (~4 per SM on an H200)
 log = logs.get(__name__)
 
-try:  # Triton comes with CUDA builds of torch; the CPU build (CI) has none
-    import triton
-    import triton.language as tl
-except ImportError:  # pragma: no cover - depends on the torch build
-    triton = None
-
-
 if triton is not None:
 
     @triton.jit
-    def _decode_kernel(q, k, v, live, out, part_acc, part_ml, scale,
+    def _decode_kernel(q, k, v, live, out, part_acc, part_ml, scale_log2,
                        stride_qb, stride_qh, stride_kb, stride_kh, stride_kn, stride_vb, stride_vh, stride_vn,
                        stride_lb, stride_ln, capacity, per_split,
                        KV_HEADS: tl.constexpr, GROUP: tl.constexpr, GROUP_PAD: tl.constexpr, DIM: tl.constexpr,
@@ -61,7 +55,7 @@ if triton is not None:
         in_group = heads < GROUP
         query = tl.load(q + row * stride_qb + (head * GROUP + heads)[:, None] * stride_qh + dims[None, :],
                         mask=in_group[:, None], other=0.0)
-        best = tl.full([GROUP_PAD], float("-inf"), tl.float32)
+        best = tl.full([GROUP_PAD], START, tl.float32)
         total = tl.zeros([GROUP_PAD], tl.float32)
         acc = tl.zeros([GROUP_PAD, DIM], tl.float32)
         begin = split * per_split  # per_split: a multiple of BLOCK
@@ -72,17 +66,9 @@ if triton is not None:
             # only live slots are read: a masked-off load moves no memory (left padding, holes, room not written)
             keys = tl.load(k + row * stride_kb + head * stride_kh + slots[:, None] * stride_kn + dims[None, :],
                            mask=open_[:, None], other=0.0)
-            scores = tl.dot(query, tl.trans(keys), input_precision=PRECISION) * scale
-            scores = tl.where(open_[None, :], scores, float("-inf"))
-            new_best = tl.maximum(best, tl.max(scores, 1))
-            safe = tl.where(new_best == float("-inf"), 0.0, new_best)
-            weights = tl.exp(scores - safe[:, None])
-            shrink = tl.exp(best - safe)
-            total = total * shrink + tl.sum(weights, 1)
             values = tl.load(v + row * stride_vb + head * stride_vh + slots[:, None] * stride_vn + dims[None, :],
                              mask=open_[:, None], other=0.0)
-            acc = acc * shrink[:, None] + tl.dot(weights.to(values.dtype), values, input_precision=PRECISION)
-            best = new_best
+            best, total, acc = step(query, keys, values, open_[None, :], best, total, acc, scale_log2, PRECISION)
         if SPLITS == 1:
             result = acc / tl.where(total == 0.0, 1.0, total)[:, None]
             tl.store(out + (row * KV_HEADS * GROUP + head * GROUP + heads)[:, None] * DIM + dims[None, :],
@@ -99,16 +85,15 @@ if triton is not None:
         pair = tl.program_id(0)
         heads = tl.arange(0, GROUP_PAD)
         dims = tl.arange(0, DIM)
-        best = tl.full([GROUP_PAD], float("-inf"), tl.float32)
+        best = tl.full([GROUP_PAD], START, tl.float32)
         for split in range(SPLITS):
             base = (pair * SPLITS + split) * GROUP_PAD
             best = tl.maximum(best, tl.load(part_ml + (base + heads) * 2))
-        safe = tl.where(best == float("-inf"), 0.0, best)
         total = tl.zeros([GROUP_PAD], tl.float32)
         acc = tl.zeros([GROUP_PAD, DIM], tl.float32)
-        for split in range(SPLITS):
+        for split in range(SPLITS):  # each part's running maximum is in base 2 (``online_softmax``)
             base = (pair * SPLITS + split) * GROUP_PAD
-            weight = tl.exp(tl.load(part_ml + (base + heads) * 2) - safe)
+            weight = tl.exp2(tl.load(part_ml + (base + heads) * 2) - best)
             total += weight * tl.load(part_ml + (base + heads) * 2 + 1)
             acc += weight[:, None] * tl.load(part_acc + (base + heads)[:, None] * DIM + dims[None, :])
         result = acc / tl.where(total == 0.0, 1.0, total)[:, None]
@@ -146,7 +131,7 @@ def decode_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor
         part_acc = part_ml = out  # not written
     live = live.view(torch.uint8) if live.dtype == torch.bool else live
     _decode_kernel[(rows * kv_heads, splits)](
-        query, key, value, live, out, part_acc, part_ml, scale,
+        query, key, value, live, out, part_acc, part_ml, scale * LOG2E,
         query.stride(0), query.stride(1), key.stride(0), key.stride(1), key.stride(2),
         value.stride(0), value.stride(1), value.stride(2), live.stride(0), live.stride(1), capacity, per_split,
         KV_HEADS=kv_heads, GROUP=group, GROUP_PAD=group_pad, DIM=dim, BLOCK=block, SPLITS=splits,

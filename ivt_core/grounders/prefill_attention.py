@@ -7,14 +7,14 @@ on the engine's shapes (``benchmarks/attention_prefill.py``, docs/LOG.md session
 the CPU for every new shape (42-74 ms each, the GPU idle meanwhile), and every query tile reads its mask tile.
 The memory-efficient kernel takes no grouped heads (3x slower with them repeated), and torch's ``varlen_attn``
 (flash, packed sequences) took no grouped heads either and needs the live keys packed first. The mask has a
-structure, though: query ``i`` of the block (cache slot ``end + i``) sees slot ``j`` if ``j`` is live and ``j <=
-end + i``. This kernel takes exactly that: the rows' live mask [rows, slots] (one byte per slot, as the decode
-kernel reads it) and ``end``; each program computes one query head over a tile of the block's queries with the
-online softmax of flash attention (float32 inside), reads the key/value head of its group (grouped-query
-attention without repeating heads), starts at the row's first live slot and stops at the tile's causal end (no
-work on the left padding or on the block's later part), and loads only live slots (a dead slot's keys and
-values are never read, so whatever they hold changes nothing). No plan, no per-shape compilation: the shapes
-are runtime arguments.
+structure, though: query ``i`` of the block (cache slot ``end + i``) sees slot ``j`` if ``j`` is live and
+``j <= end + i``. This kernel takes exactly that: the rows' live mask [rows, slots] (one byte per slot, as the
+decode kernel reads it) and ``end``; each program computes the query heads of one key/value head (grouped-query
+attention: the keys and values read once for the group, never repeated) over a tile of the block's positions, with
+flash attention's online softmax (``online_softmax.step``, float32 inside), starts at the row's first live slot,
+tests causality only on the slots from the block's start on, stops at the tile's causal end (no work on the left
+padding or on the block's later part), and loads only live slots (a dead slot's keys and values are never read, so
+whatever they hold changes nothing). No plan, no per-shape compilation: the shapes are runtime arguments.
 
 Used through ``decode_attention.attention`` (the ``ivt_sdpa`` attention function): the engine passes the chunk's
 live rows and ``end`` as the keyword argument ``ivt_prefill`` (``PrefillRows``), which transformers hands through
@@ -30,19 +30,14 @@ from dataclasses import dataclass
 
 import torch
 
-SWITCH = "IVT_PREFILL_KERNEL"
-LOG2E = 1.4426950408889634
-# (queries per tile, slots per inner step, warps, stages) by the inputs' element size. 16-bit: the fastest of 36 on an
-# H200 (``benchmarks/attention_prefill.py --rows 32 --history 1000 --new 400 --sweep``, the engine's chunk: 0.76 ms
-# against 1.08 for (128, 64, 8, 3) and 1.07 for cuDNN; docs/LOG.md, session 17); float32 (the tests' models) small
-# enough for its registers
-TILES = {2: (64, 32, 4, 3), 4: (32, 32, 4, 2)}
+from ivt_core.grounders.online_softmax import LOG2E, START, step, tl, triton
 
-try:  # Triton comes with CUDA builds of torch; the CPU build (CI) has none
-    import triton
-    import triton.language as tl
-except ImportError:  # pragma: no cover - depends on the torch build
-    triton = None
+SWITCH = "IVT_PREFILL_KERNEL"
+# (query positions per tile, slots per inner step, warps, stages) by the inputs' element size; a tile holds its
+# positions' query heads of one key/value head (4 at Qwen3-VL's 32/8), so 16 positions make a 64-row tile.
+# 16-bit: the fastest on an H200 (``benchmarks/attention_prefill.py --rows 32 --history 1000 --new 400 --sweep``,
+# the engine's chunk; docs/LOG.md, session 18); float32 (the tests' models) small enough for its registers
+TILES = {2: (16, 32, 4, 3), 4: (8, 32, 4, 2)}
 
 
 @dataclass(frozen=True)
@@ -68,43 +63,44 @@ if triton is not None:
     def _prefill_kernel(q, k, v, live, first, out, scale_log2, end, width, keys,
                         stride_qb, stride_qh, stride_qm, stride_kb, stride_kh, stride_kn, stride_vb, stride_vh,
                         stride_vn, stride_lb, stride_ob, stride_om, stride_oh,
-                        HEADS: tl.constexpr, GROUP: tl.constexpr, DIM: tl.constexpr, BLOCK_M: tl.constexpr,
-                        BLOCK_N: tl.constexpr, PRECISION: tl.constexpr):
+                        KV_HEADS: tl.constexpr, GROUP: tl.constexpr, GROUP_PAD: tl.constexpr, DIM: tl.constexpr,
+                        BLOCK_Q: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr):
         tile = tl.program_id(0)
-        pair = tl.program_id(1)  # (row, query head)
-        row = pair // HEADS
-        head = pair % HEADS
-        kv = head // GROUP
-        queries = tile * BLOCK_M + tl.arange(0, BLOCK_M)
+        pair = tl.program_id(1)  # (row, key/value head)
+        row = pair // KV_HEADS
+        kv = pair % KV_HEADS
+        lines = tl.arange(0, BLOCK_Q * GROUP_PAD)  # (query position, head of the group), the head fastest
+        queries = tile * BLOCK_Q + lines // GROUP_PAD
+        heads = kv * GROUP + lines % GROUP_PAD
+        real = (queries < width) & (lines % GROUP_PAD < GROUP)
         dims = tl.arange(0, DIM)
-        in_block = queries < width
-        query = tl.load(q + row * stride_qb + head * stride_qh + queries[:, None] * stride_qm + dims[None, :],
-                        mask=in_block[:, None], other=0.0)
-        best = tl.full([BLOCK_M], float("-inf"), tl.float32)
-        total = tl.zeros([BLOCK_M], tl.float32)
-        acc = tl.zeros([BLOCK_M, DIM], tl.float32)
+        query = tl.load(q + row * stride_qb + heads[:, None] * stride_qh + queries[:, None] * stride_qm
+                        + dims[None, :], mask=real[:, None], other=0.0)
+        best = tl.full([BLOCK_Q * GROUP_PAD], START, tl.float32)
+        total = tl.zeros([BLOCK_Q * GROUP_PAD], tl.float32)
+        acc = tl.zeros([BLOCK_Q * GROUP_PAD, DIM], tl.float32)
+        k_row = k + row * stride_kb + kv * stride_kh + dims[None, :]
+        v_row = v + row * stride_vb + kv * stride_vh + dims[None, :]
         lo = (tl.load(first + row) // BLOCK_N) * BLOCK_N
-        hi = tl.minimum(keys, end + (tile + 1) * BLOCK_M)  # the tile's last query sees slots up to end + its index
-        for start in range(lo, hi, BLOCK_N):
+        mid = tl.maximum(lo, (end // BLOCK_N) * BLOCK_N)  # slots before ``mid`` precede every query: no causal test
+        hi = tl.minimum(keys, end + (tile + 1) * BLOCK_Q)  # the tile's last query sees slots up to end + its index
+        for start in range(lo, mid, BLOCK_N):
+            slots = start + tl.arange(0, BLOCK_N)
+            open_ = tl.load(live + row * stride_lb + slots) != 0
+            keys_tile = tl.load(k_row + slots[:, None] * stride_kn, mask=open_[:, None], other=0.0)
+            values = tl.load(v_row + slots[:, None] * stride_vn, mask=open_[:, None], other=0.0)
+            best, total, acc = step(query, keys_tile, values, open_[None, :], best, total, acc, scale_log2,
+                                    PRECISION)
+        for start in range(mid, hi, BLOCK_N):
             slots = start + tl.arange(0, BLOCK_N)
             open_ = tl.load(live + row * stride_lb + slots, mask=slots < hi, other=0) != 0
-            keys_tile = tl.load(k + row * stride_kb + kv * stride_kh + slots[:, None] * stride_kn + dims[None, :],
-                                mask=open_[:, None], other=0.0)
-            scores = tl.dot(query, tl.trans(keys_tile), input_precision=PRECISION) * scale_log2
+            keys_tile = tl.load(k_row + slots[:, None] * stride_kn, mask=open_[:, None], other=0.0)
+            values = tl.load(v_row + slots[:, None] * stride_vn, mask=open_[:, None], other=0.0)
             visible = open_[None, :] & (slots[None, :] <= end + queries[:, None])
-            scores = tl.where(visible, scores, float("-inf"))
-            new_best = tl.maximum(best, tl.max(scores, 1))
-            safe = tl.where(new_best == float("-inf"), 0.0, new_best)
-            weights = tl.exp2(scores - safe[:, None])
-            shrink = tl.exp2(best - safe)
-            total = total * shrink + tl.sum(weights, 1)
-            values = tl.load(v + row * stride_vb + kv * stride_vh + slots[:, None] * stride_vn + dims[None, :],
-                             mask=open_[:, None], other=0.0)
-            acc = acc * shrink[:, None] + tl.dot(weights.to(values.dtype), values, input_precision=PRECISION)
-            best = new_best
+            best, total, acc = step(query, keys_tile, values, visible, best, total, acc, scale_log2, PRECISION)
         result = acc / tl.where(total == 0.0, 1.0, total)[:, None]
-        tl.store(out + row * stride_ob + queries[:, None] * stride_om + head * stride_oh + dims[None, :],
-                 result.to(out.dtype.element_ty), mask=in_block[:, None])
+        tl.store(out + row * stride_ob + queries[:, None] * stride_om + heads[:, None] * stride_oh + dims[None, :],
+                 result.to(out.dtype.element_ty), mask=real[:, None])
 
 
 def prefill_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, rows: PrefillRows, scale: float,
@@ -114,14 +110,18 @@ def prefill_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tenso
     width, heads, dim] (transformers' layout after attention). A query that sees no live slot gets zeros."""
     n, heads, width, dim = query.shape
     kv_heads, slots = key.shape[1], key.shape[2]
-    block_m, block_n, warps, stages = tiles or TILES[query.element_size()]
+    group = heads // kv_heads
+    group_pad = triton.next_power_of_2(group)
+    block_q, block_n, warps, stages = tiles or TILES[query.element_size()]
+    block_q = max(block_q, triton.cdiv(16, group_pad))  # tl.dot needs 16 rows
     out = torch.empty(n, width, heads, dim, dtype=query.dtype, device=query.device)
     live = rows.live
-    _prefill_kernel[(triton.cdiv(width, block_m), n * heads)](
+    _prefill_kernel[(triton.cdiv(width, block_q), n * kv_heads)](
         query, key, value, live, rows.first, out, scale * LOG2E, rows.end, width, slots,
         query.stride(0), query.stride(1), query.stride(2), key.stride(0), key.stride(1), key.stride(2),
         value.stride(0), value.stride(1), value.stride(2), live.stride(0), out.stride(0), out.stride(1),
-        out.stride(2), HEADS=heads, GROUP=heads // kv_heads, DIM=dim, BLOCK_M=block_m, BLOCK_N=block_n,
+        out.stride(2), KV_HEADS=kv_heads, GROUP=group, GROUP_PAD=group_pad, DIM=dim, BLOCK_Q=block_q,
+        BLOCK_N=block_n,
         # float32 (a model in float32: the tests) in full precision, not TF32's 10-bit products
         PRECISION="ieee" if query.dtype == torch.float32 else "tf32", num_warps=warps, num_stages=stages)
     return out

@@ -136,10 +136,15 @@ def test_cuda_decode_attention_equals_sdpa(rows, heads, kv_heads, capacity, dim,
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
-@pytest.mark.parametrize("rows,heads,kv_heads,history,width,dim", [(40, 32, 8, 900, 400, 128), (5, 4, 2, 200, 37, 64)])
-def test_cuda_prefill_attention_equals_sdpa_with_the_engines_mask(rows, heads, kv_heads, history, width, dim, dtype):
-    """The prefill kernel (a right-padded block per row, left-padded histories with holes, grouped heads, keys
-    cut before the answers' room) against SDPA in float32 with the engine's dense mask (live and causal)."""
+@pytest.mark.parametrize("rows,heads,kv_heads,history,width,dim,layout", [
+    (40, 32, 8, 900, 400, 128, "transformers"), (5, 4, 2, 200, 37, 64, "contiguous"),
+    (3, 6, 2, 150, 29, 64, "transformers"), (2, 2, 2, 0, 50, 128, "contiguous")])
+def test_cuda_prefill_attention_equals_sdpa_with_the_engines_mask(rows, heads, kv_heads, history, width, dim, layout,
+                                                                  dtype):
+    """The prefill kernel (a right-padded block per row, left-padded histories with holes, grouped heads, a group of
+    3 (padded to 4 in the kernel's tile), no grouping, no history, keys cut before the answers' room, the query
+    in transformers' layout or contiguous) against SDPA in float32 with the engine's dense mask (live and
+    causal)."""
     from ivt_core.grounders.prefill_attention import PrefillRows, prefill_attention
 
     dtype = getattr(torch, dtype)
@@ -152,7 +157,10 @@ def test_cuda_prefill_attention_equals_sdpa_with_the_engines_mask(rows, heads, k
         live[row, end:end + int(torch.randint(1, width + 1, (1,), generator=generator))] = True
     live = live.cuda()
     attend = end + width + 7
-    query = torch.randn(rows, heads, width, dim, generator=generator).to("cuda", dtype)
+    if layout == "transformers":  # [rows, width, heads, dim] seen as [rows, heads, width, dim]
+        query = torch.randn(rows, width, heads, dim, generator=generator).to("cuda", dtype).transpose(1, 2)
+    else:
+        query = torch.randn(rows, heads, width, dim, generator=generator).to("cuda", dtype)
     key, value = (torch.randn(rows, kv_heads, capacity, dim, generator=generator).to("cuda", dtype)
                   for _ in range(2))
     dead = ~live[:, None, :].expand(rows, kv_heads, capacity)
