@@ -20,7 +20,7 @@ import torch
 
 BLOCK = 64  # slots per program
 
-try:  # Triton comes with CUDA builds of torch; the CPU build (CI) has none
+try:  # Triton comes with CUDA builds of torch (and the dev extra); the CPU build has none
     import triton
     import triton.language as tl
 except ImportError:  # pragma: no cover - depends on the torch build

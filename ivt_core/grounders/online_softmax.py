@@ -11,7 +11,7 @@ from __future__ import annotations
 
 LOG2E = 1.4426950408889634
 
-try:  # Triton comes with CUDA builds of torch; the CPU build (CI) has none
+try:  # Triton comes with CUDA builds of torch (and the dev extra); the CPU build has none
     import triton
     import triton.language as tl
 except ImportError:  # pragma: no cover - depends on the torch build
