@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ivt_core.boxes import Box, to_model
+from ivt_core.boxes import Box, iou, to_model
 from ivt_core.config.flags import add_config_arguments, config_from_args
 from ivt_core.config.settings import stored
 from ivt_core.config.toy import ToyConfig, world_config
@@ -39,6 +39,7 @@ from ivt_core.data.shapes import make_sample, other_questions
 from ivt_core.prompts import get_prompts
 from ivt_core.render import RENDER_STYLES, render_box
 from ivt_core.supervision import build_text_example, collate, cpu_rope_index, patchify_on_device
+from ivt_core.teachers.geometric import EDGES_OFF_MINIMAL, KEEP_MINIMAL, minimal_verdict
 from ivt_core.tinykit import TinySpec, build_tiny_model
 
 
@@ -72,9 +73,12 @@ class ShapesGrounding(torch.utils.data.Dataset):
     """
 
     def __init__(self, processor, world, seed: int, length: int, start: int = 0, multi_turn_prob: float = 0.0,
-                 max_turns: int = 3, paraphrase_prob: float = 0.0):
+                 max_turns: int = 3, paraphrase_prob: float = 0.0, refine_wording_prob: float = 0.0,
+                 verdict_turn_prob: float = 0.0, verdict_names_box: bool = False):
         self.processor, self.world, self.seed, self.length, self.start = processor, world, seed, length, start
         self.multi_turn_prob, self.max_turns, self.paraphrase_prob = multi_turn_prob, max_turns, paraphrase_prob
+        self.refine_wording_prob, self.verdict_turn_prob = refine_wording_prob, verdict_turn_prob
+        self.verdict_names_box = verdict_names_box
         self.prompts = get_prompts("qwen3_vl")
 
     def __len__(self) -> int:
@@ -83,6 +87,8 @@ class ShapesGrounding(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> dict:
         s = make_sample(self.world, self.seed, "train", self.start + i)
         rng = random.Random(f"{self.seed}:turns:{self.start + i}")
+        if self.verdict_turn_prob and rng.random() < self.verdict_turn_prob:
+            return self._verdict_example(s, rng)
         questions = [(s.expression, s.bbox)]
         if self.multi_turn_prob and rng.random() < self.multi_turn_prob:
             questions += other_questions(s, rng, rng.randint(1, self.max_turns - 1))
@@ -92,7 +98,9 @@ class ShapesGrounding(torch.utils.data.Dataset):
             image = render_box(s.image, drawn, RENDER_STYLES[rng.choice(("outline", "paper"))]) if turn else s.image
             images.append(image)
             text = self.prompts.ground_text(expression)
-            if self.paraphrase_prob and rng.random() < self.paraphrase_prob:
+            if turn and self.refine_wording_prob and rng.random() < self.refine_wording_prob:
+                text = self.prompts.refine_text(expression)  # the loop's wording; the box drawn is not an answer
+            elif self.paraphrase_prob and rng.random() < self.paraphrase_prob:
                 text = rng.choice(PARAPHRASES).format(expression=expression,
                                                       drawn=" with a box drawn on it" if drawn else "")
             conversation += [
@@ -100,10 +108,83 @@ class ShapesGrounding(torch.utils.data.Dataset):
                                              {"type": "text", "text": text}]},
                 {"role": "assistant", "content": [{"type": "text", "text": answer_text(box, s.image.size)}]},
             ]
+        return self._example(conversation, images, list(range(1, len(conversation), 2)))
+
+    def _verdict_example(self, s, rng: random.Random) -> dict:
+        """The loop's first refinement turn on fresh scene ``s``: the grounding question, a box given as the
+        model's answer (``verdict_box``), that box drawn and the refine prompt; the answer gives its verdict first
+        ("The box is correct." and the same box, or the minimal teacher's kind of error and the right box). Loss
+        on the refinement answer only: the first answer is the counterfactual, not a target."""
+        drawn, verdict = verdict_box(s, rng)
+        right = drawn if verdict == KEEP_MINIMAL else s.bbox
+        if self.verdict_names_box:
+            verdict = f"{verdict} It is on {boxed_object_name(s, drawn)}."
+        image = render_box(s.image, drawn, RENDER_STYLES[rng.choice(("outline", "outline", "outline", "paper"))])
+        conversation = [
+            {"role": "user", "content": [{"type": "image", "image": s.image},
+                                         {"type": "text", "text": self.prompts.ground_text(s.expression)}]},
+            {"role": "assistant", "content": [{"type": "text", "text": answer_text(drawn, s.image.size)}]},
+            {"role": "user", "content": [{"type": "image", "image": image},
+                                         {"type": "text", "text": self.prompts.refine_text(s.expression)}]},
+            {"role": "assistant", "content": [{"type": "text",
+                                               "text": f"{verdict}\n{answer_text(right, s.image.size)}"}]},
+        ]
+        return self._example(conversation, [s.image, image], [3])
+
+    def _example(self, conversation: list[dict], images: list, train_turns: list[int]) -> dict:
         example = build_text_example(self.processor, conversation, [im.size for im in images],
-                                     train_turns=list(range(1, len(conversation), 2)))
+                                     train_turns=train_turns)
         example["images"] = torch.from_numpy(np.stack([np.asarray(im, dtype=np.uint8) for im in images]))
         return example
+
+
+# The box a verdict turn judges (``verdict_box``): half the time the asked object's own box (edges jittered, IoU
+# >= 0.9 kept), else a counterfactual shaped like the base toy's own step-0 errors (toy-diagnosis.md: 116 of 119
+# are another object, 91 of them the same shape in another colour): a same-shape object when there is one, any
+# other object, or the right object with its edges off (IoU 0.3-0.85).
+VERDICT_RIGHT_SHARE = 0.5
+RIGHT_MIN_IOU = 0.9
+
+
+def verdict_box(sample, rng: random.Random) -> tuple[Box, str]:
+    """(box drawn as the model's answer, the minimal verdict on it): ``KEEP_MINIMAL`` for a box that fits the
+    asked object within IoU 0.9, else what is wrong with it."""
+    target = sample.meta["objects"][sample.meta["target"]]
+    truth = sample.bbox
+    w, h = sample.image.size
+    if rng.random() < VERDICT_RIGHT_SHARE:
+        return _moved(truth, rng, 0.04, w, h, lambda b: iou(b, truth) >= RIGHT_MIN_IOU, truth), KEEP_MINIMAL
+    others = [o for j, o in enumerate(sample.meta["objects"]) if j != sample.meta["target"]]
+    same_shape = [o for o in others if o["kind"] == target["kind"]]
+    roll = rng.random()
+    if others and roll < 0.85:
+        pool = same_shape if same_shape and roll < 0.7 else others
+        other = rng.choice(pool)
+        return Box(*other["box"]), minimal_verdict(other, target)
+    off = _moved(truth, rng, 0.5, w, h, lambda b: 0.3 <= iou(b, truth) <= 0.85, None)
+    return (off, EDGES_OFF_MINIMAL) if off is not None else (truth, KEEP_MINIMAL)
+
+
+def boxed_object_name(sample, box: Box) -> str:
+    """What ``box`` is on: "the small red circle" (the object it overlaps most, IoU >= 0.1), or "nothing"."""
+    best, best_iou = None, 0.1
+    for obj in sample.meta["objects"]:
+        overlap = iou(box, Box(*obj["box"]))
+        if overlap >= best_iou:
+            best, best_iou = obj, overlap
+    return f"the {best['size']} {best['colour']} {best['kind']}" if best else "nothing"
+
+
+def _moved(box: Box, rng: random.Random, scale: float, w: int, h: int, accept, fallback, tries: int = 20):
+    """``box`` with each edge moved by up to ``scale`` of its size, clipped to the image, first that ``accept``s
+    (``fallback`` after ``tries``)."""
+    for _ in range(tries):
+        dx, dy = scale * box.width, scale * box.height
+        moved = Box(max(0.0, box.x1 + rng.uniform(-dx, dx)), max(0.0, box.y1 + rng.uniform(-dy, dy)),
+                    min(float(w), box.x2 + rng.uniform(-dx, dx)), min(float(h), box.y2 + rng.uniform(-dy, dy)))
+        if moved.x2 - moved.x1 >= 2 and moved.y2 - moved.y1 >= 2 and accept(moved):
+            return moved
+    return fallback
 
 
 def arbitrary_box(sample, rng: random.Random):
@@ -236,7 +317,8 @@ def main(argv: list[str] | None = None) -> None:
     pad = processor.tokenizer.pad_token_id
     dataset = ShapesGrounding(processor, world_config(cfg.world), cfg.seed,
                               (cfg.steps - start) * cfg.batch_size, start * cfg.batch_size,
-                              cfg.multi_turn_prob, cfg.max_turns, cfg.paraphrase_prob)
+                              cfg.multi_turn_prob, cfg.max_turns, cfg.paraphrase_prob, cfg.refine_wording_prob,
+                              cfg.verdict_turn_prob, cfg.verdict_names_box)
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=cfg.batch_size, shuffle=False, num_workers=cfg.workers,
         collate_fn=lambda ex: collate_scenes(ex, pad, rope), prefetch_factor=4 if cfg.workers else None,

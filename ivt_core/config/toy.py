@@ -52,6 +52,17 @@ class ToyConfig:
     max_turns: int = setting(3, "turns of a multi-turn conversation (2 .. this)", min=2, max=6)
     paraphrase_prob: float = setting(0.0, "share of questions asked in another wording (none asks to check or "
                                           "correct a box; training/toy_pretrain.py PARAPHRASES)", min=0.0, max=1.0)
+    refine_wording_prob: float = setting(0.0, "share of the later turns of a multi-turn conversation asked in the "
+                                              "loop's refine wording: an arbitrary box drawn, another object asked, "
+                                              "its box the answer (the wording learnt, no correcting)",
+                                         min=0.0, max=1.0)
+    verdict_turn_prob: float = setting(0.0, "share of conversations that are a refinement turn on a box said to be "
+                                            "the model's answer: the truth or a counterfactual (another object, "
+                                            "edges off), answered verdict first (the SFT recipe on fresh scenes)",
+                                       min=0.0, max=1.0)
+    verdict_names_box: bool = setting(False, "verdict turns also name the object the drawn box is on, after the "
+                                             "verdict (\"It is on the small red circle.\"): a denser signal about "
+                                             "the drawn box than the verdict alone")
     eval_every: int = setting(1000, "run the loop on val scenes every N steps", min=1)
     eval_samples: int = setting(256, "val scenes per evaluation", min=1)
     save_every: int = setting(1000, "save last/ every N steps", min=1)

@@ -24,6 +24,7 @@ from ivt_core.teachers.base import TeachContext, TeacherOutput
 EDGE_TOLERANCE_FRACTION = 0.02
 STYLES = ("prose", "terse", "minimal")
 KEEP_MINIMAL = "The box is correct."
+EDGES_OFF_MINIMAL = "Edges off."
 
 
 def _rng(ctx: TeachContext) -> random.Random:
@@ -81,6 +82,16 @@ def difference(covered: dict, target: dict) -> str:
     return " and ".join(differs) if differs else "position"
 
 
+def minimal_verdict(covered: dict, target: dict) -> str:
+    """The minimal style's verdict on a box around ``covered`` when ``target`` is meant: "Wrong shape." when the
+    shapes differ, else "Wrong colour.", else "Wrong size.", else "Wrong one." (an identical object elsewhere)."""
+    differs = difference(covered, target).split(" and ")
+    for name in ("shape", "colour", "size"):
+        if name in differs:
+            return f"Wrong {name}."
+    return "Wrong one."
+
+
 def _difference_sentence(covered: dict, target: dict) -> str:
     kind = difference(covered, target)
     if kind == "colour":
@@ -130,10 +141,8 @@ class GeometricTeacher:
             if covered is None:
                 return TeacherOutput("Wrong place.")
             if covered != ctx.target_object:
-                kind = difference(ctx.objects[covered], ctx.objects[ctx.target_object])
-                return TeacherOutput({"colour": "Wrong colour.", "shape": "Wrong shape.", "size": "Wrong size.",
-                                      "position": "Wrong one."}.get(kind, "Wrong shape."))
-        return TeacherOutput("Edges off.")
+                return TeacherOutput(minimal_verdict(ctx.objects[covered], ctx.objects[ctx.target_object]))
+        return TeacherOutput(EDGES_OFF_MINIMAL)
 
     def _terse(self, ctx: TeachContext) -> TeacherOutput:
         """Short, fixed-form reasoning for small models: what the box is on, then each edge move."""

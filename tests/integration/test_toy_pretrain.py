@@ -69,3 +69,73 @@ def test_a_setting_that_makes_no_sense_is_one_line_and_exit_2(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["toy_pretrain: error: eval_every must be at least 1, got 0 (--eval-every)"]
     assert not (tmp_path / "m").exists()
+
+
+def test_refine_wording_turns_ask_another_object_in_the_loops_words():
+    from ivt_core.config.toy import world_config
+    from ivt_core.grounders.processing import load_processor
+    from ivt_core.prompts import get_prompts
+    from training.toy_pretrain import ShapesGrounding
+
+    processor = load_processor("assets/toy-model", "qwen3_vl")
+    data = ShapesGrounding(processor, world_config("shapes-v1"), 0, 30, multi_turn_prob=1.0, max_turns=3,
+                           refine_wording_prob=1.0)
+    refine_start = get_prompts("qwen3_vl").refine.split("{")[0]
+    for i in range(30):
+        e = data[i]
+        text = processor.tokenizer.decode(e["input_ids"])
+        trained = processor.tokenizer.decode(e["input_ids"][e["labels"] != -100])
+        n = e["images"].shape[0]
+        assert text.count(refine_start) == n - 1 and text.count("Locate") == 1  # every later turn, never the first
+        assert trained.count('{"bbox_2d"') == n and "The box is correct." not in trained  # boxes only, no verdict
+
+
+def test_verdict_turns_judge_a_drawn_answer_verdict_first_with_loss_on_the_verdict_only():
+    from ivt_core.boxes import iou
+    from ivt_core.config.toy import world_config
+    from ivt_core.data.shapes import make_sample
+    from ivt_core.grounders.processing import load_processor
+    from training.toy_pretrain import ShapesGrounding, verdict_box
+
+    world = world_config("shapes-v1")
+    processor = load_processor("assets/toy-model", "qwen3_vl")
+    data = ShapesGrounding(processor, world, 0, 20, multi_turn_prob=1.0, verdict_turn_prob=1.0)
+    for i in range(20):
+        e = data[i]
+        trained = processor.tokenizer.decode(e["input_ids"][e["labels"] != -100])
+        assert e["images"].shape[0] == 2 and trained.count('{"bbox_2d"') == 1  # the first answer is not a target
+        assert trained.split("\n")[0].strip() in {"The box is correct.", "Wrong colour.", "Wrong shape.",
+                                                   "Wrong size.", "Wrong one.", "Edges off."}
+
+    import random
+
+    kinds = {}
+    for i in range(400):
+        s = make_sample(world, 0, "train", i)
+        box, verdict = verdict_box(s, random.Random(i))
+        kinds[verdict] = kinds.get(verdict, 0) + 1
+        if verdict == "The box is correct.":
+            assert iou(box, s.bbox) >= 0.9
+        else:
+            assert iou(box, s.bbox) <= 0.85
+    assert 0.4 < kinds["The box is correct."] / 400 < 0.6
+    same_shape = kinds["Wrong colour."] + kinds.get("Wrong size.", 0) + kinds.get("Wrong one.", 0)
+    assert same_shape > kinds["Wrong shape."] and kinds.get("Edges off.", 0) > 10  # like the base's own errors
+
+
+def test_verdict_turns_can_name_the_boxed_object_after_the_verdict():
+    from ivt_core.config.toy import world_config
+    from ivt_core.grounders.processing import load_processor
+    from ivt_core.parse import parse_answer
+    from training.toy_pretrain import ShapesGrounding
+
+    processor = load_processor("assets/toy-model", "qwen3_vl")
+    data = ShapesGrounding(processor, world_config("shapes-v1"), 0, 12, verdict_turn_prob=1.0, verdict_names_box=True)
+    for i in range(12):
+        e = data[i]
+        answer = processor.tokenizer.decode(e["input_ids"][e["labels"] != -100])
+        verdict, named = answer.split("\n")[0].split(" It is on ")
+        assert verdict.endswith(".") and named.rstrip(". ").split()[-1] in {"circle", "square", "triangle", "star",
+                                                                          "nothing", "diamond", "hexagon"}
+        parsed = parse_answer(answer.split("<")[0])
+        assert parsed.coords is not None and parsed.says_correct == verdict.startswith("The box is correct")

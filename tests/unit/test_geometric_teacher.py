@@ -101,3 +101,13 @@ def test_the_rationale_names_the_real_difference():
     assert minimal.reasoning == "Wrong colour."
     (terse,) = GeometricTeacher(style="terse").write([on_yellow])
     assert "(wrong colour)" in terse.reasoning
+
+
+def test_minimal_verdict_names_colour_when_only_colour_and_size_differ():
+    from ivt_core.teachers.geometric import minimal_verdict
+
+    target = _obj("circle", "red", "small", [0, 0, 10, 10])
+    assert minimal_verdict(_obj("circle", "blue", "large", [20, 0, 40, 20]), target) == "Wrong colour."
+    assert minimal_verdict(_obj("square", "blue", "large", [20, 0, 40, 20]), target) == "Wrong shape."
+    assert minimal_verdict(_obj("circle", "red", "large", [20, 0, 40, 20]), target) == "Wrong size."
+    assert minimal_verdict(_obj("circle", "red", "small", [20, 0, 30, 10]), target) == "Wrong one."
