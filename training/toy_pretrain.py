@@ -74,11 +74,12 @@ class ShapesGrounding(torch.utils.data.Dataset):
 
     def __init__(self, processor, world, seed: int, length: int, start: int = 0, multi_turn_prob: float = 0.0,
                  max_turns: int = 3, paraphrase_prob: float = 0.0, refine_wording_prob: float = 0.0,
-                 verdict_turn_prob: float = 0.0, verdict_names_box: bool = False):
+                 verdict_turn_prob: float = 0.0, verdict_names_box: bool = False,
+                 verdict_same_shape_share: float = 0.7):
         self.processor, self.world, self.seed, self.length, self.start = processor, world, seed, length, start
         self.multi_turn_prob, self.max_turns, self.paraphrase_prob = multi_turn_prob, max_turns, paraphrase_prob
         self.refine_wording_prob, self.verdict_turn_prob = refine_wording_prob, verdict_turn_prob
-        self.verdict_names_box = verdict_names_box
+        self.verdict_names_box, self.verdict_same_shape_share = verdict_names_box, verdict_same_shape_share
         self.prompts = get_prompts("qwen3_vl")
 
     def __len__(self) -> int:
@@ -115,7 +116,7 @@ class ShapesGrounding(torch.utils.data.Dataset):
         model's answer (``verdict_box``), that box drawn and the refine prompt; the answer gives its verdict first
         ("The box is correct." and the same box, or the minimal teacher's kind of error and the right box). Loss
         on the refinement answer only: the first answer is the counterfactual, not a target."""
-        drawn, verdict = verdict_box(s, rng)
+        drawn, verdict = verdict_box(s, rng, self.verdict_same_shape_share)
         right = drawn if verdict == KEEP_MINIMAL else s.bbox
         if self.verdict_names_box:
             verdict = f"{verdict} It is on {boxed_object_name(s, drawn)}."
@@ -146,9 +147,10 @@ VERDICT_RIGHT_SHARE = 0.5
 RIGHT_MIN_IOU = 0.9
 
 
-def verdict_box(sample, rng: random.Random) -> tuple[Box, str]:
+def verdict_box(sample, rng: random.Random, same_shape_share: float = 0.7) -> tuple[Box, str]:
     """(box drawn as the model's answer, the minimal verdict on it): ``KEEP_MINIMAL`` for a box that fits the
-    asked object within IoU 0.9, else what is wrong with it."""
+    asked object within IoU 0.9, else what is wrong with it. ``same_shape_share`` of the wrong boxes (up to 0.85)
+    go to a same-shape object when the scene has one."""
     target = sample.meta["objects"][sample.meta["target"]]
     truth = sample.bbox
     w, h = sample.image.size
@@ -158,7 +160,7 @@ def verdict_box(sample, rng: random.Random) -> tuple[Box, str]:
     same_shape = [o for o in others if o["kind"] == target["kind"]]
     roll = rng.random()
     if others and roll < 0.85:
-        pool = same_shape if same_shape and roll < 0.7 else others
+        pool = same_shape if same_shape and roll < min(same_shape_share, 0.85) else others
         other = rng.choice(pool)
         return Box(*other["box"]), minimal_verdict(other, target)
     off = _moved(truth, rng, 0.5, w, h, lambda b: 0.3 <= iou(b, truth) <= 0.85, None)
@@ -318,7 +320,7 @@ def main(argv: list[str] | None = None) -> None:
     dataset = ShapesGrounding(processor, world_config(cfg.world), cfg.seed,
                               (cfg.steps - start) * cfg.batch_size, start * cfg.batch_size,
                               cfg.multi_turn_prob, cfg.max_turns, cfg.paraphrase_prob, cfg.refine_wording_prob,
-                              cfg.verdict_turn_prob, cfg.verdict_names_box)
+                              cfg.verdict_turn_prob, cfg.verdict_names_box, cfg.verdict_same_shape_share)
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=cfg.batch_size, shuffle=False, num_workers=cfg.workers,
         collate_fn=lambda ex: collate_scenes(ex, pad, rope), prefetch_factor=4 if cfg.workers else None,

@@ -63,6 +63,11 @@ class ToyConfig:
     verdict_names_box: bool = setting(False, "verdict turns also name the object the drawn box is on, after the "
                                              "verdict (\"It is on the small red circle.\"): a denser signal about "
                                              "the drawn box than the verdict alone")
+    verdict_same_shape_share: float = setting(0.7, "share of a verdict turn's wrong boxes drawn on an object of the "
+                                                    "asked shape when the scene has one (the base toy's own errors "
+                                                    "are mostly those); the rest on any other object (up to 0.85 "
+                                                    "in all) or the right object with its edges off",
+                                              min=0.0, max=1.0)
     eval_every: int = setting(1000, "run the loop on val scenes every N steps", min=1)
     eval_samples: int = setting(256, "val scenes per evaluation", min=1)
     save_every: int = setting(1000, "save last/ every N steps", min=1)
