@@ -111,3 +111,7 @@ def test_minimal_verdict_names_colour_when_only_colour_and_size_differ():
     assert minimal_verdict(_obj("square", "blue", "large", [20, 0, 40, 20]), target) == "Wrong shape."
     assert minimal_verdict(_obj("circle", "red", "large", [20, 0, 40, 20]), target) == "Wrong size."
     assert minimal_verdict(_obj("circle", "red", "small", [20, 0, 30, 10]), target) == "Wrong one."
+    objects = [target, _obj("circle", "blue", "large", [100, 100, 180, 180])]  # the teacher's words, too
+    (out,) = GeometricTeacher(style="minimal").write([_ctx(Box(100, 100, 180, 180), Box(0, 0, 10, 10),
+                                                           objects=objects, target_object=0)])
+    assert out.reasoning == "Wrong colour."
