@@ -9,6 +9,9 @@ overlaps most:
 - ``background``: no object at all;
 - ``unreadable``: no box could be read from the answer.
 
+``wrong_box_kind`` names a wrong object's difference from the target as well ("wrong colour", "wrong shape",
+"wrong size", "wrong one" for an identical object elsewhere): what a verifier has to see to reject the box.
+
 Without known objects (imported datasets) an error overlapping the target is ``loose edges`` and any other is
 ``elsewhere``. ``correct`` boxes reach the threshold.
 """
@@ -60,3 +63,16 @@ def kind_shares(trajectories: Sequence[Trajectory], samples: Mapping[str, dict],
             n += 1
         out[row] = {k: counts[k] / n for k in KINDS if k in counts}
     return out
+
+
+def wrong_box_kind(box: Box | None, ground_truth: Box, meta: Mapping | None, tau: float = 0.5) -> str:
+    """``error_kind``, with "wrong object" split by what tells the boxed object from the target: "wrong shape"
+    when the shapes differ, else "wrong colour", "wrong size", or "wrong one" (an identical object elsewhere)."""
+    kind = error_kind(box, ground_truth, meta, tau)
+    if kind != "wrong object":
+        return kind
+    from ivt_core.teachers.geometric import minimal_verdict
+
+    objects = meta["objects"]
+    covered = max(objects, key=lambda o: iou(box, Box(*o["box"])))
+    return minimal_verdict(covered, objects[meta["target"]]).rstrip(".").lower()

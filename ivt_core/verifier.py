@@ -22,6 +22,7 @@ from statistics import fmean
 import torch
 
 from ivt_core.data.sample import Sample
+from ivt_core.error_kinds import wrong_box_kind
 from ivt_core.errors import InvalidInputError
 from ivt_core.prompts import get_prompts
 from ivt_core.render import RenderStyle, render_box
@@ -109,6 +110,10 @@ def judge_run(workspace, db, grounder, run_id: int, threshold: float = 0.5, limi
     images = [load_image(workspace.resolve(s.image_path)) for s in samples]
     rows = keep_probability_rows(grounder, samples, images, answers, RenderStyle.from_dict(run["render_style"]),
                                  run["prompt_version"], batch_size, progress)
+    by_id = {s.id: s for s in samples}
+    for row in rows:  # what each box is (the wrong ones: what a verifier must see to reject it)
+        sample = by_id[row["sample_id"]]
+        row["kind"] = wrong_box_kind(answers[sample.id]["box"], sample.bbox, sample.meta, threshold)
     return {**summarize(rows, threshold), "run_id": run_id, "model": grounder.name}, rows
 
 
@@ -125,7 +130,7 @@ def stored_verdict(model: dict, run_id: int) -> dict | None:
 
 
 def summary_text(s: dict) -> str:
-    """The verifier test's summary in three lines."""
+    """The verifier test's summary in three lines, and a fourth by kind of wrong box when the run has them."""
     def fmt(value, percent=False):
         return "-" if value is None else (f"{value:.0%}" if percent else f"{value:.3f}")
 
@@ -136,7 +141,9 @@ def summary_text(s: dict) -> str:
         + ("(0.5: cannot tell them apart)" if s["auroc"] is not None else
            "(needs both right and wrong boxes; pick a run that has both)"),
         f"mean P(keep): right boxes {fmt(s['p_keep_right'])}, wrong boxes {fmt(s['p_keep_wrong'])}; "
-        f"P(keep) > 0.5 on {fmt(s['keeps_right'], True)} of right and {fmt(s['keeps_wrong'], True)} of wrong boxes"])
+        f"P(keep) > 0.5 on {fmt(s['keeps_right'], True)} of right and {fmt(s['keeps_wrong'], True)} of wrong boxes",
+        *([("AUROC right vs each kind of wrong box: " + ", ".join(
+            f"{kind} {fmt(v['auroc'])} ({v['n']})" for kind, v in s["by_kind"].items()))] if s.get("by_kind") else [])])
 
 
 def auroc(positives: Sequence[float], negatives: Sequence[float]) -> float | None:
@@ -157,7 +164,8 @@ def auroc(positives: Sequence[float], negatives: Sequence[float]) -> float | Non
 
 
 def summarize(rows: Sequence[dict], threshold: float = 0.5) -> dict:
-    """AUROC and keep rates of ``keep_probability_rows`` with right = IoU >= ``threshold``."""
+    """AUROC and keep rates of ``keep_probability_rows`` with right = IoU >= ``threshold``; with each row's
+    ``kind`` (``error_kinds.wrong_box_kind``), the AUROC of the right boxes against each kind of wrong one."""
     if not rows:
         raise InvalidInputError("no step-0 box to judge: the run has no readable step-0 answers")
     right = [r["p_keep"] for r in rows if r["iou"] >= threshold]
@@ -166,6 +174,12 @@ def summarize(rows: Sequence[dict], threshold: float = 0.5) -> dict:
     def share(values):
         return sum(v > 0.5 for v in values) / len(values) if values else None
 
+    by_kind: dict[str, list[float]] = {}
+    for r in rows:
+        if r["iou"] < threshold and "kind" in r:
+            by_kind.setdefault(r["kind"], []).append(r["p_keep"])
     return {"threshold": threshold, "n": len(rows), "right": len(right), "wrong": len(wrong),
             "auroc": auroc(right, wrong), "p_keep_right": fmean(right) if right else None,
-            "p_keep_wrong": fmean(wrong) if wrong else None, "keeps_right": share(right), "keeps_wrong": share(wrong)}
+            "p_keep_wrong": fmean(wrong) if wrong else None, "keeps_right": share(right), "keeps_wrong": share(wrong),
+            "by_kind": {kind: {"n": len(values), "auroc": auroc(right, values)}
+                        for kind, values in sorted(by_kind.items(), key=lambda kv: -len(kv[1]))}}

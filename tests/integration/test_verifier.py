@@ -96,3 +96,31 @@ def test_the_probe_tabs_verifier_says_what_to_fix(shapes_ws):
     assert "999" in note and figure is None
     note, _ = run_verifier(ctx, 1, 999, -3)
     assert "1 or more" in note
+
+
+def test_summary_gives_the_auroc_against_each_kind_of_wrong_box():
+    from ivt_core.verifier import summary_text
+
+    rows = [{"iou": 0.9, "p_keep": 0.8, "kind": "correct"}, {"iou": 0.8, "p_keep": 0.4, "kind": "correct"},
+            {"iou": 0.0, "p_keep": 0.9, "kind": "wrong colour"}, {"iou": 0.0, "p_keep": 0.7, "kind": "wrong colour"},
+            {"iou": 0.3, "p_keep": 0.1, "kind": "loose edges"}]
+    s = summarize(rows, 0.5)
+    assert s["by_kind"] == {"wrong colour": {"n": 2, "auroc": 0.25}, "loose edges": {"n": 1, "auroc": 1.0}}
+    assert summary_text({**s, "model": "m", "run_id": 1}).splitlines()[-1] == \
+        "AUROC right vs each kind of wrong box: wrong colour 0.250 (2), loose edges 1.000 (1)"
+
+
+def test_wrong_box_kind_says_what_tells_the_boxed_object_from_the_target():
+    from ivt_core.boxes import Box
+    from ivt_core.error_kinds import wrong_box_kind
+
+    meta = {"target": 0, "objects": [
+        {"kind": "circle", "colour": "red", "size": "small", "box": [0, 0, 10, 10]},
+        {"kind": "circle", "colour": "blue", "size": "small", "box": [50, 0, 60, 10]},
+        {"kind": "square", "colour": "red", "size": "small", "box": [0, 50, 10, 60]}]}
+    truth = Box(0, 0, 10, 10)
+    assert wrong_box_kind(Box(50, 0, 60, 10), truth, meta) == "wrong colour"
+    assert wrong_box_kind(Box(0, 50, 10, 60), truth, meta) == "wrong shape"
+    assert wrong_box_kind(Box(0, 0, 10, 10), truth, meta) == "correct"
+    assert wrong_box_kind(Box(80, 80, 90, 90), truth, meta) == "background"
+    assert wrong_box_kind(Box(50, 0, 60, 10), truth, {}) == "elsewhere"  # no known objects
