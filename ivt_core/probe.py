@@ -1,11 +1,12 @@
 """The mirage probe: does the model correct boxes by their accuracy, or react to a box being there at all?
 
 For one sample, draw counterfactual boxes on the image as if the model had answered them (the ground truth,
-the model's own step-0 box, the ground truth shifted by 20 % and by 60 % of its size, a random box, and no
-box), ask the model to refine each, and measure where its next box lands. One more second turn, ``re-ask``,
-asks the *same grounding question again* on the same image with no box: a model that can hold a conversation
-answers it as well as the first time, so unreadable or wrong re-asks show a context failure, not a refinement
-one. For each counterfactual:
+the model's own step-0 box, another object of the asked shape when the scene's objects are known (the
+look-alike a grounder most often takes instead: the shapes toy's typical error), the ground truth shifted by
+20 % and by 60 % of its size, a random box, and no box), ask the model to refine each, and measure where its
+next box lands. One more second turn, ``re-ask``, asks the *same grounding question again* on the same image
+with no box: a model that can hold a conversation answers it as well as the first time, so unreadable or wrong
+re-asks show a context failure, not a refinement one. For each counterfactual:
 
 - ``shown_iou``: IoU of the drawn box with the ground truth (how good the box it was shown is);
 - ``next_iou``: IoU of the model's refined box with the ground truth;
@@ -37,7 +38,8 @@ from ivt_core.render import RenderStyle, render_box
 
 DEFAULT_STYLE = RenderStyle()
 PROBE_SAMPLING = Sampling(max_new_tokens=128)
-COUNTERFACTUALS = ("ground truth", "own step 0", "shifted 20%", "shifted 60%", "random", "none", "re-ask")
+COUNTERFACTUALS = ("ground truth", "own step 0", "look-alike", "shifted 20%", "shifted 60%", "random", "none",
+                   "re-ask")
 REASK = "re-ask"
 
 
@@ -72,6 +74,15 @@ def _random_box(rng: random.Random, gt: Box, width: int, height: int) -> Box:
     return Box(x, y, x + w, y + h)
 
 
+def _look_alike(sample: Sample, rng: random.Random) -> Box | None:
+    """The box of another object of the asked one's shape in ``sample``'s scene (``meta``), or None."""
+    objects, target = sample.meta.get("objects"), sample.meta.get("target")
+    if not objects or target is None:
+        return None
+    alike = [o for i, o in enumerate(objects) if i != target and o.get("kind") == objects[target].get("kind")]
+    return Box(*rng.choice(alike)["box"]) if alike else None
+
+
 def _answer_text(box: Box, grounder: Grounder, size: tuple[int, int]) -> str:
     coords = to_model(box, grounder.family.convention, size, grounder.resized_size(*size))
     return json.dumps({"bbox_2d": coords})
@@ -103,6 +114,7 @@ def probe_samples(
         shown = {
             "ground truth": sample.bbox,
             "own step 0": own,
+            "look-alike": _look_alike(sample, rng),
             "shifted 20%": _shift(sample.bbox, 0.2, w, h),
             "shifted 60%": _shift(sample.bbox, 0.6, w, h),
             "random": _random_box(rng, sample.bbox, w, h),
@@ -111,8 +123,8 @@ def probe_samples(
         }
         for name in counterfactuals:
             box = shown[name]
-            if name == "own step 0" and box is None:
-                continue  # the model gave no readable box at step 0: nothing to show as its own
+            if name in ("own step 0", "look-alike") and box is None:
+                continue  # no readable step 0 (nothing to show as its own), or no object of the asked shape
             said = answer.text if box is None else _answer_text(box, grounder, image.size)
             again = prompts.ground_text(sample.expression) if name == REASK else prompts.refine_text(sample.expression)
             conversations.append([

@@ -133,7 +133,7 @@ def _r(value):
 
 def build(ctx: AppContext) -> list:
     gr.Markdown("The mirage probe asks the model to refine boxes it never gave: the ground truth, its own step-0 "
-                "box, shifted and random boxes, and no box.")
+                "box, a look-alike (another object of the asked shape), shifted and random boxes, and no box.")
     models, splits = model_choices(ctx), split_choices(ctx)
     with gr.Row():
         model = gr.Dropdown(models, value=models[0][1] if models else None, label="Model")

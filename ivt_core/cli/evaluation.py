@@ -260,9 +260,10 @@ def cmd_probe(args: argparse.Namespace) -> int:
         print(f"{name:<14}{d['n']:>4}{fmt(d['mean_shown_iou']):>11}{fmt(d['mean_next_iou']):>10}"
               f"{d['acc@0.5']:>14.3f}{fmt(d['mean_moved']):>8}{d['readable']:>10.0%}"
               f"{d['says_correct']:>14.0%}")
-    print("re-ask: the same question again with no box (a model that holds a conversation answers it as at step 0)")
+    print("look-alike: another object of the asked shape drawn (the shapes toy's usual mistake); re-ask: the same "
+          "question again with no box (a model that holds a conversation answers it as at step 0)")
     print("says correct: the answer's verdict that the drawn box is correct (it then answers with that box, as the "
-          "loop reads it); a verifier says it for the ground truth, not for a shifted or random box")
+          "loop reads it); a verifier says it for the ground truth, not for a look-alike, shifted or random box")
     corr = summary["corr_shown_iou_vs_moved"]
     print(f"correlation of drawn-box IoU with how much the model moved it: "
           f"{'n/a (too few readable refinements)' if corr is None else f'{corr:+.3f}'} "
