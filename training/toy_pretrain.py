@@ -15,6 +15,13 @@ turns about one scene (``ShapesGrounding``), so the model can hold a conversatio
 ``paraphrase_prob`` some questions come in other wordings. Loss on every answer. The resolved config is saved
 with every checkpoint (``train_config.json``); ``last/`` holds what ``--resume`` needs (weights, optimizer,
 scheduler, step).
+
+Three options put refinement turns in the data: ``refine_wording_prob`` asks some later turns in the loop's refine
+wording (an arbitrary box drawn, another object asked: the wording, not correcting); ``verdict_turn_prob`` is the
+SFT recipe's refinement turn on fresh scenes (a drawn box given as the model's answer, judged verdict first, at
+any scale: the SFT trainer learns from stored traces, this from an unbounded stream), and ``verdict_names_box``
+adds the name of the object the box is on after the verdict. A toy trained with verdict turns has been taught to
+check boxes: it is an SFT model, not a base (``training/recipes/toy_verdict_v1.json``; docs/LOG.md, session 19).
 """
 
 from __future__ import annotations
@@ -39,7 +46,7 @@ from ivt_core.data.shapes import make_sample, other_questions
 from ivt_core.prompts import get_prompts
 from ivt_core.render import RENDER_STYLES, render_box
 from ivt_core.supervision import build_text_example, collate, cpu_rope_index, patchify_on_device
-from ivt_core.teachers.geometric import EDGES_OFF_MINIMAL, KEEP_MINIMAL, minimal_verdict
+from ivt_core.teachers.geometric import EDGES_OFF_MINIMAL, KEEP_MINIMAL, minimal_verdict, object_name
 from ivt_core.tinykit import TinySpec, build_tiny_model
 
 
@@ -69,7 +76,8 @@ class ShapesGrounding(torch.utils.data.Dataset):
     scene: each later turn re-shows the scene with an arbitrary box drawn (any object's box, the asked one
     included by chance, a random box, or none; outline or paper style) and asks about another object. So the
     model learns to hold conversations as long as the IVT loop's, while the drawn box says nothing about the
-    answer: it is never taught to keep, move or correct a box. Loss on every answer.
+    answer: it is never taught to keep, move or correct a box. Loss on every answer. With
+    ``verdict_turn_prob`` some examples are verdict turns instead (``_verdict_example``), which do teach that.
     """
 
     def __init__(self, processor, world, seed: int, length: int, start: int = 0, multi_turn_prob: float = 0.0,
@@ -174,7 +182,7 @@ def boxed_object_name(sample, box: Box) -> str:
         overlap = iou(box, Box(*obj["box"]))
         if overlap >= best_iou:
             best, best_iou = obj, overlap
-    return f"the {best['size']} {best['colour']} {best['kind']}" if best else "nothing"
+    return f"the {object_name(best)}" if best else "nothing"
 
 
 def _moved(box: Box, rng: random.Random, scale: float, w: int, h: int, accept, fallback, tries: int = 20):

@@ -70,7 +70,7 @@ def _size(current: Box, target: Box) -> str:
     return " and ".join(words)
 
 
-def _object_name(obj: dict) -> str:
+def object_name(obj: dict) -> str:
     return f"{obj['size']} {obj['colour']} {obj['kind']}"
 
 
@@ -104,7 +104,7 @@ def _difference_sentence(covered: dict, target: dict) -> str:
                f"is {target['size']}."
     if kind == "position":
         return "An identical shape, in the wrong place: the expression's relation or order picks another one."
-    return f"It differs in {kind}: this is the {_object_name(covered)}, the one meant is the {_object_name(target)}."
+    return f"It differs in {kind}: this is the {object_name(covered)}, the one meant is the {object_name(target)}."
 
 
 def _covered(ctx: TeachContext) -> tuple[int | None, float]:
@@ -150,12 +150,12 @@ class GeometricTeacher:
         parts = []
         if ctx.objects and ctx.target_object is not None and ctx.step == 1:
             covered, _ = _covered(ctx)
-            target_name = _object_name(ctx.objects[ctx.target_object])
+            target_name = object_name(ctx.objects[ctx.target_object])
             if covered is None:
                 parts.append(f"Box on background; target {target_name}.")
             elif covered != ctx.target_object:
                 kind = difference(ctx.objects[covered], ctx.objects[ctx.target_object])
-                parts.append(f"Box on {_object_name(ctx.objects[covered])}; target {target_name} (wrong {kind}).")
+                parts.append(f"Box on {object_name(ctx.objects[covered])}; target {target_name} (wrong {kind}).")
             else:
                 parts.append(f"Box on {target_name}, edges off.")
         moves = edge_moves(ctx.current, ctx.target, width, height)
@@ -169,7 +169,7 @@ class GeometricTeacher:
         sentences = []
         if ctx.objects and ctx.target_object is not None and ctx.step == 1:
             covered, _ = _covered(ctx)
-            target_name = _object_name(ctx.objects[ctx.target_object])
+            target_name = object_name(ctx.objects[ctx.target_object])
             where = _where(ctx.current, Box(*ctx.objects[ctx.target_object]["box"]), width, height)
             if covered is None:
                 sentences.append(rng.choice([
@@ -178,7 +178,7 @@ class GeometricTeacher:
                     f"The box is on empty background. The {target_name} is what \"{ctx.expression}\" means"
                     + (f", and it is {where}" if where else "") + ".",
                 ]))
-            elif covered != ctx.target_object and _object_name(ctx.objects[covered]) == target_name:
+            elif covered != ctx.target_object and object_name(ctx.objects[covered]) == target_name:
                 sentences.append(rng.choice([
                     f"The box covers another {target_name}, not {ctx.expression}; the one meant is "
                     + (where if where else "a different one") + ".",
@@ -188,7 +188,7 @@ class GeometricTeacher:
             elif covered != ctx.target_object:
                 sentences.append(_difference_sentence(ctx.objects[covered], ctx.objects[ctx.target_object]))
                 sentences.append(rng.choice([
-                    f"So the box covers the {_object_name(ctx.objects[covered])}, but {ctx.expression} is the "
+                    f"So the box covers the {object_name(ctx.objects[covered])}, but {ctx.expression} is the "
                     f"{target_name}" + (f", which is {where}" if where else "") + ".",
                     f"The {target_name}" + (f" is {where}" if where else " is the one meant") + ".",
                 ]))
