@@ -221,8 +221,9 @@ def train(cfg: SFTConfig) -> Path:
                 processor.image_processor.save_pretrained(adapter)
                 (adapter / "chat_template.jinja").write_text(processor.chat_template)
             (adapter / "sft_config.json").write_text(json.dumps(stored(cfg), indent=1))
-            _card(adapter, out.name, base, cfg, trainer.state, len(records), n_eval, data_path,
-                  time.perf_counter() - began)
+            seconds = time.perf_counter() - began
+            verdict = _verifier_test(workspace, cfg, base, adapter) if cfg.verifier_run else None
+            _card(adapter, out.name, base, cfg, trainer.state, len(records), n_eval, data_path, seconds, verdict)
             db = workspace.connect()
             parent = register_model(db, base.name, str(base.resolve()), family.name)
             model_base = adapter if cfg.full_finetune else base
@@ -231,14 +232,35 @@ def train(cfg: SFTConfig) -> Path:
                 adapter_path="" if cfg.full_finetune else str(adapter.resolve()), parent_id=parent,
                 origin_job=cfg.job_id or None,
                 meta={"kind": "sft", "config": stored(cfg), "data": str(data_path), "traces": len(records)})
+            if verdict is not None:
+                from ivt_core.verifier import store_verdict
+
+                store_verdict(db, model_id, verdict)  # the paper's table shows it beside this model's rows
             db.close()
             print(json.dumps({"model_id": model_id, "adapter": str(adapter)}), flush=True)
     signal.signal(signal.SIGTERM, previous)
     return out / "adapter"
 
 
+def _verifier_test(workspace, cfg: SFTConfig, base: Path, saved: Path) -> dict:
+    """The verifier test of the model just saved on run ``cfg.verifier_run``'s step-0 boxes
+    (``ivt_core.verifier.judge_run``, as `ivt verifier` runs it); its summary."""
+    from ivt_core.grounders.transformers_grounder import TransformersGrounder
+    from ivt_core.verifier import judge_run, summary_text
+
+    grounder = (TransformersGrounder.load(saved, load_in_4bit=cfg.load_in_4bit) if cfg.full_finetune else
+                TransformersGrounder.load(base, adapter=saved, load_in_4bit=cfg.load_in_4bit))
+    db = workspace.connect()
+    try:
+        summary, _ = judge_run(workspace, db, grounder, cfg.verifier_run)
+    finally:
+        db.close()
+    print(summary_text(summary), flush=True)
+    return summary
+
+
 def _card(folder: Path, name: str, base: Path, cfg: SFTConfig, state, traces: int, held_out: int, data: Path,
-          seconds: float) -> None:
+          seconds: float, verdict: dict | None = None) -> None:
     """The model card beside the saved model (``training.model_card``): how this SFT run made it."""
     from training.model_card import duration, write_model_card
 
@@ -259,12 +281,22 @@ def _card(folder: Path, name: str, base: Path, cfg: SFTConfig, state, traces: in
         ("time", f"{duration(seconds)} of training in the process that finished it"),
         ("final train loss", "-" if loss is None else f"{loss:.4f}"),
         ("final eval loss", "-" if eval_loss is None else f"{eval_loss:.4f}"),
+        *([("verifier test", verdict_fact(verdict))] if verdict else []),
         ("files", "`sft_config.json` (the configuration), "
                   + ("the whole checkpoint" if cfg.full_finetune else "`adapter_config.json`, "
                                                                        "`adapter_model.safetensors` (peft)")),
     ]
     write_model_card(folder, title=f"{name}: SFT of {base.name}", kind="sft", config=cfg, facts=facts,
                      config_file="sft_config.json")
+
+
+def verdict_fact(s: dict) -> str:
+    """The verifier test's summary as one model-card cell."""
+    auroc = "n/a (needs right and wrong boxes)" if s["auroc"] is None else f"{s['auroc']:.3f}"
+    kinds = ", ".join(f"{kind} {'-' if v['auroc'] is None else format(v['auroc'], '.3f')} ({v['n']})"
+                      for kind, v in s.get("by_kind", {}).items())
+    return (f"AUROC {auroc} of P(\"The box is correct.\") on run {s['run_id']}'s step-0 boxes ({s['right']} right, "
+            f"{s['wrong']} wrong at IoU {s['threshold']:g})" + (f"; by kind of wrong box: {kinds}" if kinds else ""))
 
 
 def config_from_args(argv: list[str] | None = None) -> SFTConfig:

@@ -99,6 +99,10 @@ class SFTConfig(TrainerSettings):
                                   "toy's step 0 from 0.762 to 0.596); LoRA never touches it",
                                   form=True, label="Freeze the vision tower")
     eval_fraction: float = setting(0.1, "share of traces held out for the eval loss", min=0.0, max=0.89)
+    verifier_run: int = setting(0, "after training, the verifier test (`ivt verifier`) on this run's step-0 boxes, "
+                                "a base model's run: how well the new model tells its right boxes from its wrong "
+                                "ones (AUROC), kept on the model card and in the registry; 0: not run", min=0,
+                                form=True, label="Verifier test on run (id; 0: none)")
     save_steps: int = setting(50, "save a checkpoint every N steps", min=1)
     seed: int = setting(0, "seed of the data order and the adapter's initialisation", min=0)
     workers: int = setting(0, "data-loader processes building the examples (0: in the training process); a GPU "
@@ -130,6 +134,11 @@ class SFTConfig(TrainerSettings):
         from ivt_core.store.traces import count_traces
 
         self.check()
+        if self.verifier_run:
+            from ivt_core.store.runs import get_run
+
+            with workspace.connect() as db:
+                get_run(db, self.verifier_run)  # an unknown run is said before training, not after
         if self.out and (Path(self.out) / "data" / "traces.jsonl").is_file():
             return  # resuming from a snapshot
         with workspace.connect() as db:

@@ -303,3 +303,27 @@ def test_sft_workers_build_examples_in_other_processes_with_the_same_result(appr
         weights[workers] = load_file(out / "adapter" / "adapter_model.safetensors")
     assert seen == [0, 2]
     assert all(torch.equal(weights[0][k], weights[2][k]) for k in weights[0])
+
+
+def test_sft_runs_the_verifier_test_and_keeps_it_with_the_model(approved, tiny_models, capsys):
+    from ivt_core.store.models import get_model
+    from ivt_core.verifier import stored_verdict
+
+    db = approved.connect()
+    run_id = db.execute("SELECT id FROM runs ORDER BY id LIMIT 1").fetchone()[0]
+    out = approved.root / "models" / "sft-verified"
+    assert _sft(approved, tiny_models["qwen3_vl"], "--max-steps", "1", "--out", str(out),
+                "--verifier-run", str(run_id)) == 0
+    assert "AUROC of P(\"The box is correct.\")" in capsys.readouterr().out
+    card = (out / "adapter" / "README.md").read_text()
+    assert re.search(rf"\| verifier test \| AUROC (\d\.\d{{3}}|n/a[^|]*) of P\(\"The box is correct\.\"\) on run "
+                     rf"{run_id}'s step-0 boxes \(\d+ right, \d+ wrong at IoU 0\.5\)", card)
+    model_id = db.execute("SELECT id FROM models WHERE name = 'sft-verified'").fetchone()[0]
+    verdict = stored_verdict(get_model(db, model_id), run_id)
+    assert verdict is not None and verdict["n"] == verdict["right"] + verdict["wrong"] > 0
+
+
+def test_sft_refuses_an_unknown_verifier_run_before_training(approved, tiny_models, capsys):
+    out = approved.root / "models" / "sft-never"
+    assert _sft(approved, tiny_models["qwen3_vl"], "--max-steps", "1", "--out", str(out), "--verifier-run", "999") == 2
+    assert "no run with id 999" in capsys.readouterr().err and not (out / "adapter").exists()
