@@ -242,9 +242,11 @@ def train(cfg: SFTConfig) -> Path:
     return out / "adapter"
 
 
-def _verifier_test(workspace, cfg: SFTConfig, base: Path, saved: Path) -> dict:
+def _verifier_test(workspace, cfg: SFTConfig, base: Path, saved: Path) -> dict | None:
     """The verifier test of the model just saved on run ``cfg.verifier_run``'s step-0 boxes
-    (``ivt_core.verifier.judge_run``, as `ivt verifier` runs it); its summary."""
+    (``ivt_core.verifier.judge_run``, as `ivt verifier` runs it); its summary, or None (said in one line) when
+    the run cannot be judged: the trained model is registered either way."""
+    from ivt_core.errors import IVTError
     from ivt_core.grounders.transformers_grounder import TransformersGrounder
     from ivt_core.verifier import judge_run, summary_text
 
@@ -253,6 +255,10 @@ def _verifier_test(workspace, cfg: SFTConfig, base: Path, saved: Path) -> dict:
     db = workspace.connect()
     try:
         summary, _ = judge_run(workspace, db, grounder, cfg.verifier_run)
+    except IVTError as exc:
+        print(f"verifier test not run: {exc} (`ivt verifier {cfg.verifier_run} --model ...` runs it later)",
+              flush=True)
+        return None
     finally:
         db.close()
     print(summary_text(summary), flush=True)

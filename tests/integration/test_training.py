@@ -327,3 +327,22 @@ def test_sft_refuses_an_unknown_verifier_run_before_training(approved, tiny_mode
     out = approved.root / "models" / "sft-never"
     assert _sft(approved, tiny_models["qwen3_vl"], "--max-steps", "1", "--out", str(out), "--verifier-run", "999") == 2
     assert "no run with id 999" in capsys.readouterr().err and not (out / "adapter").exists()
+
+
+def test_sft_registers_its_model_even_when_the_verifier_run_cannot_be_judged(approved, tiny_models, capsys,
+                                                                             monkeypatch):
+    import ivt_core.verifier
+    from ivt_core.errors import InvalidInputError
+
+    def unjudgeable(*args, **kwargs):  # e.g. the run's images were deleted after it was checked
+        raise InvalidInputError("the images of run 1 are missing")
+
+    monkeypatch.setattr(ivt_core.verifier, "judge_run", unjudgeable)
+    db = approved.connect()
+    run_id = db.execute("SELECT id FROM runs ORDER BY id LIMIT 1").fetchone()[0]
+    out = approved.root / "models" / "sft-unjudged"
+    assert _sft(approved, tiny_models["qwen3_vl"], "--max-steps", "1", "--out", str(out),
+                "--verifier-run", str(run_id)) == 0
+    assert "verifier test not run:" in capsys.readouterr().out
+    assert db.execute("SELECT count(*) FROM models WHERE name = 'sft-unjudged'").fetchone()[0] == 1
+    assert "| verifier test |" not in (out / "adapter" / "README.md").read_text()
