@@ -305,15 +305,21 @@ def test_sft_workers_build_examples_in_other_processes_with_the_same_result(appr
     assert all(torch.equal(weights[0][k], weights[2][k]) for k in weights[0])
 
 
+def _sft_with_verifier_run(workspace, tiny_models, name):
+    """One SFT step on the tiny model with the verifier test on the workspace's first run: (db, run id, out)."""
+    db = workspace.connect()
+    run_id = db.execute("SELECT id FROM runs ORDER BY id LIMIT 1").fetchone()[0]
+    out = workspace.root / "models" / name
+    assert _sft(workspace, tiny_models["qwen3_vl"], "--max-steps", "1", "--out", str(out),
+                "--verifier-run", str(run_id)) == 0
+    return db, run_id, out
+
+
 def test_sft_runs_the_verifier_test_and_keeps_it_with_the_model(approved, tiny_models, capsys):
     from ivt_core.store.models import get_model
     from ivt_core.verifier import stored_verdict
 
-    db = approved.connect()
-    run_id = db.execute("SELECT id FROM runs ORDER BY id LIMIT 1").fetchone()[0]
-    out = approved.root / "models" / "sft-verified"
-    assert _sft(approved, tiny_models["qwen3_vl"], "--max-steps", "1", "--out", str(out),
-                "--verifier-run", str(run_id)) == 0
+    db, run_id, out = _sft_with_verifier_run(approved, tiny_models, "sft-verified")
     assert "AUROC of P(\"The box is correct.\")" in capsys.readouterr().out
     card = (out / "adapter" / "README.md").read_text()
     assert re.search(rf"\| verifier test \| AUROC (\d\.\d{{3}}|n/a[^|]*) of P\(\"The box is correct\.\"\) on run "
@@ -338,11 +344,7 @@ def test_sft_registers_its_model_even_when_the_verifier_run_cannot_be_judged(app
         raise InvalidInputError("the images of run 1 are missing")
 
     monkeypatch.setattr(ivt_core.verifier, "judge_run", unjudgeable)
-    db = approved.connect()
-    run_id = db.execute("SELECT id FROM runs ORDER BY id LIMIT 1").fetchone()[0]
-    out = approved.root / "models" / "sft-unjudged"
-    assert _sft(approved, tiny_models["qwen3_vl"], "--max-steps", "1", "--out", str(out),
-                "--verifier-run", str(run_id)) == 0
+    db, _, out = _sft_with_verifier_run(approved, tiny_models, "sft-unjudged")
     assert "verifier test not run:" in capsys.readouterr().out
     assert db.execute("SELECT count(*) FROM models WHERE name = 'sft-unjudged'").fetchone()[0] == 1
     assert "| verifier test |" not in (out / "adapter" / "README.md").read_text()
