@@ -46,7 +46,7 @@ from ivt_core.data.shapes import make_sample, other_questions
 from ivt_core.prompts import get_prompts
 from ivt_core.render import RENDER_STYLES, render_box
 from ivt_core.supervision import build_text_example, collate, cpu_rope_index, patchify_on_device
-from ivt_core.teachers.geometric import EDGES_OFF_MINIMAL, KEEP_MINIMAL, minimal_verdict, object_name
+from ivt_core.teachers.geometric import EDGES_OFF_MINIMAL, KEEP_MINIMAL, covered_object, minimal_verdict, object_name
 from ivt_core.tinykit import TinySpec, build_tiny_model
 
 
@@ -177,12 +177,8 @@ def verdict_box(sample, rng: random.Random, same_shape_share: float = 0.7) -> tu
 
 def boxed_object_name(sample, box: Box) -> str:
     """What ``box`` is on: "the small red circle" (the object it overlaps most, IoU >= 0.1), or "nothing"."""
-    best, best_iou = None, 0.1
-    for obj in sample.meta["objects"]:
-        overlap = iou(box, Box(*obj["box"]))
-        if overlap >= best_iou:
-            best, best_iou = obj, overlap
-    return f"the {object_name(best)}" if best else "nothing"
+    covered, _ = covered_object(box, sample.meta["objects"])
+    return "nothing" if covered is None else f"the {object_name(sample.meta['objects'][covered])}"
 
 
 def _moved(box: Box, rng: random.Random, scale: float, w: int, h: int, accept, fallback, tries: int = 20):

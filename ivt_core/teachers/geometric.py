@@ -107,13 +107,18 @@ def _difference_sentence(covered: dict, target: dict) -> str:
     return f"It differs in {kind}: this is the {object_name(covered)}, the one meant is the {object_name(target)}."
 
 
-def _covered(ctx: TeachContext) -> tuple[int | None, float]:
+def covered_object(box: Box, objects: list[dict]) -> tuple[int | None, float]:
+    """(index of the object ``box`` overlaps most, that IoU); the index is None below IoU 0.1 (on nothing)."""
     best, best_iou = None, 0.0
-    for index, obj in enumerate(ctx.objects):
-        overlap = iou(ctx.current, Box(*obj["box"]))
+    for index, obj in enumerate(objects):
+        overlap = iou(box, Box(*obj["box"]))
         if overlap > best_iou:
             best, best_iou = index, overlap
     return (best, best_iou) if best_iou >= 0.1 else (None, best_iou)
+
+
+def _covered(ctx: TeachContext) -> tuple[int | None, float]:
+    return covered_object(ctx.current, ctx.objects)
 
 
 class GeometricTeacher:
