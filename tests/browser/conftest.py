@@ -110,6 +110,20 @@ def app_url(browser_ws):
     proc.wait(timeout=20)
 
 
+def _leaving(navigate, leaving: list):
+    """``navigate`` (the page's goto or reload), with ``leaving`` non-empty from its call until the new document
+    commits: what the old document logs meanwhile is its unloading, which no user sees. Gradio's `beforeunload`
+    handler closes its client, aborting the open streams; with an event in flight (on a busy 2-core machine a
+    timer's poll often is) that logs "Connection errored out", AbortError, a 404 on the closed session..."""
+    def wrapped(*args, **kwargs):
+        leaving.append(True)
+        try:
+            return navigate(*args, **kwargs)
+        finally:
+            leaving.clear()
+    return wrapped
+
+
 @pytest.fixture
 def page():
     if not Path(CHROMIUM).exists():
@@ -119,9 +133,17 @@ def page():
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        errors = []
-        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-        page.on("pageerror", lambda e: errors.append(str(e)))
+        errors, leaving = [], []
+
+        def console(message):
+            if message.type == "error" and not leaving:
+                errors.append(message.text)
+
+        page.on("console", console)
+        page.on("pageerror", lambda e: None if leaving else errors.append(str(e)))
+        page.on("framenavigated", lambda frame: leaving.clear() if frame == page.main_frame else None)
+        for name in ("goto", "reload"):
+            setattr(page, name, _leaving(getattr(page, name), leaving))
         yield page
         browser.close()
         assert not errors, f"console errors: {errors}"
