@@ -49,6 +49,7 @@ class ShapesConfig:
     large_radius: tuple[int, int] = (22, 34)
     max_overlap_iou: float = 0.2
     duplicate_prob: float = 0.35
+    twin_same_colour_prob: float = 0.6  # a duplicated kind keeps its twin's colour this often (else any colour)
     texture_prob: float = 0.6
     expression_weights: tuple[float, float, float] = (0.4, 0.35, 0.25)  # attribute, relation, ordinal
     # near misses (0 = off, as in shapes-v1): shapes small enough to fall inside one or two vision patches, and
@@ -68,7 +69,8 @@ class ShapesConfig:
             raise InvalidInputError("need 1 <= min_objects <= max_objects <= 12")
         if self.large_radius[1] * 4 > self.image_size:
             raise InvalidInputError("large_radius is too big for image_size; shapes would not fit")
-        for name in ("tiny_prob", "occlusion_prob", "min_visible", "max_overlap_iou", "occlusion_max_iou"):
+        for name in ("tiny_prob", "occlusion_prob", "min_visible", "max_overlap_iou", "occlusion_max_iou",
+                     "duplicate_prob", "twin_same_colour_prob"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise InvalidInputError(f"{name} must be between 0 and 1, got {getattr(self, name)}")
         if not 2 <= self.tiny_radius[0] <= self.tiny_radius[1]:
@@ -158,7 +160,8 @@ def _place_shapes(rng: random.Random, config: ShapesConfig) -> list[Shape]:
             break
         if shapes and rng.random() < config.duplicate_prob:
             twin = rng.choice(shapes)
-            kind, colour = twin.kind, (twin.colour if rng.random() < 0.6 else rng.choice(list(COLOURS)))
+            kind, colour = twin.kind, (twin.colour if rng.random() < config.twin_same_colour_prob
+                                       else rng.choice(list(COLOURS)))
         else:
             kind, colour = rng.choice(KINDS), rng.choice(list(COLOURS))
         size = rng.choice(("small", "large"))

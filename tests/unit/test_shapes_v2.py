@@ -81,3 +81,17 @@ def test_world_names_and_settings_are_checked():
         world_config({"colour": 1})
     config = ToyConfig(world="shapes-v2").check()
     assert config.world["version"] == "shapes-v2" and config.world["tiny_prob"] == 0.25
+
+
+def test_a_twin_keeps_its_colour_as_often_as_the_world_says():
+    """twin_same_colour_prob: 1 makes every duplicated kind a copy in kind and colour, 0 draws its colour anew
+    (the colour-contrast world a toy can be trained on); out of range is refused."""
+    same = ShapesConfig(duplicate_prob=1.0, twin_same_colour_prob=1.0, version="t")
+    assert all(len({(o["kind"], o["colour"]) for o in s.meta["objects"]}) == 1 for s in generate(same, 0, "train", 8))
+    anew = ShapesConfig(duplicate_prob=1.0, twin_same_colour_prob=0.0, version="t")
+    scenes = list(generate(anew, 0, "train", 8))
+    assert all(len({o["kind"] for o in s.meta["objects"]}) == 1 for s in scenes)
+    assert sum(len({o["colour"] for o in s.meta["objects"]}) > 1 for s in scenes) >= 6
+    assert world_config({"twin_same_colour_prob": 0.0}).twin_same_colour_prob == 0.0
+    with pytest.raises(InvalidInputError, match="twin_same_colour_prob"):
+        ShapesConfig(twin_same_colour_prob=1.2).check()
