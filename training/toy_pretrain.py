@@ -22,6 +22,10 @@ SFT recipe's refinement turn on fresh scenes (a drawn box given as the model's a
 any scale: the SFT trainer learns from stored traces, this from an unbounded stream), and ``verdict_names_box``
 adds the name of the object the box is on after the verdict. A toy trained with verdict turns has been taught to
 check boxes: it is an SFT model, not a base (``training/recipes/toy_verdict_v1.json``; docs/LOG.md, session 19).
+
+``naming_prob`` adds a captioning task that checks no box: one object's box drawn on the scene, the question
+what is inside it, the answer its size, colour and shape ("The small red circle."). Grounding alone lets the toy
+ignore colour (its patch merger drops it; docs/LOG.md, session 20); naming asks for it.
 """
 
 from __future__ import annotations
@@ -68,6 +72,12 @@ PARAPHRASES = (
     'bounding box of "{expression}" as JSON {{"bbox_2d": [x1, y1, x2, y2]}} with coordinates from 0 to 1000.',
 )
 
+# The questions of the naming task (``naming_prob``): what is inside a drawn box.
+NAMING_QUESTIONS = (
+    "What is inside the box drawn on the image? Name it by size, colour and shape.",
+    "Which object does the drawn box mark? Answer with its size, colour and shape.",
+)
+
 
 class ShapesGrounding(torch.utils.data.Dataset):
     """Example ``i`` is scene ``i`` of the train split as a grounding conversation with its answers.
@@ -83,11 +93,12 @@ class ShapesGrounding(torch.utils.data.Dataset):
     def __init__(self, processor, world, seed: int, length: int, start: int = 0, multi_turn_prob: float = 0.0,
                  max_turns: int = 3, paraphrase_prob: float = 0.0, refine_wording_prob: float = 0.0,
                  verdict_turn_prob: float = 0.0, verdict_names_box: bool = False,
-                 verdict_same_shape_share: float = 0.7):
+                 verdict_same_shape_share: float = 0.7, naming_prob: float = 0.0):
         self.processor, self.world, self.seed, self.length, self.start = processor, world, seed, length, start
         self.multi_turn_prob, self.max_turns, self.paraphrase_prob = multi_turn_prob, max_turns, paraphrase_prob
         self.refine_wording_prob, self.verdict_turn_prob = refine_wording_prob, verdict_turn_prob
         self.verdict_names_box, self.verdict_same_shape_share = verdict_names_box, verdict_same_shape_share
+        self.naming_prob = naming_prob
         self.prompts = get_prompts("qwen3_vl")
 
     def __len__(self) -> int:
@@ -98,6 +109,8 @@ class ShapesGrounding(torch.utils.data.Dataset):
         rng = random.Random(f"{self.seed}:turns:{self.start + i}")
         if self.verdict_turn_prob and rng.random() < self.verdict_turn_prob:
             return self._verdict_example(s, rng)
+        if self.naming_prob and rng.random() < self.naming_prob:
+            return self._naming_example(s, rng)
         questions = [(s.expression, s.bbox)]
         if self.multi_turn_prob and rng.random() < self.multi_turn_prob:
             questions += other_questions(s, rng, rng.randint(1, self.max_turns - 1))
@@ -139,6 +152,21 @@ class ShapesGrounding(torch.utils.data.Dataset):
                                                "text": f"{verdict}\n{answer_text(right, s.image.size)}"}]},
         ]
         return self._example(conversation, [s.image, image], [3])
+
+    def _naming_example(self, s, rng: random.Random) -> dict:
+        """A scene with one object's box drawn (outline only: a fill would recolour it), and the question what is
+        in it; the answer names the object by size, colour and shape. A captioning task, as real VLMs are
+        pretrained on: it asks for the attributes of what is there, which grounding alone lets the toy ignore
+        (docs/LOG.md, session 20: the base toy's patch merger drops colour)."""
+        objects = s.meta["objects"]
+        box = Box(*objects[rng.randrange(len(objects))]["box"])
+        image = render_box(s.image, box, RENDER_STYLES["outline"])
+        conversation = [
+            {"role": "user", "content": [{"type": "image", "image": image},
+                                         {"type": "text", "text": rng.choice(NAMING_QUESTIONS)}]},
+            {"role": "assistant", "content": [{"type": "text", "text": f"{boxed_object_name(s, box).capitalize()}."}]},
+        ]
+        return self._example(conversation, [image], [1])
 
     def _example(self, conversation: list[dict], images: list, train_turns: list[int]) -> dict:
         example = build_text_example(self.processor, conversation, [im.size for im in images],
@@ -324,7 +352,8 @@ def main(argv: list[str] | None = None) -> None:
     dataset = ShapesGrounding(processor, world_config(cfg.world), cfg.seed,
                               (cfg.steps - start) * cfg.batch_size, start * cfg.batch_size,
                               cfg.multi_turn_prob, cfg.max_turns, cfg.paraphrase_prob, cfg.refine_wording_prob,
-                              cfg.verdict_turn_prob, cfg.verdict_names_box, cfg.verdict_same_shape_share)
+                              cfg.verdict_turn_prob, cfg.verdict_names_box, cfg.verdict_same_shape_share,
+                              cfg.naming_prob)
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=cfg.batch_size, shuffle=False, num_workers=cfg.workers,
         collate_fn=lambda ex: collate_scenes(ex, pad, rope), prefetch_factor=4 if cfg.workers else None,

@@ -139,3 +139,34 @@ def test_verdict_turns_can_name_the_boxed_object_after_the_verdict():
                                                                           "nothing", "diamond", "hexagon"}
         parsed = parse_answer(answer.split("<")[0])
         assert parsed.coords is not None and parsed.says_correct == verdict.startswith("The box is correct")
+
+
+def test_naming_turns_ask_what_the_drawn_box_holds_and_name_it():
+    """naming_prob: the scene with one object's box drawn (outline), the answer that object's size, colour and
+    shape; loss on the answer only; a share of the conversations at 0.5."""
+    import numpy as np
+
+    from ivt_core.boxes import Box
+    from ivt_core.config.toy import world_config
+    from ivt_core.data.shapes import make_sample
+    from ivt_core.grounders.processing import load_processor
+    from ivt_core.render import RENDER_STYLES, render_box
+    from training.toy_pretrain import ShapesGrounding
+
+    processor = load_processor("assets/toy-model", "qwen3_vl")
+    world = world_config("shapes-v1")
+    data = ShapesGrounding(processor, world, 0, 10, naming_prob=1.0)
+    for i in range(10):
+        e = data[i]
+        answer = processor.tokenizer.decode(e["input_ids"][e["labels"] != -100]).split("<")[0]
+        scene = make_sample(world, 0, "train", i)
+        named = [o for o in scene.meta["objects"] if answer == f"The {o['size']} {o['colour']} {o['kind']}."]
+        assert named, answer
+        drawn = [render_box(scene.image, Box(*o["box"]), RENDER_STYLES["outline"]) for o in named]
+        assert any(np.array_equal(e["images"][0].numpy(), np.asarray(d)) for d in drawn)
+        assert "inside the box" in processor.tokenizer.decode(e["input_ids"]) or "drawn box" in \
+            processor.tokenizer.decode(e["input_ids"])
+    half = ShapesGrounding(processor, world, 0, 30, naming_prob=0.5)
+    asked = [processor.tokenizer.decode(half[i]["input_ids"]) for i in range(30)]
+    naming = sum('"bbox_2d": [x1' not in text for text in asked)
+    assert 6 <= naming <= 24  # the rest are grounding conversations
