@@ -68,7 +68,8 @@ class ToyConfig:
                                                     "are mostly those); the rest on any other object (up to 0.85 "
                                                     "in all) or the right object with its edges off",
                                               min=0.0, max=1.0)
-    naming_prob: float = setting(0.0, "share of conversations that ask what is inside a box drawn on the scene, "
+    naming_prob: float = setting(0.0, "share of conversations (of those not verdict turns) that ask what is "
+                                      "inside a box drawn on the scene, "
                                       "answered with the object's size, colour and shape (a captioning task: "
                                       "grounding alone lets the toy ignore colour)", min=0.0, max=1.0)
     eval_every: int = setting(1000, "run the loop on val scenes every N steps", min=1)
