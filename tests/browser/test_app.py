@@ -380,7 +380,7 @@ def test_the_whole_cycle_without_a_restart(app_url, browser_ws, page):
     workspace = Workspace.open(browser_ws)
 
     def newest_done(count: int) -> dict:
-        deadline = time.time() + 300
+        deadline = time.time() + 900  # a T=2 run of 100 samples takes ~2 minutes alone, 5+ on a loaded 2-core box
         while time.time() < deadline:  # the evaluation jobs run in the background
             with workspace.connect() as db:
                 runs = list_runs(db)
