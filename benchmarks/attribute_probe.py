@@ -61,13 +61,13 @@ def questions(sample) -> list[tuple[str, int, list[int]]]:
 
 
 def boxed_object(box, objects) -> int | None:
-    from ivt_core.boxes import Box, iou
+    """The object ``box`` overlaps most, if at IoU >= 0.5 (the accuracy threshold), else None."""
+    from ivt_core.teachers.geometric import covered_object
 
     if box is None:
         return None
-    overlaps = [iou(box, Box(*o["box"])) for o in objects]
-    best = max(range(len(objects)), key=overlaps.__getitem__)
-    return best if overlaps[best] >= 0.5 else None
+    index, overlap = covered_object(box, objects)
+    return index if overlap >= 0.5 else None
 
 
 def measure(grounder, samples, images, batch_size: int) -> list[dict]:

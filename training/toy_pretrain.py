@@ -159,12 +159,12 @@ class ShapesGrounding(torch.utils.data.Dataset):
         pretrained on: it asks for the attributes of what is there, which grounding alone lets the toy ignore
         (docs/LOG.md, session 20: the base toy's patch merger drops colour)."""
         objects = s.meta["objects"]
-        box = Box(*objects[rng.randrange(len(objects))]["box"])
-        image = render_box(s.image, box, RENDER_STYLES["outline"])
+        named = objects[rng.randrange(len(objects))]
+        image = render_box(s.image, Box(*named["box"]), RENDER_STYLES["outline"])
         conversation = [
             {"role": "user", "content": [{"type": "image", "image": image},
                                          {"type": "text", "text": rng.choice(NAMING_QUESTIONS)}]},
-            {"role": "assistant", "content": [{"type": "text", "text": f"{boxed_object_name(s, box).capitalize()}."}]},
+            {"role": "assistant", "content": [{"type": "text", "text": f"The {object_name(named)}."}]},
         ]
         return self._example(conversation, [image], [1])
 
