@@ -1,0 +1,205 @@
+"""Can the model read what its own box is on? Naming as a label-free check of the model's step-0 boxes.
+
+    python benchmarks/naming_check.py --workspace W --model MODEL --dataset shapes --split test
+
+A verifier of the model's own boxes needs the model to see, in a drawn box, the attributes the expression asks
+for; the shipped base toy cannot (its patch merger drops colour: docs/LOG.md, session 20), so no verifier built
+on it catches its wrong-colour boxes. For a toy pretrained with the naming task (``--naming-prob``: one object's
+box drawn, "What is inside the box?", answered "The small red circle."), two measurements on scenes whose objects
+are known (the shapes world's ``meta``):
+
+``naming``: one random object per scene, its box drawn (outline), the naming question; the share of answers that
+name its size, its colour, its shape, and all three.
+
+``self-check``: the model's own single-shot box for each sample (greedy), drawn the same way, and the naming
+question; the box passes if every attribute the expression states for the object it asks about (the words before
+the first shape word: "the small red circle left of ..." -> small, red, circle) is the one named. Label-free:
+only the expression and the model's answers are read. Reported against the truth (IoU >= 0.5): right boxes
+passed, wrong boxes caught, by what tells the boxed object from the asked one (``geometric.difference``: colour,
+shape, size, position: an identical object elsewhere, which no name can catch), and the balanced accuracy (the
+AUROC of the pass/fail score). Also what a rule that keeps only passing boxes would score: Acc@0.5 of the passed
+boxes, and the share of all samples passed.
+
+Prints tables and writes JSON (``--out``). A measurement, not a product feature.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+from collections import Counter
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from ivt_core.data.shapes import COLOURS, KINDS  # noqa: E402
+
+SIZES = ("small", "large")
+
+
+def stated_attributes(expression: str) -> dict[str, str]:
+    """The size, colour and shape the expression states for the object it asks about: its words up to the first
+    shape word ("the second triangle from the top" -> shape triangle; "the red circle left of the blue star" ->
+    colour red, shape circle)."""
+    stated = {}
+    for word in expression.lower().replace(",", " ").split():
+        if word in SIZES:
+            stated["size"] = word
+        elif word in COLOURS:
+            stated["colour"] = word
+        elif word.rstrip("s") in KINDS or word in KINDS:
+            stated["kind"] = word if word in KINDS else word.rstrip("s")
+            break
+    return stated
+
+
+def named_attributes(answer: str) -> dict[str, str]:
+    """What a naming answer ("The small red circle.") names: the first size, colour and shape words in it."""
+    named = {}
+    for word in answer.lower().replace(".", " ").replace(",", " ").split():
+        for key, vocabulary in (("size", SIZES), ("colour", COLOURS), ("kind", KINDS)):
+            if word in vocabulary and key not in named:
+                named[key] = word
+    return named
+
+
+def ask_names(grounder, images, batch_size: int) -> list[str]:
+    """The model's greedy answer to the naming question on each image (a box already drawn on it)."""
+    from ivt_core.grounders.base import Sampling
+    from training.toy_pretrain import NAMING_QUESTIONS
+
+    conversations = [[{"role": "user", "content": [{"type": "image", "image": image},
+                                                  {"type": "text", "text": NAMING_QUESTIONS[0]}]}]
+                     for image in images]
+    answers = []
+    for i in range(0, len(conversations), batch_size):
+        answers += [g.text for g in grounder.predict(conversations[i:i + batch_size], Sampling(max_new_tokens=16))]
+    return answers
+
+
+def naming_accuracy(grounder, samples, images, batch_size: int, seed: int = 0) -> dict:
+    from ivt_core.boxes import Box
+    from ivt_core.render import RENDER_STYLES, render_box
+
+    rng = random.Random(seed)
+    picked = [rng.choice(s.meta["objects"]) for s in samples]
+    drawn = [render_box(im, Box(*o["box"]), RENDER_STYLES["outline"]) for im, o in zip(images, picked, strict=True)]
+    answers = ask_names(grounder, drawn, batch_size)
+    right = Counter()
+    for o, answer in zip(picked, answers, strict=True):
+        named = named_attributes(answer)
+        hits = {key: named.get(key) == o[key] for key in ("size", "colour", "kind")}
+        right.update(key for key, hit in hits.items() if hit)
+        right["all"] += all(hits.values())
+    return {"objects": len(picked), **{key: right[key] / len(picked) for key in ("size", "colour", "kind", "all")},
+            "examples": [{"object": o, "answer": a} for o, a in list(zip(picked, answers, strict=True))[:10]]}
+
+
+def self_check(grounder, samples, images, batch_size: int) -> dict:
+    from ivt_core.boxes import iou
+    from ivt_core.loop import LoopConfig, run_samples
+    from ivt_core.render import RENDER_STYLES, render_box
+    from ivt_core.teachers.geometric import covered_object, difference
+
+    trajectories = run_samples(grounder, samples, LoopConfig(steps=0, batch_size=batch_size), images)
+    rows, drawn, asked = [], [], []
+    for sample, image, trajectory in zip(samples, images, trajectories, strict=True):
+        box = trajectory.steps[0].box
+        row = {"id": sample.id, "expression": sample.expression, "right": bool(box and iou(box, sample.bbox) >= 0.5)}
+        if box is not None:
+            objects = sample.meta["objects"]
+            target, _ = covered_object(sample.bbox, objects)
+            boxed, overlap = covered_object(box, objects)
+            if not row["right"]:
+                row["kind"] = ("background" if boxed is None or overlap < 0.5 else
+                               "loose edges" if boxed == target else difference(objects[boxed], objects[target]))
+            drawn.append(render_box(image, box, RENDER_STYLES["outline"]))
+            asked.append(row)
+        else:
+            row["kind"], row["passed"] = "unreadable", False
+        rows.append(row)
+    for row, answer in zip(asked, ask_names(grounder, drawn, batch_size), strict=True):
+        stated, named = stated_attributes(row["expression"]), named_attributes(answer)
+        row["answer"] = answer
+        row["passed"] = bool(stated) and all(named.get(key) == value for key, value in stated.items())
+    right = [r for r in rows if r["right"]]
+    wrong = [r for r in rows if not r["right"]]
+    passed = [r for r in rows if r["passed"]]
+    kept_right = sum(r["passed"] for r in right) / len(right) if right else None
+    caught = sum(not r["passed"] for r in wrong) / len(wrong) if wrong else None
+    by_kind = {}
+    for kind in sorted({r["kind"] for r in wrong}):
+        mine = [r for r in wrong if r["kind"] == kind]
+        by_kind[kind] = {"boxes": len(mine), "caught": sum(not r["passed"] for r in mine) / len(mine)}
+    return {
+        "samples": len(rows), "right": len(right), "wrong": len(wrong),
+        "right_passed": kept_right, "wrong_caught": caught,
+        "balanced_accuracy": (kept_right + caught) / 2 if right and wrong else None,
+        "wrong_by_kind": by_kind,
+        "passed_share": len(passed) / len(rows),
+        "acc50_of_passed": sum(r["right"] for r in passed) / len(passed) if passed else None,
+        "acc50_all": len(right) / len(rows),
+        "rows": rows,
+    }
+
+
+def main() -> None:
+    from ivt_core.data.sample import load_image
+    from ivt_core.grounders.transformers_grounder import TransformersGrounder
+    from ivt_core.store.samples import get_samples
+    from ivt_core.workspace import Workspace
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workspace", required=True)
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--dataset", default="shapes")
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--limit", type=int, default=None, help="at most this many scenes")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--out", default="build/bench/naming_check.json")
+    args = parser.parse_args()
+    workspace = Workspace.open(args.workspace)
+    with workspace.connect() as db:
+        samples = [s for s in get_samples(db, args.dataset, args.split, limit=args.limit) if "objects" in s.meta]
+    if not samples:
+        sys.exit(f"naming_check.py: no {args.dataset}/{args.split} samples with known objects in {args.workspace}")
+    images = [load_image(workspace.resolve(s.image_path)) for s in samples]
+    grounder = TransformersGrounder.load(args.model, device=args.device)
+    result = {"args": vars(args),
+              "naming": naming_accuracy(grounder, samples, images, args.batch_size),
+              "self_check": self_check(grounder, samples, images, args.batch_size)}
+    print_result(result, args)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1))
+    print(f"\nwrote {out}")
+
+
+def print_result(result: dict, args) -> None:
+    n = result["naming"]
+    print(f"\n{args.model} on {args.dataset}/{args.split}\n")
+    print("| naming a drawn box | objects | size | colour | shape | all three |\n|---|---|---|---|---|---|")
+    print(f"| random object | {n['objects']} | {n['size']:.3f} | {n['colour']:.3f} | {n['kind']:.3f} "
+          f"| {n['all']:.3f} |")
+    c = result["self_check"]
+
+    def pct(x):
+        return "-" if x is None else f"{x:.3f}"
+
+    print("\n| self-check of its own step-0 boxes | value |\n|---|---|")
+    print(f"| samples (right / wrong at IoU 0.5) | {c['samples']} ({c['right']} / {c['wrong']}) |")
+    print(f"| right boxes passed | {pct(c['right_passed'])} |")
+    print(f"| wrong boxes caught | {pct(c['wrong_caught'])} |")
+    print(f"| balanced accuracy (AUROC of pass/fail) | {pct(c['balanced_accuracy'])} |")
+    print(f"| Acc@0.5 of all boxes / of passed boxes ({c['passed_share']:.2f} of samples) | "
+          f"{c['acc50_all']:.3f} / {pct(c['acc50_of_passed'])} |")
+    print("\n| wrong box: what differs | boxes | caught |\n|---|---|---|")
+    for kind, v in sorted(c["wrong_by_kind"].items(), key=lambda kv: -kv[1]["boxes"]):
+        print(f"| {kind} | {v['boxes']} | {v['caught']:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
