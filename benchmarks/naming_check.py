@@ -20,6 +20,13 @@ shape, size, position: an identical object elsewhere, which no name can catch), 
 AUROC of the pass/fail score). Also what a rule that keeps only passing boxes would score: Acc@0.5 of the passed
 boxes, and the share of all samples passed.
 
+``select`` (``--best-of K``, 0 = off): can the check pick better boxes than single shot, label-free? K candidates
+per sample: the greedy box and K-1 sampled ones (``--temperature``), each named as above. Rules: the greedy box
+(single shot); the product's best-of-K self-selection (``paper_table.self_selected``: the candidate agreeing most
+with the others); the first candidate that passes the check (greedy first; the greedy box when none passes); the
+passing candidate agreeing most with all candidates (agreement alone when none passes). Acc@0.5 / 0.9 of each,
+wins and losses against single shot at IoU 0.5 and the exact McNemar p.
+
 Prints tables and writes JSON (``--out``). A measurement, not a product feature.
 """
 
@@ -145,6 +152,57 @@ def self_check(grounder, samples, images, batch_size: int) -> dict:
     }
 
 
+def select(grounder, samples, images, batch_size: int, k: int, temperature: float, seed: int = 0) -> dict:
+    import torch
+
+    from ivt_core.boxes import iou
+    from ivt_core.grounders.base import Sampling
+    from ivt_core.loop import LoopConfig, run_samples
+    from ivt_core.paper_table import mcnemar, self_selected
+    from ivt_core.render import RENDER_STYLES, render_box
+
+    candidates = [[t.steps[0].box] for t in run_samples(grounder, samples, LoopConfig(steps=0, batch_size=batch_size),
+                                                        images)]
+    for j in range(1, k):
+        torch.manual_seed(seed + j)
+        sampled = LoopConfig(steps=0, batch_size=batch_size, sampling=Sampling(do_sample=True, temperature=temperature))
+        for boxes, t in zip(candidates, run_samples(grounder, samples, sampled, images), strict=True):
+            boxes.append(t.steps[0].box)
+    where = [(i, j) for i, boxes in enumerate(candidates) for j, box in enumerate(boxes) if box is not None]
+    answers = ask_names(grounder, [render_box(images[i], candidates[i][j], RENDER_STYLES["outline"])
+                                   for i, j in where], batch_size)
+    passes = [[False] * k for _ in samples]
+    for (i, j), answer in zip(where, answers, strict=True):
+        stated, named = stated_attributes(samples[i].expression), named_attributes(answer)
+        passes[i][j] = bool(stated) and all(named.get(key) == value for key, value in stated.items())
+
+    def agreeing_passer(boxes, passed):
+        keep = [j for j in range(k) if passed[j]]
+        if not keep:
+            return self_selected(boxes)
+        return max(keep, key=lambda j: (sum(iou(boxes[j], b) for b in boxes), -j))
+
+    rules = {
+        "single shot (greedy)": lambda boxes, passed: 0,
+        "best-of-K, agreement (the product's)": lambda boxes, passed: self_selected(boxes),
+        "first passing the naming check": lambda boxes, passed: next((j for j in range(k) if passed[j]), 0),
+        "passing, then agreement": agreeing_passer,
+    }
+    greedy = [iou(boxes[0], s.bbox) >= 0.5 for boxes, s in zip(candidates, samples, strict=True)]
+    out = {"k": k, "temperature": temperature,
+           "any_candidate_right": sum(any(iou(b, s.bbox) >= 0.5 for b in boxes)
+                                      for boxes, s in zip(candidates, samples, strict=True)) / len(samples)}
+    for name, rule in rules.items():
+        ious = [iou(boxes[rule(boxes, passed)], s.bbox)
+                for boxes, passed, s in zip(candidates, passes, samples, strict=True)]
+        right = [v >= 0.5 for v in ious]
+        wins = sum(r and not g for r, g in zip(right, greedy, strict=True))
+        losses = sum(g and not r for r, g in zip(right, greedy, strict=True))
+        out[name] = {"acc50": sum(right) / len(right), "acc90": sum(v >= 0.9 for v in ious) / len(ious),
+                     "wins": wins, "losses": losses, "p": mcnemar(wins, losses)}
+    return out
+
+
 def main() -> None:
     from ivt_core.data.sample import load_image
     from ivt_core.grounders.transformers_grounder import TransformersGrounder
@@ -159,6 +217,8 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=None, help="at most this many scenes")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--best-of", type=int, default=0, help="K candidates per sample for the select part (0: off)")
+    parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature of the candidates")
     parser.add_argument("--out", default="build/bench/naming_check.json")
     args = parser.parse_args()
     workspace = Workspace.open(args.workspace)
@@ -171,6 +231,8 @@ def main() -> None:
     result = {"args": vars(args),
               "naming": naming_accuracy(grounder, samples, images, args.batch_size),
               "self_check": self_check(grounder, samples, images, args.batch_size)}
+    if args.best_of > 1:
+        result["select"] = select(grounder, samples, images, args.batch_size, args.best_of, args.temperature)
     print_result(result, args)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -199,6 +261,14 @@ def print_result(result: dict, args) -> None:
     print("\n| wrong box: what differs | boxes | caught |\n|---|---|---|")
     for kind, v in sorted(c["wrong_by_kind"].items(), key=lambda kv: -kv[1]["boxes"]):
         print(f"| {kind} | {v['boxes']} | {v['caught']:.2f} |")
+    if "select" in result:
+        sel = result["select"]
+        print(f"\n| K = {sel['k']} candidates (temperature {sel['temperature']}; one right: "
+              f"{sel['any_candidate_right']:.3f}) | Acc@0.5 | Acc@0.9 | wins / losses vs single shot | McNemar p |")
+        print("|---|---|---|---|---|")
+        for name, v in sel.items():
+            if isinstance(v, dict):
+                print(f"| {name} | {v['acc50']:.3f} | {v['acc90']:.3f} | {v['wins']} / {v['losses']} | {v['p']:.3g} |")
 
 
 if __name__ == "__main__":
