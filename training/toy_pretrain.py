@@ -20,8 +20,9 @@ Three options put refinement turns in the data: ``refine_wording_prob`` asks som
 wording (an arbitrary box drawn, another object asked: the wording, not correcting); ``verdict_turn_prob`` is the
 SFT recipe's refinement turn on fresh scenes (a drawn box given as the model's answer, judged verdict first, at
 any scale: the SFT trainer learns from stored traces, this from an unbounded stream), and ``verdict_names_box``
-adds the name of the object the box is on after the verdict. A toy trained with verdict turns has been taught to
-check boxes: it is an SFT model, not a base (``training/recipes/toy_verdict_v1.json``; docs/LOG.md, session 19).
+adds the name of the object the box is on after the verdict (``verdict_name_first``: before it, look then judge).
+A toy trained with verdict turns has been taught to check boxes: it is an SFT model, not a base
+(``training/recipes/toy_verdict_v1.json``; docs/LOG.md, session 19).
 
 ``naming_prob`` adds a captioning task that checks no box: one object's box drawn on the scene, the question
 what is inside it, the answer its size, colour and shape ("The small red circle."). Grounding alone lets the toy
@@ -93,12 +94,12 @@ class ShapesGrounding(torch.utils.data.Dataset):
     def __init__(self, processor, world, seed: int, length: int, start: int = 0, multi_turn_prob: float = 0.0,
                  max_turns: int = 3, paraphrase_prob: float = 0.0, refine_wording_prob: float = 0.0,
                  verdict_turn_prob: float = 0.0, verdict_names_box: bool = False,
-                 verdict_same_shape_share: float = 0.7, naming_prob: float = 0.0):
+                 verdict_same_shape_share: float = 0.7, naming_prob: float = 0.0, verdict_name_first: bool = False):
         self.processor, self.world, self.seed, self.length, self.start = processor, world, seed, length, start
         self.multi_turn_prob, self.max_turns, self.paraphrase_prob = multi_turn_prob, max_turns, paraphrase_prob
         self.refine_wording_prob, self.verdict_turn_prob = refine_wording_prob, verdict_turn_prob
         self.verdict_names_box, self.verdict_same_shape_share = verdict_names_box, verdict_same_shape_share
-        self.naming_prob = naming_prob
+        self.naming_prob, self.verdict_name_first = naming_prob, verdict_name_first
         self.prompts = get_prompts("qwen3_vl")
 
     def __len__(self) -> int:
@@ -139,7 +140,9 @@ class ShapesGrounding(torch.utils.data.Dataset):
         on the refinement answer only: the first answer is the counterfactual, not a target."""
         drawn, verdict = verdict_box(s, rng, self.verdict_same_shape_share)
         right = drawn if verdict == KEEP_MINIMAL else s.bbox
-        if self.verdict_names_box:
+        if self.verdict_name_first:
+            verdict = f"It is on {boxed_object_name(s, drawn)}. {verdict}"
+        elif self.verdict_names_box:
             verdict = f"{verdict} It is on {boxed_object_name(s, drawn)}."
         image = render_box(s.image, drawn, RENDER_STYLES[rng.choice(("outline", "outline", "outline", "paper"))])
         conversation = [
@@ -353,7 +356,7 @@ def main(argv: list[str] | None = None) -> None:
                               (cfg.steps - start) * cfg.batch_size, start * cfg.batch_size,
                               cfg.multi_turn_prob, cfg.max_turns, cfg.paraphrase_prob, cfg.refine_wording_prob,
                               cfg.verdict_turn_prob, cfg.verdict_names_box, cfg.verdict_same_shape_share,
-                              cfg.naming_prob)
+                              cfg.naming_prob, cfg.verdict_name_first)
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=cfg.batch_size, shuffle=False, num_workers=cfg.workers,
         collate_fn=lambda ex: collate_scenes(ex, pad, rope), prefetch_factor=4 if cfg.workers else None,

@@ -63,6 +63,9 @@ class ToyConfig:
     verdict_names_box: bool = setting(False, "verdict turns also name the object the drawn box is on, after the "
                                              "verdict (\"It is on the small red circle.\"): a denser signal about "
                                              "the drawn box than the verdict alone")
+    verdict_name_first: bool = setting(False, "verdict turns name the object the drawn box is on before the verdict "
+                                              "(\"It is on the small blue circle. Wrong colour.\"): look, then judge; "
+                                              "the verdict can read the name")
     verdict_same_shape_share: float = setting(0.7, "share of a verdict turn's wrong boxes drawn on an object of the "
                                                     "asked shape when the scene has one (the base toy's own errors "
                                                     "are mostly those); the rest on any other object (up to 0.85 "

@@ -141,6 +141,30 @@ def test_verdict_turns_can_name_the_boxed_object_after_the_verdict():
         assert parsed.coords is not None and parsed.says_correct == verdict.startswith("The box is correct")
 
 
+def test_verdict_turns_can_name_the_boxed_object_before_the_verdict():
+    """verdict_name_first: "It is on the <name>. <verdict>" then the box; the name is that of the object the drawn
+    box is on (the asked one when the verdict keeps it), and the loop still reads the verdict."""
+    from ivt_core.config.toy import world_config
+    from ivt_core.grounders.processing import load_processor
+    from ivt_core.parse import parse_answer
+    from training.toy_pretrain import ShapesGrounding
+
+    processor = load_processor("assets/toy-model", "qwen3_vl")
+    data = ShapesGrounding(processor, world_config("shapes-v1"), 0, 16, verdict_turn_prob=1.0, verdict_name_first=True)
+    verdicts = set()
+    for i in range(16):
+        e = data[i]
+        answer = processor.tokenizer.decode(e["input_ids"][e["labels"] != -100])
+        first_line = answer.split("\n")[0]
+        assert first_line.startswith("It is on the ") or first_line.startswith("It is on nothing")
+        named, verdict = first_line[len("It is on "):].split(". ", 1)
+        assert named.split()[-1] in {"circle", "square", "triangle", "star", "nothing", "diamond", "hexagon"}
+        parsed = parse_answer(answer.split("<")[0])
+        assert parsed.coords is not None and parsed.says_correct == verdict.startswith("The box is correct")
+        verdicts.add(parsed.says_correct)
+    assert verdicts == {True, False}
+
+
 def test_naming_turns_ask_what_the_drawn_box_holds_and_name_it():
     """naming_prob: the scene with one object's box drawn (outline), the answer that object's size, colour and
     shape; loss on the answer only; a share of the conversations at 0.5."""
