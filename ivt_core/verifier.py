@@ -11,11 +11,19 @@ generation. Over the run's samples:
   on its verdict can beat single shot; 1.0: a perfect verifier.
 - ``p_keep_right`` / ``p_keep_wrong``: the mean P(keep) on right and on wrong boxes; ``keeps_right`` /
   ``keeps_wrong``: the share where P(keep) > 0.5.
+
+A model that reasons before its verdict ("It is on the small blue circle. Wrong colour.", the prose teacher's
+"Checking the edges: ... The box is correct.") would almost never *start* with the keep verdict, so P(keep) read
+at the start of its answer says nothing. With ``reasoning_first`` the model first answers greedily; its reasoning
+(the text before its box, ``parse_answer``) less its last sentence, the verdict, is kept, and P(keep) is read
+after it: P("The box is correct." | the conversation and its own reasoning), from two forward passes (the
+reasoning with and without the verdict after it).
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Sequence
 from statistics import fmean
 
@@ -24,18 +32,33 @@ import torch
 from ivt_core.data.sample import Sample
 from ivt_core.error_kinds import wrong_box_kind
 from ivt_core.errors import InvalidInputError
+from ivt_core.parse import parse_answer
 from ivt_core.prompts import get_prompts
 from ivt_core.render import RenderStyle, render_box
 from ivt_core.supervision import build_example, collate
 from ivt_core.teachers.geometric import KEEP_MINIMAL as KEEP_VERDICT
 
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+def reasoning_before_verdict(answer: str) -> str:
+    """The reasoning a refinement answer gives before its verdict: the text before its box less its last sentence
+    ("It is on the small blue circle. Wrong colour. {box}" -> "It is on the small blue circle."; "" when the
+    answer is the verdict alone)."""
+    sentences = [p for p in _SENTENCE_END.split(parse_answer(answer).reasoning.strip()) if p]
+    return " ".join(sentences[:-1])
+
 
 def keep_probability_rows(grounder, samples: Sequence[Sample], images: Sequence, answers: dict[str, dict],
                           style: RenderStyle, prompt_version: str, batch_size: int = 8,
-                          progress: Callable[[int], None] | None = None) -> list[dict]:
+                          progress: Callable[[int], None] | None = None,
+                          reasoning_first: bool = False) -> list[dict]:
     """One row per sample: the base's step-0 box and IoU, and the model's P(keep) for it. ``answers`` maps a
     sample id to the base's step 0 (``raw_text``, ``box``, ``iou``); samples whose step 0 had no box are
-    skipped (nothing was drawn)."""
+    skipped (nothing was drawn). ``reasoning_first``: P(keep) after the model's own reasoning (module doc); the
+    rows then also hold that ``reasoning``."""
+    from ivt_core.grounders.base import Sampling
+
     prompts = get_prompts(grounder.family.prompt_family, prompt_version)
     items = [(s, im, answers[s.id]) for s, im in zip(samples, images, strict=True)
              if s.id in answers and answers[s.id]["box"] is not None]
@@ -48,13 +71,32 @@ def keep_probability_rows(grounder, samples: Sequence[Sample], images: Sequence,
             {"role": "assistant", "content": [{"type": "text", "text": step0["raw_text"]}]},
             {"role": "user", "content": [{"type": "image", "image": render_box(image, step0["box"], style)},
                                          {"type": "text", "text": prompts.refine_text(sample.expression)}]},
-            {"role": "assistant", "content": [{"type": "text", "text": KEEP_VERDICT}]},
         ] for sample, image, step0 in chunk]
-        for (sample, _, step0), logp in zip(chunk, verdict_logprobs(grounder, conversations), strict=True):
-            rows.append({"sample_id": sample.id, "iou": step0["iou"], "p_keep": math.exp(logp)})
+        reasonings = [""] * len(chunk)
+        if reasoning_first:
+            generated = grounder.predict(conversations, Sampling(max_new_tokens=REASONING_TOKENS))
+            reasonings = [reasoning_before_verdict(g.text) for g in generated]
+        scored = [c + [_assistant(f"{r} {KEEP_VERDICT}" if r else KEEP_VERDICT)]
+                  for c, r in zip(conversations, reasonings, strict=True)]
+        logps = verdict_logprobs(grounder, scored)
+        if any(reasonings):  # log P(keep | reasoning) = log P(reasoning, keep) - log P(reasoning)
+            given = [i for i, r in enumerate(reasonings) if r]
+            for i, logp in zip(given, verdict_logprobs(grounder, [conversations[i] + [_assistant(reasonings[i])]
+                                                                  for i in given]), strict=True):
+                logps[i] -= logp
+        for (sample, _, step0), logp, reasoning in zip(chunk, logps, reasonings, strict=True):
+            row = {"sample_id": sample.id, "iou": step0["iou"], "p_keep": min(1.0, math.exp(logp))}
+            rows.append({**row, "reasoning": reasoning} if reasoning_first else row)
         if progress:
             progress(len(chunk))
     return rows
+
+
+REASONING_TOKENS = 160  # the longest reasoning read before the verdict (``reasoning_first``)
+
+
+def _assistant(text: str) -> dict:
+    return {"role": "assistant", "content": [{"type": "text", "text": text}]}
 
 
 @torch.inference_mode()
@@ -90,7 +132,8 @@ def verdict_logprobs(grounder, conversations: list[list[dict]]) -> list[float]:
 
 
 def judge_run(workspace, db, grounder, run_id: int, threshold: float = 0.5, limit: int | None = None,
-              batch_size: int = 8, progress: Callable[[int], None] | None = None) -> tuple[dict, list[dict]]:
+              batch_size: int = 8, progress: Callable[[int], None] | None = None,
+              reasoning_first: bool = False) -> tuple[dict, list[dict]]:
     """The verifier test of ``grounder`` on run ``run_id``'s step-0 boxes (the first ``limit`` samples by id):
     (summary, rows). Raises IVTError subclasses saying what to fix (unknown or empty run, missing images)."""
     from ivt_core.data.sample import load_image
@@ -109,12 +152,14 @@ def judge_run(workspace, db, grounder, run_id: int, threshold: float = 0.5, limi
     check_images(workspace, samples)
     images = [load_image(workspace.resolve(s.image_path)) for s in samples]
     rows = keep_probability_rows(grounder, samples, images, answers, RenderStyle.from_dict(run["render_style"]),
-                                 run["prompt_version"], batch_size, progress)
+                                 run["prompt_version"], batch_size, progress, reasoning_first)
     by_id = {s.id: s for s in samples}
     for row in rows:  # what each box is (the wrong ones: what a verifier must see to reject it)
         sample = by_id[row["sample_id"]]
         row["kind"] = wrong_box_kind(answers[sample.id]["box"], sample.bbox, sample.meta, threshold)
-    return {**summarize(rows, threshold), "run_id": run_id, "model": grounder.name}, rows
+    summary = {**summarize(rows, threshold), "run_id": run_id, "model": grounder.name,
+               "reasoning_first": reasoning_first}
+    return summary, rows
 
 
 def store_verdict(db, model_id: int, summary: dict) -> None:
@@ -137,7 +182,8 @@ def summary_text(s: dict) -> str:
     return "\n".join([
         f"{s['model']} judging run {s['run_id']}'s step-0 boxes: {s['n']} boxes, {s['right']} right and "
         f"{s['wrong']} wrong at IoU {s['threshold']}",
-        f"AUROC of P(\"The box is correct.\") right vs wrong: {fmt(s['auroc'])} "
+        f"AUROC of P(\"The box is correct.\"{' | its own reasoning' if s.get('reasoning_first') else ''}) "
+        f"right vs wrong: {fmt(s['auroc'])} "
         + ("(0.5: cannot tell them apart)" if s["auroc"] is not None else
            "(needs both right and wrong boxes; pick a run that has both)"),
         f"mean P(keep): right boxes {fmt(s['p_keep_right'])}, wrong boxes {fmt(s['p_keep_wrong'])}; "

@@ -85,9 +85,11 @@ def run_probe(ctx: AppContext, model_id, choice, index, expression, seed):
     return gallery, table, fig, note
 
 
-def run_verifier(ctx: AppContext, model_id, run_id, limit, progress=gr.Progress()):  # noqa: B008
+def run_verifier(ctx: AppContext, model_id, run_id, limit, reasoning_first=False,
+                 progress=gr.Progress()):  # noqa: B008
     """The verifier test of the picked model on a run's step-0 boxes: the summary and a picture of P(keep) on
-    right and on wrong boxes (kept with the model, as ``ivt verifier`` does)."""
+    right and on wrong boxes (kept with the model, as ``ivt verifier`` does); ``reasoning_first``: P(keep) read
+    after the model's own reasoning (``verifier`` module doc)."""
     from ivt_core.store.runs import get_run
     from ivt_core.verifier import judge_run, store_verdict, summary_text
 
@@ -105,7 +107,8 @@ def run_verifier(ctx: AppContext, model_id, run_id, limit, progress=gr.Progress(
             progress((done[0], total), desc="judging boxes", unit="boxes")
 
         summary, rows = ctx.infer(int(model_id), lambda g: judge_run(ctx.workspace, ctx.db(), g, int(run_id),
-                                                                     limit=limit, progress=advance))
+                                                                     limit=limit, progress=advance,
+                                                                     reasoning_first=bool(reasoning_first)))
     except IVTError as exc:
         return f"**{exc}**", None
     store_verdict(ctx.db(), int(model_id), summary)
@@ -163,10 +166,13 @@ def build(ctx: AppContext) -> list:
         with gr.Row():
             judged = gr.Dropdown(run_choices(ctx), label="Run whose step-0 boxes are judged", elem_id="verifier-run")
             most = gr.Number(100, label="At most N boxes (empty: all)", precision=0, minimum=1)
+            reasons = gr.Checkbox(False, label="The model reasons before its verdict (read P(keep) after its own "
+                                               "reasoning)", elem_id="verifier-reasoning-first")
         verify = gr.Button("Run the verifier test", elem_id="verifier-start")
         verdict = gr.Markdown(elem_id="verifier-note")
         verdict_plot = gr.Plot(elem_id="verifier-plot")
-    verify.click(lambda m, r, n: run_verifier(ctx, m, r, n), [model, judged, most], [verdict, verdict_plot],
+    verify.click(lambda m, r, n, f: run_verifier(ctx, m, r, n, f), [model, judged, most, reasons],
+                 [verdict, verdict_plot],
                  concurrency_id=INFERENCE, concurrency_limit=1)
 
     def first_view(model_id, choice, i, run_id):

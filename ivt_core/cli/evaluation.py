@@ -287,7 +287,7 @@ def cmd_verifier(args: argparse.Namespace) -> int:
     grounder = TransformersGrounder.load(_model_path(args), args.adapter, False, args.device, args.coords)
     with tqdm(desc="verifier", unit="box", file=sys.stderr) as bar:
         summary, rows = judge_run(workspace, db, grounder, args.run_id, args.iou, args.limit, args.batch_size,
-                                  bar.update)
+                                  bar.update, args.reasoning_first)
     store_verdict(db, register_evaluated_model(db, grounder.name, grounder.family, _model_path(args), args.adapter),
                   summary)
     print(json.dumps({"summary": summary, "rows": rows}) if args.json else summary_text(summary))

@@ -247,6 +247,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--iou", type=float, default=0.5, help="a box is right at this IoU or above")
     p.add_argument("--limit", type=_positive, default=None, help="judge the first N boxes only")
     p.add_argument("--batch-size", type=_positive, default=8)
+    p.add_argument("--reasoning-first", action="store_true",
+                   help="the model reasons before its verdict (\"It is on the blue circle. Wrong colour.\"): read "
+                        "P(keep) after its own greedy reasoning instead of at the start of its answer")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_verifier)
 

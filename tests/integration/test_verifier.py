@@ -124,3 +124,70 @@ def test_wrong_box_kind_says_what_tells_the_boxed_object_from_the_target():
     assert wrong_box_kind(Box(0, 0, 10, 10), truth, meta) == "correct"
     assert wrong_box_kind(Box(80, 80, 90, 90), truth, meta) == "background"
     assert wrong_box_kind(Box(50, 0, 60, 10), truth, {}) == "elsewhere"  # no known objects
+
+
+@pytest.mark.parametrize("answer, reasoning", [
+    ('It is on the small blue circle. Wrong colour.\n{"bbox_2d": [1, 2, 3, 4]}', "It is on the small blue circle."),
+    ('Checking the edges: the box is tight. It sits on the red star. The box is correct. {"bbox_2d": [1, 2, 3, 4]}',
+     "Checking the edges: the box is tight. It sits on the red star."),
+    ('The box is correct.\n{"bbox_2d": [1, 2, 3, 4]}', ""),
+    ("garbled text with no box", ""),
+])
+def test_the_reasoning_before_a_verdict_is_the_answer_less_its_box_and_last_sentence(answer, reasoning):
+    from ivt_core.verifier import reasoning_before_verdict
+
+    assert reasoning_before_verdict(answer) == reasoning
+
+
+def test_reasoning_first_reads_p_keep_after_the_models_own_reasoning(shapes_ws):
+    """P(keep | the model's reasoning) = P(reasoning, keep) / P(reasoning), on the same conversation the plain
+    test scores; the rows keep the reasoning read."""
+    from ivt_core.bootstrap import toy_model_path
+    from ivt_core.data.sample import load_image
+    from ivt_core.grounders.base import Generation
+    from ivt_core.grounders.transformers_grounder import TransformersGrounder
+    from ivt_core.render import RenderStyle
+    from ivt_core.store.samples import get_samples
+    from ivt_core.verifier import keep_probability_rows
+
+    grounder = TransformersGrounder.load(toy_model_path(), device="cpu")
+    said = 'It is on the small blue circle. Wrong colour.\n{"bbox_2d": [10, 10, 200, 200]}'
+    grounder.predict = lambda conversations, sampling=None: [Generation(said) for _ in conversations]
+    samples = get_samples(shapes_ws.connect(), "shapes", "test", limit=2)
+    images = [load_image(shapes_ws.resolve(s.image_path)) for s in samples]
+    answers = {s.id: {"raw_text": '{"bbox_2d": [0, 0, 500, 500]}', "box": s.bbox, "iou": 1.0} for s in samples}
+    plain = keep_probability_rows(grounder, samples, images, answers, RenderStyle(), "v1")
+    rows = keep_probability_rows(grounder, samples, images, answers, RenderStyle(), "v1", reasoning_first=True)
+    assert [r["reasoning"] for r in rows] == ["It is on the small blue circle."] * 2 and "reasoning" not in plain[0]
+
+    # the same number from the two conversations by hand
+    from ivt_core.prompts import get_prompts
+    from ivt_core.render import render_box
+
+    prompts = get_prompts(grounder.family.prompt_family, "v1")
+    s, image = samples[0], images[0]
+    turns = [{"role": "user", "content": [{"type": "image", "image": image},
+                                          {"type": "text", "text": prompts.ground_text(s.expression)}]},
+             {"role": "assistant", "content": [{"type": "text", "text": answers[s.id]["raw_text"]}]},
+             {"role": "user", "content": [{"type": "image", "image": render_box(image, s.bbox, RenderStyle())},
+                                          {"type": "text", "text": prompts.refine_text(s.expression)}]}]
+
+    def said_(text):
+        return turns + [{"role": "assistant", "content": [{"type": "text", "text": text}]}]
+
+    both, alone = verdict_logprobs(grounder, [said_(f"It is on the small blue circle. {KEEP_VERDICT}"),
+                                              said_("It is on the small blue circle.")])
+    assert math.log(rows[0]["p_keep"]) == pytest.approx(both - alone, abs=1e-3)
+    assert math.log(rows[0]["p_keep"]) != pytest.approx(math.log(plain[0]["p_keep"]), abs=0.1)
+
+
+def test_the_command_reads_p_keep_after_the_reasoning_when_asked(shapes_ws, capsys):
+    assert main(["eval", "--workspace", str(shapes_ws.root), "--dataset", "shapes", "--split", "test", "--steps", "0",
+                 "--device", "cpu", "--json"]) == 0
+    run_id = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["run_id"]
+    assert main(["verifier", str(run_id), "--workspace", str(shapes_ws.root), "--device", "cpu", "--limit", "2",
+                 "--reasoning-first", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["summary"]["reasoning_first"] is True and all("reasoning" in row for row in out["rows"])
+    assert main(["verifier", str(run_id), "--workspace", str(shapes_ws.root), "--device", "cpu", "--limit", "2"]) == 0
+    assert "its own reasoning" not in capsys.readouterr().out
