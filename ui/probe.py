@@ -123,9 +123,10 @@ def run_verifier(ctx: AppContext, model_id, run_id, limit, reasoning_first=False
                                 y=[c / len(values) if values else 0.0 for c in counts], width=1 / bins,
                                 name=f"{name} ({len(values)})", marker_color=color, opacity=0.6))
     auroc = summary["auroc"]
+    title = "P(\"The box is correct.\"" + (" | its own reasoning)" if reasoning_first else ")")
     figure.update_layout(barmode="overlay", height=320, margin={"l": 40, "r": 10, "t": 40, "b": 40}, showlegend=True,
-                         title=f"P(\"The box is correct.\") - AUROC {auroc:.3f}" if auroc is not None else
-                         "P(\"The box is correct.\")", xaxis={"title": "P(keep)", "range": [0, 1]},
+                         title=f"{title} - AUROC {auroc:.3f}" if auroc is not None else title,
+                         xaxis={"title": "P(keep)", "range": [0, 1]},
                          yaxis_title="share of boxes")
     return summary_text(summary).replace("\n", "  \n"), figure
 
@@ -162,7 +163,9 @@ def build(ctx: AppContext) -> list:
         gr.Markdown("The run's own step-0 boxes (a base model's real mistakes) are drawn as in the run and the "
                     "model is asked to refine each; its probability of answering \"The box is correct.\" is read "
                     "from one forward pass. AUROC 0.5: it cannot tell right from wrong boxes, and no stopping rule "
-                    "built on its verdict can beat single shot (`ivt verifier` does the same).")
+                    "built on its verdict can beat single shot (`ivt verifier` does the same). A model that reasons "
+                    "before its verdict (\"It is on the blue circle. Wrong colour.\") is read after its own "
+                    "reasoning: tick the box (`ivt verifier --reasoning-first`).")
         with gr.Row():
             judged = gr.Dropdown(run_choices(ctx), label="Run whose step-0 boxes are judged", elem_id="verifier-run")
             most = gr.Number(100, label="At most N boxes (empty: all)", precision=0, minimum=1)

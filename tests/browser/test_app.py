@@ -310,6 +310,13 @@ def test_probe_tab_runs_the_verifier_test_on_a_runs_step0_boxes(app_url, page):
     page.locator("#verifier-plot .js-plotly-plot").wait_for(timeout=30_000)  # the picture
     assert "wrong boxes (12)" in page.locator("#verifier-plot").inner_text()
     _shot(page, "probe-verifier")
+    # a model that reasons before its verdict: P(keep) read after its own reasoning
+    page.get_by_label("At most N boxes (empty: all)").fill("4")
+    page.locator("#verifier-reasoning-first input").check()
+    page.locator("#verifier-start").click()
+    _message(page, "verifier-note", "its own reasoning", timeout=180_000)
+    assert "4 boxes" in page.locator("#verifier-note").inner_text()
+    _shot(page, "probe-verifier-reasoning-first")
 
 
 def test_a_run_made_after_the_app_started_shows_after_a_reload(app_url, browser_ws, page):
