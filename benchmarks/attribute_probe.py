@@ -35,7 +35,6 @@ Prints tables and writes JSON (``--out``). A measurement, not a product feature.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections import Counter, defaultdict
 from dataclasses import replace
@@ -231,33 +230,17 @@ def probe_vision(grounder, samples, images) -> dict:
 
 
 def main() -> None:
-    from ivt_core.data.sample import load_image
-    from ivt_core.grounders.transformers_grounder import TransformersGrounder
-    from ivt_core.store.samples import get_samples
-    from ivt_core.workspace import Workspace
+    from known_scenes import add_scene_arguments, load_known_scenes, write_result
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--workspace", required=True)
-    parser.add_argument("--model", required=True)
-    parser.add_argument("--dataset", default="shapes")
-    parser.add_argument("--split", default="test")
-    parser.add_argument("--limit", type=int, default=None, help="at most this many scenes")
-    parser.add_argument("--batch-size", type=int, default=32)
+    add_scene_arguments(parser, "build/bench/attribute_probe.json")
     parser.add_argument("--parts", default="words,vision", help="words, vision or both (comma-separated)")
     parser.add_argument("--vision-scenes", type=int, default=300, help="scenes whose objects the vision probe reads")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--out", default="build/bench/attribute_probe.json")
     args = parser.parse_args()
     parts = set(args.parts.split(","))
     if not parts or parts - {"words", "vision"}:
         sys.exit(f"attribute_probe.py: --parts takes words, vision or both, got {args.parts!r}")
-    workspace = Workspace.open(args.workspace)
-    with workspace.connect() as db:
-        samples = [s for s in get_samples(db, args.dataset, args.split, limit=args.limit) if "objects" in s.meta]
-    if not samples:
-        sys.exit(f"attribute_probe.py: no {args.dataset}/{args.split} samples with known objects in {args.workspace}")
-    images = [load_image(workspace.resolve(s.image_path)) for s in samples]
-    grounder = TransformersGrounder.load(args.model, device=args.device)
+    samples, images, grounder = load_known_scenes(args, "attribute_probe.py")
     result = {"args": vars(args)}
     if "words" in parts:
         rows = measure(grounder, samples, images, args.batch_size)
@@ -267,10 +250,7 @@ def main() -> None:
         n = min(args.vision_scenes, len(samples))
         result["vision"] = probe_vision(grounder, samples[:n], images[:n])
         print_vision(result["vision"], args, n)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1))
-    print(f"\nwrote {out}")
+    write_result(result, args.out)
 
 
 def print_words(summary: dict, args, scenes: int) -> None:

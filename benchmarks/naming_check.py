@@ -33,7 +33,6 @@ Prints tables and writes JSON (``--out``). A measurement, not a product feature.
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import sys
 from collections import Counter
@@ -204,40 +203,21 @@ def select(grounder, samples, images, batch_size: int, k: int, temperature: floa
 
 
 def main() -> None:
-    from ivt_core.data.sample import load_image
-    from ivt_core.grounders.transformers_grounder import TransformersGrounder
-    from ivt_core.store.samples import get_samples
-    from ivt_core.workspace import Workspace
+    from known_scenes import add_scene_arguments, load_known_scenes, write_result
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--workspace", required=True)
-    parser.add_argument("--model", required=True)
-    parser.add_argument("--dataset", default="shapes")
-    parser.add_argument("--split", default="test")
-    parser.add_argument("--limit", type=int, default=None, help="at most this many scenes")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--device", default="cpu")
+    add_scene_arguments(parser, "build/bench/naming_check.json")
     parser.add_argument("--best-of", type=int, default=0, help="K candidates per sample for the select part (0: off)")
     parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature of the candidates")
-    parser.add_argument("--out", default="build/bench/naming_check.json")
     args = parser.parse_args()
-    workspace = Workspace.open(args.workspace)
-    with workspace.connect() as db:
-        samples = [s for s in get_samples(db, args.dataset, args.split, limit=args.limit) if "objects" in s.meta]
-    if not samples:
-        sys.exit(f"naming_check.py: no {args.dataset}/{args.split} samples with known objects in {args.workspace}")
-    images = [load_image(workspace.resolve(s.image_path)) for s in samples]
-    grounder = TransformersGrounder.load(args.model, device=args.device)
+    samples, images, grounder = load_known_scenes(args, "naming_check.py")
     result = {"args": vars(args),
               "naming": naming_accuracy(grounder, samples, images, args.batch_size),
               "self_check": self_check(grounder, samples, images, args.batch_size)}
     if args.best_of > 1:
         result["select"] = select(grounder, samples, images, args.batch_size, args.best_of, args.temperature)
     print_result(result, args)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1))
-    print(f"\nwrote {out}")
+    write_result(result, args.out)
 
 
 def print_result(result: dict, args) -> None:
