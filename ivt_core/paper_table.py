@@ -205,12 +205,14 @@ def paper_table(db: Database, run_ids: Sequence[int], labels: Sequence[str] | No
 
 
 def verifier_cell(row: dict) -> str:
-    """A trained row's verifier AUROC as shown: the number, "n/a" (the base's boxes are all right or all wrong)
-    or "not measured"."""
+    """A trained row's verifier AUROC as shown: the number ("after its reasoning" when read there: ``ivt verifier
+    --reasoning-first``), "n/a" (the base's boxes are all right or all wrong) or "not measured"."""
     measured = row.get("verifier")
     if not measured:
         return "not measured"
-    return f"{measured['auroc']:.3f}" if measured.get("auroc") is not None else "n/a"
+    if measured.get("auroc") is None:
+        return "n/a"
+    return f"{measured['auroc']:.3f}" + (" (after its reasoning)" if measured.get("reasoning_first") else "")
 
 
 def table_text(table: dict) -> str:

@@ -33,3 +33,12 @@ def test_self_selection_takes_the_box_the_others_agree_with():
     assert self_selected([a, b]) == 0  # two candidates agree equally: the greedy one (first) stays
     assert self_selected([None, a, a2]) == 1  # an unreadable answer agrees with nothing
     assert self_selected([None, None]) == 0
+
+
+def test_the_verifier_cell_says_where_p_keep_was_read():
+    from ivt_core.paper_table import verifier_cell
+
+    assert verifier_cell({}) == "not measured"
+    assert verifier_cell({"verifier": {"auroc": None}}) == "n/a"
+    assert verifier_cell({"verifier": {"auroc": 0.5714}}) == "0.571"
+    assert verifier_cell({"verifier": {"auroc": 0.7, "reasoning_first": True}}) == "0.700 (after its reasoning)"
