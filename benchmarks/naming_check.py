@@ -15,10 +15,10 @@ name its size, its colour, its shape, and all three.
 question; the box passes if every attribute the expression states for the object it asks about (the words before
 the first shape word: "the small red circle left of ..." -> small, red, circle) is the one named. Label-free:
 only the expression and the model's answers are read. Reported against the truth (IoU >= 0.5): right boxes
-passed, wrong boxes caught, by what tells the boxed object from the asked one (``geometric.difference``: colour,
-shape, size, position: an identical object elsewhere, which no name can catch), and the balanced accuracy (the
-AUROC of the pass/fail score). Also what a rule that keeps only passing boxes would score: Acc@0.5 of the passed
-boxes, and the share of all samples passed.
+passed, wrong boxes caught, by kind of wrong box (``error_kinds.wrong_box_kind``: wrong shape, colour or size,
+"wrong one": an identical object elsewhere, which no name can catch; loose edges; background), and the balanced
+accuracy (the AUROC of the pass/fail score). Also what a rule that keeps only passing boxes would score: Acc@0.5 of
+the passed boxes, and the share of all samples passed.
 
 ``select`` (``--best-of K``, 0 = off): can the check pick better boxes than single shot, label-free? K candidates
 per sample: the greedy box and K-1 sampled ones (``--temperature``), each named as above. Rules: the greedy box
@@ -40,9 +40,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ivt_core.data.shapes import COLOURS, KINDS  # noqa: E402
-
-SIZES = ("small", "large")
+from ivt_core.data.shapes import COLOURS, KINDS, SIZES  # noqa: E402
 
 
 def stated_attributes(expression: str) -> dict[str, str]:
@@ -69,6 +67,12 @@ def named_attributes(answer: str) -> dict[str, str]:
             if word in vocabulary and key not in named:
                 named[key] = word
     return named
+
+
+def passes_check(expression: str, answer: str) -> bool:
+    """The self-check: the naming answer names every attribute the expression states for the asked object."""
+    stated, named = stated_attributes(expression), named_attributes(answer)
+    return bool(stated) and all(named.get(key) == value for key, value in stated.items())
 
 
 def ask_names(grounder, images, batch_size: int) -> list[str]:
@@ -105,31 +109,22 @@ def naming_accuracy(grounder, samples, images, batch_size: int, seed: int = 0) -
 
 def self_check(grounder, samples, images, batch_size: int) -> dict:
     from ivt_core.boxes import iou
+    from ivt_core.error_kinds import wrong_box_kind
     from ivt_core.loop import LoopConfig, run_samples
     from ivt_core.render import RENDER_STYLES, render_box
-    from ivt_core.teachers.geometric import covered_object, difference
 
     trajectories = run_samples(grounder, samples, LoopConfig(steps=0, batch_size=batch_size), images)
     rows, drawn, asked = [], [], []
     for sample, image, trajectory in zip(samples, images, trajectories, strict=True):
         box = trajectory.steps[0].box
-        row = {"id": sample.id, "expression": sample.expression, "right": bool(box and iou(box, sample.bbox) >= 0.5)}
+        row = {"id": sample.id, "expression": sample.expression, "right": bool(box and iou(box, sample.bbox) >= 0.5),
+               "kind": wrong_box_kind(box, sample.bbox, sample.meta), "passed": False}
         if box is not None:
-            objects = sample.meta["objects"]
-            target, _ = covered_object(sample.bbox, objects)
-            boxed, overlap = covered_object(box, objects)
-            if not row["right"]:
-                row["kind"] = ("background" if boxed is None or overlap < 0.5 else
-                               "loose edges" if boxed == target else difference(objects[boxed], objects[target]))
             drawn.append(render_box(image, box, RENDER_STYLES["outline"]))
             asked.append(row)
-        else:
-            row["kind"], row["passed"] = "unreadable", False
         rows.append(row)
     for row, answer in zip(asked, ask_names(grounder, drawn, batch_size), strict=True):
-        stated, named = stated_attributes(row["expression"]), named_attributes(answer)
-        row["answer"] = answer
-        row["passed"] = bool(stated) and all(named.get(key) == value for key, value in stated.items())
+        row["answer"], row["passed"] = answer, passes_check(row["expression"], answer)
     right = [r for r in rows if r["right"]]
     wrong = [r for r in rows if not r["right"]]
     passed = [r for r in rows if r["passed"]]
@@ -172,8 +167,7 @@ def select(grounder, samples, images, batch_size: int, k: int, temperature: floa
                                    for i, j in where], batch_size)
     passes = [[False] * k for _ in samples]
     for (i, j), answer in zip(where, answers, strict=True):
-        stated, named = stated_attributes(samples[i].expression), named_attributes(answer)
-        passes[i][j] = bool(stated) and all(named.get(key) == value for key, value in stated.items())
+        passes[i][j] = passes_check(samples[i].expression, answer)
 
     def agreeing_passer(boxes, passed):
         keep = [j for j in range(k) if passed[j]]

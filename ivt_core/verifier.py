@@ -39,6 +39,11 @@ from ivt_core.supervision import build_example, collate
 from ivt_core.teachers.geometric import KEEP_MINIMAL as KEEP_VERDICT
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+REASONING_TOKENS = 160  # the longest reasoning read before the verdict (``reasoning_first``)
+
+
+def _assistant(text: str) -> dict:
+    return {"role": "assistant", "content": [{"type": "text", "text": text}]}
 
 
 def reasoning_before_verdict(answer: str) -> str:
@@ -90,13 +95,6 @@ def keep_probability_rows(grounder, samples: Sequence[Sample], images: Sequence,
         if progress:
             progress(len(chunk))
     return rows
-
-
-REASONING_TOKENS = 160  # the longest reasoning read before the verdict (``reasoning_first``)
-
-
-def _assistant(text: str) -> dict:
-    return {"role": "assistant", "content": [{"type": "text", "text": text}]}
 
 
 @torch.inference_mode()

@@ -32,6 +32,7 @@ COLOURS = {
     "orange": (245, 130, 30),
 }
 KINDS = ("circle", "square", "triangle", "star", "diamond", "hexagon")
+SIZES = ("small", "large")
 SPLITS = ("train", "val", "test")
 RELATIONS = {"left of": ("x", -1), "right of": ("x", 1), "above": ("y", -1), "below": ("y", 1)}
 ORDER_AXES = {"top": ("y", 1), "bottom": ("y", -1), "left": ("x", 1), "right": ("x", -1)}
@@ -164,7 +165,7 @@ def _place_shapes(rng: random.Random, config: ShapesConfig) -> list[Shape]:
                                        else rng.choice(list(COLOURS)))
         else:
             kind, colour = rng.choice(KINDS), rng.choice(list(COLOURS))
-        size = rng.choice(("small", "large"))
+        size = rng.choice(SIZES)
         lo, hi = config.small_radius if size == "small" else config.large_radius
         if size == "small" and config.tiny_prob and rng.random() < config.tiny_prob:
             lo, hi = config.tiny_radius
