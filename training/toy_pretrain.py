@@ -21,8 +21,11 @@ wording (an arbitrary box drawn, another object asked: the wording, not correcti
 SFT recipe's refinement turn on fresh scenes (a drawn box given as the model's answer, judged verdict first, at
 any scale: the SFT trainer learns from stored traces, this from an unbounded stream), and ``verdict_names_box``
 adds the name of the object the box is on after the verdict (``verdict_name_first``: before it, look then judge).
-A toy trained with verdict turns has been taught to check boxes: it is an SFT model, not a base
-(``training/recipes/toy_verdict_v1.json``; docs/LOG.md, session 19).
+With ``own_error_scenes`` the starting model's own wrong step-0 boxes on fresh scenes are collected first
+(``training/own_errors.py``) and ``own_error_share`` of the verdict turns' wrong boxes are those: a scene where
+grounding again gives the same wrong box, so only reading the drawn box answers it. A toy trained with verdict
+turns has been taught to check boxes: it is an SFT model, not a base (``training/recipes/toy_verdict_v1.json``;
+docs/LOG.md, session 19).
 
 ``naming_prob`` adds a captioning task that checks no box: one object's box drawn on the scene, the question
 what is inside it, the answer its size, colour and shape ("The small red circle."). Grounding alone lets the toy
@@ -51,8 +54,16 @@ from ivt_core.data.shapes import make_sample, other_questions
 from ivt_core.prompts import get_prompts
 from ivt_core.render import RENDER_STYLES, render_box
 from ivt_core.supervision import build_text_example, collate, cpu_rope_index, patchify_on_device
-from ivt_core.teachers.geometric import EDGES_OFF_MINIMAL, KEEP_MINIMAL, covered_object, minimal_verdict, object_name
+from ivt_core.teachers.geometric import (
+    EDGES_OFF_MINIMAL,
+    KEEP_MINIMAL,
+    covered_object,
+    minimal_verdict,
+    minimal_verdict_on,
+    object_name,
+)
 from ivt_core.tinykit import TinySpec, build_tiny_model
+from training.own_errors import MINED_SPLIT, load_or_mine
 
 
 def answer_text(box, size) -> str:
@@ -94,12 +105,14 @@ class ShapesGrounding(torch.utils.data.Dataset):
     def __init__(self, processor, world, seed: int, length: int, start: int = 0, multi_turn_prob: float = 0.0,
                  max_turns: int = 3, paraphrase_prob: float = 0.0, refine_wording_prob: float = 0.0,
                  verdict_turn_prob: float = 0.0, verdict_names_box: bool = False,
-                 verdict_same_shape_share: float = 0.7, naming_prob: float = 0.0, verdict_name_first: bool = False):
+                 verdict_same_shape_share: float = 0.7, naming_prob: float = 0.0, verdict_name_first: bool = False,
+                 own_errors: list[dict] | None = None, own_error_share: float = 0.0):
         self.processor, self.world, self.seed, self.length, self.start = processor, world, seed, length, start
         self.multi_turn_prob, self.max_turns, self.paraphrase_prob = multi_turn_prob, max_turns, paraphrase_prob
         self.refine_wording_prob, self.verdict_turn_prob = refine_wording_prob, verdict_turn_prob
         self.verdict_names_box, self.verdict_same_shape_share = verdict_names_box, verdict_same_shape_share
         self.naming_prob, self.verdict_name_first = naming_prob, verdict_name_first
+        self.own_errors, self.own_error_share = own_errors or [], own_error_share
         self.prompts = get_prompts("qwen3_vl")
 
     def __len__(self) -> int:
@@ -139,6 +152,11 @@ class ShapesGrounding(torch.utils.data.Dataset):
         ("The box is correct." and the same box, or the minimal teacher's kind of error and the right box). Loss
         on the refinement answer only: the first answer is the counterfactual, not a target."""
         drawn, verdict = verdict_box(s, rng, self.verdict_same_shape_share)
+        if verdict != KEEP_MINIMAL and self.own_errors and rng.random() < self.own_error_share:
+            error = rng.choice(self.own_errors)  # the starting model's own wrong box, on the scene it was made on
+            s = make_sample(self.world, self.seed, MINED_SPLIT, error["index"])
+            drawn = Box(*error["box"])
+            verdict = minimal_verdict_on(drawn, s.meta["objects"], s.meta["target"])
         right = drawn if verdict == KEEP_MINIMAL else s.bbox
         if self.verdict_name_first:
             verdict = f"It is on {boxed_object_name(s, drawn)}. {verdict}"
@@ -350,13 +368,18 @@ def main(argv: list[str] | None = None) -> None:
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])
 
+    own_errors = []
+    if cfg.own_error_scenes:
+        own_errors = load_or_mine(out / "own_errors.json", model, processor, world_config(cfg.world), cfg.seed,
+                                  cfg.own_error_scenes, device, cfg.init_from, cfg.workers)
+        print(f"own errors: {len(own_errors)} of {cfg.own_error_scenes} scenes", flush=True)
     rope = cpu_rope_index(Qwen3VLModel, model.config)
     pad = processor.tokenizer.pad_token_id
     dataset = ShapesGrounding(processor, world_config(cfg.world), cfg.seed,
                               (cfg.steps - start) * cfg.batch_size, start * cfg.batch_size,
                               cfg.multi_turn_prob, cfg.max_turns, cfg.paraphrase_prob, cfg.refine_wording_prob,
                               cfg.verdict_turn_prob, cfg.verdict_names_box, cfg.verdict_same_shape_share,
-                              cfg.naming_prob, cfg.verdict_name_first)
+                              cfg.naming_prob, cfg.verdict_name_first, own_errors, cfg.own_error_share)
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=cfg.batch_size, shuffle=False, num_workers=cfg.workers,
         collate_fn=lambda ex: collate_scenes(ex, pad, rope), prefetch_factor=4 if cfg.workers else None,

@@ -71,6 +71,13 @@ class ToyConfig:
                                                     "are mostly those); the rest on any other object (up to 0.85 "
                                                     "in all) or the right object with its edges off",
                                               min=0.0, max=1.0)
+    own_error_scenes: int = setting(0, "before training, run the starting model (init_from) greedy, single shot, "
+                                       "on this many fresh scenes and keep its wrong boxes (IoU < 0.5) for verdict "
+                                       "turns to judge (training/own_errors.py); 0: none", min=0, max=1_000_000)
+    own_error_share: float = setting(0.0, "share of the verdict turns' wrong boxes that are one of those own "
+                                          "errors (its scene, the starting model's box, the minimal verdict, the "
+                                          "right box) instead of a counterfactual on a fresh scene; the right "
+                                          "boxes' share stays a half", min=0.0, max=1.0)
     naming_prob: float = setting(0.0, "share of conversations (of those not verdict turns) that ask what is "
                                       "inside a box drawn on the scene, "
                                       "answered with the object's size, colour and shape (a captioning task: "
@@ -87,5 +94,9 @@ class ToyConfig:
         check_settings(self)
         if self.hidden % self.heads or self.heads % self.kv_heads:
             raise InvalidInputError("--hidden must divide by --heads, and --heads by --kv-heads")
+        if self.own_error_scenes and not self.init_from:
+            raise InvalidInputError("--own-error-scenes needs --init-from: the errors are a trained model's own")
+        if self.own_error_share and not (self.own_error_scenes and self.verdict_turn_prob):
+            raise InvalidInputError("--own-error-share needs --own-error-scenes and --verdict-turn-prob above 0")
         self.world = asdict(world_config(self.world).check())  # a name becomes the settings it stands for
         return self

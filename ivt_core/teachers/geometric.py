@@ -25,6 +25,7 @@ EDGE_TOLERANCE_FRACTION = 0.02
 STYLES = ("prose", "terse", "minimal")
 KEEP_MINIMAL = "The box is correct."
 EDGES_OFF_MINIMAL = "Edges off."
+WRONG_PLACE_MINIMAL = "Wrong place."
 
 
 def _rng(ctx: TeachContext) -> random.Random:
@@ -117,6 +118,17 @@ def covered_object(box: Box, objects: list[dict]) -> tuple[int | None, float]:
     return (best, best_iou) if best_iou >= 0.1 else (None, best_iou)
 
 
+def minimal_verdict_on(box: Box, objects: list[dict], target: int) -> str:
+    """The minimal style's verdict on a wrong ``box`` when ``objects[target]`` is meant: "Wrong place." on no
+    object, ``minimal_verdict`` on another object, ``EDGES_OFF_MINIMAL`` on the meant one."""
+    covered, _ = covered_object(box, objects)
+    if covered is None:
+        return WRONG_PLACE_MINIMAL
+    if covered != target:
+        return minimal_verdict(objects[covered], objects[target])
+    return EDGES_OFF_MINIMAL
+
+
 def _covered(ctx: TeachContext) -> tuple[int | None, float]:
     return covered_object(ctx.current, ctx.objects)
 
@@ -142,11 +154,7 @@ class GeometricTeacher:
     def _minimal(self, ctx: TeachContext) -> TeacherOutput:
         """The kind of error only: on another shape (or on nothing), or on the right shape with edges off."""
         if ctx.objects and ctx.target_object is not None:
-            covered, _ = _covered(ctx)
-            if covered is None:
-                return TeacherOutput("Wrong place.")
-            if covered != ctx.target_object:
-                return TeacherOutput(minimal_verdict(ctx.objects[covered], ctx.objects[ctx.target_object]))
+            return TeacherOutput(minimal_verdict_on(ctx.current, ctx.objects, ctx.target_object))
         return TeacherOutput(EDGES_OFF_MINIMAL)
 
     def _terse(self, ctx: TeachContext) -> TeacherOutput:
