@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from training.toy_pretrain import main
 
 TINY = ["--batch-size", "4", "--workers", "0", "--eval-every", "3", "--eval-samples", "4", "--hidden", "32",
@@ -194,3 +196,83 @@ def test_naming_turns_ask_what_the_drawn_box_holds_and_name_it():
     asked = [processor.tokenizer.decode(half[i]["input_ids"]) for i in range(30)]
     naming = sum('"bbox_2d": [x1' not in text for text in asked)
     assert 6 <= naming <= 24  # the rest are grounding conversations
+
+
+def test_own_errors_are_the_starting_models_wrong_boxes_on_scenes_of_their_own(tmp_path, monkeypatch):
+    """mine_own_errors: the shipped base toy, greedy single shot through the loop, on scenes of the mined split;
+    kept: its parsed boxes under IoU 0.5 (each checked against the regenerated scene). load_or_mine caches them
+    and mines again only for another model, world, seed or number of scenes."""
+    import torch
+    from transformers import AutoModelForImageTextToText
+
+    import training.own_errors as own_errors
+    from ivt_core.boxes import Box, iou
+    from ivt_core.config.toy import world_config
+    from ivt_core.data.shapes import make_sample
+    from ivt_core.grounders.processing import load_processor
+
+    world = world_config("shapes-v1")
+    model = AutoModelForImageTextToText.from_pretrained("assets/toy-model", dtype=torch.float32)
+    processor = load_processor("assets/toy-model", "qwen3_vl")
+    cache = tmp_path / "own_errors.json"
+    errors = own_errors.load_or_mine(cache, model, processor, world, 0, 40, "cpu", "assets/toy-model")
+    assert 2 <= len(errors) <= 20  # the shipped base is right on ~76 % of shapes-v1 scenes
+    for error in errors:
+        scene = make_sample(world, 0, own_errors.MINED_SPLIT, error["index"])
+        assert iou(Box(*error["box"]), scene.bbox) < 0.5
+    assert json.loads(cache.read_text())["key"]["scenes"] == 40
+
+    def mined_again(*args, **kwargs):
+        raise AssertionError("mined again")
+
+    monkeypatch.setattr(own_errors, "mine_own_errors", mined_again)
+    assert own_errors.load_or_mine(cache, model, processor, world, 0, 40, "cpu", "assets/toy-model") == errors
+    with pytest.raises(AssertionError, match="mined again"):  # another model's errors are not its own
+        own_errors.load_or_mine(cache, model, processor, world, 0, 40, "cpu", "another-model")
+
+
+def test_verdict_turns_judge_own_errors_on_their_own_scene_with_the_minimal_verdict():
+    """own_error_share 1.0: every wrong-box verdict turn is the own error (its scene, its box as the first answer,
+    the minimal teacher's verdict, the scene's right box as the target); the right-box turns stay about half."""
+    import numpy as np
+
+    from ivt_core.boxes import Box
+    from ivt_core.config.toy import world_config
+    from ivt_core.data.shapes import make_sample
+    from ivt_core.grounders.processing import load_processor
+    from ivt_core.teachers.geometric import minimal_verdict_on
+    from training.own_errors import MINED_SPLIT
+    from training.toy_pretrain import ShapesGrounding, answer_text
+
+    world = world_config("shapes-v1")
+    processor = load_processor("assets/toy-model", "qwen3_vl")
+    scene = make_sample(world, 0, MINED_SPLIT, 7)
+    others = [o for j, o in enumerate(scene.meta["objects"]) if j != scene.meta["target"]]
+    wrong = Box(*others[0]["box"])
+    data = ShapesGrounding(processor, world, 0, 24, verdict_turn_prob=1.0, own_error_share=1.0,
+                           own_errors=[{"index": 7, "box": [wrong.x1, wrong.y1, wrong.x2, wrong.y2]}])
+    kept = 0
+    for i in range(24):
+        e = data[i]
+        trained = processor.tokenizer.decode(e["input_ids"][e["labels"] != -100]).split("<")[0]
+        if trained.startswith("The box is correct."):
+            kept += 1
+            continue
+        assert np.array_equal(e["images"][0].numpy(), np.asarray(scene.image))
+        assert answer_text(wrong, scene.image.size) in processor.tokenizer.decode(e["input_ids"])
+        verdict = minimal_verdict_on(wrong, scene.meta["objects"], scene.meta["target"])
+        assert trained == f"{verdict}\n{answer_text(scene.bbox, scene.image.size)}"
+    assert 6 <= kept <= 18
+
+
+def test_own_error_settings_that_make_no_sense_are_one_line_and_exit_2(tmp_path, capsys):
+    from training.toy_pretrain import cli
+
+    assert cli(["--out", str(tmp_path / "m"), "--own-error-scenes", "100"]) == 2
+    assert capsys.readouterr().err.strip() == ("toy_pretrain: error: --own-error-scenes needs --init-from: the "
+                                               "errors are a trained model's own")
+    assert cli(["--out", str(tmp_path / "m"), "--init-from", "assets/toy-model", "--own-error-scenes", "100",
+                "--own-error-share", "0.5"]) == 2
+    assert capsys.readouterr().err.strip() == ("toy_pretrain: error: --own-error-share needs --own-error-scenes and "
+                                               "--verdict-turn-prob above 0")
+    assert not (tmp_path / "m").exists()
