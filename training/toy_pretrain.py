@@ -23,7 +23,9 @@ any scale: the SFT trainer learns from stored traces, this from an unbounded str
 adds the name of the object the box is on after the verdict (``verdict_name_first``: before it, look then judge).
 With ``own_error_scenes`` the starting model's own wrong step-0 boxes on fresh scenes are collected first
 (``training/own_errors.py``) and ``own_error_share`` of the verdict turns' wrong boxes are those: a scene where
-grounding again gives the same wrong box, so only reading the drawn box answers it. A toy trained with verdict
+grounding again gives the same wrong box, so only reading the drawn box answers it. ``second_verdict_prob`` adds
+the loop's step 2 (a second refinement turn: the first answer judged again, or a missed correction corrected);
+without it a verdict-trained toy breaks at step 2 (docs/LOG.md, session 22). A toy trained with verdict
 turns has been taught to check boxes: it is an SFT model, not a base (``training/recipes/toy_verdict_v1.json``;
 docs/LOG.md, session 19).
 
@@ -106,13 +108,15 @@ class ShapesGrounding(torch.utils.data.Dataset):
                  max_turns: int = 3, paraphrase_prob: float = 0.0, refine_wording_prob: float = 0.0,
                  verdict_turn_prob: float = 0.0, verdict_names_box: bool = False,
                  verdict_same_shape_share: float = 0.7, naming_prob: float = 0.0, verdict_name_first: bool = False,
-                 own_errors: list[dict] | None = None, own_error_share: float = 0.0):
+                 own_errors: list[dict] | None = None, own_error_share: float = 0.0,
+                 second_verdict_prob: float = 0.0):
         self.processor, self.world, self.seed, self.length, self.start = processor, world, seed, length, start
         self.multi_turn_prob, self.max_turns, self.paraphrase_prob = multi_turn_prob, max_turns, paraphrase_prob
         self.refine_wording_prob, self.verdict_turn_prob = refine_wording_prob, verdict_turn_prob
         self.verdict_names_box, self.verdict_same_shape_share = verdict_names_box, verdict_same_shape_share
         self.naming_prob, self.verdict_name_first = naming_prob, verdict_name_first
         self.own_errors, self.own_error_share = own_errors or [], own_error_share
+        self.second_verdict_prob = second_verdict_prob
         self.prompts = get_prompts("qwen3_vl")
 
     def __len__(self) -> int:
@@ -150,7 +154,8 @@ class ShapesGrounding(torch.utils.data.Dataset):
         """The loop's first refinement turn on fresh scene ``s``: the grounding question, a box given as the
         model's answer (``verdict_box``), that box drawn and the refine prompt; the answer gives its verdict first
         ("The box is correct." and the same box, or the minimal teacher's kind of error and the right box). Loss
-        on the refinement answer only: the first answer is the counterfactual, not a target."""
+        on the refinement answers only: the first answer is the counterfactual, not a target. With
+        ``second_verdict_prob`` a second refinement turn follows, as the loop's step 2 (``second_turn``)."""
         drawn, verdict = verdict_box(s, rng, self.verdict_same_shape_share)
         if verdict != KEEP_MINIMAL and self.own_errors and rng.random() < self.own_error_share:
             error = rng.choice(self.own_errors)  # the starting model's own wrong box, on the scene it was made on
@@ -158,21 +163,34 @@ class ShapesGrounding(torch.utils.data.Dataset):
             drawn = Box(*error["box"])
             verdict = minimal_verdict_on(drawn, s.meta["objects"], s.meta["target"])
         right = drawn if verdict == KEEP_MINIMAL else s.bbox
-        if self.verdict_name_first:
-            verdict = f"It is on {boxed_object_name(s, drawn)}. {verdict}"
-        elif self.verdict_names_box:
-            verdict = f"{verdict} It is on {boxed_object_name(s, drawn)}."
-        image = render_box(s.image, drawn, RENDER_STYLES[rng.choice(("outline", "outline", "outline", "paper"))])
+        turns = [(drawn, verdict, right, True)]
+        if self.second_verdict_prob and rng.random() < self.second_verdict_prob:
+            turns = second_turn(s, rng, drawn, verdict, right)
+        style = RENDER_STYLES[rng.choice(("outline", "outline", "outline", "paper"))]
         conversation = [
             {"role": "user", "content": [{"type": "image", "image": s.image},
                                          {"type": "text", "text": self.prompts.ground_text(s.expression)}]},
             {"role": "assistant", "content": [{"type": "text", "text": answer_text(drawn, s.image.size)}]},
-            {"role": "user", "content": [{"type": "image", "image": image},
-                                         {"type": "text", "text": self.prompts.refine_text(s.expression)}]},
-            {"role": "assistant", "content": [{"type": "text",
-                                               "text": f"{verdict}\n{answer_text(right, s.image.size)}"}]},
         ]
-        return self._example(conversation, [s.image, image], [3])
+        images, trained = [s.image], []
+        for judged, judged_verdict, answer, target in turns:
+            images.append(render_box(s.image, judged, style))
+            text = f"{self._verdict_text(s, judged, judged_verdict)}\n{answer_text(answer, s.image.size)}"
+            conversation += [
+                {"role": "user", "content": [{"type": "image", "image": images[-1]},
+                                             {"type": "text", "text": self.prompts.refine_text(s.expression)}]},
+                {"role": "assistant", "content": [{"type": "text", "text": text}]},
+            ]
+            if target:
+                trained.append(len(conversation) - 1)
+        return self._example(conversation, images, trained)
+
+    def _verdict_text(self, s, judged: Box, verdict: str) -> str:
+        if self.verdict_name_first:
+            return f"It is on {boxed_object_name(s, judged)}. {verdict}"
+        if self.verdict_names_box:
+            return f"{verdict} It is on {boxed_object_name(s, judged)}."
+        return verdict
 
     def _naming_example(self, s, rng: random.Random) -> dict:
         """A scene with one object's box drawn (outline only: a fill would recolour it), and the question what is
@@ -222,6 +240,21 @@ def verdict_box(sample, rng: random.Random, same_shape_share: float = 0.7) -> tu
         return Box(*other["box"]), minimal_verdict(other, target)
     off = _moved(truth, rng, 0.5, w, h, lambda b: 0.3 <= iou(b, truth) <= 0.85, None)
     return (off, EDGES_OFF_MINIMAL) if off is not None else (truth, KEEP_MINIMAL)
+
+
+def second_turn(sample, rng: random.Random, drawn: Box, verdict: str, right: Box) -> list[tuple]:
+    """The refinement turns (box judged, its verdict, the answer's box, trained?) of a verdict example with the
+    loop's step 2: the first answer's box judged again and kept; or, for half the wrong boxes, a first correction
+    that missed (another object's box, its answer not a target) judged and corrected in the second turn."""
+    target = sample.meta["target"]
+    objects = sample.meta["objects"]
+    covered, _ = covered_object(drawn, objects)
+    others = [o for j, o in enumerate(objects) if j not in (target, covered)]
+    if verdict != KEEP_MINIMAL and others and rng.random() < 0.5:
+        missed = rng.choice(others)
+        return [(drawn, verdict, Box(*missed["box"]), False),
+                (Box(*missed["box"]), minimal_verdict(missed, objects[target]), sample.bbox, True)]
+    return [(drawn, verdict, right, True), (right, KEEP_MINIMAL, right, True)]
 
 
 def boxed_object_name(sample, box: Box) -> str:
@@ -379,7 +412,8 @@ def main(argv: list[str] | None = None) -> None:
                               (cfg.steps - start) * cfg.batch_size, start * cfg.batch_size,
                               cfg.multi_turn_prob, cfg.max_turns, cfg.paraphrase_prob, cfg.refine_wording_prob,
                               cfg.verdict_turn_prob, cfg.verdict_names_box, cfg.verdict_same_shape_share,
-                              cfg.naming_prob, cfg.verdict_name_first, own_errors, cfg.own_error_share)
+                              cfg.naming_prob, cfg.verdict_name_first, own_errors, cfg.own_error_share,
+                              cfg.second_verdict_prob)
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=cfg.batch_size, shuffle=False, num_workers=cfg.workers,
         collate_fn=lambda ex: collate_scenes(ex, pad, rope), prefetch_factor=4 if cfg.workers else None,

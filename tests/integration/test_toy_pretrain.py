@@ -265,7 +265,7 @@ def test_verdict_turns_judge_own_errors_on_their_own_scene_with_the_minimal_verd
     assert 6 <= kept <= 18
 
 
-def test_own_error_settings_that_make_no_sense_are_one_line_and_exit_2(tmp_path, capsys):
+def test_verdict_settings_that_make_no_sense_are_one_line_and_exit_2(tmp_path, capsys):
     from training.toy_pretrain import cli
 
     assert cli(["--out", str(tmp_path / "m"), "--own-error-scenes", "100"]) == 2
@@ -275,4 +275,43 @@ def test_own_error_settings_that_make_no_sense_are_one_line_and_exit_2(tmp_path,
                 "--own-error-share", "0.5"]) == 2
     assert capsys.readouterr().err.strip() == ("toy_pretrain: error: --own-error-share needs --own-error-scenes and "
                                                "--verdict-turn-prob above 0")
+    assert cli(["--out", str(tmp_path / "m"), "--second-verdict-prob", "0.5"]) == 2
+    assert capsys.readouterr().err.strip() == ("toy_pretrain: error: --second-verdict-prob needs --verdict-turn-prob "
+                                               "above 0")
     assert not (tmp_path / "m").exists()
+
+
+def test_second_verdict_turns_put_the_loops_step_2_in_the_data():
+    """second_verdict_prob 1.0: three images and two refinement turns; either both trained (the first answer's
+    box judged again and kept) or only the second (a first correction that missed: another object's box, judged
+    with the minimal verdict and corrected to the right box)."""
+    import re
+
+    from ivt_core.config.toy import world_config
+    from ivt_core.data.shapes import make_sample
+    from ivt_core.grounders.processing import load_processor
+    from ivt_core.teachers.geometric import minimal_verdict
+    from training.toy_pretrain import ShapesGrounding, answer_text
+
+    world = world_config("shapes-v1")
+    processor = load_processor("assets/toy-model", "qwen3_vl")
+    data = ShapesGrounding(processor, world, 0, 30, verdict_turn_prob=1.0, second_verdict_prob=1.0)
+    paths = set()
+    for i in range(30):
+        e, scene = data[i], make_sample(world, 0, "train", i)
+        assert e["images"].shape[0] == 3
+        trained = re.sub(r"<[^>]*>", "\n", processor.tokenizer.decode(e["input_ids"][e["labels"] != -100]))
+        answers = [a for a in trained.split("\n") if a.strip()]
+        truth = answer_text(scene.bbox, scene.image.size)
+        if len(answers) == 4:  # both refinement turns trained: the second keeps the first's answer
+            paths.add("kept")
+            assert answers[2] == "The box is correct." and answers[3] == answers[1]
+        else:  # the first correction missed; the second judges that other object and corrects it
+            paths.add("missed")
+            assert len(answers) == 2 and answers[1] == truth
+            target = scene.meta["objects"][scene.meta["target"]]
+            verdicts = {minimal_verdict(o, target) for o in scene.meta["objects"] if o is not target}
+            assert answers[0] in verdicts
+    assert paths == {"kept", "missed"}
+    one_turn = ShapesGrounding(processor, world, 0, 4, verdict_turn_prob=1.0)
+    assert all(one_turn[i]["images"].shape[0] == 2 for i in range(4))
