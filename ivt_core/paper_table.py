@@ -205,14 +205,14 @@ def paper_table(db: Database, run_ids: Sequence[int], labels: Sequence[str] | No
 
 
 def verifier_cell(row: dict) -> str:
-    """A trained row's verifier AUROC as shown: the number ("after its reasoning" when read there: ``ivt verifier
-    --reasoning-first``), "n/a" (the base's boxes are all right or all wrong) or "not measured"."""
+    """A trained row's verifier AUROC as shown: each measured one ("after its reasoning" when read there: ``ivt
+    verifier --reasoning-first``), "n/a" (the base's boxes are all right or all wrong) or "not measured"."""
     measured = row.get("verifier")
     if not measured:
         return "not measured"
-    if measured.get("auroc") is None:
-        return "n/a"
-    return f"{measured['auroc']:.3f}" + (" (after its reasoning)" if measured.get("reasoning_first") else "")
+    return ", ".join("n/a" if m.get("auroc") is None else
+                     f"{m['auroc']:.3f}" + (" (after its reasoning)" if m.get("reasoning_first") else "")
+                     for m in measured)
 
 
 def table_text(table: dict) -> str:

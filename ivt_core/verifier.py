@@ -160,16 +160,23 @@ def judge_run(workspace, db, grounder, run_id: int, threshold: float = 0.5, limi
     return summary, rows
 
 
+def _verdict_key(run_id: int, reasoning_first: bool) -> str:
+    return f"verifier_run{run_id}" + ("_after_reasoning" if reasoning_first else "")
+
+
 def store_verdict(db, model_id: int, summary: dict) -> None:
-    """Keep a verifier test's summary with the judging model (read back by ``stored_verdict``)."""
+    """Keep a verifier test's summary with the judging model (read back by ``stored_verdict``), one per place
+    P(keep) was read: a test read after the model's reasoning does not replace one read at the answer's start."""
     from ivt_core.store.models import set_model_meta
 
-    set_model_meta(db, model_id, f"verifier_run{summary['run_id']}", summary)
+    set_model_meta(db, model_id, _verdict_key(summary["run_id"], bool(summary.get("reasoning_first"))), summary)
 
 
-def stored_verdict(model: dict, run_id: int) -> dict | None:
-    """The summary of ``model``'s (a registry row) verifier test on run ``run_id``'s boxes, if it was run."""
-    return model["meta"].get(f"verifier_run{run_id}")
+def stored_verdict(model: dict, run_id: int) -> list[dict]:
+    """The summaries of ``model``'s (a registry row) verifier tests on run ``run_id``'s boxes: read at the start
+    of the answer, then after its reasoning; those that were run."""
+    return [model["meta"][key] for key in (_verdict_key(run_id, False), _verdict_key(run_id, True))
+            if key in model["meta"]]
 
 
 def summary_text(s: dict) -> str:

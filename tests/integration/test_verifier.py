@@ -79,8 +79,15 @@ def test_the_command_judges_a_runs_step0_boxes_and_keeps_the_result_with_the_mod
                  "--device", "cpu", "--json", "--max-new-tokens", "48"]) == 0
     looped = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["run_id"]
     rows = paper_table(shapes_ws.connect(), [run_id, looped])["rows"]
-    assert rows[-1]["verifier"]["n"] == 6 and rows[-1]["verifier"]["auroc"] == stored[0]["auroc"]
+    assert [(v["n"], v["auroc"]) for v in rows[-1]["verifier"]] == [(6, stored[0]["auroc"])]
     assert "verifier" not in rows[0]
+    # read after the model's reasoning too: kept beside the first reading, not instead of it
+    assert main(["verifier", str(run_id), "--workspace", str(shapes_ws.root), "--device", "cpu",
+                 "--reasoning-first"]) == 0
+    capsys.readouterr()
+    rows = paper_table(shapes_ws.connect(), [run_id, looped])["rows"]
+    assert [v.get("reasoning_first", False) for v in rows[-1]["verifier"]] == [False, True]
+    assert rows[-1]["verifier"][0]["auroc"] == stored[0]["auroc"]
     assert main(["verifier", "99", "--workspace", str(shapes_ws.root), "--device", "cpu"]) == 2
     assert "no run" in capsys.readouterr().err
 

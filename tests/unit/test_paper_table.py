@@ -39,6 +39,9 @@ def test_the_verifier_cell_says_where_p_keep_was_read():
     from ivt_core.paper_table import verifier_cell
 
     assert verifier_cell({}) == "not measured"
-    assert verifier_cell({"verifier": {"auroc": None}}) == "n/a"
-    assert verifier_cell({"verifier": {"auroc": 0.5714}}) == "0.571"
-    assert verifier_cell({"verifier": {"auroc": 0.7, "reasoning_first": True}}) == "0.700 (after its reasoning)"
+    assert verifier_cell({"verifier": []}) == "not measured"
+    assert verifier_cell({"verifier": [{"auroc": None}]}) == "n/a"
+    assert verifier_cell({"verifier": [{"auroc": 0.5714}]}) == "0.571"
+    assert verifier_cell({"verifier": [{"auroc": 0.7, "reasoning_first": True}]}) == "0.700 (after its reasoning)"
+    assert verifier_cell({"verifier": [{"auroc": 0.461}, {"auroc": 0.789, "reasoning_first": True}]}) == \
+        "0.461, 0.789 (after its reasoning)"
