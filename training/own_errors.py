@@ -43,25 +43,26 @@ def mine_own_errors(model, processor, world: ShapesConfig, seed: int, scenes: in
     began, errors, unreadable = time.time(), [], 0
     pool = ProcessPoolExecutor(workers) if workers else None  # drawing the scenes is serial Python otherwise
     model.eval()
-    for begin in range(0, scenes, CHUNK):
-        indices = range(begin, min(scenes, begin + CHUNK))
-        raw = list(pool.map(partial(make_sample, world, seed, MINED_SPLIT), indices, chunksize=64)) if pool \
-            else [make_sample(world, seed, MINED_SPLIT, i) for i in indices]
-        samples = [Sample(s.id, "shapes", MINED_SPLIT, "", 0, 0, s.expression, s.bbox) for s in raw]
-        for index, scene, trajectory in zip(indices, raw, run_samples(grounder, samples, loop,
-                                                                      [s.image for s in raw]), strict=True):
-            box = trajectory.steps[0].box
-            if box is None:
-                unreadable += 1
-            elif iou(box, scene.bbox) < WRONG_BELOW_IOU:
-                errors.append({"index": index, "box": [box.x1, box.y1, box.x2, box.y2]})
-        progress(f"own errors: {len(errors)} wrong boxes in {indices.stop} scenes ({unreadable} unreadable), "
-                 f"{time.time() - began:.0f} s")
-    model.train()
-    if pool:
-        pool.shutdown()
-    return {"errors": errors, "unreadable": unreadable,
-            "seconds": round(time.time() - began, 1)}
+    try:
+        for begin in range(0, scenes, CHUNK):
+            indices = range(begin, min(scenes, begin + CHUNK))
+            raw = list(pool.map(partial(make_sample, world, seed, MINED_SPLIT), indices, chunksize=64)) if pool \
+                else [make_sample(world, seed, MINED_SPLIT, i) for i in indices]
+            samples = [Sample(s.id, "shapes", MINED_SPLIT, "", 0, 0, s.expression, s.bbox) for s in raw]
+            trajectories = run_samples(grounder, samples, loop, [s.image for s in raw])
+            for index, scene, trajectory in zip(indices, raw, trajectories, strict=True):
+                box = trajectory.steps[0].box
+                if box is None:
+                    unreadable += 1
+                elif iou(box, scene.bbox) < WRONG_BELOW_IOU:
+                    errors.append({"index": index, "box": [box.x1, box.y1, box.x2, box.y2]})
+            progress(f"own errors: {len(errors)} wrong boxes in {indices.stop} scenes ({unreadable} unreadable), "
+                     f"{time.time() - began:.0f} s")
+    finally:
+        model.train()
+        if pool:
+            pool.shutdown(cancel_futures=True)
+    return {"errors": errors, "unreadable": unreadable, "seconds": round(time.time() - began, 1)}
 
 
 def load_or_mine(path: Path, model, processor, world: ShapesConfig, seed: int, scenes: int, device: str,
@@ -73,8 +74,7 @@ def load_or_mine(path: Path, model, processor, world: ShapesConfig, seed: int, s
         cached = json.loads(path.read_text())
         if cached.get("key") == json.loads(json.dumps(key)):
             return cached["errors"]
-    mined = {"key": key, **mine_own_errors(model, processor, world, seed, scenes, device,
-                                                     workers=workers)}
+    mined = {"key": key, **mine_own_errors(model, processor, world, seed, scenes, device, workers=workers)}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(mined))
     return mined["errors"]
