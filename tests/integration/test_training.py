@@ -325,8 +325,8 @@ def test_sft_runs_the_verifier_test_and_keeps_it_with_the_model(approved, tiny_m
     assert re.search(rf"\| verifier test \| AUROC (\d\.\d{{3}}|n/a[^|]*) of P\(\"The box is correct\.\"\) on run "
                      rf"{run_id}'s step-0 boxes \(\d+ right, \d+ wrong at IoU 0\.5\)", card)
     model_id = db.execute("SELECT id FROM models WHERE name = 'sft-verified'").fetchone()[0]
-    verdict = stored_verdict(get_model(db, model_id), run_id)
-    assert verdict is not None and verdict["n"] == verdict["right"] + verdict["wrong"] > 0
+    (verdict,) = stored_verdict(get_model(db, model_id), run_id)
+    assert verdict["n"] == verdict["right"] + verdict["wrong"] > 0
 
 
 def test_sft_refuses_an_unknown_verifier_run_before_training(approved, tiny_models, capsys):
