@@ -8,7 +8,10 @@ itself is the naive-IVT row. Every run is restricted to the samples all the runs
 Each row gives Acc@0.5 / 0.7 / 0.9 at step 0, at the final step, under the best label-free stopping rule (chosen
 on this very split, so an optimistic pick, said so) and under the oracle (best step by ground truth: not
 deployable, labelled). Per refinement step t: degradation (mean IoU lost), fix rate (wrong at t-1, right at t)
-and break rate (right at t-1, wrong at t), at IoU 0.5, over the samples that reached step t. Each row's final
+and break rate (right at t-1, wrong at t), at IoU 0.5, over the samples that reached step t; and, of the answers
+step t changed, how many were wrong before, how many of those it fixed and of the right ones it broke: the
+loop gains only when the model's precision at calling its box wrong is above the share those rates set
+(``changes``). Each row's final
 step and best rule are tested against single shot with an exact McNemar test on the paired right/wrong outcomes
 at IoU 0.5 (wins: single shot wrong and the row right; losses: the reverse).
 
@@ -40,6 +43,7 @@ from ivt_core.store.runs import get_run, load_trajectories
 
 TABLE_THRESHOLDS = (0.5, 0.7, 0.9)
 TAU = 0.5
+SAME_BOX_IOU = 0.99  # a refinement answer this close to the box before it kept it (the verdict's kept box is equal)
 
 
 def mcnemar(wins: int, losses: int) -> float:
@@ -52,17 +56,50 @@ def mcnemar(wins: int, losses: int) -> float:
 
 
 def step_rates(trajectories: Sequence[Trajectory], tau: float = TAU) -> list[dict]:
-    """Per refinement step t >= 1: samples reaching it, degradation, fix rate and break rate (at IoU ``tau``)."""
+    """Per refinement step t >= 1: samples reaching it, degradation, fix rate and break rate (at IoU ``tau``),
+    and the account of the answers it changed (``changes``)."""
     longest = max((t.stop_step for t in trajectories), default=0)
     rows = []
     for step in range(1, longest + 1):
-        pairs = [(t.steps[step - 1].iou, t.steps[step].iou) for t in trajectories if t.stop_step >= step]
+        reached = [t for t in trajectories if t.stop_step >= step]
+        pairs = [(t.steps[step - 1].iou, t.steps[step].iou) for t in reached]
         n = len(pairs)
         rows.append({"step": step, "n": n,
                      "degradation": fmean(max(0.0, a - b) for a, b in pairs) if n else 0.0,
                      "fix": sum(a < tau <= b for a, b in pairs) / n if n else 0.0,
-                     "break": sum(b < tau <= a for a, b in pairs) / n if n else 0.0})
+                     "break": sum(b < tau <= a for a, b in pairs) / n if n else 0.0,
+                     **changes([(t.steps[step - 1], t.steps[step]) for t in reached], tau)})
     return rows
+
+
+def changes(pairs: Sequence[tuple], tau: float = TAU) -> dict:
+    """Why a step gains or loses, from the answers it changed (a box moved to IoU < ``SAME_BOX_IOU`` with the one
+    before it, or unreadable): how many (``changed``), the share of them that were wrong before (``changed_wrong``,
+    the model's precision at calling its box wrong), the share of those it fixed (``fixed_of_wrong``), the share of
+    the right ones it broke (``broken_of_right``), and the precision above which changing gains (``pays_above``:
+    fixed_of_wrong x p = broken_of_right x (1 - p)). None where there is nothing to count."""
+    moved = [(a.iou, b.iou) for a, b in pairs
+             if a.box is None or b.box is None or iou(a.box, b.box) < SAME_BOX_IOU]
+    wrong = [b for a, b in moved if a < tau]
+    right = [b for a, b in moved if a >= tau]
+    fixed = sum(b >= tau for b in wrong) / len(wrong) if wrong else None
+    broken = sum(b < tau for b in right) / len(right) if right else None
+    pays = broken / (fixed + broken) if fixed is not None and broken is not None and fixed + broken else None
+    return {"changed": len(moved), "changed_wrong": len(wrong) / len(moved) if moved else None,
+            "fixed_of_wrong": fixed, "broken_of_right": broken, "pays_above": pays}
+
+
+def changes_text(s: dict) -> str:
+    """A step's ``changes`` in words: "changed 124 answers, 43% of them wrong before: fixed 47% of those, broke 75%
+    of the right ones (changing gains above 62% wrong)"."""
+    if not s.get("changed"):
+        return "changed no answer"
+    def pct(value):
+        return "-" if value is None else f"{value:.0%}"
+
+    return (f"changed {s['changed']} answers, {pct(s['changed_wrong'])} of them wrong before: fixed "
+            f"{pct(s['fixed_of_wrong'])} of those, broke {pct(s['broken_of_right'])} of the right ones"
+            + (f" (changing gains above {pct(s['pays_above'])} wrong)" if s["pays_above"] is not None else ""))
 
 
 def _paired(reference: list[bool], row: list[bool]) -> dict:
@@ -201,6 +238,8 @@ def paper_table(db: Database, run_ids: Sequence[int], labels: Sequence[str] | No
                       "wins / losses / p: paired right-or-wrong at IoU 0.5 against base single shot, exact McNemar",
                       f"verifier AUROC: how well the model tells the base run's right step-0 boxes from its wrong "
                       f"ones (`ivt verifier {base} --model ...`; 0.5: not at all)",
+                      "changed answers: a step gains only when enough of the boxes it changes were wrong; 'changing "
+                      "gains above' is that share, from the step's own fix and break rates among them",
                       *notes]}
 
 
@@ -242,6 +281,6 @@ def table_text(table: dict) -> str:
                      f"p={vs['p']:.2g}); unreadable answers {row['unreadable']:.1%}{verifier}")
         for s in row["per_step"]:
             lines.append(f"  step {s['step']}: degradation {s['degradation']:.3f}, fixed {s['fix']:.1%}, "
-                         f"broken {s['break']:.1%} ({s['n']} samples)")
+                         f"broken {s['break']:.1%} ({s['n']} samples); {changes_text(s)}")
     lines += ["", *[f"* {note}" if note.startswith("oracle") else f"- {note}" for note in table["notes"]]]
     return "\n".join(lines)

@@ -12,6 +12,7 @@ from ivt_core.comparison import SHOWS, per_sample, side_by_side
 from ivt_core.errors import IVTError
 from ivt_core.paper_table import (
     TABLE_THRESHOLDS,
+    changes_text,
     paper_table,
     sampled_runs_of_base,
     sampled_single_shot,
@@ -91,8 +92,8 @@ def paper_view(ctx: AppContext, run_ids: list[int] | None, candidates: list[int]
                      "degradation / step": f"{row['degradation']:.3f}" if "degradation" in row else "-",
                      "verifier AUROC": verifier_cell(row) if "verifier" in row else "-"})
     steps = [f"**{row['label']}**: " + "; ".join(
-        f"step {s['step']}: fixed {s['fix']:.1%}, broken {s['break']:.1%}, degradation {s['degradation']:.3f}"
-        for s in row["per_step"]) for row in table["rows"] if row.get("per_step")]
+        f"step {s['step']}: fixed {s['fix']:.1%}, broken {s['break']:.1%}, degradation {s['degradation']:.3f}; "
+        f"{changes_text(s)}" for s in row["per_step"]) for row in table["rows"] if row.get("per_step")]
     note = (f"{table['dataset']}/{table['split']}, {table['samples']} common samples; Acc at IoU 0.5 / 0.7 / 0.9.  \n"
             + "  \n".join(steps) + "  \n" + "  \n".join(f"*{n}*" for n in table["notes"]))
     return pd.DataFrame(rows), note

@@ -45,3 +45,30 @@ def test_the_verifier_cell_says_where_p_keep_was_read():
     assert verifier_cell({"verifier": [{"auroc": 0.7, "reasoning_first": True}]}) == "0.700 (after its reasoning)"
     assert verifier_cell({"verifier": [{"auroc": 0.461}, {"auroc": 0.789, "reasoning_first": True}]}) == \
         "0.461, 0.789 (after its reasoning)"
+
+
+def test_changes_account_for_the_answers_a_step_changed():
+    """Of the answers step t changed (moved to IoU < 0.99 with the box before, or unreadable): the share wrong
+    before, the share of those fixed, of the right ones broken, and the precision above which changing gains."""
+    from ivt_core.paper_table import changes, changes_text
+
+    a, b = Box(0, 0, 10, 10), Box(50, 50, 60, 60)
+
+    def pair(before_iou, after_iou, moved=True, readable=True):
+        return (StepRecord(0, "", "", a, before_iou, True),
+                StepRecord(1, "", "", (b if moved else a) if readable else None, after_iou, readable))
+
+    pairs = [pair(0.1, 0.8), pair(0.2, 0.1), pair(0.9, 0.0), pair(0.8, 0.7), pair(0.95, 0.2, readable=False),
+             pair(0.9, 0.9, moved=False), pair(0.3, 0.3, moved=False)]
+    c = changes(pairs)
+    assert c["changed"] == 5 and c["changed_wrong"] == pytest.approx(2 / 5)
+    assert c["fixed_of_wrong"] == pytest.approx(1 / 2) and c["broken_of_right"] == pytest.approx(2 / 3)
+    assert c["pays_above"] == pytest.approx((2 / 3) / (1 / 2 + 2 / 3))  # 0.571
+    assert changes_text(c) == ("changed 5 answers, 40% of them wrong before: fixed 50% of those, broke 67% of the "
+                               "right ones (changing gains above 57% wrong)")
+    assert changes([pair(0.9, 0.9, moved=False)]) == {"changed": 0, "changed_wrong": None, "fixed_of_wrong": None,
+                                                       "broken_of_right": None, "pays_above": None}
+    assert changes_text(changes([])) == "changed no answer"
+    assert changes([pair(0.1, 0.8)])["pays_above"] is None  # no right box changed: nothing to weigh
+    rows = step_rates([Trajectory("x", list(p), stop_step=1) for p in pairs])
+    assert rows[0]["changed"] == 5 and rows[0]["n"] == 7
