@@ -90,16 +90,15 @@ def changes(pairs: Sequence[tuple], tau: float = TAU) -> dict:
 
 
 def changes_text(s: dict) -> str:
-    """A step's ``changes`` in words: "changed 124 answers, 43% of them wrong before: fixed 47% of those, broke 75%
-    of the right ones (changing gains above 62% wrong)"."""
+    """A step's ``changes`` in words: "changed 121 answers, 42% of them wrong before: fixed 49% of the wrong ones,
+    broke 76% of the right ones (changing gains above 61% wrong)"."""
     if not s.get("changed"):
         return "changed no answer"
-    def pct(value):
-        return "-" if value is None else f"{value:.0%}"
-
-    return (f"changed {s['changed']} answers, {pct(s['changed_wrong'])} of them wrong before: fixed "
-            f"{pct(s['fixed_of_wrong'])} of those, broke {pct(s['broken_of_right'])} of the right ones"
-            + (f" (changing gains above {pct(s['pays_above'])} wrong)" if s["pays_above"] is not None else ""))
+    done = [f"{verb} {share:.0%} of the {kind} ones" for verb, share, kind in
+            (("fixed", s["fixed_of_wrong"], "wrong"), ("broke", s["broken_of_right"], "right")) if share is not None]
+    return (f"changed {s['changed']} answer{'s' if s['changed'] > 1 else ''}, {s['changed_wrong']:.0%} of them "
+            f"wrong before: " + ", ".join(done)
+            + (f" (changing gains above {s['pays_above']:.0%} wrong)" if s["pays_above"] is not None else ""))
 
 
 def _paired(reference: list[bool], row: list[bool]) -> dict:

@@ -64,11 +64,13 @@ def test_changes_account_for_the_answers_a_step_changed():
     assert c["changed"] == 5 and c["changed_wrong"] == pytest.approx(2 / 5)
     assert c["fixed_of_wrong"] == pytest.approx(1 / 2) and c["broken_of_right"] == pytest.approx(2 / 3)
     assert c["pays_above"] == pytest.approx((2 / 3) / (1 / 2 + 2 / 3))  # 0.571
-    assert changes_text(c) == ("changed 5 answers, 40% of them wrong before: fixed 50% of those, broke 67% of the "
-                               "right ones (changing gains above 57% wrong)")
+    assert changes_text(c) == ("changed 5 answers, 40% of them wrong before: fixed 50% of the wrong ones, broke 67% "
+                               "of the right ones (changing gains above 57% wrong)")
     assert changes([pair(0.9, 0.9, moved=False)]) == {"changed": 0, "changed_wrong": None, "fixed_of_wrong": None,
                                                        "broken_of_right": None, "pays_above": None}
     assert changes_text(changes([])) == "changed no answer"
     assert changes([pair(0.1, 0.8)])["pays_above"] is None  # no right box changed: nothing to weigh
+    assert changes_text(changes([pair(0.1, 0.8)])) == "changed 1 answer, 100% of them wrong before: fixed 100% of " \
+                                                      "the wrong ones"
     rows = step_rates([Trajectory("x", list(p), stop_step=1) for p in pairs])
     assert rows[0]["changed"] == 5 and rows[0]["n"] == 7
