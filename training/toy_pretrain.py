@@ -21,13 +21,14 @@ wording (an arbitrary box drawn, another object asked: the wording, not correcti
 SFT recipe's refinement turn on fresh scenes (a drawn box given as the model's answer, judged verdict first, at
 any scale: the SFT trainer learns from stored traces, this from an unbounded stream), and ``verdict_names_box``
 adds the name of the object the box is on after the verdict (``verdict_name_first``: before it, look then judge).
-With ``own_error_scenes`` the starting model's own wrong step-0 boxes on fresh scenes are collected first
-(``training/own_errors.py``) and ``own_error_share`` of the verdict turns' wrong boxes are those: a scene where
-grounding again gives the same wrong box, so only reading the drawn box answers it. ``second_verdict_prob`` adds
-the loop's step 2 (a second refinement turn: the first answer judged again, or a missed correction corrected);
-without it a verdict-trained toy breaks at step 2 (docs/LOG.md, session 22). A toy trained with verdict
-turns has been taught to check boxes: it is an SFT model, not a base (``training/recipes/toy_verdict_v1.json``;
-docs/LOG.md, session 19).
+With ``own_error_scenes`` the starting model's own step-0 answers on fresh scenes are collected first
+(``training/own_errors.py``) and ``own_error_share`` of the verdict turns' wrong boxes are its errors: a scene
+where grounding again gives the same wrong box, so only reading the drawn box answers it (``own_right_share``: of
+the right boxes, its own right answers as it drew them, kept or, under IoU 0.9, "Edges off.").
+``second_verdict_prob`` adds the loop's step 2 (a second refinement turn: the first answer judged again, or a
+missed correction corrected); without it a verdict-trained toy breaks at step 2 (docs/LOG.md, session 22). A toy
+trained with verdict turns has been taught to check boxes: it is an SFT model, not a base
+(``training/recipes/toy_verdict_v1.json``; docs/LOG.md, session 19).
 
 ``naming_prob`` adds a captioning task that checks no box: one object's box drawn on the scene, the question
 what is inside it, the answer its size, colour and shape ("The small red circle."). Grounding alone lets the toy
@@ -109,7 +110,7 @@ class ShapesGrounding(torch.utils.data.Dataset):
                  verdict_turn_prob: float = 0.0, verdict_names_box: bool = False,
                  verdict_same_shape_share: float = 0.7, naming_prob: float = 0.0, verdict_name_first: bool = False,
                  own_errors: list[dict] | None = None, own_error_share: float = 0.0,
-                 second_verdict_prob: float = 0.0):
+                 second_verdict_prob: float = 0.0, own_right: list[dict] | None = None, own_right_share: float = 0.0):
         self.processor, self.world, self.seed, self.length, self.start = processor, world, seed, length, start
         self.multi_turn_prob, self.max_turns, self.paraphrase_prob = multi_turn_prob, max_turns, paraphrase_prob
         self.refine_wording_prob, self.verdict_turn_prob = refine_wording_prob, verdict_turn_prob
@@ -117,6 +118,7 @@ class ShapesGrounding(torch.utils.data.Dataset):
         self.naming_prob, self.verdict_name_first = naming_prob, verdict_name_first
         self.own_errors, self.own_error_share = own_errors or [], own_error_share
         self.second_verdict_prob = second_verdict_prob
+        self.own_right, self.own_right_share = own_right or [], own_right_share
         self.prompts = get_prompts("qwen3_vl")
 
     def __len__(self) -> int:
@@ -162,6 +164,11 @@ class ShapesGrounding(torch.utils.data.Dataset):
             s = make_sample(self.world, self.seed, MINED_SPLIT, error["index"])
             drawn = Box(*error["box"])
             verdict = minimal_verdict_on(drawn, s.meta["objects"], s.meta["target"])
+        elif verdict == KEEP_MINIMAL and self.own_right and rng.random() < self.own_right_share:
+            answer = rng.choice(self.own_right)  # the starting model's own right box (IoU >= 0.5), as it drew it
+            s = make_sample(self.world, self.seed, MINED_SPLIT, answer["index"])
+            drawn = Box(*answer["box"])
+            verdict = KEEP_MINIMAL if iou(drawn, s.bbox) >= RIGHT_MIN_IOU else EDGES_OFF_MINIMAL
         right = drawn if verdict == KEEP_MINIMAL else s.bbox
         turns = [(drawn, verdict, right, True)]
         if self.second_verdict_prob and rng.random() < self.second_verdict_prob:
@@ -401,19 +408,20 @@ def main(argv: list[str] | None = None) -> None:
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])
 
-    own_errors = []
+    own = {"errors": [], "right": []}
     if cfg.own_error_scenes:
-        own_errors = load_or_mine(out / "own_errors.json", model, processor, world_config(cfg.world), cfg.seed,
-                                  cfg.own_error_scenes, device, cfg.init_from, cfg.workers)
-        print(f"own errors: {len(own_errors)} of {cfg.own_error_scenes} scenes", flush=True)
+        own = load_or_mine(out / "own_errors.json", model, processor, world_config(cfg.world), cfg.seed,
+                           cfg.own_error_scenes, device, cfg.init_from, cfg.workers)
+        print(f"own answers: {len(own['errors'])} wrong and {len(own['right'])} right in {cfg.own_error_scenes} "
+              f"scenes", flush=True)
     rope = cpu_rope_index(Qwen3VLModel, model.config)
     pad = processor.tokenizer.pad_token_id
     dataset = ShapesGrounding(processor, world_config(cfg.world), cfg.seed,
                               (cfg.steps - start) * cfg.batch_size, start * cfg.batch_size,
                               cfg.multi_turn_prob, cfg.max_turns, cfg.paraphrase_prob, cfg.refine_wording_prob,
                               cfg.verdict_turn_prob, cfg.verdict_names_box, cfg.verdict_same_shape_share,
-                              cfg.naming_prob, cfg.verdict_name_first, own_errors, cfg.own_error_share,
-                              cfg.second_verdict_prob)
+                              cfg.naming_prob, cfg.verdict_name_first, own["errors"], cfg.own_error_share,
+                              cfg.second_verdict_prob, own["right"], cfg.own_right_share)
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=cfg.batch_size, shuffle=False, num_workers=cfg.workers,
         collate_fn=lambda ex: collate_scenes(ex, pad, rope), prefetch_factor=4 if cfg.workers else None,

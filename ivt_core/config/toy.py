@@ -78,6 +78,10 @@ class ToyConfig:
                                           "errors (its scene, the starting model's box, the minimal verdict, the "
                                           "right box) instead of a counterfactual on a fresh scene; the right "
                                           "boxes' share stays a half", min=0.0, max=1.0)
+    own_right_share: float = setting(0.0, "share of the verdict turns' right boxes that are the starting model's "
+                                          "own right answers on those scenes (IoU >= 0.5, as it drew them: kept at "
+                                          "IoU >= 0.9, else \"Edges off.\" and the right box) instead of jittered "
+                                          "ground truths", min=0.0, max=1.0)
     second_verdict_prob: float = setting(0.0, "share of verdict turns followed by a second refinement turn, as the "
                                               "loop's step 2: the first answer judged again and kept, or (half the "
                                               "wrong boxes) a first correction that missed, judged and corrected",
@@ -100,8 +104,10 @@ class ToyConfig:
             raise InvalidInputError("--hidden must divide by --heads, and --heads by --kv-heads")
         if self.own_error_scenes and not self.init_from:
             raise InvalidInputError("--own-error-scenes needs --init-from: the errors are a trained model's own")
-        if self.own_error_share and not (self.own_error_scenes and self.verdict_turn_prob):
-            raise InvalidInputError("--own-error-share needs --own-error-scenes and --verdict-turn-prob above 0")
+        for share in ("own_error_share", "own_right_share"):
+            if getattr(self, share) and not (self.own_error_scenes and self.verdict_turn_prob):
+                raise InvalidInputError(f"--{share.replace('_', '-')} needs --own-error-scenes and "
+                                        f"--verdict-turn-prob above 0")
         if self.second_verdict_prob and not self.verdict_turn_prob:
             raise InvalidInputError("--second-verdict-prob needs --verdict-turn-prob above 0")
         self.world = asdict(world_config(self.world).check())  # a name becomes the settings it stands for

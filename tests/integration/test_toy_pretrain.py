@@ -200,8 +200,9 @@ def test_naming_turns_ask_what_the_drawn_box_holds_and_name_it():
 
 def test_own_errors_are_the_starting_models_wrong_boxes_on_scenes_of_their_own(tmp_path, monkeypatch):
     """mine_own_errors: the shipped base toy, greedy single shot through the loop, on scenes of the mined split;
-    kept: its parsed boxes under IoU 0.5 (each checked against the regenerated scene). load_or_mine caches them
-    and mines again only for another model, world, seed or number of scenes."""
+    kept: its parsed boxes, under IoU 0.5 as errors, the others as right answers (each checked against the
+    regenerated scene). load_or_mine caches them and mines again only for another model, world, seed or number
+    of scenes."""
     import torch
     from transformers import AutoModelForImageTextToText
 
@@ -215,18 +216,21 @@ def test_own_errors_are_the_starting_models_wrong_boxes_on_scenes_of_their_own(t
     model = AutoModelForImageTextToText.from_pretrained("assets/toy-model", dtype=torch.float32)
     processor = load_processor("assets/toy-model", "qwen3_vl")
     cache = tmp_path / "own_errors.json"
-    errors = own_errors.load_or_mine(cache, model, processor, world, 0, 40, "cpu", "assets/toy-model")
+    mined = own_errors.load_or_mine(cache, model, processor, world, 0, 40, "cpu", "assets/toy-model")
+    errors, right = mined["errors"], mined["right"]
     assert 2 <= len(errors) <= 20  # the shipped base is right on ~76 % of shapes-v1 scenes
-    for error in errors:
-        scene = make_sample(world, 0, own_errors.MINED_SPLIT, error["index"])
-        assert iou(Box(*error["box"]), scene.bbox) < 0.5
+    assert len(errors) + len(right) + mined["unreadable"] == 40
+    for answers, wrong in ((errors, True), (right, False)):
+        for answer in answers:
+            scene = make_sample(world, 0, own_errors.MINED_SPLIT, answer["index"])
+            assert (iou(Box(*answer["box"]), scene.bbox) < 0.5) == wrong
     assert json.loads(cache.read_text())["key"]["scenes"] == 40
 
     def mined_again(*args, **kwargs):
         raise AssertionError("mined again")
 
     monkeypatch.setattr(own_errors, "mine_own_errors", mined_again)
-    assert own_errors.load_or_mine(cache, model, processor, world, 0, 40, "cpu", "assets/toy-model") == errors
+    assert own_errors.load_or_mine(cache, model, processor, world, 0, 40, "cpu", "assets/toy-model") == mined
     with pytest.raises(AssertionError, match="mined again"):  # another model's errors are not its own
         own_errors.load_or_mine(cache, model, processor, world, 0, 40, "cpu", "another-model")
 
@@ -275,6 +279,9 @@ def test_verdict_settings_that_make_no_sense_are_one_line_and_exit_2(tmp_path, c
                 "--own-error-share", "0.5"]) == 2
     assert capsys.readouterr().err.strip() == ("toy_pretrain: error: --own-error-share needs --own-error-scenes and "
                                                "--verdict-turn-prob above 0")
+    assert cli(["--out", str(tmp_path / "m"), "--own-right-share", "0.5"]) == 2
+    assert capsys.readouterr().err.strip() == ("toy_pretrain: error: --own-right-share needs --own-error-scenes and "
+                                               "--verdict-turn-prob above 0")
     assert cli(["--out", str(tmp_path / "m"), "--second-verdict-prob", "0.5"]) == 2
     assert capsys.readouterr().err.strip() == ("toy_pretrain: error: --second-verdict-prob needs --verdict-turn-prob "
                                                "above 0")
@@ -315,3 +322,37 @@ def test_second_verdict_turns_put_the_loops_step_2_in_the_data():
     assert paths == {"kept", "missed"}
     one_turn = ShapesGrounding(processor, world, 0, 4, verdict_turn_prob=1.0)
     assert all(one_turn[i]["images"].shape[0] == 2 for i in range(4))
+
+
+def test_verdict_turns_can_judge_the_models_own_right_answers_as_it_drew_them():
+    """own_right_share 1.0: every right-box verdict turn judges an own right answer on its scene: kept with that
+    very box at IoU >= 0.9, else "Edges off." and the scene's right box."""
+    from ivt_core.boxes import Box, iou
+    from ivt_core.config.toy import world_config
+    from ivt_core.data.shapes import make_sample
+    from ivt_core.grounders.processing import load_processor
+    from training.own_errors import MINED_SPLIT
+    from training.toy_pretrain import ShapesGrounding, answer_text
+
+    world = world_config("shapes-v1")
+    processor = load_processor("assets/toy-model", "qwen3_vl")
+    scenes = {i: make_sample(world, 0, MINED_SPLIT, i) for i in (3, 5)}
+    tight = scenes[3].bbox
+    t = scenes[5].bbox
+    loose = Box(t.x1, t.y1, t.x2 + 0.25 * t.width, t.y2)  # IoU 0.8: right at 0.5, edges off
+    assert 0.5 <= iou(loose, t) < 0.9
+    own_right = [{"index": 3, "box": [tight.x1, tight.y1, tight.x2, tight.y2]},
+                 {"index": 5, "box": [loose.x1, loose.y1, loose.x2, loose.y2]}]
+    data = ShapesGrounding(processor, world, 0, 40, verdict_turn_prob=1.0, own_right=own_right, own_right_share=1.0)
+    seen = set()
+    for i in range(40):
+        e = data[i]
+        trained = processor.tokenizer.decode(e["input_ids"][e["labels"] != -100]).split("<")[0]
+        verdict = trained.split("\n")[0]
+        if verdict == "The box is correct.":
+            seen.add("kept")
+            assert trained == f"The box is correct.\n{answer_text(tight, scenes[3].image.size)}"
+        elif verdict == "Edges off." and answer_text(t, scenes[5].image.size) in trained:
+            seen.add("edges")
+            assert answer_text(loose, scenes[5].image.size) in processor.tokenizer.decode(e["input_ids"])
+    assert seen == {"kept", "edges"}
