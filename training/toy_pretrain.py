@@ -66,7 +66,7 @@ from ivt_core.teachers.geometric import (
     object_name,
 )
 from ivt_core.tinykit import TinySpec, build_tiny_model
-from training.own_errors import MINED_SPLIT, load_or_mine
+from training.own_errors import MINED_SPLIT, WRONG_BELOW_IOU, load_or_mine
 
 
 def answer_text(box, size) -> str:
@@ -159,16 +159,15 @@ class ShapesGrounding(torch.utils.data.Dataset):
         on the refinement answers only: the first answer is the counterfactual, not a target. With
         ``second_verdict_prob`` a second refinement turn follows, as the loop's step 2 (``second_turn``)."""
         drawn, verdict = verdict_box(s, rng, self.verdict_same_shape_share)
-        if verdict != KEEP_MINIMAL and self.own_errors and rng.random() < self.own_error_share:
-            error = rng.choice(self.own_errors)  # the starting model's own wrong box, on the scene it was made on
-            s = make_sample(self.world, self.seed, MINED_SPLIT, error["index"])
-            drawn = Box(*error["box"])
-            verdict = minimal_verdict_on(drawn, s.meta["objects"], s.meta["target"])
-        elif verdict == KEEP_MINIMAL and self.own_right and rng.random() < self.own_right_share:
-            answer = rng.choice(self.own_right)  # the starting model's own right box (IoU >= 0.5), as it drew it
-            s = make_sample(self.world, self.seed, MINED_SPLIT, answer["index"])
-            drawn = Box(*answer["box"])
-            verdict = KEEP_MINIMAL if iou(drawn, s.bbox) >= RIGHT_MIN_IOU else EDGES_OFF_MINIMAL
+        own, share = ((self.own_right, self.own_right_share) if verdict == KEEP_MINIMAL
+                      else (self.own_errors, self.own_error_share))
+        if own and rng.random() < share:  # the starting model's own answer instead, on the scene it was made on
+            mined = rng.choice(own)
+            s = make_sample(self.world, self.seed, MINED_SPLIT, mined["index"])
+            drawn = Box(*mined["box"])
+            overlap = iou(drawn, s.bbox)
+            verdict = (KEEP_MINIMAL if overlap >= RIGHT_MIN_IOU else EDGES_OFF_MINIMAL if overlap >= WRONG_BELOW_IOU
+                       else minimal_verdict_on(drawn, s.meta["objects"], s.meta["target"]))
         right = drawn if verdict == KEEP_MINIMAL else s.bbox
         turns = [(drawn, verdict, right, True)]
         if self.second_verdict_prob and rng.random() < self.second_verdict_prob:
@@ -259,8 +258,9 @@ def second_turn(sample, rng: random.Random, drawn: Box, verdict: str, right: Box
     others = [o for j, o in enumerate(objects) if j not in (target, covered)]
     if verdict != KEEP_MINIMAL and others and rng.random() < 0.5:
         missed = rng.choice(others)
-        return [(drawn, verdict, Box(*missed["box"]), False),
-                (Box(*missed["box"]), minimal_verdict(missed, objects[target]), sample.bbox, True)]
+        missed_box = Box(*missed["box"])
+        return [(drawn, verdict, missed_box, False),
+                (missed_box, minimal_verdict(missed, objects[target]), sample.bbox, True)]
     return [(drawn, verdict, right, True), (right, KEEP_MINIMAL, right, True)]
 
 
