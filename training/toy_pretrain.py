@@ -53,7 +53,7 @@ from ivt_core.boxes import Box, iou, to_model
 from ivt_core.config.flags import add_config_arguments, config_from_args
 from ivt_core.config.settings import stored
 from ivt_core.config.toy import ToyConfig, world_config
-from ivt_core.data.shapes import make_sample, other_questions
+from ivt_core.data.shapes import make_sample, other_questions, stated_attributes
 from ivt_core.prompts import get_prompts
 from ivt_core.render import RENDER_STYLES, render_box
 from ivt_core.supervision import build_text_example, collate, cpu_rope_index, patchify_on_device
@@ -110,7 +110,8 @@ class ShapesGrounding(torch.utils.data.Dataset):
                  verdict_turn_prob: float = 0.0, verdict_names_box: bool = False,
                  verdict_same_shape_share: float = 0.7, naming_prob: float = 0.0, verdict_name_first: bool = False,
                  own_errors: list[dict] | None = None, own_error_share: float = 0.0,
-                 second_verdict_prob: float = 0.0, own_right: list[dict] | None = None, own_right_share: float = 0.0):
+                 second_verdict_prob: float = 0.0, own_right: list[dict] | None = None, own_right_share: float = 0.0,
+                 verdict_checkable: bool = False):
         self.processor, self.world, self.seed, self.length, self.start = processor, world, seed, length, start
         self.multi_turn_prob, self.max_turns, self.paraphrase_prob = multi_turn_prob, max_turns, paraphrase_prob
         self.refine_wording_prob, self.verdict_turn_prob = refine_wording_prob, verdict_turn_prob
@@ -119,6 +120,7 @@ class ShapesGrounding(torch.utils.data.Dataset):
         self.own_errors, self.own_error_share = own_errors or [], own_error_share
         self.second_verdict_prob = second_verdict_prob
         self.own_right, self.own_right_share = own_right or [], own_right_share
+        self.verdict_checkable = verdict_checkable
         self.prompts = get_prompts("qwen3_vl")
 
     def __len__(self) -> int:
@@ -158,7 +160,7 @@ class ShapesGrounding(torch.utils.data.Dataset):
         ("The box is correct." and the same box, or the minimal teacher's kind of error and the right box). Loss
         on the refinement answers only: the first answer is the counterfactual, not a target. With
         ``second_verdict_prob`` a second refinement turn follows, as the loop's step 2 (``second_turn``)."""
-        drawn, verdict = verdict_box(s, rng, self.verdict_same_shape_share)
+        drawn, verdict = verdict_box(s, rng, self.verdict_same_shape_share, self._stated(s))
         own, share = ((self.own_right, self.own_right_share) if verdict == KEEP_MINIMAL
                       else (self.own_errors, self.own_error_share))
         if own and rng.random() < share:  # the starting model's own answer instead, on the scene it was made on
@@ -167,11 +169,11 @@ class ShapesGrounding(torch.utils.data.Dataset):
             drawn = Box(*mined["box"])
             overlap = iou(drawn, s.bbox)
             verdict = (KEEP_MINIMAL if overlap >= RIGHT_MIN_IOU else EDGES_OFF_MINIMAL if overlap >= WRONG_BELOW_IOU
-                       else minimal_verdict_on(drawn, s.meta["objects"], s.meta["target"]))
+                       else minimal_verdict_on(drawn, s.meta["objects"], s.meta["target"], self._stated(s)))
         right = drawn if verdict == KEEP_MINIMAL else s.bbox
         turns = [(drawn, verdict, right, True)]
         if self.second_verdict_prob and rng.random() < self.second_verdict_prob:
-            turns = second_turn(s, rng, drawn, verdict, right)
+            turns = second_turn(s, rng, drawn, verdict, right, self._stated(s))
         style = RENDER_STYLES[rng.choice(("outline", "outline", "outline", "paper"))]
         conversation = [
             {"role": "user", "content": [{"type": "image", "image": s.image},
@@ -190,6 +192,10 @@ class ShapesGrounding(torch.utils.data.Dataset):
             if target:
                 trained.append(len(conversation) - 1)
         return self._example(conversation, images, trained)
+
+    def _stated(self, s) -> frozenset[str] | None:
+        """With ``verdict_checkable``, the attributes the scene's expression states (a verdict names no other)."""
+        return stated_attributes(s.expression) if self.verdict_checkable else None
 
     def _verdict_text(self, s, judged: Box, verdict: str) -> str:
         if self.verdict_name_first:
@@ -228,10 +234,11 @@ VERDICT_RIGHT_SHARE = 0.5
 RIGHT_MIN_IOU = 0.9
 
 
-def verdict_box(sample, rng: random.Random, same_shape_share: float = 0.7) -> tuple[Box, str]:
+def verdict_box(sample, rng: random.Random, same_shape_share: float = 0.7,
+                stated: frozenset[str] | None = None) -> tuple[Box, str]:
     """(box drawn as the model's answer, the minimal verdict on it): ``KEEP_MINIMAL`` for a box that fits the
-    asked object within IoU 0.9, else what is wrong with it. ``same_shape_share`` of the wrong boxes (up to 0.85)
-    go to a same-shape object when the scene has one."""
+    asked object within IoU 0.9, else what is wrong with it (naming only a ``stated`` attribute, when given).
+    ``same_shape_share`` of the wrong boxes (up to 0.85) go to a same-shape object when the scene has one."""
     target = sample.meta["objects"][sample.meta["target"]]
     truth = sample.bbox
     w, h = sample.image.size
@@ -243,15 +250,17 @@ def verdict_box(sample, rng: random.Random, same_shape_share: float = 0.7) -> tu
     if others and roll < 0.85:
         pool = same_shape if same_shape and roll < min(same_shape_share, 0.85) else others
         other = rng.choice(pool)
-        return Box(*other["box"]), minimal_verdict(other, target)
+        return Box(*other["box"]), minimal_verdict(other, target, stated)
     off = _moved(truth, rng, 0.5, w, h, lambda b: 0.3 <= iou(b, truth) <= 0.85, None)
     return (off, EDGES_OFF_MINIMAL) if off is not None else (truth, KEEP_MINIMAL)
 
 
-def second_turn(sample, rng: random.Random, drawn: Box, verdict: str, right: Box) -> list[tuple]:
+def second_turn(sample, rng: random.Random, drawn: Box, verdict: str, right: Box,
+                stated: frozenset[str] | None = None) -> list[tuple]:
     """The refinement turns (box judged, its verdict, the answer's box, trained?) of a verdict example with the
     loop's step 2: the first answer's box judged again and kept; or, for half the wrong boxes, a first correction
-    that missed (another object's box, its answer not a target) judged and corrected in the second turn."""
+    that missed (another object's box, its answer not a target) judged and corrected in the second turn
+    (``stated`` as in ``verdict_box``)."""
     target = sample.meta["target"]
     objects = sample.meta["objects"]
     covered, _ = covered_object(drawn, objects)
@@ -260,7 +269,7 @@ def second_turn(sample, rng: random.Random, drawn: Box, verdict: str, right: Box
         missed = rng.choice(others)
         missed_box = Box(*missed["box"])
         return [(drawn, verdict, missed_box, False),
-                (missed_box, minimal_verdict(missed, objects[target]), sample.bbox, True)]
+                (missed_box, minimal_verdict(missed, objects[target], stated), sample.bbox, True)]
     return [(drawn, verdict, right, True), (right, KEEP_MINIMAL, right, True)]
 
 
@@ -421,7 +430,8 @@ def main(argv: list[str] | None = None) -> None:
                               cfg.multi_turn_prob, cfg.max_turns, cfg.paraphrase_prob, cfg.refine_wording_prob,
                               cfg.verdict_turn_prob, cfg.verdict_names_box, cfg.verdict_same_shape_share,
                               cfg.naming_prob, cfg.verdict_name_first, own["errors"], cfg.own_error_share,
-                              cfg.second_verdict_prob, own["right"], cfg.own_right_share)
+                              cfg.second_verdict_prob, own["right"], cfg.own_right_share,
+                              verdict_checkable=cfg.verdict_checkable)
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=cfg.batch_size, shuffle=False, num_workers=cfg.workers,
         collate_fn=lambda ex: collate_scenes(ex, pad, rope), prefetch_factor=4 if cfg.workers else None,

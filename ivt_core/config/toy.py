@@ -82,6 +82,10 @@ class ToyConfig:
                                           "own right answers on those scenes (IoU >= 0.5, as it drew them: kept at "
                                           "IoU >= 0.9, else \"Edges off.\" and the right box) instead of jittered "
                                           "ground truths", min=0.0, max=1.0)
+    verdict_checkable: bool = setting(False, "verdict turns name only a difference the expression's own words "
+                                             "state (\"Wrong colour.\" only when it names a colour); any other "
+                                             "wrong object is \"Wrong one.\" (the colour of \"the second hexagon "
+                                             "from the top\" cannot be checked without grounding again)")
     second_verdict_prob: float = setting(0.0, "share of verdict turns followed by a second refinement turn, as the "
                                               "loop's step 2: the first answer judged again and kept, or (half the "
                                               "wrong boxes) a first correction that missed, judged and corrected",
@@ -108,6 +112,8 @@ class ToyConfig:
             if getattr(self, share) and not (self.own_error_scenes and self.verdict_turn_prob):
                 raise InvalidInputError(f"--{share.replace('_', '-')} needs --own-error-scenes and "
                                         f"--verdict-turn-prob above 0")
+        if self.verdict_checkable and not self.verdict_turn_prob:
+            raise InvalidInputError("--verdict-checkable needs --verdict-turn-prob above 0")
         if self.second_verdict_prob and not self.verdict_turn_prob:
             raise InvalidInputError("--second-verdict-prob needs --verdict-turn-prob above 0")
         self.world = asdict(world_config(self.world).check())  # a name becomes the settings it stands for

@@ -269,6 +269,19 @@ def _matches(shapes: list[Shape], kind: str, colour: str | None = None, size: st
             if s.kind == kind and (colour is None or s.colour == colour) and (size is None or s.size == size)]
 
 
+def stated_attributes(expression: str) -> frozenset[str]:
+    """The attributes ("size", "colour", "shape") an expression of this world states for the object it asks for:
+    the words before a relation ("the red star right of the orange star": colour and shape; "the second hexagon
+    from the top": shape only). What a verdict on a box can be checked against without grounding again."""
+    words = expression.lower().split()
+    for index, word in enumerate(words):
+        if word in ("left", "right") and words[index + 1:index + 2] == ["of"] or word in ("above", "below"):
+            words = words[:index]
+            break
+    stated = {"size" for w in words if w in SIZES} | {"colour" for w in words if w in COLOURS}
+    return frozenset(stated | {"shape" for w in words if w in KINDS})
+
+
 def _attribute_expression(shapes: list[Shape], target: int, rng: random.Random) -> str | None:
     """Shortest unique description by kind, colour and size (sometimes one attribute more than needed)."""
     t = shapes[target]

@@ -83,12 +83,15 @@ def difference(covered: dict, target: dict) -> str:
     return " and ".join(differs) if differs else "position"
 
 
-def minimal_verdict(covered: dict, target: dict) -> str:
+def minimal_verdict(covered: dict, target: dict, stated: frozenset[str] | None = None) -> str:
     """The minimal style's verdict on a box around ``covered`` when ``target`` is meant: "Wrong shape." when the
-    shapes differ, else "Wrong colour.", else "Wrong size.", else "Wrong one." (an identical object elsewhere)."""
+    shapes differ, else "Wrong colour.", else "Wrong size.", else "Wrong one." (an identical object elsewhere).
+    With ``stated`` (the attributes the expression states, ``shapes.stated_attributes``) only a difference the
+    expression's words can check is named; any other is "Wrong one." ("the second hexagon from the top" on a
+    hexagon of another colour)."""
     differs = difference(covered, target).split(" and ")
     for name in ("shape", "colour", "size"):
-        if name in differs:
+        if name in differs and (stated is None or name in stated):
             return f"Wrong {name}."
     return "Wrong one."
 
@@ -118,14 +121,14 @@ def covered_object(box: Box, objects: list[dict]) -> tuple[int | None, float]:
     return (best, best_iou) if best_iou >= 0.1 else (None, best_iou)
 
 
-def minimal_verdict_on(box: Box, objects: list[dict], target: int) -> str:
+def minimal_verdict_on(box: Box, objects: list[dict], target: int, stated: frozenset[str] | None = None) -> str:
     """The minimal style's verdict on a wrong ``box`` when ``objects[target]`` is meant: "Wrong place." on no
-    object, ``minimal_verdict`` on another object, ``EDGES_OFF_MINIMAL`` on the meant one."""
+    object, ``minimal_verdict`` on another object (``stated`` as there), ``EDGES_OFF_MINIMAL`` on the meant one."""
     covered, _ = covered_object(box, objects)
     if covered is None:
         return WRONG_PLACE_MINIMAL
     if covered != target:
-        return minimal_verdict(objects[covered], objects[target])
+        return minimal_verdict(objects[covered], objects[target], stated)
     return EDGES_OFF_MINIMAL
 
 

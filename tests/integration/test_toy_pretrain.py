@@ -356,3 +356,32 @@ def test_verdict_turns_can_judge_the_models_own_right_answers_as_it_drew_them():
             seen.add("edges")
             assert answer_text(loose, scenes[5].image.size) in processor.tokenizer.decode(e["input_ids"])
     assert seen == {"kept", "edges"}
+
+
+def test_checkable_verdict_turns_name_only_what_the_expression_states():
+    """verdict_checkable: every verdict in the example ("Wrong colour." ...) names an attribute the scene's
+    expression states; the same stream without it names colour for expressions without a colour word (what the
+    loop's verdict then cannot check), and the images are the same."""
+    import re
+
+    import torch
+
+    from ivt_core.config.toy import world_config
+    from ivt_core.data.shapes import make_sample, stated_attributes
+    from ivt_core.grounders.processing import load_processor
+    from training.toy_pretrain import ShapesGrounding
+
+    world = world_config("shapes-v1")
+    processor = load_processor("assets/toy-model", "qwen3_vl")
+    kwargs = dict(verdict_turn_prob=1.0, second_verdict_prob=0.5)
+    checkable = ShapesGrounding(processor, world, 0, 60, verdict_checkable=True, **kwargs)
+    plain = ShapesGrounding(processor, world, 0, 60, **kwargs)
+    unstated = 0
+    for i in range(60):
+        stated = stated_attributes(make_sample(world, 0, "train", i).expression)
+        new, old = (re.findall(r"Wrong (colour|shape|size)\.", processor.tokenizer.decode(d[i]["input_ids"]))
+                    for d in (checkable, plain))
+        assert set(new) <= stated
+        unstated += len(set(old) - stated)
+        assert torch.equal(checkable[i]["images"], plain[i]["images"])
+    assert unstated > 0

@@ -115,3 +115,20 @@ def test_minimal_verdict_names_colour_when_only_colour_and_size_differ():
     (out,) = GeometricTeacher(style="minimal").write([_ctx(Box(100, 100, 180, 180), Box(0, 0, 10, 10),
                                                            objects=objects, target_object=0)])
     assert out.reasoning == "Wrong colour."
+
+
+def test_minimal_verdict_names_only_a_difference_the_expression_states():
+    """With ``stated``, a difference the expression's words do not state ("the second circle from the top" says
+    nothing of colour) is "Wrong one."; a stated one is named as before."""
+    from ivt_core.teachers.geometric import minimal_verdict, minimal_verdict_on
+
+    target = _obj("circle", "red", "small", [0, 0, 10, 10])
+    blue = _obj("circle", "blue", "large", [20, 0, 40, 20])
+    assert minimal_verdict(blue, target, frozenset({"shape"})) == "Wrong one."
+    assert minimal_verdict(blue, target, frozenset({"shape", "size"})) == "Wrong size."
+    assert minimal_verdict(blue, target, frozenset({"colour", "shape"})) == "Wrong colour."
+    assert minimal_verdict(_obj("square", "blue", "large", [20, 0, 40, 20]), target, frozenset({"shape"})) \
+        == "Wrong shape."
+    objects = [target, blue]
+    assert minimal_verdict_on(Box(20, 0, 40, 20), objects, 0, frozenset({"shape"})) == "Wrong one."
+    assert minimal_verdict_on(Box(20, 0, 40, 20), objects, 0) == "Wrong colour."

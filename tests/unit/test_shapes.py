@@ -40,3 +40,15 @@ def test_bad_split_and_count():
         list(generate(ShapesConfig(), 0, "dev", 1))
     with pytest.raises(InvalidInputError):
         list(generate(ShapesConfig(), 0, "test", -1))
+
+
+def test_stated_attributes_are_the_asked_objects_own_words():
+    """What an expression states about the object it asks for: the words before a relation only."""
+    from ivt_core.data.shapes import stated_attributes
+
+    assert stated_attributes("the small blue circle") == {"size", "colour", "shape"}
+    assert stated_attributes("the second hexagon from the top") == {"shape"}
+    assert stated_attributes("the first star from the left") == {"shape"}
+    assert stated_attributes("the red star right of the orange star") == {"colour", "shape"}
+    assert stated_attributes("the square below the small red circle") == {"shape"}
+    assert stated_attributes("the large triangle left of the green square") == {"size", "shape"}
