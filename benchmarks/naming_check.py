@@ -40,23 +40,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ivt_core.data.shapes import COLOURS, KINDS, SIZES  # noqa: E402
-
-
-def stated_attributes(expression: str) -> dict[str, str]:
-    """The size, colour and shape the expression states for the object it asks about: its words up to the first
-    shape word ("the second triangle from the top" -> shape triangle; "the red circle left of the blue star" ->
-    colour red, shape circle)."""
-    stated = {}
-    for word in expression.lower().replace(",", " ").split():
-        if word in SIZES:
-            stated["size"] = word
-        elif word in COLOURS:
-            stated["colour"] = word
-        elif word.rstrip("s") in KINDS or word in KINDS:
-            stated["kind"] = word if word in KINDS else word.rstrip("s")
-            break
-    return stated
+from ivt_core.data.shapes import COLOURS, KINDS, SIZES, stated_attributes  # noqa: E402
 
 
 def named_attributes(answer: str) -> dict[str, str]:

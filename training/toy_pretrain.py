@@ -193,7 +193,7 @@ class ShapesGrounding(torch.utils.data.Dataset):
                 trained.append(len(conversation) - 1)
         return self._example(conversation, images, trained)
 
-    def _stated(self, s) -> frozenset[str] | None:
+    def _stated(self, s) -> dict[str, str] | None:
         """With ``verdict_checkable``, the attributes the scene's expression states (a verdict names no other)."""
         return stated_attributes(s.expression) if self.verdict_checkable else None
 
@@ -235,7 +235,7 @@ RIGHT_MIN_IOU = 0.9
 
 
 def verdict_box(sample, rng: random.Random, same_shape_share: float = 0.7,
-                stated: frozenset[str] | None = None) -> tuple[Box, str]:
+                stated: dict[str, str] | None = None) -> tuple[Box, str]:
     """(box drawn as the model's answer, the minimal verdict on it): ``KEEP_MINIMAL`` for a box that fits the
     asked object within IoU 0.9, else what is wrong with it (naming only a ``stated`` attribute, when given).
     ``same_shape_share`` of the wrong boxes (up to 0.85) go to a same-shape object when the scene has one."""
@@ -256,7 +256,7 @@ def verdict_box(sample, rng: random.Random, same_shape_share: float = 0.7,
 
 
 def second_turn(sample, rng: random.Random, drawn: Box, verdict: str, right: Box,
-                stated: frozenset[str] | None = None) -> list[tuple]:
+                stated: dict[str, str] | None = None) -> list[tuple]:
     """The refinement turns (box judged, its verdict, the answer's box, trained?) of a verdict example with the
     loop's step 2: the first answer's box judged again and kept; or, for half the wrong boxes, a first correction
     that missed (another object's box, its answer not a target) judged and corrected in the second turn

@@ -269,17 +269,21 @@ def _matches(shapes: list[Shape], kind: str, colour: str | None = None, size: st
             if s.kind == kind and (colour is None or s.colour == colour) and (size is None or s.size == size)]
 
 
-def stated_attributes(expression: str) -> frozenset[str]:
-    """The attributes ("size", "colour", "shape") an expression of this world states for the object it asks for:
-    the words before a relation ("the red star right of the orange star": colour and shape; "the second hexagon
-    from the top": shape only). What a verdict on a box can be checked against without grounding again."""
-    words = expression.lower().split()
-    for index, word in enumerate(words):
-        if word in ("left", "right") and words[index + 1:index + 2] == ["of"] or word in ("above", "below"):
-            words = words[:index]
+def stated_attributes(expression: str) -> dict[str, str]:
+    """The size, colour and shape (keys ``size``, ``colour``, ``kind``, as an object's) an expression of this world
+    states for the object it asks for: its words up to the first shape word ("the second triangle from the top" ->
+    kind triangle; "the red circle left of the blue star" -> colour red, kind circle). What a verdict on a box, or
+    a name of what the box is on, can be checked against without grounding again."""
+    stated = {}
+    for word in expression.lower().replace(",", " ").split():
+        if word in SIZES:
+            stated["size"] = word
+        elif word in COLOURS:
+            stated["colour"] = word
+        elif word.rstrip("s") in KINDS or word in KINDS:
+            stated["kind"] = word if word in KINDS else word.rstrip("s")
             break
-    stated = {"size" for w in words if w in SIZES} | {"colour" for w in words if w in COLOURS}
-    return frozenset(stated | {"shape" for w in words if w in KINDS})
+    return stated
 
 
 def _attribute_expression(shapes: list[Shape], target: int, rng: random.Random) -> str | None:

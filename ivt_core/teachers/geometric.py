@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+from collections.abc import Collection
 
 from ivt_core.boxes import Box, iou
 from ivt_core.errors import InvalidInputError
@@ -83,15 +84,15 @@ def difference(covered: dict, target: dict) -> str:
     return " and ".join(differs) if differs else "position"
 
 
-def minimal_verdict(covered: dict, target: dict, stated: frozenset[str] | None = None) -> str:
+def minimal_verdict(covered: dict, target: dict, stated: Collection[str] | None = None) -> str:
     """The minimal style's verdict on a box around ``covered`` when ``target`` is meant: "Wrong shape." when the
     shapes differ, else "Wrong colour.", else "Wrong size.", else "Wrong one." (an identical object elsewhere).
-    With ``stated`` (the attributes the expression states, ``shapes.stated_attributes``) only a difference the
-    expression's words can check is named; any other is "Wrong one." ("the second hexagon from the top" on a
-    hexagon of another colour)."""
+    With ``stated`` (the object keys the expression states, ``shapes.stated_attributes``: "kind", "colour",
+    "size") only a difference the expression's words can check is named; any other is "Wrong one." ("the second
+    hexagon from the top" on a hexagon of another colour)."""
     differs = difference(covered, target).split(" and ")
-    for name in ("shape", "colour", "size"):
-        if name in differs and (stated is None or name in stated):
+    for name, key in (("shape", "kind"), ("colour", "colour"), ("size", "size")):
+        if name in differs and (stated is None or key in stated):
             return f"Wrong {name}."
     return "Wrong one."
 
@@ -121,7 +122,7 @@ def covered_object(box: Box, objects: list[dict]) -> tuple[int | None, float]:
     return (best, best_iou) if best_iou >= 0.1 else (None, best_iou)
 
 
-def minimal_verdict_on(box: Box, objects: list[dict], target: int, stated: frozenset[str] | None = None) -> str:
+def minimal_verdict_on(box: Box, objects: list[dict], target: int, stated: Collection[str] | None = None) -> str:
     """The minimal style's verdict on a wrong ``box`` when ``objects[target]`` is meant: "Wrong place." on no
     object, ``minimal_verdict`` on another object (``stated`` as there), ``EDGES_OFF_MINIMAL`` on the meant one."""
     covered, _ = covered_object(box, objects)

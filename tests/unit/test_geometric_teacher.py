@@ -124,11 +124,11 @@ def test_minimal_verdict_names_only_a_difference_the_expression_states():
 
     target = _obj("circle", "red", "small", [0, 0, 10, 10])
     blue = _obj("circle", "blue", "large", [20, 0, 40, 20])
-    assert minimal_verdict(blue, target, frozenset({"shape"})) == "Wrong one."
-    assert minimal_verdict(blue, target, frozenset({"shape", "size"})) == "Wrong size."
-    assert minimal_verdict(blue, target, frozenset({"colour", "shape"})) == "Wrong colour."
-    assert minimal_verdict(_obj("square", "blue", "large", [20, 0, 40, 20]), target, frozenset({"shape"})) \
+    assert minimal_verdict(blue, target, {"kind": "circle"}) == "Wrong one."
+    assert minimal_verdict(blue, target, {"kind": "circle", "size": "small"}) == "Wrong size."
+    assert minimal_verdict(blue, target, {"colour": "red", "kind": "circle"}) == "Wrong colour."
+    assert minimal_verdict(_obj("square", "blue", "large", [20, 0, 40, 20]), target, {"kind": "circle"}) \
         == "Wrong shape."
     objects = [target, blue]
-    assert minimal_verdict_on(Box(20, 0, 40, 20), objects, 0, frozenset({"shape"})) == "Wrong one."
+    assert minimal_verdict_on(Box(20, 0, 40, 20), objects, 0, {"kind": "circle"}) == "Wrong one."
     assert minimal_verdict_on(Box(20, 0, 40, 20), objects, 0) == "Wrong colour."

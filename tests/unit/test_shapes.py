@@ -46,9 +46,9 @@ def test_stated_attributes_are_the_asked_objects_own_words():
     """What an expression states about the object it asks for: the words before a relation only."""
     from ivt_core.data.shapes import stated_attributes
 
-    assert stated_attributes("the small blue circle") == {"size", "colour", "shape"}
-    assert stated_attributes("the second hexagon from the top") == {"shape"}
-    assert stated_attributes("the first star from the left") == {"shape"}
-    assert stated_attributes("the red star right of the orange star") == {"colour", "shape"}
-    assert stated_attributes("the square below the small red circle") == {"shape"}
-    assert stated_attributes("the large triangle left of the green square") == {"size", "shape"}
+    assert stated_attributes("the small blue circle") == {"size": "small", "colour": "blue", "kind": "circle"}
+    assert stated_attributes("the second hexagon from the top") == {"kind": "hexagon"}
+    assert stated_attributes("the first star from the left") == {"kind": "star"}
+    assert stated_attributes("the red star right of the orange star") == {"colour": "red", "kind": "star"}
+    assert stated_attributes("the square below the small red circle") == {"kind": "square"}
+    assert stated_attributes("the large triangle left of the green square") == {"size": "large", "kind": "triangle"}
