@@ -42,13 +42,17 @@ def test_bad_split_and_count():
         list(generate(ShapesConfig(), 0, "test", -1))
 
 
-def test_stated_attributes_are_the_asked_objects_own_words():
-    """What an expression states about the object it asks for: the words before a relation only."""
+
+@pytest.mark.parametrize("expression, stated", [
+    ("the small red circle", {"size": "small", "colour": "red", "kind": "circle"}),
+    ("the blue square left of the green star", {"colour": "blue", "kind": "square"}),
+    ("the square below the small red circle", {"kind": "square"}),
+    ("the second triangle from the top", {"kind": "triangle"}),
+    ("the large hexagon", {"size": "large", "kind": "hexagon"}),
+    ("the thing", {}),
+])
+def test_what_the_expression_states_about_the_asked_object(expression, stated):
+    """``stated_attributes``: the asked object's own words only (not the anchor's of a relation)."""
     from ivt_core.data.shapes import stated_attributes
 
-    assert stated_attributes("the small blue circle") == {"size": "small", "colour": "blue", "kind": "circle"}
-    assert stated_attributes("the second hexagon from the top") == {"kind": "hexagon"}
-    assert stated_attributes("the first star from the left") == {"kind": "star"}
-    assert stated_attributes("the red star right of the orange star") == {"colour": "red", "kind": "star"}
-    assert stated_attributes("the square below the small red circle") == {"kind": "square"}
-    assert stated_attributes("the large triangle left of the green square") == {"size": "large", "kind": "triangle"}
+    assert stated_attributes(expression) == stated
