@@ -11,22 +11,14 @@
 #   bash training/recipes/toy_base_v3.sh [OUT]      # on a GPU: 10-15 minutes on one H200 (246-455 s + 340 s)
 #
 # Longer than one 600 s device call: run it again in the next call (while the machine is warm) and it goes on
-# where it stopped: a finished stage 1 is not trained again, stage 2 resumes from OUT/last/. TIME_LIMIT=S stops
-# (and saves) stage 2 after S seconds of its training.
+# where it stopped: a finished stage is not trained again, a stopped one resumes from its last/. TIME_LIMIT=S stops
+# (and saves) a stage after S seconds of its training (training/recipes/stage.sh).
 set -euo pipefail
 out=${1:-build/toy-base-v3}
-py=${PYTHON:-python}
 device=${DEVICE:-cuda}
-limit=(); [ -n "${TIME_LIMIT:-}" ] && limit=(--time-limit-s "$TIME_LIMIT")
-stage() {  # CONFIG OUT [flags]: train unless finished; resume a stage that stopped at a time limit
-  local config=$1 dir=$2; shift 2
-  [ -f "$dir/config.json" ] && return 0
-  local resume=(); [ -f "$dir/last/trainer_state.pt" ] && resume=(--resume)
-  "$py" -m training.toy_pretrain --config "$config" --out "$dir" "${resume[@]}" "$@"
-  [ -f "$dir/config.json" ] || { echo "stopped at the time limit; run this script again to go on"; exit 0; }
-}
+source "$(dirname "$0")/stage.sh"
 stage training/recipes/toy_colour_focus.json build/toy-colour-focus
-stage training/recipes/toy_base_v3.json "$out" "${limit[@]}"
+stage training/recipes/toy_base_v3.json "$out"
 ws="$out/workspace"
 "$py" -m ivt_core.cli data shapes --workspace "$ws" --split test --n 500 --seed 0
 "$py" benchmarks/attribute_probe.py --workspace "$ws" --model "$out" --device "$device" --out "$out/attribute_probe.json"

@@ -1,0 +1,48 @@
+"""The GPU recipe scripts go on where they stopped (training/recipes/stage.sh): run again after a time limit,
+a finished stage is skipped and a stopped one resumed. Checked with a stand-in for Python that records each
+command and "trains" by writing what toy_pretrain would (last/ at the time limit, config.json when done)."""
+
+import os
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+FAKE_PYTHON = r"""#!/usr/bin/env bash
+echo "$*" >> "$CALLS"
+[ "$2" = training.toy_pretrain ] || exit 0
+out=$(echo "$*" | sed 's/.*--out \([^ ]*\).*/\1/')
+if [[ "$*" == *--time-limit-s* ]] && [[ "$*" != *--resume* ]]; then
+  mkdir -p "$out/last" && touch "$out/last/trainer_state.pt"
+else
+  mkdir -p "$out" && touch "$out/config.json"
+fi
+"""
+
+
+def _run(tmp_path: Path, calls: Path, *args: str) -> list[str]:
+    fake = tmp_path / "fakepython"
+    fake.write_text(FAKE_PYTHON)
+    fake.chmod(0o755)
+    before = calls.read_text().splitlines() if calls.exists() else []
+    done = subprocess.run(["bash", str(ROOT / "training/recipes/verdict_on_v3.sh"), *args], cwd=tmp_path,
+                          env={**os.environ, "PYTHON": str(fake), "CALLS": str(calls), "TIME_LIMIT": "300"},
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return calls.read_text().splitlines()[len(before):]
+
+
+def test_a_time_limited_recipe_goes_on_where_it_stopped_when_run_again(tmp_path):
+    calls = tmp_path / "calls.txt"
+    recipe, out = "training/recipes/toy_checkable_verdicts_v3.json", "build/s"
+    first = _run(tmp_path, calls, recipe, out)  # stage 1 of v3 stops at the limit
+    assert len(first) == 1 and "toy_colour_focus.json" in first[0] and "--resume" not in first[0]
+    second = _run(tmp_path, calls, recipe, out)  # stage 1 resumed and done; stage 2 stops
+    assert len(second) == 2 and "--resume" in second[0] and "toy_base_v3.json" in second[1]
+    third = _run(tmp_path, calls, recipe, out)  # v3 done and measured; the verdict recipe stops
+    assert "toy_base_v3.json" in third[0] and "--resume" in third[0]
+    assert any("naming_check.py" in c for c in third) and "toy_checkable_verdicts_v3.json" in third[-1]
+    fourth = _run(tmp_path, calls, recipe, out)  # resumed, done, then the measurements on a fresh workspace
+    assert "--resume" in fourth[0] and not any("toy_colour_focus" in c or "toy_base_v3.json" in c for c in fourth)
+    assert any("eval" in c and "--steps 2" in c for c in fourth) and "verdict_reads_name.py" in fourth[-1]
+    assert _run(tmp_path, calls, recipe, out)[0].startswith("-m ivt_core.cli data shapes")  # nothing trained again
