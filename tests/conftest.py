@@ -1,4 +1,7 @@
+import importlib
 import os
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -19,3 +22,12 @@ def db(workspace):
     connection = workspace.connect()
     yield connection
     connection.close()
+
+
+@pytest.fixture(scope="session")
+def benchmark_module():
+    """Import a script of ``benchmarks/`` by name (they import their neighbours, e.g. ``known_scenes``)."""
+    path = str(Path(__file__).resolve().parents[1] / "benchmarks")
+    sys.path.insert(0, path)
+    yield importlib.import_module
+    sys.path.remove(path)

@@ -1,20 +1,12 @@
 """benchmarks/derived_verdict.py: the verdict a name-first answer's own name implies, and an answer generated after
 a forced start."""
 
-import importlib
-import sys
-from pathlib import Path
-
 import pytest
 
 
 @pytest.fixture(scope="module")
-def derived():
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-    try:
-        yield importlib.import_module("derived_verdict")
-    finally:
-        sys.path.pop(0)
+def derived(benchmark_module):
+    return benchmark_module("derived_verdict")
 
 
 @pytest.mark.parametrize("expression, reasoning, verdict", [

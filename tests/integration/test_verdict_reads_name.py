@@ -1,19 +1,11 @@
 """benchmarks/verdict_reads_name.py: which scenes it probes, and P(keep) after a forced name in its four cells."""
 
-import importlib
-import sys
-from pathlib import Path
-
 import pytest
 
 
 @pytest.fixture(scope="module")
-def probe():
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-    try:
-        yield importlib.import_module("verdict_reads_name")
-    finally:
-        sys.path.pop(0)
+def probe(benchmark_module):
+    return benchmark_module("verdict_reads_name")
 
 
 def test_probes_scenes_stating_a_colour_with_a_same_kind_object_of_another_colour(probe):

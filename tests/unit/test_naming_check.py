@@ -1,20 +1,12 @@
 """benchmarks/naming_check.py: what a naming answer names (the self-check compares it with what the expression
 states, ``shapes.stated_attributes``, tested in test_shapes.py)."""
 
-import importlib
-import sys
-from pathlib import Path
-
 import pytest
 
 
 @pytest.fixture(scope="module")
-def naming_check():
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-    try:
-        yield importlib.import_module("naming_check")
-    finally:
-        sys.path.pop(0)
+def naming_check(benchmark_module):
+    return benchmark_module("naming_check")
 
 
 @pytest.mark.parametrize("answer, named", [
