@@ -2,7 +2,8 @@
 # A verdict recipe on the colour-binding base v3 (issue 15, item 3), then what docs/LOG.md reports for each one, on
 # shapes-v2 test (500 scenes, seed 0, greedy): v3's single shot (run 1), the trained model's T=2 loop (run 2), its
 # verifier AUROC on v3's step-0 boxes after its own reasoning, the paper's table with the per-step account of the
-# answers it changed, and whether its verdict reads its own name (benchmarks/verdict_reads_name.py).
+# answers it changed, whether its verdict reads its own name (benchmarks/verdict_reads_name.py) and its first
+# refinement with the verdict worked out from that name (benchmarks/derived_verdict.py).
 #
 #   bash training/recipes/verdict_on_v3.sh training/recipes/toy_checkable_verdicts_v3.json build/s24a
 #
@@ -31,3 +32,5 @@ ivt verifier 1 --workspace "$ws" --model "$out" --reasoning-first --device "$dev
 ivt paper-table 1 2 --workspace "$ws"
 "$py" benchmarks/verdict_reads_name.py --workspace "$ws" --model "$out" --dataset shapes2 --device "$device" \
   --out "$out/verdict_reads_name.json"
+"$py" benchmarks/derived_verdict.py --workspace "$ws" --model "$out" --run 2 --base-run 1 --device "$device" \
+  --out "$out/derived_verdict.json"
