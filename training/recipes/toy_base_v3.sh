@@ -8,7 +8,7 @@
 # Then benchmarks/attribute_probe.py (is the colour word bound?) and benchmarks/naming_check.py (can it read what
 # its own box is on?) on the shapes-v1 test split.
 #
-#   bash training/recipes/toy_base_v3.sh [OUT]      # on a GPU: 10-15 minutes on one H200 (246-455 s + 340 s)
+#   bash training/recipes/toy_base_v3.sh [OUT]      # on a GPU: 10-15 minutes on one H200 (240-450 s + 340 s)
 #
 # Longer than one 600 s device call: run it again in the next call (while the machine is warm) and it goes on
 # where it stopped: a finished stage is not trained again, a stopped one resumes from its last/. TIME_LIMIT=S stops
