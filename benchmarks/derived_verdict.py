@@ -141,7 +141,7 @@ def main() -> None:
     parser.add_argument("--out", default="build/bench/derived_verdict.json")
     args = parser.parse_args()
     try:
-        workspace = Workspace.open(args.workspace)
+        workspace = Workspace.existing(args.workspace)
         grounder = TransformersGrounder.load(args.model, device=args.device)
         with workspace.connect() as db:
             result = measure(workspace, db, grounder, args.run, args.base_run)

@@ -32,7 +32,7 @@ def load_known_scenes(args: argparse.Namespace, script: str) -> tuple[list, list
     from ivt_core.workspace import Workspace
 
     try:
-        workspace = Workspace.open(args.workspace)
+        workspace = Workspace.existing(args.workspace)
         with workspace.connect() as db:
             samples = [s for s in get_samples(db, args.dataset, args.split, limit=args.limit) if "objects" in s.meta]
         if not samples:

@@ -50,6 +50,16 @@ class Workspace:
         return workspace
 
     @classmethod
+    def existing(cls, path: str | Path | None = None) -> Workspace:
+        """Open the workspace at ``path`` for a command that reads what is there (a run, a dataset, a job): never
+        creates one where a mistyped path points. Raises InvalidInputError when it holds no database."""
+        root = Path(path) if path is not None else default_workspace_path()
+        if not (root / DB_NAME).is_file():
+            raise InvalidInputError(f"no workspace at {root} (no {DB_NAME} there); give the folder that `ivt data` "
+                                    f"or the app made, with --workspace or ${DEFAULT_WORKSPACE_ENV}")
+        return cls.open(root)
+
+    @classmethod
     def at(cls, path: str | Path | None = None) -> Workspace:
         """The workspace at ``path`` without touching its files or its database (a distributed rank other than
         rank 0 only reads images)."""

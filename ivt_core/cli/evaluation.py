@@ -179,7 +179,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from ivt_core.report import build_report, kinds_text, report_html, text_table
     from ivt_core.workspace import Workspace
 
-    report = build_report(Workspace.open(args.workspace).connect(), args.run_id)
+    report = build_report(Workspace.existing(args.workspace).connect(), args.run_id)
     if args.html:
         Path(args.html).write_text(report_html(report))
         print(f"wrote {args.html}", file=sys.stderr)
@@ -202,7 +202,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from ivt_core.report import compare_runs, compare_text
     from ivt_core.workspace import Workspace
 
-    result = compare_runs(Workspace.open(args.workspace).connect(), args.run_ids)
+    result = compare_runs(Workspace.existing(args.workspace).connect(), args.run_ids)
     print(json.dumps(result) if args.json else compare_text(result))
     return 0
 
@@ -216,7 +216,7 @@ def cmd_paper_table(args: argparse.Namespace) -> int:
         best_of = [int(x) for x in args.best_of.split(",") if x.strip()] if args.best_of else []
     except ValueError:
         raise InvalidInputError(f"--best-of takes run ids separated by commas, got {args.best_of!r}") from None
-    table = paper_table(Workspace.open(args.workspace).connect(), args.run_ids, labels, best_of)
+    table = paper_table(Workspace.existing(args.workspace).connect(), args.run_ids, labels, best_of)
     print(json.dumps(table) if args.json else table_text(table))
     return 0
 
@@ -231,7 +231,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
     from ivt_core.store.samples import get_sample, get_samples
     from ivt_core.workspace import Workspace
 
-    workspace = Workspace.open(args.workspace)
+    workspace = Workspace.existing(args.workspace)
     db = workspace.connect()
     if args.sample:
         samples = [get_sample(db, args.sample)]
@@ -281,7 +281,7 @@ def cmd_verifier(args: argparse.Namespace) -> int:
     from ivt_core.verifier import judge_run, store_verdict, summary_text
     from ivt_core.workspace import Workspace
 
-    workspace = Workspace.open(args.workspace)
+    workspace = Workspace.existing(args.workspace)
     db = workspace.connect()
     get_run(db, args.run_id)  # an unknown run is said before the model loads
     grounder = TransformersGrounder.load(_model_path(args), args.adapter, False, args.device, args.coords)
@@ -298,7 +298,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
     from ivt_core.store.runs import list_runs
     from ivt_core.workspace import Workspace
 
-    db = Workspace.open(args.workspace).connect()
+    db = Workspace.existing(args.workspace).connect()
     if not list_runs(db):
         print("no runs in this workspace yet (`ivt eval --dataset shapes --split val` makes one)")
     for run in list_runs(db):

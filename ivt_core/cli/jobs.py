@@ -38,7 +38,7 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     from ivt_core.store.jobs import get_job, list_jobs
     from ivt_core.workspace import Workspace
 
-    workspace = Workspace.open(args.workspace)
+    workspace = Workspace.existing(args.workspace)
     if args.jobs_command == "list":
         db = workspace.connect()
         if not list_jobs(db, limit=1):

@@ -107,7 +107,7 @@ def cmd_data_list(args: argparse.Namespace) -> int:
     from ivt_core.store.samples import list_datasets
     from ivt_core.workspace import Workspace
 
-    db = Workspace.open(args.workspace).connect()
+    db = Workspace.existing(args.workspace).connect()
     for dataset in list_datasets(db):
         splits = ", ".join(f"{k}: {v}" for k, v in sorted(dataset["splits"].items())) or "empty"
         print(f"{dataset['name']} ({dataset['kind']}): {splits}")
@@ -288,7 +288,8 @@ def main(argv: list[str] | None = None) -> int:
             from ivt_core.jobs import reconcile
             from ivt_core.workspace import Workspace
 
-            reconcile(Workspace.open(args.workspace))
+            if Workspace.at(args.workspace).db_path.is_file():  # a new one has no jobs; a typo gets no workspace
+                reconcile(Workspace.open(args.workspace))
         return args.func(args)
     except IVTError as exc:
         print(f"ivt: error: {exc}", file=sys.stderr)

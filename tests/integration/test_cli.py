@@ -191,7 +191,22 @@ def test_a_closed_pipe_ends_quietly(tmp_path):
 
 
 def test_empty_lists_say_so(tmp_path, capsys):
+    from ivt_core.workspace import Workspace
+
+    Workspace.open(tmp_path / "ws")  # a workspace with nothing in it yet
     assert main(["jobs", "list", "--workspace", str(tmp_path / "ws")]) == 0
     assert main(["runs", "--workspace", str(tmp_path / "ws")]) == 0
     out = capsys.readouterr().out
     assert "no jobs in this workspace yet" in out and "no runs in this workspace yet" in out
+
+
+@pytest.mark.parametrize("command", [["report", "1"], ["compare", "1", "2"], ["paper-table", "1"], ["runs"],
+                                     ["data", "list"], ["jobs", "list"], ["verifier", "1"]])
+def test_reading_a_mistyped_workspace_says_so_and_creates_nothing(tmp_path, capsys, command):
+    """A command that reads a workspace's runs, datasets or jobs does not make an empty workspace where a typo
+    points (and then report "no run with id 1"): one line naming the path, exit code 2."""
+    typo = tmp_path / "worksapce"
+    assert main([*command, "--workspace", str(typo)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"no workspace at {typo}" in err[0]
+    assert not typo.exists()
