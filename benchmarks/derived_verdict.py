@@ -33,23 +33,24 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ivt_core.data.shapes import stated_attributes  # noqa: E402
+from ivt_core.teachers.geometric import minimal_verdict  # noqa: E402
 
 NAME = re.compile(r"It is on the ([a-z]+) ([a-z]+) ([a-z]+)\.")
 TAU = 0.5
+WRONG_ONE = "Wrong one."  # what minimal_verdict says when no stated attribute differs
 
 
 def derived_verdict(expression: str, reasoning: str) -> tuple[str, str] | None:
     """(the name sentence, "Wrong <attribute>.") when the name a refinement answer starts with contradicts what
-    the expression states for the asked object; None when it agrees, or names nothing readable."""
+    the expression states for the asked object (the training teacher's verdict, ``minimal_verdict``, on the named
+    object against the stated attributes); None when it agrees, or names nothing readable."""
     found = NAME.search(reasoning)
     if not found:
         return None
     named = dict(zip(("size", "colour", "kind"), found.groups(), strict=True))
     stated = stated_attributes(expression)
-    for word, key in (("shape", "kind"), ("colour", "colour"), ("size", "size")):
-        if key in stated and named[key] != stated[key]:
-            return found.group(0), f"Wrong {word}."
-    return None
+    verdict = minimal_verdict(named, {**named, **stated}, stated)
+    return None if verdict == WRONG_ONE else (found.group(0), verdict)
 
 
 def generate_after(grounder, conversation: list[dict], prefix: str, max_new_tokens: int = 60) -> str:
@@ -75,9 +76,10 @@ def measure(workspace, db, grounder, run_id: int, base_run_id: int) -> dict:
     from ivt_core.paper_table import mcnemar
     from ivt_core.parse import parse_answer
     from ivt_core.prompts import get_prompts
-    from ivt_core.render import RenderStyle, render_box
+    from ivt_core.render import RenderStyle
     from ivt_core.store.runs import get_run, load_trajectories
     from ivt_core.store.samples import get_sample
+    from ivt_core.verifier import first_refinement
 
     run = get_run(db, run_id)
     prompts = get_prompts(grounder.family.prompt_family, run["prompt_version"])
@@ -94,13 +96,7 @@ def measure(workspace, db, grounder, run_id: int, base_run_id: int) -> dict:
         verdict = derived_verdict(sample.expression, parse_answer(step1.raw_text).reasoning or step1.raw_text)
         if verdict and step0.box is not None:
             image = load_image(workspace.resolve(sample.image_path))
-            conversation = [
-                {"role": "user", "content": [{"type": "image", "image": image},
-                                             {"type": "text", "text": prompts.ground_text(sample.expression)}]},
-                {"role": "assistant", "content": [{"type": "text", "text": step0.raw_text}]},
-                {"role": "user", "content": [{"type": "image", "image": render_box(image, step0.box, style)},
-                                             {"type": "text", "text": prompts.refine_text(sample.expression)}]},
-            ]
+            conversation = first_refinement(prompts, sample.expression, image, step0.raw_text, step0.box, style)
             answer = generate_after(grounder, conversation, " ".join(verdict) + "\n")
             box = answer_box(parse_answer(answer), step0.box, grounder, image.size)
             row.update(derived=iou(box, sample.bbox) if box is not None else 0.0, flag=" ".join(verdict))

@@ -55,8 +55,8 @@ def keep_probabilities(grounder, cases: list[dict], images: dict, batch_size: in
     """P(keep | forced name) for every case in each of the four cells."""
     from ivt_core.boxes import Box
     from ivt_core.prompts import get_prompts
-    from ivt_core.render import RENDER_STYLES, render_box
-    from ivt_core.verifier import KEEP_VERDICT, verdict_logprobs
+    from ivt_core.render import RENDER_STYLES
+    from ivt_core.verifier import first_refinement, keep_logprobs
     from training.toy_pretrain import answer_text
 
     prompts = get_prompts(grounder.family.prompt_family)
@@ -70,25 +70,11 @@ def keep_probabilities(grounder, cases: list[dict], images: dict, batch_size: in
             image, box = images[sample.id], Box(*boxed["box"])
             colour = case["colour"] if name_kind == "agrees" else case["other_colour"]
             names.append(f"It is on the {boxed['size']} {colour} {boxed['kind']}.")
-            conversations.append([
-                {"role": "user", "content": [{"type": "image", "image": image},
-                                             {"type": "text", "text": prompts.ground_text(sample.expression)}]},
-                {"role": "assistant", "content": [{"type": "text", "text": answer_text(box, image.size)}]},
-                {"role": "user", "content": [{"type": "image", "image": render_box(image, box,
-                                                                                   RENDER_STYLES["outline"])},
-                                             {"type": "text", "text": prompts.refine_text(sample.expression)}]},
-            ])
-        both = verdict_logprobs(grounder, [c + [_assistant(f"{n} {KEEP_VERDICT}")]
-                                           for c, n in zip(conversations, names, strict=True)])
-        name_only = verdict_logprobs(grounder, [c + [_assistant(n)] for c, n in zip(conversations, names,
-                                                                                     strict=True)])
-        for (_, cell), joint, given in zip(chunk, both, name_only, strict=True):
-            out[cell].append(min(1.0, math.exp(joint - given)))
+            conversations.append(first_refinement(prompts, sample.expression, image, answer_text(box, image.size),
+                                                  box, RENDER_STYLES["outline"]))
+        for (_, cell), logp in zip(chunk, keep_logprobs(grounder, conversations, names), strict=True):
+            out[cell].append(min(1.0, math.exp(logp)))
     return out
-
-
-def _assistant(text: str) -> dict:
-    return {"role": "assistant", "content": [{"type": "text", "text": text}]}
 
 
 def summarize(probabilities: dict[tuple, list[float]]) -> dict:

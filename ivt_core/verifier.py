@@ -54,6 +54,31 @@ def reasoning_before_verdict(answer: str) -> str:
     return " ".join(sentences[:-1])
 
 
+def first_refinement(prompts, expression: str, image, answer: str, box, style: RenderStyle) -> list[dict]:
+    """The loop's conversation at its first refinement, before the model answers: the grounding question,
+    ``answer`` (the step-0 text) and ``box`` drawn on the image with the refine prompt."""
+    return [
+        {"role": "user", "content": [{"type": "image", "image": image},
+                                     {"type": "text", "text": prompts.ground_text(expression)}]},
+        _assistant(answer),
+        {"role": "user", "content": [{"type": "image", "image": render_box(image, box, style)},
+                                     {"type": "text", "text": prompts.refine_text(expression)}]},
+    ]
+
+
+def keep_logprobs(grounder, conversations: list[list[dict]], reasonings: Sequence[str]) -> list[float]:
+    """log P("The box is correct." | conversation, reasoning) for each conversation: the verdict read after the
+    reasoning given ("" : at the start of the answer), as log P(reasoning, keep) - log P(reasoning)."""
+    logps = verdict_logprobs(grounder, [c + [_assistant(f"{r} {KEEP_VERDICT}" if r else KEEP_VERDICT)]
+                                        for c, r in zip(conversations, reasonings, strict=True)])
+    given = [i for i, r in enumerate(reasonings) if r]
+    if given:
+        for i, logp in zip(given, verdict_logprobs(grounder, [conversations[i] + [_assistant(reasonings[i])]
+                                                              for i in given]), strict=True):
+            logps[i] -= logp
+    return logps
+
+
 def keep_probability_rows(grounder, samples: Sequence[Sample], images: Sequence, answers: dict[str, dict],
                           style: RenderStyle, prompt_version: str, batch_size: int = 8,
                           progress: Callable[[int], None] | None = None,
@@ -70,25 +95,13 @@ def keep_probability_rows(grounder, samples: Sequence[Sample], images: Sequence,
     rows = []
     for start in range(0, len(items), batch_size):
         chunk = items[start:start + batch_size]
-        conversations = [[
-            {"role": "user", "content": [{"type": "image", "image": image},
-                                         {"type": "text", "text": prompts.ground_text(sample.expression)}]},
-            {"role": "assistant", "content": [{"type": "text", "text": step0["raw_text"]}]},
-            {"role": "user", "content": [{"type": "image", "image": render_box(image, step0["box"], style)},
-                                         {"type": "text", "text": prompts.refine_text(sample.expression)}]},
-        ] for sample, image, step0 in chunk]
+        conversations = [first_refinement(prompts, sample.expression, image, step0["raw_text"], step0["box"], style)
+                         for sample, image, step0 in chunk]
         reasonings = [""] * len(chunk)
         if reasoning_first:
             generated = grounder.predict(conversations, Sampling(max_new_tokens=REASONING_TOKENS))
             reasonings = [reasoning_before_verdict(g.text) for g in generated]
-        scored = [c + [_assistant(f"{r} {KEEP_VERDICT}" if r else KEEP_VERDICT)]
-                  for c, r in zip(conversations, reasonings, strict=True)]
-        logps = verdict_logprobs(grounder, scored)
-        if any(reasonings):  # log P(keep | reasoning) = log P(reasoning, keep) - log P(reasoning)
-            given = [i for i, r in enumerate(reasonings) if r]
-            for i, logp in zip(given, verdict_logprobs(grounder, [conversations[i] + [_assistant(reasonings[i])]
-                                                                  for i in given]), strict=True):
-                logps[i] -= logp
+        logps = keep_logprobs(grounder, conversations, reasonings)
         for (sample, _, step0), logp, reasoning in zip(chunk, logps, reasonings, strict=True):
             row = {"sample_id": sample.id, "iou": step0["iou"], "p_keep": min(1.0, math.exp(logp))}
             rows.append({**row, "reasoning": reasoning} if reasoning_first else row)

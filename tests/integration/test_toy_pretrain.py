@@ -380,9 +380,10 @@ def test_checkable_verdict_turns_name_only_what_the_expression_states():
     for i in range(60):
         expression = make_sample(world, 0, "train", i).expression
         stated = {"shape" if key == "kind" else key for key in stated_attributes(expression)}
-        new, old = (re.findall(r"Wrong (colour|shape|size)\.", processor.tokenizer.decode(d[i]["input_ids"]))
-                    for d in (checkable, plain))
+        examples = checkable[i], plain[i]
+        new, old = (re.findall(r"Wrong (colour|shape|size)\.", processor.tokenizer.decode(e["input_ids"]))
+                    for e in examples)
         assert set(new) <= stated
         unstated += len(set(old) - stated)
-        assert torch.equal(checkable[i]["images"], plain[i]["images"])
+        assert torch.equal(examples[0]["images"], examples[1]["images"])
     assert unstated > 0
