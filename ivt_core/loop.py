@@ -12,6 +12,10 @@ place) and ``run_concurrent`` (a model behind a server: each sample's conversati
 grounder's ``concurrency`` requests in flight). ``run_loop`` picks one (``LoopConfig.engine``: auto, cached or
 plain); with greedy decoding all give the same answers.
 
+With ``LoopConfig.verdict == "derived"`` a refinement answer that names what its box is on gets the verdict that
+name implies (``ivt_core.derived_verdict``): where the model said something else, its answer is generated again
+from the name and that verdict (a forced start), in the same batch step; the step records both answers.
+
 An answer without a readable box is a step with no box (IoU 0) and a parse-failure flag; the loop goes on,
 showing the model the latest box it did give (or the plain image if it never gave one). Nothing a model says
 makes the loop raise.
@@ -32,6 +36,7 @@ from ivt_core.boxes import Box, from_model, iou
 from ivt_core.config.evaluation import ENGINES
 from ivt_core.config.settings import MAX_STEPS
 from ivt_core.data.sample import Sample, load_image
+from ivt_core.derived_verdict import VERDICTS, forced_start
 from ivt_core.errors import InvalidInputError
 from ivt_core.grounders.base import Generation, Grounder, Sampling
 from ivt_core.parse import ParsedAnswer, parse_answer
@@ -56,6 +61,7 @@ class LoopConfig:
     sampling: Sampling = field(default_factory=Sampling)
     engine: str = "auto"  # auto: the cached engine where the model supports it; cached; plain
     lanes: int = 1  # the cached engine's lanes (``_in_lanes``): 2 overlaps one lane's CPU work with the other's GPU
+    verdict: str = "own"  # own: the model's verdicts; derived: from its name of the boxed object (``derived_verdict``)
 
     def check(self) -> LoopConfig:
         """Return self if valid. Raises InvalidInputError saying which setting to fix."""
@@ -72,6 +78,8 @@ class LoopConfig:
             raise InvalidInputError(f"--lanes must be 1 or more, got {self.lanes}")
         if self.engine not in ENGINES:
             raise InvalidInputError(f"--engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
+        if self.verdict not in VERDICTS:
+            raise InvalidInputError(f"--verdict must be one of {', '.join(VERDICTS)}, got {self.verdict!r}")
         check_policy(self.policy)
         return self
 
@@ -121,6 +129,7 @@ def _record(live: _Live, index: int, answer: Generation, grounder: Grounder) -> 
         tokens_in=answer.tokens_in,
         tokens_out=answer.tokens_out,
         latency_ms=answer.latency_ms,
+        own_text=answer.own_text,
     )
 
 
@@ -140,15 +149,53 @@ def run_batch(
     With ``keep_conversations`` each trajectory carries its whole conversation (rendered images and the last
     answer included), which GRPO trains on.
     """
+    _check_forced(grounder, config, keep_conversations)
     prompts = get_prompts(grounder.family.prompt_family, config.prompt_version)
     images = images if images is not None else [load_image(s.image_path) for s in samples]
     live = [_start(s, img, prompts) for s, img in zip(samples, images, strict=True)]
     active = list(live)
     while active:
         answers = grounder.predict([item.conversation for item in active], config.sampling)
+        answers = _with_verdicts(active, answers, config,
+                                 lambda rows, conversations: grounder.predict(conversations, config.sampling))
         active = [item for item, answer in zip(active, answers, strict=True)
                   if _advance(item, answer, grounder, config, prompts, keep_conversations)]
     return [item.trajectory for item in live]
+
+
+def _check_forced(grounder: Grounder, config: LoopConfig, keep_conversations: bool) -> None:
+    """Raise InvalidInputError where the derived verdict cannot run: a grounder that cannot go on from a forced
+    start (a server), or GRPO's rollouts (it scores sampled tokens; a forced start is not sampled)."""
+    if config.verdict != "derived":
+        return
+    if not getattr(grounder, "forced_starts", False):
+        raise InvalidInputError("--verdict derived needs a local checkpoint (it makes an answer start with the "
+                                "verdict its name implies, which a chat server does not take); drop --endpoint")
+    if keep_conversations:
+        raise InvalidInputError("GRPO trains on sampled answers; a derived verdict is not sampled: use --verdict own")
+
+
+def _with_verdicts(items: list[_Live], answers: list[Generation], config: LoopConfig,
+                   again: Callable[[list[int], list[list[dict]]], list[Generation]]) -> list[Generation]:
+    """``answers`` with the derived verdict (``config.verdict``): each refinement answer whose start differs from
+    the one its name implies (``forced_start``) is replaced by the model's answer from that start, asked of
+    ``again(rows, conversations)`` (the same grounder or engine, for those rows only). The new answer keeps the
+    model's own in ``own_text``; its token counts and latency are both answers' together."""
+    if config.verdict != "derived":
+        return answers
+    starts = {row: start for row, (item, answer) in enumerate(zip(items, answers, strict=True))
+              if item.step > 0 and (start := forced_start(item.sample.expression, answer.text))}
+    if not starts:
+        return answers
+    forced = [items[row].conversation + [{"role": "assistant", "content": [{"type": "text", "text": start}]}]
+              for row, start in starts.items()]
+    out = list(answers)
+    for (row, start), new in zip(starts.items(), again(list(starts), forced), strict=True):
+        own = answers[row]
+        out[row] = replace(new, text=start + new.text, tokens_out=own.tokens_out + new.tokens_out,
+                           latency_ms=own.latency_ms + new.latency_ms, token_ids=(), prompt_ids=(),
+                           own_text=own.text)
+    return out
 
 
 def _start(sample: Sample, image: Image.Image, prompts) -> _Live:
@@ -298,6 +345,7 @@ def _lane(grounder: Grounder, take: Callable, config: LoopConfig, keep_conversat
     """One engine's continuous batching: up to ``limit`` conversations in flight, new ones taken (``take``) as
     rows free up; after every step, the trajectories that ended."""
     prompts = get_prompts(grounder.family.prompt_family, config.prompt_version)
+    _check_forced(grounder, config, keep_conversations)
     active: list[tuple[int, _Live]] = []
     exhausted = False
     while not stopped():
@@ -311,6 +359,9 @@ def _lane(grounder: Grounder, take: Callable, config: LoopConfig, keep_conversat
         if not active:
             return
         answers = engine.step([(index, live.conversation) for index, live in active], config.sampling)
+        answers = _with_verdicts([live for _, live in active], answers, config, lambda rows, conversations: engine.step(
+            [(active[row][0], conversation) for row, conversation in zip(rows, conversations, strict=True)],
+            config.sampling))
         still, ended = [], []
         for (index, live), answer in zip(active, answers, strict=True):
             if _advance(live, answer, grounder, config, prompts, keep_conversations):
@@ -406,6 +457,7 @@ def run_loop(
     ``resolve_image`` loads a sample's image (default: ``load_image(sample.image_path)``).
     """
     config.check()
+    _check_forced(grounder, config, False)
     if getattr(grounder, "concurrency", 1) > 1:
         yield from run_concurrent(grounder, samples, config, resolve_image)
         return

@@ -25,6 +25,7 @@ class StepRecord:
     tokens_in: int = 0
     tokens_out: int = 0
     latency_ms: float = 0.0
+    own_text: str = ""  # the model's own answer, where the loop's derived verdict made it start otherwise
 
 
 @dataclass

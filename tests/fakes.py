@@ -5,6 +5,8 @@ from ivt_core.grounders.base import Generation
 
 
 class ScriptedGrounder:
+    forced_starts = True  # a conversation may end with the start of its answer (``with_conversation`` sees it)
+
     def __init__(self, answer, family="qwen3_vl", resized=None, fail_on_call=None, with_conversation=False):
         self.answer = answer
         self.with_conversation = with_conversation

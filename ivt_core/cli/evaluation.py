@@ -32,7 +32,8 @@ def _request_from_run(workspace, run_id: int):
     cfg = run["config"]
     loop = LoopConfig(steps=cfg["steps"], policy=cfg["policy"], batch_size=cfg["batch_size"],
                       prompt_version=cfg["prompt_version"], render=RenderStyle.from_dict(cfg["render"]),
-                      sampling=Sampling(**cfg["sampling"]), engine=cfg.get("engine", "auto"))
+                      sampling=Sampling(**cfg["sampling"]), engine=cfg.get("engine", "auto"),
+                      verdict=cfg.get("verdict", "own"))
     request = EvalRequest(run["dataset"], run["split"], loop, cfg.get("limit"))
     model = cfg["model_path"] if is_endpoint(cfg["model_path"]) else Path(cfg["model_path"])
     return request, model, (cfg.get("adapter_path") or None), cfg.get("coords")

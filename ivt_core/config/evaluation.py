@@ -8,6 +8,7 @@ from typing import ClassVar
 
 from ivt_core.boxes import CONVENTIONS
 from ivt_core.config.settings import check_settings, setting, steps_setting
+from ivt_core.derived_verdict import VERDICTS
 from ivt_core.errors import InvalidInputError
 from ivt_core.families import FAMILIES
 from ivt_core.render import RENDER_STYLES
@@ -66,6 +67,11 @@ class EvalConfig(ModelSettings):
                            "probability", min=0.01, max=1.0)
     seed: int = setting(0, "with --temperature: the sampling seed (the same seed, the same answers on one machine)",
                         min=0, max=2**31 - 1)
+    verdict: str = setting("own", "own: each refinement's verdict is the model's; derived: a model that names what its "
+                           "box is on (\"It is on the small red square.\", a --verdict-name-first toy) gets the "
+                           "verdict that name implies against the expression's stated size, colour and shape, and "
+                           "goes on from it (label-free; the shapes world's words; answers with no such name "
+                           "stand). Stored with the run", choices=VERDICTS, form=True, label="Refinement verdict")
     render: str = setting("auto", "how the model is shown its box: paper (red outline, 25% fill), outline (an "
                           "outline in a colour outside the scene palette, no fill), auto (outline for shapes-world "
                           "datasets, else paper); stored with the run", choices=("auto", *RENDER_STYLES),
@@ -104,7 +110,8 @@ class EvalConfig(ModelSettings):
             if not self.endpoint.startswith(("http://", "https://")):
                 raise InvalidInputError(f"--endpoint must start with http:// or https://, got {self.endpoint!r}")
             clash = [flag for flag, on in (("--model", self.model), ("--adapter", self.adapter),
-                                           ("--4bit", self.load_in_4bit), ("--gpus", self.gpus > 1)) if on]
+                                           ("--4bit", self.load_in_4bit), ("--gpus", self.gpus > 1),
+                                           ("--verdict derived", self.verdict == "derived")) if on]
             if clash:
                 raise InvalidInputError(f"--endpoint runs the model on its server; drop {', '.join(clash)} (the "
                                         "server decides the checkpoint, adapters and devices)")
@@ -139,4 +146,4 @@ class EvalConfig(ModelSettings):
                           render=render_style(self.render, dataset_kind),
                           sampling=Sampling(max_new_tokens=self.max_new_tokens, do_sample=self.temperature > 0,
                                             temperature=self.temperature or 1.0, top_p=self.top_p),
-                          engine=self.engine, lanes=self.lanes).check()
+                          engine=self.engine, lanes=self.lanes, verdict=self.verdict).check()

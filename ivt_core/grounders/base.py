@@ -21,7 +21,8 @@ class Generation:
     """One answer. ``token_ids``: the tokens sampled, up to and including the end token (GRPO scores these,
     not the text tokenized again); ``truncated``: the answer hit the token limit before an end token;
     ``prompt_ids``: the exact ids the model was fed before answering (the cached engine gives them; GRPO builds
-    its training sequences from them instead of templating and tokenizing each rollout again), else empty."""
+    its training sequences from them instead of templating and tokenizing each rollout again), else empty.
+    Of a forced start (``chat_text``) a grounder gives what the model added after it; the loop joins the two."""
 
     text: str
     tokens_in: int = 0
@@ -30,6 +31,7 @@ class Generation:
     token_ids: tuple[int, ...] = ()
     truncated: bool = False
     prompt_ids: tuple[int, ...] = ()
+    own_text: str = ""  # the model's own answer, where the loop made it start otherwise (``derived_verdict``)
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,18 @@ class Grounder(Protocol):
     def resized_size(self, width: int, height: int) -> tuple[int, int] | None:
         """The size the model sees an image at (needed by the ``abs_resized`` convention), or None."""
         ...
+
+
+def chat_text(processor, conversation: list[dict]) -> str:
+    """The text a model is fed for a conversation: the chat template, ending with the generation prompt. A
+    conversation whose last message is the assistant's is a forced start: that message's text follows the
+    generation prompt, and the model's answer goes on from it (the loop's derived verdict). Not transformers'
+    ``continue_final_message``: it strips the forced text's trailing whitespace, and the line break before a
+    box is part of the answers the toys were trained on."""
+    if conversation and conversation[-1]["role"] == "assistant":
+        start = "".join(part["text"] for part in conversation[-1]["content"] if part.get("type") == "text")
+        return processor.apply_chat_template(conversation[:-1], add_generation_prompt=True, tokenize=False) + start
+    return processor.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
 
 
 def conversation_images(conversation: list[dict]) -> list:

@@ -51,7 +51,7 @@ import torch
 from ivt_core import rope
 from ivt_core.families import FAMILIES
 from ivt_core.grounders import cache_gather, graph_capture, image_prefill, prefill_attention
-from ivt_core.grounders.base import Generation, Sampling, conversation_images
+from ivt_core.grounders.base import Generation, Sampling, chat_text, conversation_images
 
 # the model types of the families the engine runs (``Family.cached_engine``)
 SUPPORTED_MODEL_TYPES = tuple(t for family in FAMILIES.values() if family.cached_engine for t in family.model_types)
@@ -182,8 +182,7 @@ class CachedEngine:
         repeated to the image's token count (special tokens are atomic, so expanding after tokenizing is the
         same as the processor's expanding before). The texts are tokenized in one call (the fast tokenizer
         works through a batch in parallel)."""
-        texts = [self.processor.apply_chat_template(_template_view(c), add_generation_prompt=True, tokenize=False)
-                 for c in conversations]
+        texts = [chat_text(self.processor, _template_view(c)) for c in conversations]
         out = []
         for ids, image_grids in zip(self.tokenizer(texts, add_special_tokens=False)["input_ids"], grids, strict=True):
             counts = iter(int(g.prod()) // self.merge**2 for g in image_grids)

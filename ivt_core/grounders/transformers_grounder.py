@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ivt_core.errors import InvalidInputError, NotFoundError
 from ivt_core.families import Family, family_for_model_type
-from ivt_core.grounders.base import Generation, Sampling, conversation_images
+from ivt_core.grounders.base import Generation, Sampling, chat_text, conversation_images
 from ivt_core.grounders.decode_attention import enable_decode_attention
 from ivt_core.grounders.fast_vision import enable_fast_vision
 from ivt_core.grounders.fused_kernels import enable_fused_kernels
@@ -69,6 +69,8 @@ def describe_model(path: str | Path, adapter: str | Path | None = None,
 
 class TransformersGrounder:
     """A local checkpoint (plus optional adapter) that answers conversations."""
+
+    forced_starts = True  # answers a conversation that ends with the start of its answer (``chat_text``)
 
     def __init__(self, model, processor, family: Family, name: str, device: str):
         self.model = model
@@ -132,10 +134,7 @@ class TransformersGrounder:
         import torch
 
         sampling = sampling or Sampling()
-        texts = [
-            self.processor.apply_chat_template(conv, add_generation_prompt=True, tokenize=False)
-            for conv in conversations
-        ]
+        texts = [chat_text(self.processor, conv) for conv in conversations]
         images = [image for conv in conversations for image in conversation_images(conv)]
         inputs = self.processor(text=texts, images=images or None, padding=True, return_tensors="pt")
         inputs = inputs.to(self.device)

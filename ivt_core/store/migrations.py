@@ -210,6 +210,12 @@ MIGRATIONS: list[tuple[str, str]] = [
         ALTER TABLE jobs ADD COLUMN config TEXT
         """,
     ),
+    (
+        "0007_step_own_text",
+        """
+        ALTER TABLE steps ADD COLUMN own_text TEXT NOT NULL DEFAULT ''
+        """,
+    ),
 ]
 
 

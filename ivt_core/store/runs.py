@@ -64,12 +64,12 @@ def add_trajectories(db: Database, run_id: int, trajectories: Iterable[Trajector
             traj_id = cursor.lastrowid
             db.conn.executemany(
                 "INSERT INTO steps (trajectory_id, step, raw_text, reasoning, x1, y1, x2, y2, iou, parse_ok, "
-                "parse_failure, says_correct, tokens_in, tokens_out, latency_ms) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "parse_failure, says_correct, tokens_in, tokens_out, latency_ms, own_text) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     [traj_id, s.index, s.raw_text, s.reasoning,
                      *(s.box.to_xyxy() if s.box else [None] * 4), s.iou, int(s.parse_ok), s.parse_failure,
-                     int(s.says_correct), s.tokens_in, s.tokens_out, s.latency_ms]
+                     int(s.says_correct), s.tokens_in, s.tokens_out, s.latency_ms, s.own_text]
                     for s in traj.steps
                 ],
             )
@@ -157,6 +157,6 @@ def load_trajectories(db: Database, run_id: int) -> list[Trajectory]:
             index=row["step"], raw_text=row["raw_text"], reasoning=row["reasoning"], box=box, iou=row["iou"],
             parse_ok=bool(row["parse_ok"]), parse_failure=row["parse_failure"],
             says_correct=bool(row["says_correct"]), tokens_in=row["tokens_in"], tokens_out=row["tokens_out"],
-            latency_ms=row["latency_ms"],
+            latency_ms=row["latency_ms"], own_text=row["own_text"],
         ))
     return list(trajs.values())

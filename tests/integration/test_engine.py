@@ -62,6 +62,28 @@ def test_engine_equals_plain_loop_on_a_tiny_model_with_unparsable_answers_and_ea
     assert len({s.raw_text for t in plain.values() for s in t.steps}) > 9  # answers differ: a real comparison
 
 
+def _forces_some(expression, answer):
+    """A stand-in for the derived verdict's rule that forces a start on about half the answers."""
+    return "It is on the small red square. Wrong colour.\n" if len(answer) % 2 else None
+
+
+def test_engine_equals_plain_loop_with_forced_starts(chatty_tiny, shapes_ws, monkeypatch):
+    """The derived verdict's second answer (a forced start) on the engine: its row is cut back into the answer it
+    had generated and goes on from the start; the same answers as the plain loop."""
+    from ivt_core.data.shapes_split import write_shapes_split
+
+    write_shapes_split(shapes_ws, "test", 6, seed=0)
+    monkeypatch.setattr("ivt_core.loop.forced_start", _forces_some)
+    grounder = TransformersGrounder.load(chatty_tiny, device="cpu")
+    config = LoopConfig(steps=2, batch_size=3, sampling=Sampling(max_new_tokens=16), verdict="derived")
+    plain, cached = _both(grounder, shapes_ws, config, 6)
+    _assert_same(plain, cached)
+    forced = [s for t in plain.values() for s in t.steps if s.own_text]
+    assert forced and all(s.raw_text.startswith("It is on the small red square. Wrong colour.\n") for s in forced)
+    assert [s.own_text for t in cached.values() for s in t.steps] == [s.own_text for t in plain.values()
+                                                                     for s in t.steps]
+
+
 def test_engine_equals_plain_loop_on_the_toy_model(shapes_ws):
     from ivt_core.bootstrap import toy_model_path
 

@@ -84,6 +84,8 @@ def test_a_missing_config_file_is_one_line(tmp_path):
     (EvalConfig(), "--dataset and --split are required"),
     (EvalConfig(dataset="d", split="s", model="/nonexistent"), "has no config.json"),
     (EvalConfig(dataset="d", split="s", load_in_4bit=True, device="cpu"), "needs a GPU"),
+    (EvalConfig(dataset="d", split="s", endpoint="http://h:1/v1", verdict="derived"), "drop --verdict derived"),
+    (EvalConfig(dataset="d", split="s", verdict="mine"), "verdict must be one of"),
     (SynthConfig(iou_low=0.9, iou_high=0.5), "--iou-low < --iou-high"),
     (SynthConfig(teacher="vlm"), "--teacher-model"),
     (SynthConfig(keep_ratio=float("nan")), "finite number"),

@@ -99,3 +99,64 @@ def test_a_keep_answer_may_omit_coordinates():
 def test_a_verdict_with_nothing_shown_is_not_a_box():
     t = _run(ScriptedGrounder(lambda t, s: "The box is correct."), n=1, steps=1)[0]
     assert not t.steps[0].parse_ok and not t.steps[1].parse_ok  # step 0 showed no box; nor did step 1
+
+
+RED_SQUARE = [Sample("s0", "d", "test", "", 200, 100, "the red square", Box(0, 0, 100, 50))]
+STEP0 = '{"bbox_2d": [0, 0, 250, 250]}'
+
+
+def _named(own: str, continuation: str = '{"bbox_2d": [0, 0, 500, 500]}'):
+    """A name-first model: step 0 a box, then ``own`` at every refinement; asked to go on from a forced start,
+    ``continuation``."""
+    def answer(text, step, conversation):
+        if conversation[-1]["role"] == "assistant":
+            return continuation
+        return STEP0 if step == 0 else own
+    return ScriptedGrounder(answer, with_conversation=True)
+
+
+def _derived(grounder, steps=1, verdict="derived"):
+    return run_batch(grounder, RED_SQUARE, LoopConfig(steps=steps, verdict=verdict), [IMG])[0]
+
+
+def test_the_derived_verdict_replaces_one_the_name_contradicts():
+    own = 'It is on the small blue square. The box is correct.\n{"bbox_2d": [0, 0, 250, 250]}'
+    g = _named(own)
+    t = _derived(g)
+    start = "It is on the small blue square. Wrong colour.\n"
+    assert t.steps[1].raw_text == start + '{"bbox_2d": [0, 0, 500, 500]}' and t.steps[1].own_text == own
+    assert t.steps[1].box == Box(0, 0, 100, 50) and t.steps[1].iou == 1.0 and not t.steps[1].says_correct
+    assert t.steps[1].tokens_out == 10  # both answers' tokens
+    forced = g.calls[-1][0]
+    assert forced[-1] == {"role": "assistant", "content": [{"type": "text", "text": start}]}
+    assert [m["role"] for m in forced] == ["user", "assistant", "user", "assistant"]
+    mine = _derived(_named(own), verdict="own")
+    assert mine.steps[1].raw_text == own and mine.steps[1].own_text == "" and mine.steps[1].says_correct
+
+
+def test_the_derived_verdict_keeps_a_box_the_name_agrees_with():
+    own = 'It is on the small red square. Wrong colour.\n{"bbox_2d": [500, 500, 1000, 1000]}'
+    t = _derived(_named(own, '{"bbox_2d": [700, 700, 900, 900]}'), steps=2)
+    for step in t.steps[1:]:
+        assert step.raw_text.startswith("It is on the small red square. The box is correct.\n")
+        assert step.says_correct and step.box == t.steps[0].box and step.own_text == own
+
+
+@pytest.mark.parametrize("own", ['{"bbox_2d": [0, 0, 500, 500]}',  # no name: its answer stands
+                                 'It is on the small blue square. Wrong colour.\n{"bbox_2d": [0, 0, 500, 500]}'])
+def test_an_answer_already_as_derived_or_without_a_name_is_not_asked_again(own):
+    g = _named(own)
+    t = _derived(g, steps=2)
+    assert len(g.calls) == 3 and [s.raw_text for s in t.steps[1:]] == [own, own]
+    assert all(s.own_text == "" for s in t.steps)
+
+
+def test_the_derived_verdict_needs_a_model_that_can_go_on_from_a_start():
+    g = _named("x")
+    g.forced_starts = False  # a model behind a chat server
+    with pytest.raises(InvalidInputError, match="local checkpoint"):
+        list(run_loop(g, RED_SQUARE, LoopConfig(steps=1, verdict="derived")))
+    with pytest.raises(InvalidInputError, match="GRPO"):
+        run_batch(_named("x"), RED_SQUARE, LoopConfig(steps=1, verdict="derived"), [IMG], keep_conversations=True)
+    with pytest.raises(InvalidInputError, match="--verdict"):
+        LoopConfig(verdict="mine").check()

@@ -45,5 +45,6 @@ def test_a_time_limited_recipe_goes_on_where_it_stopped_when_run_again(tmp_path)
     fourth = _run(tmp_path, calls, recipe, out)  # resumed, done, then the measurements on a fresh workspace
     assert "--resume" in fourth[0] and not any("toy_colour_focus" in c or "toy_base_v3.json" in c for c in fourth)
     assert any("eval" in c and "--steps 2" in c for c in fourth) and "verdict_reads_name.py" in fourth[-2]
+    assert any("--verdict derived" in c for c in fourth) and any("paper-table 1 2 3" in c for c in fourth)
     assert "derived_verdict.py" in fourth[-1] and "--run 2 --base-run 1" in fourth[-1]
     assert _run(tmp_path, calls, recipe, out)[0].startswith("-m ivt_core.cli data shapes")  # nothing trained again

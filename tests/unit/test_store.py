@@ -57,9 +57,11 @@ def test_run_round_trip_and_cascade_delete(db):
     run = create_run(db, model, "d", "test", 2, "fixed", "qwen3_vl", "v1", {}, {})
     t = traj([0.2, 0.5, 0.4])
     t.sample_id = "s1"
+    t.steps[1].own_text = "It is on the small red square. Wrong colour."  # what a derived verdict replaced
     add_trajectories(db, run, [t])
     loaded = load_trajectories(db, run)
     assert loaded[0].ious == [0.2, 0.5, 0.4] and loaded[0].steps[1].box == Box(0, 0, 10, 10)
+    assert [s.own_text for s in loaded[0].steps] == ["", t.steps[1].own_text, ""]
     assert get_run(db, run)["n_samples"] == 1
     delete_run(db, run)
     assert db.execute("SELECT COUNT(*) FROM steps").fetchone()[0] == 0
