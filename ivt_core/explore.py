@@ -86,7 +86,7 @@ def step_view(workspace: Workspace, db: Database, run_id: int, sample_id: str, s
         "parse_ok": bool(row["parse_ok"]), "parse_failure": row["parse_failure"], "raw_text": row["raw_text"],
         "reasoning": row["reasoning"], "box": _box(row).to_xyxy() if row["x1"] is not None else None,
         "ground_truth": sample.bbox.to_xyxy(), "tokens_out": row["tokens_out"], "ious": [r["iou"] for r in rows],
-        "tokens_in": row["tokens_in"], "latency_ms": row["latency_ms"],
+        "tokens_in": row["tokens_in"], "latency_ms": row["latency_ms"], "own_text": row["own_text"],
         "traces": traces_of_sample(db, sample_id),
     }
     return shown, info

@@ -23,6 +23,7 @@ makes the loop raise.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -358,10 +359,10 @@ def _lane(grounder: Grounder, take: Callable, config: LoopConfig, keep_conversat
                 active.append((index, _start(sample, image, prompts)))
         if not active:
             return
+        keys = [index for index, _ in active]
         answers = engine.step([(index, live.conversation) for index, live in active], config.sampling)
-        answers = _with_verdicts([live for _, live in active], answers, config, lambda rows, conversations: engine.step(
-            [(active[row][0], conversation) for row, conversation in zip(rows, conversations, strict=True)],
-            config.sampling))
+        answers = _with_verdicts([live for _, live in active], answers, config, functools.partial(
+            _step_rows, engine, keys, config.sampling))
         still, ended = [], []
         for (index, live), answer in zip(active, answers, strict=True):
             if _advance(live, answer, grounder, config, prompts, keep_conversations):
@@ -372,6 +373,12 @@ def _lane(grounder: Grounder, take: Callable, config: LoopConfig, keep_conversat
         active = still
         if ended:
             yield ended
+
+
+def _step_rows(engine, keys: list, sampling: Sampling, rows: list[int], conversations: list[list[dict]]):
+    """``engine.step`` on some rows of a step (``keys``: every row's key), with these conversations."""
+    return engine.step([(keys[row], conversation) for row, conversation in zip(rows, conversations, strict=True)],
+                       sampling)
 
 
 def _in_lanes(grounder: Grounder, take: Callable, config: LoopConfig, keep_conversations: bool, engines: list,

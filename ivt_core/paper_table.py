@@ -1,7 +1,8 @@
 """The paper's table, from a workspace's runs: does the IVT loop beat single shot, and at what?
 
 Rows, as the paper lays them out: base single shot, naive IVT (the base model in the loop), then each trained
-model in the loop (SFT + IVT, SFT + GRPO + IVT). ``paper_table(db, [base_run, sft_run, grpo_run])``: the first
+model in the loop (SFT + IVT, SFT + GRPO + IVT; a run made with ``--verdict derived`` says so in its label: its
+verdicts follow from the model's names, not its own words). ``paper_table(db, [base_run, sft_run, grpo_run])``: the first
 run is the base model's; its step 0 *is* the single shot (greedy), and, when it ran refinement steps, the run
 itself is the naive-IVT row. Every run is restricted to the samples all the runs share.
 
@@ -217,6 +218,8 @@ def paper_table(db: Database, run_ids: Sequence[int], labels: Sequence[str] | No
             continue
         label = (("naive IVT" if not labels else f"{names[0]} + IVT") if index == 0
                  else f"{names[index]} + IVT" if refined else f"{names[index]} single shot")
+        if (runs[rid]["config"] or {}).get("verdict") == "derived":
+            label += ", derived verdict"
         rows.append(_row(label, rid, [trajs[rid][s] for s in common], single, refined))
         if index:  # a trained model: how well it judges the base's own step-0 boxes, where `ivt verifier` measured it
             from ivt_core.verifier import stored_verdict  # (torch comes with it: imported only when needed)
@@ -256,14 +259,14 @@ def verifier_cell(row: dict) -> str:
 def table_text(table: dict) -> str:
     """The table as fixed-width text (what ``ivt paper-table`` prints)."""
     cols = [("step0", "step 0"), ("final", "final"), ("best_rule", "best rule"), ("oracle", "oracle*")]
-    head = f"{'':<26}" + "".join(f"{name:>15}" for _, name in cols) + f"{'final vs single shot':>32}"
+    head = f"{'':<34}" + "".join(f"{name:>15}" for _, name in cols) + f"{'final vs single shot':>32}"
     lines = [f"{table['dataset']}/{table['split']}, {table['samples']} common samples; Acc at IoU 0.5 / 0.7 / 0.9",
              head]
     def cell(d: dict | None) -> str:
         return "-" if d is None else "/".join(f"{d[f'acc@{t:g}']:.3f}"[1:] for t in TABLE_THRESHOLDS)
 
     for row in table["rows"]:
-        line = f"{row['label'][:25]:<26}" + "".join(f"{cell(row.get(k)):>15}" for k, _ in cols)
+        line = f"{row['label'][:33]:<34}" + "".join(f"{cell(row.get(k)):>15}" for k, _ in cols)
         if "vs_single_shot" in row:
             vs = row["vs_single_shot"]["final"]
             tested = f"{vs['wins']} wins, {vs['losses']} losses, p={vs['p']:.2g}"

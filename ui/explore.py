@@ -186,7 +186,9 @@ def step_content(ctx: AppContext, run_id, sample_id, step, history, ground_truth
             + f" · {info['tokens_in']:,} tokens in, {info['tokens_out']:,} out, {info['latency_ms']:.0f} ms"
             + (" · *the image as the model saw it*" if model_view else "")
             + f"\n\nTraces of this sample (Traces tab, search its expression): {traces}"
-            + f"\n\n**Reasoning:** {info['reasoning'] or '(none)'}\n\n**Raw answer:**\n```\n{info['raw_text']}\n```")
+            + f"\n\n**Reasoning:** {info['reasoning'] or '(none)'}\n\n**Raw answer:**\n```\n{info['raw_text']}\n```"
+            + (f"\n\n**Verdict derived from its name** (`--verdict derived`); the model's own answer was:\n```\n"
+               f"{info['own_text']}\n```" if info.get("own_text") else ""))
     return image, text, info
 
 

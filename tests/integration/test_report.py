@@ -137,3 +137,28 @@ def test_compare_opens_on_the_newest_runs_that_share_a_split(runs):
     assert comparable_runs(AppContext(workspace)) == [b, c, d]  # the newest three of that split
     evaluate(workspace, scripted, "/few", EvalRequest("shapes", "test", LoopConfig(steps=0), limit=2))
     assert comparable_runs(AppContext(workspace)) == [b, c, d]  # not with a newer run on fewer samples
+
+
+def test_a_derived_verdict_run_says_so_in_the_table_and_the_explorer(runs):
+    from ivt_core.explore import step_view
+    from ivt_core.paper_table import paper_table
+
+    workspace, a, _ = runs
+
+    def named(text, step, conversation):  # names a small blue square at every refinement, says it is correct
+        if conversation[-1]["role"] == "assistant":  # asked to go on from the derived verdict
+            return WHOLE
+        return WHOLE if step == 0 else f"It is on the small blue square. The box is correct.\n{WHOLE}"
+
+    grounder = ScriptedGrounder(named, with_conversation=True)
+    derived = evaluate(workspace, grounder, "/m", EvalRequest("shapes", "test", LoopConfig(steps=1,
+                                                                                          verdict="derived"))).run_id
+    table = paper_table(workspace.connect(), [a, derived])
+    assert table["rows"][-1]["label"].endswith("+ IVT, derived verdict")
+    with workspace.connect() as db:
+        replaced = db.execute("SELECT t.sample_id FROM steps s JOIN trajectories t ON s.trajectory_id = t.id "
+                              "WHERE t.run_id = ? AND s.own_text != ''", [derived]).fetchall()
+        assert replaced  # expressions that name no small blue square: its verdict replaced
+        _, info = step_view(workspace, db, derived, replaced[0][0], 1, False, False)
+    assert info["own_text"].startswith("It is on the small blue square. The box is correct.")
+    assert not info["raw_text"].startswith("It is on the small blue square. The box is correct.")
