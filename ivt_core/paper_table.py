@@ -2,8 +2,8 @@
 
 Rows, as the paper lays them out: base single shot, naive IVT (the base model in the loop), then each trained
 model in the loop (SFT + IVT, SFT + GRPO + IVT; a run made with ``--verdict derived`` says so in its label: its
-verdicts follow from the model's names, not its own words). ``paper_table(db, [base_run, sft_run, grpo_run])``: the first
-run is the base model's; its step 0 *is* the single shot (greedy), and, when it ran refinement steps, the run
+verdicts follow from the model's names, not its own words). ``paper_table(db, [base_run, sft_run, grpo_run])``:
+the first run is the base model's; its step 0 *is* the single shot (greedy), and, when it ran refinement steps, the run
 itself is the naive-IVT row. Every run is restricted to the samples all the runs share.
 
 Each row gives Acc@0.5 / 0.7 / 0.9 at step 0, at the final step, under the best label-free stopping rule (chosen
