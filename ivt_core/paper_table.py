@@ -259,14 +259,15 @@ def verifier_cell(row: dict) -> str:
 def table_text(table: dict) -> str:
     """The table as fixed-width text (what ``ivt paper-table`` prints)."""
     cols = [("step0", "step 0"), ("final", "final"), ("best_rule", "best rule"), ("oracle", "oracle*")]
-    head = f"{'':<34}" + "".join(f"{name:>15}" for _, name in cols) + f"{'final vs single shot':>32}"
+    width = max(26, *(len(row["label"]) + 2 for row in table["rows"]))
+    head = f"{'':<{width}}" + "".join(f"{name:>15}" for _, name in cols) + f"{'final vs single shot':>32}"
     lines = [f"{table['dataset']}/{table['split']}, {table['samples']} common samples; Acc at IoU 0.5 / 0.7 / 0.9",
              head]
     def cell(d: dict | None) -> str:
         return "-" if d is None else "/".join(f"{d[f'acc@{t:g}']:.3f}"[1:] for t in TABLE_THRESHOLDS)
 
     for row in table["rows"]:
-        line = f"{row['label'][:33]:<34}" + "".join(f"{cell(row.get(k)):>15}" for k, _ in cols)
+        line = f"{row['label']:<{width}}" + "".join(f"{cell(row.get(k)):>15}" for k, _ in cols)
         if "vs_single_shot" in row:
             vs = row["vs_single_shot"]["final"]
             tested = f"{vs['wins']} wins, {vs['losses']} losses, p={vs['p']:.2g}"
