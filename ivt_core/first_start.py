@@ -19,11 +19,18 @@ TRACE_SOURCE = {"dataset": "shapes", "split": "train", "steps": 0, "limit": 200}
 FIRST_SYNTH = {"steps": 2, "include_zero": True, "keep_ratio": 0.2}
 
 
+# the verdicts each shipped model is evaluated with (default: its own): the name-first SFT toy with both, the GRPO
+# toy with the derived one only (with its own it keeps every box: docs/LOG.md, session 24)
+FIRST_VERDICTS = {"toy-model-sft": ("own", "derived"), "toy-model-grpo": ("derived",)}
+
+
 def start_first_jobs(workspace: Workspace, models: dict[str, int]) -> list[int]:
     """On a workspace that has never run anything: an evaluation of the toy model on val (Explore), its single
     shot on train samples and traces synthesized from those mistakes (Traces: training data comes from the train
-    split only), and an evaluation of each other shipped model on the same val samples (Compare).
-    Returns the job ids, or [] when the workspace already has runs or jobs."""
+    split only), and evaluations of each other shipped model on the same val samples (Compare): the SFT toy with
+    its own verdicts and with the verdict its name implies (``--verdict derived``: where the toy's loop gains),
+    the GRPO toy with the derived verdict (its own keeps every box). Returns the job ids, or [] when the
+    workspace already has runs or jobs."""
     with workspace.connect() as db:
         if list_runs(db) or list_jobs(db, limit=1):
             return []
@@ -34,6 +41,8 @@ def start_first_jobs(workspace: Workspace, models: dict[str, int]) -> list[int]:
                          needs_success=False)
     started = [first, source, jobs.submit(workspace, "synth", SynthConfig(run_of_job=source, **FIRST_SYNTH),
                                           after=source)]
-    for row in rows.values():
-        started.append(jobs.submit(workspace, "eval", EvalConfig.for_model(row, **FIRST_EVAL), after=started[-1]))
+    for name, row in rows.items():
+        for verdict in FIRST_VERDICTS.get(name, ("own",)):
+            started.append(jobs.submit(workspace, "eval", EvalConfig.for_model(row, verdict=verdict, **FIRST_EVAL),
+                                       after=started[-1]))
     return started

@@ -1,8 +1,8 @@
 """Train the toy model: a small Qwen3-VL learning shapes-world grounding from scratch (single shot).
 
-    python -m training.toy_pretrain --out build/toy-model                 # defaults = the shipped model's config
+    python -m training.toy_pretrain --out build/toy-model                 # defaults = the first toy's config
     python -m training.toy_pretrain --out build/toy-model --resume        # continue from build/toy-model/last/
-    python -m training.toy_pretrain --config assets/toy-model/train_config.json --out build/toy-model-again
+    python -m training.toy_pretrain --config training/recipes/toy_base_v1.json --out build/toy-base-v1  # the first toy
     python -m training.toy_pretrain --config toy-v2.json --init-from assets/toy-model --out build/toy-v2  # go on
 
 The model is the real ``Qwen3VLForConditionalGeneration`` at toy size, with the tiny-model kit's tokenizer,

@@ -173,16 +173,23 @@ def sampled_choices(ctx: AppContext) -> list[tuple[str, int]]:
 
 def comparable_runs(ctx: AppContext) -> list[int]:
     """The runs Compare opens on: the newest finished run and the newest others on the same dataset split with as
-    many samples, up to three (a fresh workspace: base, SFT and GRPO toys on 100 val samples; its single shot on
-    train shares no samples with them; a model just trained and its parent, not an older run on fewer samples);
-    the two newest runs when no pair shares a split. Oldest first (the baseline)."""
+    many samples, up to three, the newest run of each other model first (a fresh workspace: base, SFT and GRPO toys
+    on 100 val samples, not the SFT toy's two runs; its single shot on train shares no samples with them; a model
+    just trained and its parent, not an older run on fewer samples); the two newest runs when no pair shares a
+    split. Oldest first (the baseline)."""
     runs = [r for r in list_runs(ctx.db()) if r["status"] == "done"] or list_runs(ctx.db())
 
     def kind(run: dict) -> tuple:
         return run["dataset"], run["split"], run["n_samples"]
 
     for newest in runs:
-        others = [r["id"] for r in runs if r["id"] != newest["id"] and kind(r) == kind(newest)][:MAX_RUNS - 1]
+        same = [r for r in runs if r["id"] != newest["id"] and kind(r) == kind(newest)]
+        models, others = {newest["model_id"]}, []
+        for run in same:  # the newest run of each other model first
+            if run["model_id"] not in models:
+                models.add(run["model_id"])
+                others.append(run["id"])
+        others = [*others, *(r["id"] for r in same if r["id"] not in others)][:MAX_RUNS - 1]
         if others:
             return sorted([newest["id"], *others])
     return sorted(r["id"] for r in runs[:2])

@@ -137,6 +137,8 @@ def test_compare_opens_on_the_newest_runs_that_share_a_split(runs):
     assert comparable_runs(AppContext(workspace)) == [b, c, d]  # the newest three of that split
     evaluate(workspace, scripted, "/few", EvalRequest("shapes", "test", LoopConfig(steps=0), limit=2))
     assert comparable_runs(AppContext(workspace)) == [b, c, d]  # not with a newer run on fewer samples
+    e = evaluate(workspace, scripted, "/m3", EvalRequest("shapes", "test", LoopConfig(steps=1))).run_id
+    assert comparable_runs(AppContext(workspace)) == [b, c, e]  # one run per model first: not /m3's two runs
 
 
 def test_a_derived_verdict_run_says_so_in_the_table_and_the_explorer(runs):

@@ -113,15 +113,17 @@ def test_first_start_queues_evaluations_and_a_synthesis_only_on_an_untouched_wor
     monkeypatch.setattr(jobs, "submit", fake_submit)
     models = ensure_shipped_models(workspace)
     assert set(models) == {"toy-model", "toy-model-sft", "toy-model-grpo"}
-    assert start_first_jobs(workspace, models) == [8, 9, 10, 11, 12]
-    (k1, a1, after1), (k2, a2, after2), (k3, a3, after3), (k4, a4, after4), (k5, a5, after5) = started
-    assert (k1, k2, k3, k4, k5) == ("eval", "eval", "synth", "eval", "eval")
-    assert (after1, after2, after3, after4, after5) == (None, 8, 9, 10, 11)
-    assert (a1.split, a1.steps, a1.limit) == ("val", 2, 100)
-    assert a4.model.endswith("toy-model-sft") and a4.split == "val" and not a4.adapter
-    assert a5.model.endswith("toy-model-sft") and a5.adapter.endswith("toy-model-grpo") and a5.split == "val"
+    assert start_first_jobs(workspace, models) == [8, 9, 10, 11, 12, 13]
+    (k1, a1, after1), (k2, a2, after2), (k3, a3, after3), (k4, a4, after4), (k5, a5, after5), (k6, a6, after6) = started
+    assert (k1, k2, k3, k4, k5, k6) == ("eval", "eval", "synth", "eval", "eval", "eval")
+    assert (after1, after2, after3, after4, after5, after6) == (None, 8, 9, 10, 11, 12)
+    assert (a1.split, a1.steps, a1.limit, a1.verdict) == ("val", 2, 100, "own")
+    assert a4.model.endswith("toy-model-sft") and a4.split == "val" and not a4.adapter and a4.verdict == "own"
+    assert a5.model.endswith("toy-model-sft") and not a5.adapter and a5.verdict == "derived"  # its name's verdict
+    assert a6.model.endswith("toy-model-sft") and a6.adapter.endswith("toy-model-grpo") and a6.split == "val"
+    assert a6.verdict == "derived"
     assert a2.split == "train" and a3.run_of_job == 9  # traces come from train samples, never val or test
-    for config in (a1, a2, a4, a5):
+    for config in (a1, a2, a4, a5, a6):
         jobs.checked_config(workspace, "eval", config)  # what the job runner accepts
     a3.check()  # (its preflight would look for job 9, which this test does not start)
     db = workspace.connect()

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# A base toy that binds the colour word (issue 15; docs/LOG.md, session 21), from the shipped base toy in two
-# stages of continued pretraining, then what it can do:
+# A base toy that binds the colour word (issue 15; docs/LOG.md, session 21; shipped as assets/toy-model since
+# session 24), from the first toy (build/toy-base-v1: `first_toy` in stage.sh) in two stages of continued
+# pretraining, then what it can do:
 #   1. training/recipes/toy_colour_focus.json -> build/toy-colour-focus: 3,000 x 256 scenes where only colour tells
 #      the objects apart (every shape has a twin of another colour, attribute questions only), 30 % naming;
 #   2. training/recipes/toy_base_v3.json -> OUT: 2,000 x 256 of a shapes-v1-like world with more colour twins,
@@ -17,6 +18,7 @@ set -euo pipefail
 out=${1:-build/toy-base-v3}
 device=${DEVICE:-cuda}
 source "$(dirname "$0")/stage.sh"
+first_toy build/toy-base-v1
 stage training/recipes/toy_colour_focus.json build/toy-colour-focus
 stage training/recipes/toy_base_v3.json "$out"
 ws="$out/workspace"
