@@ -3,8 +3,8 @@
 Three models ship in ``assets/``: ``toy-model`` (the base: grounding, multi-turn conversations and naming, no
 refinement), ``toy-model-sft`` (the same after SFT on name-first verdicts of its own answers) and
 ``toy-model-grpo`` (a GRPO adapter on the SFT toy), so that a fresh workspace can compare a base model with
-fine-tuned ones, as users do with real checkpoints; each has a model card in its folder. What a fresh workspace runs on first start
-is the app's policy, in ``ivt_core.first_start``.
+fine-tuned ones, as users do with real checkpoints; each has a model card in its folder. What a fresh workspace
+runs on first start is the app's policy, in ``ivt_core.first_start``.
 """
 
 from __future__ import annotations
