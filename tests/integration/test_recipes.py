@@ -20,5 +20,6 @@ def test_the_shipped_toys_script_runs_every_step_on_a_cpu(tmp_path):
     assert (out / "toy-model-grpo" / "adapter_model.safetensors").is_file()
     table = (out / "paper_table.txt").read_text()
     for row in ("toy-model single shot", "toy-model + IVT", "toy-model-sft + IVT",
-                "toy-model-sft + IVT, derived verdict", "toy-model-grpo + IVT", "toy-model-grpo + IVT, derived verdict"):
+                "toy-model-sft + IVT, derived verdict", "toy-model-grpo + IVT",
+                "toy-model-grpo + IVT, derived verdict"):
         assert f"\n{row} " in table, row
