@@ -106,6 +106,31 @@ def test_cuda_engine_with_graphs_equals_plain_loop_in_float32(monkeypatch, chunk
     assert [[s.raw_text for s in t.steps] for t in laned] == [[s.raw_text for s in t.steps] for t in plain]
 
 
+def test_cuda_engine_with_derived_verdicts_equals_plain_loop_in_float32():
+    """``--verdict derived`` on a GPU: the shipped name-first SFT toy, T=2; where a forced start replaces its
+    verdict, the engine's row is cut back into the answer it generated and goes on from the start (CUDA-graph
+    decode, prefill kernel); the same answers as the plain loop, float32."""
+    from ivt_core.bootstrap import TOY_SFT_PATH
+    from ivt_core.data.sample import Sample
+    from ivt_core.data.shapes import ShapesConfig, make_sample
+    from ivt_core.grounders.base import Sampling
+    from ivt_core.grounders.transformers_grounder import TransformersGrounder
+    from ivt_core.loop import LoopConfig, run_batch, run_samples
+
+    g = TransformersGrounder.load(TOY_SFT_PATH, device="cuda")
+    g.model.float()
+    raw = [make_sample(ShapesConfig(), 0, "test", i) for i in range(64)]
+    samples = [Sample(s.id, "shapes", "test", "", 224, 224, s.expression, s.bbox) for s in raw]
+    images = [s.image for s in raw]
+    config = LoopConfig(steps=2, batch_size=16, sampling=Sampling(max_new_tokens=60), verdict="derived")
+    plain = [t for s, image in zip(samples, images, strict=True) for t in run_batch(g, [s], config, [image])]
+    cached = run_samples(g, samples, config, images)
+    assert any(s.own_text for t in plain for s in t.steps)  # some verdicts were replaced
+    for field in ("raw_text", "own_text"):
+        assert [[getattr(s, field) for s in t.steps] for t in cached] == [[getattr(s, field) for s in t.steps]
+                                                                          for t in plain]
+
+
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 @pytest.mark.parametrize("rows,heads,kv_heads,capacity,dim", [(256, 32, 8, 900, 128), (2, 32, 8, 1300, 128),
                                                               (5, 4, 2, 200, 64)])
