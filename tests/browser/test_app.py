@@ -31,7 +31,7 @@ def test_overview_shows_a_model_s_card(app_url, page):
     page.goto(app_url, wait_until="load", timeout=60_000)
     page.get_by_text("Model card: how a model was made").click()
     _message(page, "overview-card-text", "The toy model (embedded default)")  # the first model registered
-    _message(page, "overview-card-text", "The naive loop")
+    _message(page, "overview-card-text", "naive IVT")
     _message(page, "overview-card-text", "Acc@0.5")
     assert page.locator("#overview-card-text a[href^='mailto:']").count() == 0  # "Acc@0.5" is not an address
     _shot(page, "overview-card")
