@@ -26,42 +26,35 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ivt_core.data.shapes import stated_attributes  # noqa: E402
-from ivt_core.teachers.geometric import minimal_verdict  # noqa: E402
+from ivt_core.derived_verdict import derived_verdict as implied_verdict  # noqa: E402
+from ivt_core.teachers.geometric import KEEP_MINIMAL  # noqa: E402
 
-NAME = re.compile(r"It is on the ([a-z]+) ([a-z]+) ([a-z]+)\.")
 TAU = 0.5
-WRONG_ONE = "Wrong one."  # what minimal_verdict says when no stated attribute differs
 
 
 def derived_verdict(expression: str, reasoning: str) -> tuple[str, str] | None:
     """(the name sentence, "Wrong <attribute>.") when the name a refinement answer starts with contradicts what
-    the expression states for the asked object (the training teacher's verdict, ``minimal_verdict``, on the named
-    object against the stated attributes); None when it agrees, or names nothing readable."""
-    found = NAME.search(reasoning)
-    if not found:
-        return None
-    named = dict(zip(("size", "colour", "kind"), found.groups(), strict=True))
-    stated = stated_attributes(expression)
-    verdict = minimal_verdict(named, {**named, **stated}, stated)
-    return None if verdict == WRONG_ONE else (found.group(0), verdict)
+    the expression states for the asked object (``ivt_core.derived_verdict``, the rule of ``ivt eval --verdict
+    derived``); None when it agrees (step 0 is kept), or names nothing readable."""
+    found = implied_verdict(expression, reasoning)
+    return None if found is None or found[1] == KEEP_MINIMAL else found
 
 
 def generate_after(grounder, conversation: list[dict], prefix: str, max_new_tokens: int = 60) -> str:
     """The greedy answer to ``conversation`` that starts with ``prefix`` (the prefix included)."""
     import torch
 
-    from ivt_core.grounders.transformers_grounder import conversation_images
+    from ivt_core.grounders.base import chat_text, conversation_images
 
-    text = grounder.processor.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
-    inputs = grounder.processor(text=[text + prefix], images=conversation_images(conversation) or None,
-                                return_tensors="pt").to(grounder.device)
+    forced = [*conversation, {"role": "assistant", "content": [{"type": "text", "text": prefix}]}]
+    inputs = grounder.processor(text=[chat_text(grounder.processor, forced)],
+                                images=conversation_images(conversation) or None, return_tensors="pt")
+    inputs = inputs.to(grounder.device)
     with torch.inference_mode():
         output = grounder.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
                                          temperature=None, top_p=None, top_k=None)
