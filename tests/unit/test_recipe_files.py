@@ -18,6 +18,8 @@ def test_there_are_recipes():
 def test_a_recipe_is_a_valid_toy_config(recipe):
     config = parse_config(ToyConfig, ["--config", str(recipe)], "toy_pretrain").check()
     parent = Path(config.init_from)
-    # from the shipped base, or from what another recipe writes (build/toy-colour-focus: toy_colour_focus.json)
+    # from scratch (the first toy), from the shipped base, or from what another recipe writes
+    # (build/toy-colour-focus: toy_colour_focus.json; build/toy-base-v1: toy_base_v1.json)
     assert config.steps >= 1
-    assert parent.name == "toy-model" or (recipe.parent / f"{parent.name.replace('-', '_')}.json").is_file()
+    assert not config.init_from or parent.name == "toy-model" or (
+        recipe.parent / f"{parent.name.replace('-', '_')}.json").is_file()
