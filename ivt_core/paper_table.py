@@ -40,7 +40,7 @@ from ivt_core.metrics import policy_ious, run_metrics
 from ivt_core.records import Trajectory
 from ivt_core.stopping import LABEL_FREE_POLICIES, ORACLE_LABEL
 from ivt_core.store.models import get_model
-from ivt_core.store.runs import get_run, load_trajectories
+from ivt_core.store.runs import get_run, load_trajectories, run_verdict
 
 TABLE_THRESHOLDS = (0.5, 0.7, 0.9)
 TAU = 0.5
@@ -218,7 +218,7 @@ def paper_table(db: Database, run_ids: Sequence[int], labels: Sequence[str] | No
             continue
         label = (("naive IVT" if not labels else f"{names[0]} + IVT") if index == 0
                  else f"{names[index]} + IVT" if refined else f"{names[index]} single shot")
-        if (runs[rid]["config"] or {}).get("verdict") == "derived":
+        if run_verdict(runs[rid]) == "derived":
             label += ", derived verdict"
         rows.append(_row(label, rid, [trajs[rid][s] for s in common], single, refined))
         if index:  # a trained model: how well it judges the base's own step-0 boxes, where `ivt verifier` measured it

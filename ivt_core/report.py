@@ -19,7 +19,7 @@ from ivt_core.errors import InvalidInputError
 from ivt_core.metrics import OUTCOME_BAND, THRESHOLDS, run_metrics
 from ivt_core.render import describe
 from ivt_core.store.models import get_model
-from ivt_core.store.runs import get_run, load_trajectories, run_samples_meta
+from ivt_core.store.runs import get_run, load_trajectories, run_samples_meta, run_verdict
 
 ROWS = ("step0", "final")
 
@@ -172,7 +172,7 @@ def compare_runs(db: Database, run_ids: list[int]) -> dict:
     for rid in run_ids:
         model = get_model(db, runs[rid]["model_id"])
         entry = {"run_id": rid, "model": model["name"], "steps": runs[rid]["steps"],
-                 "policy": runs[rid]["policy"], "metrics": metrics[rid]}
+                 "policy": runs[rid]["policy"], "verdict": run_verdict(runs[rid]), "metrics": metrics[rid]}
         if rid != base:
             entry["delta"] = {row: {k: metrics[rid][row][k] - metrics[base][row][k] for k in metrics[base][row]
                                     if isinstance(metrics[base][row][k], float)}

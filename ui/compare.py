@@ -48,7 +48,9 @@ def compare_view(ctx: AppContext, run_ids: list[int] | None):
             for key, name in (("acc@0.5", "Acc@0.5"), ("miou", "mIoU")):
                 delta = f" ({value[key] - first[key]:+.3f})" if run is not base else ""
                 cells.append(f"{name} {value[key]:.3f}{delta}")
-            row[f"run {run['run_id']} · {run['model']}{' · baseline' if run is base else ''}"] = " · ".join(cells)
+            derived = " · derived verdict" if run["verdict"] == "derived" else ""
+            baseline = " · baseline" if run is base else ""
+            row[f"run {run['run_id']} · {run['model']}{derived}{baseline}"] = " · ".join(cells)
         rows.append(row)
     pairs = pd.DataFrame([(p["run"], p["against"], p["at"], p["wins"], p["losses"], p["ties"])
                           for p in result["pairs"]], columns=PAIR_COLUMNS)

@@ -296,7 +296,7 @@ def cmd_verifier(args: argparse.Namespace) -> int:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    from ivt_core.store.runs import list_runs
+    from ivt_core.store.runs import list_runs, run_loop_text
     from ivt_core.workspace import Workspace
 
     db = Workspace.existing(args.workspace).connect()
@@ -306,8 +306,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
         m = run["metrics"] or {}
         score = (f"step0 Acc@0.5 {m['step0']['acc@0.5']:.3f}, final {m['final']['acc@0.5']:.3f}"
                  if m else run["status"])
-        print(f"{run['id']:>4}  {run['dataset']}/{run['split']}  T={run['steps']} {run['policy']:<9} "
-              f"n={run['n_samples']}  {score}")
+        print(f"{run['id']:>4}  {run['dataset']}/{run['split']}  {run_loop_text(run):<9} n={run['n_samples']}  {score}")
     return 0
 
 

@@ -98,6 +98,17 @@ def _decode_run(row: dict) -> dict:
     return out
 
 
+def run_verdict(run: dict) -> str:
+    """A stored run's refinement verdicts: "own" (the model's), or "derived" (``ivt eval --verdict derived``)."""
+    return (run.get("config") or {}).get("verdict", "own")
+
+
+def run_loop_text(run: dict) -> str:
+    """How a stored run iterated, as the run lists show it: "T=2 fixed", with ", derived verdict" for a run made
+    with ``--verdict derived`` (its verdicts are not the model's own words)."""
+    return f"T={run['steps']} {run['policy']}" + (", derived verdict" if run_verdict(run) == "derived" else "")
+
+
 def get_run(db: Database, run_id: int) -> dict:
     rows = list(db.query("SELECT * FROM runs WHERE id = ?", [run_id]))
     if not rows:

@@ -141,7 +141,7 @@ def test_compare_opens_on_the_newest_runs_that_share_a_split(runs):
     assert comparable_runs(AppContext(workspace)) == [b, c, e]  # one run per model first: not /m3's two runs
 
 
-def test_a_derived_verdict_run_says_so_in_the_table_and_the_explorer(runs):
+def test_a_derived_verdict_run_says_so_in_the_table_and_the_explorer(runs, capsys):
     from ivt_core.explore import step_view
     from ivt_core.paper_table import paper_table
 
@@ -164,3 +164,14 @@ def test_a_derived_verdict_run_says_so_in_the_table_and_the_explorer(runs):
         _, info = step_view(workspace, db, derived, replaced[0][0], 1, False, False)
     assert info["own_text"].startswith("It is on the small blue square. The box is correct.")
     assert not info["raw_text"].startswith("It is on the small blue square. The box is correct.")
+    from ui.choices import run_choices
+    from ui.compare import compare_view
+    from ui.context import AppContext
+
+    labels = dict((rid, label) for label, rid in run_choices(AppContext(workspace)))
+    assert "T=1 fixed, derived verdict" in labels[derived] and "derived" not in labels[a]
+    assert [r["verdict"] for r in compare_runs(workspace.connect(), [a, derived])["runs"]] == ["own", "derived"]
+    table = compare_view(AppContext(workspace), [a, derived])[0]
+    assert f"run {derived} · scripted · derived verdict" in table.columns
+    assert main(["runs", "--workspace", str(workspace.root)]) == 0
+    assert "T=1 fixed, derived verdict" in capsys.readouterr().out
