@@ -306,7 +306,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
         m = run["metrics"] or {}
         score = (f"step0 Acc@0.5 {m['step0']['acc@0.5']:.3f}, final {m['final']['acc@0.5']:.3f}"
                  if m else run["status"])
-        print(f"{run['id']:>4}  {run['dataset']}/{run['split']}  {run_loop_text(run):<9} n={run['n_samples']}  {score}")
+        where = f"{run['dataset']}/{run['split']}"
+        print(f"{run['id']:>4}  {where:<14}  {run_loop_text(run):<26} n={run['n_samples']}  {score}")
     return 0
 
 
