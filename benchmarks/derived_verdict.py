@@ -46,20 +46,12 @@ def derived_verdict(expression: str, reasoning: str) -> tuple[str, str] | None:
 
 
 def generate_after(grounder, conversation: list[dict], prefix: str, max_new_tokens: int = 60) -> str:
-    """The greedy answer to ``conversation`` that starts with ``prefix`` (the prefix included)."""
-    import torch
+    """The greedy answer to ``conversation`` that starts with ``prefix`` (the prefix included): the grounder's own
+    forced start (``chat_text``), as the loop's ``--verdict derived`` asks it."""
+    from ivt_core.grounders.base import Sampling, assistant_message
 
-    from ivt_core.grounders.base import chat_text, conversation_images
-
-    forced = [*conversation, {"role": "assistant", "content": [{"type": "text", "text": prefix}]}]
-    inputs = grounder.processor(text=[chat_text(grounder.processor, forced)],
-                                images=conversation_images(conversation) or None, return_tensors="pt")
-    inputs = inputs.to(grounder.device)
-    with torch.inference_mode():
-        output = grounder.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
-                                         temperature=None, top_p=None, top_k=None)
-    new = grounder.processor.batch_decode(output[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)[0]
-    return prefix + new
+    answer = grounder.predict([[*conversation, assistant_message(prefix)]], Sampling(max_new_tokens=max_new_tokens))
+    return prefix + answer[0].text
 
 
 def measure(workspace, db, grounder, run_id: int, base_run_id: int) -> dict:

@@ -39,7 +39,7 @@ from ivt_core.config.settings import MAX_STEPS
 from ivt_core.data.sample import Sample, load_image
 from ivt_core.derived_verdict import VERDICTS, forced_start
 from ivt_core.errors import InvalidInputError
-from ivt_core.grounders.base import Generation, Grounder, Sampling
+from ivt_core.grounders.base import Generation, Grounder, Sampling, assistant_message
 from ivt_core.parse import ParsedAnswer, parse_answer
 from ivt_core.prompts import LATEST, get_prompts
 from ivt_core.records import StepRecord, Trajectory
@@ -188,8 +188,7 @@ def _with_verdicts(items: list[_Live], answers: list[Generation], config: LoopCo
               if item.step > 0 and (start := forced_start(item.sample.expression, answer.text))}
     if not starts:
         return answers
-    forced = [items[row].conversation + [{"role": "assistant", "content": [{"type": "text", "text": start}]}]
-              for row, start in starts.items()]
+    forced = [items[row].conversation + [assistant_message(start)] for row, start in starts.items()]
     out = list(answers)
     for (row, start), new in zip(starts.items(), again(list(starts), forced), strict=True):
         own = answers[row]
@@ -208,7 +207,7 @@ def _advance(item: _Live, answer: Generation, grounder: Grounder, config: LoopCo
     """Record ``answer`` as the item's current step; True if it goes on (its next turn is appended)."""
     item.trajectory.steps.append(_record(item, item.step, answer, grounder))
     item.trajectory.stop_step = item.step
-    reply = {"role": "assistant", "content": [{"type": "text", "text": answer.text}]}
+    reply = assistant_message(answer.text)
     if keep_conversations:  # what GRPO scores: the sampled tokens, not the text tokenized again
         reply.update(token_ids=list(answer.token_ids), truncated=answer.truncated)
         if answer.prompt_ids:  # what the model was fed before it (the cached engine's ids)
@@ -464,7 +463,7 @@ def run_loop(
     ``resolve_image`` loads a sample's image (default: ``load_image(sample.image_path)``).
     """
     config.check()
-    _check_forced(grounder, config, False)
+    _check_forced(grounder, config, False)  # before any image is read
     if getattr(grounder, "concurrency", 1) > 1:
         yield from run_concurrent(grounder, samples, config, resolve_image)
         return

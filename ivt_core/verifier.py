@@ -32,6 +32,7 @@ import torch
 from ivt_core.data.sample import Sample
 from ivt_core.error_kinds import wrong_box_kind
 from ivt_core.errors import InvalidInputError
+from ivt_core.grounders.base import assistant_message
 from ivt_core.parse import parse_answer
 from ivt_core.prompts import get_prompts
 from ivt_core.render import RenderStyle, render_box
@@ -40,10 +41,6 @@ from ivt_core.teachers.geometric import KEEP_MINIMAL as KEEP_VERDICT
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 REASONING_TOKENS = 160  # the longest reasoning read before the verdict (``reasoning_first``)
-
-
-def _assistant(text: str) -> dict:
-    return {"role": "assistant", "content": [{"type": "text", "text": text}]}
 
 
 def reasoning_before_verdict(answer: str) -> str:
@@ -60,7 +57,7 @@ def first_refinement(prompts, expression: str, image, answer: str, box, style: R
     return [
         {"role": "user", "content": [{"type": "image", "image": image},
                                      {"type": "text", "text": prompts.ground_text(expression)}]},
-        _assistant(answer),
+        assistant_message(answer),
         {"role": "user", "content": [{"type": "image", "image": render_box(image, box, style)},
                                      {"type": "text", "text": prompts.refine_text(expression)}]},
     ]
@@ -69,11 +66,11 @@ def first_refinement(prompts, expression: str, image, answer: str, box, style: R
 def keep_logprobs(grounder, conversations: list[list[dict]], reasonings: Sequence[str]) -> list[float]:
     """log P("The box is correct." | conversation, reasoning) for each conversation: the verdict read after the
     reasoning given ("" : at the start of the answer), as log P(reasoning, keep) - log P(reasoning)."""
-    logps = verdict_logprobs(grounder, [c + [_assistant(f"{r} {KEEP_VERDICT}" if r else KEEP_VERDICT)]
+    logps = verdict_logprobs(grounder, [c + [assistant_message(f"{r} {KEEP_VERDICT}" if r else KEEP_VERDICT)]
                                         for c, r in zip(conversations, reasonings, strict=True)])
     given = [i for i, r in enumerate(reasonings) if r]
     if given:
-        for i, logp in zip(given, verdict_logprobs(grounder, [conversations[i] + [_assistant(reasonings[i])]
+        for i, logp in zip(given, verdict_logprobs(grounder, [conversations[i] + [assistant_message(reasonings[i])]
                                                               for i in given]), strict=True):
             logps[i] -= logp
     return logps

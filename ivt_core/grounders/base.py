@@ -59,6 +59,11 @@ class Grounder(Protocol):
         ...
 
 
+def assistant_message(text: str) -> dict:
+    """An answer in a conversation; as the last message, the start the model must go on from (``chat_text``)."""
+    return {"role": "assistant", "content": [{"type": "text", "text": text}]}
+
+
 def chat_text(processor, conversation: list[dict]) -> str:
     """The text a model is fed for a conversation: the chat template, ending with the generation prompt. A
     conversation whose last message is the assistant's is a forced start: that message's text follows the
