@@ -13,7 +13,7 @@
 # greedy), and `ivt paper-table`.
 #
 #   bash training/recipes/shipped_toys.sh OUT            # on a GPU: ~35 minutes on one H200 (colour focus ~4-8,
-#                                                        # v3 ~6, SFT ~7, GRPO ~10, evaluations ~2)
+#                                                        # v3 ~8, SFT ~6, GRPO ~10, evaluations ~2)
 #   SMOKE=1 bash training/recipes/shipped_toys.sh OUT    # a few steps of each on a CPU: the commands chain
 #                                                        # (the SFT stage then starts from assets/toy-model)
 #
