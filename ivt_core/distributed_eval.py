@@ -42,7 +42,14 @@ from datetime import timedelta
 from pathlib import Path
 
 from ivt_core.errors import InvalidInputError, IVTError
-from ivt_core.evaluate import EvalRequest, EvalResult, load_eval_samples, marks_run_end, start_run
+from ivt_core.evaluate import (
+    EvalRequest,
+    EvalResult,
+    load_eval_samples,
+    marks_run_end,
+    refuse_changed_weights,
+    start_run,
+)
 from ivt_core.metrics import run_metrics
 from ivt_core.records import Trajectory, trajectory_from_dict, trajectory_to_dict
 from ivt_core.store.runs import (
@@ -121,8 +128,10 @@ def evaluate_launched(
     db = workspace.connect()
     try:
         if resume_run is not None:
-            if get_run(db, resume_run)["status"] == "done":
+            run = get_run(db, resume_run)
+            if run["status"] == "done":
                 raise InvalidInputError(f"run {resume_run} is complete; nothing to resume")
+            refuse_changed_weights(db, run)
             run_id = resume_run
             set_run_status(db, run_id, "running", pid=os.getpid(), job_id=job_id)
         else:

@@ -115,6 +115,16 @@ def register_evaluated_model(db, name: str, family, model_path: str | Path,
                           adapter_path=str(Path(adapter_path).resolve()) if adapter_path else "")
 
 
+def refuse_changed_weights(db, run: dict) -> None:
+    """Raise InvalidInputError when the weights of ``run``'s model are no longer the ones it started with: a
+    resumed run would mix two models' answers."""
+    from ivt_core.store.models import weights_changed
+
+    changed = weights_changed(db, run["model_id"])
+    if changed:
+        raise InvalidInputError(f"cannot resume run {run['id']}: {changed}; start a new run with these weights")
+
+
 def is_endpoint(model_path: str | Path) -> bool:
     """Whether a run's model is a server's URL (``ivt eval --endpoint``) rather than a checkpoint folder."""
     return isinstance(model_path, str) and model_path.startswith(("http://", "https://"))
@@ -146,6 +156,7 @@ def evaluate(
             run = get_run(db, resume_run)
             if run["status"] == "done":
                 raise InvalidInputError(f"run {resume_run} is complete; nothing to resume")
+            refuse_changed_weights(db, run)
             run_id = resume_run
             set_run_status(db, run_id, "running", pid=os.getpid(), job_id=job_id)
             done = done_sample_ids(db, run_id)

@@ -18,7 +18,7 @@ def _model_path(args: argparse.Namespace) -> Path:
 
 def _request_from_run(workspace, run_id: int):
     """The request, model and adapter a stored run was made with (to resume it)."""
-    from ivt_core.evaluate import EvalRequest, is_endpoint
+    from ivt_core.evaluate import EvalRequest, is_endpoint, refuse_changed_weights
     from ivt_core.grounders.base import Sampling
     from ivt_core.loop import LoopConfig
     from ivt_core.render import RenderStyle
@@ -27,6 +27,7 @@ def _request_from_run(workspace, run_id: int):
     db = workspace.connect()
     try:
         run = get_run(db, run_id)
+        refuse_changed_weights(db, run)  # before loading a model the run cannot use
     finally:
         db.close()
     cfg = run["config"]
@@ -296,18 +297,23 @@ def cmd_verifier(args: argparse.Namespace) -> int:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
+    from ivt_core.store.models import list_models
     from ivt_core.store.runs import list_runs, run_loop_text
     from ivt_core.workspace import Workspace
 
     db = Workspace.existing(args.workspace).connect()
-    if not list_runs(db):
+    runs = list_runs(db)
+    if not runs:
         print("no runs in this workspace yet (`ivt eval --dataset shapes --split val` makes one)")
-    for run in list_runs(db):
+    names = {m["id"]: m["name"] for m in list_models(db)}
+    width = max((len(names.get(r["model_id"], "?")) for r in runs), default=0)
+    for run in runs:
         m = run["metrics"] or {}
         score = (f"step0 Acc@0.5 {m['step0']['acc@0.5']:.3f}, final {m['final']['acc@0.5']:.3f}"
                  if m else run["status"])
         where = f"{run['dataset']}/{run['split']}"
-        print(f"{run['id']:>4}  {where:<14}  {run_loop_text(run):<26} n={run['n_samples']}  {score}")
+        model = names.get(run["model_id"], "?")
+        print(f"{run['id']:>4}  {model:<{width}}  {where:<14}  {run_loop_text(run):<26} n={run['n_samples']}  {score}")
     return 0
 
 

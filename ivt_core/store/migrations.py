@@ -216,6 +216,35 @@ MIGRATIONS: list[tuple[str, str]] = [
         ALTER TABLE steps ADD COLUMN own_text TEXT NOT NULL DEFAULT ''
         """,
     ),
+    (
+        # A model is its paths and its weights' fingerprint (ivt_core/fingerprint.py): new weights at a registered
+        # path are a new model. SQLite cannot drop a UNIQUE constraint, so the table is made again: its rows are
+        # copied aside, the table dropped and created anew, the rows put back. The foreign keys of runs and of
+        # parent_id are checked at commit (deferred), when every id is back; renaming a table instead would
+        # rewrite the runs table's reference to the old table's new name.
+        "0008_model_fingerprint",
+        """
+        PRAGMA defer_foreign_keys = ON;
+        CREATE TEMP TABLE models_copy AS SELECT * FROM models;
+        DROP TABLE models;
+        CREATE TABLE models (
+            id INTEGER PRIMARY KEY,
+            name TEXT NOT NULL,
+            base_path TEXT NOT NULL,
+            adapter_path TEXT NOT NULL DEFAULT '',
+            family TEXT NOT NULL,
+            parent_id INTEGER REFERENCES models(id),
+            origin_job INTEGER,
+            created_at TEXT NOT NULL,
+            meta TEXT NOT NULL DEFAULT '{}',
+            fingerprint TEXT NOT NULL DEFAULT '',
+            UNIQUE (base_path, adapter_path, fingerprint)
+        );
+        INSERT INTO models (id, name, base_path, adapter_path, family, parent_id, origin_job, created_at, meta)
+            SELECT id, name, base_path, adapter_path, family, parent_id, origin_job, created_at, meta FROM models_copy;
+        DROP TABLE models_copy
+        """,
+    ),
 ]
 
 

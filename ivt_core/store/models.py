@@ -20,17 +20,63 @@ def register_model(
     origin_job: int | None = None,
     meta: dict | None = None,
 ) -> int:
-    """Register a model (or find the one already registered for the same paths); return its id."""
-    existing = list(db.query(
-        "SELECT id FROM models WHERE base_path = ? AND adapter_path = ?", [base_path, adapter_path]))
-    if existing:
-        return existing[0]["id"]
-    cursor = db.execute(
-        "INSERT INTO models (name, base_path, adapter_path, family, parent_id, origin_job, created_at, meta) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        [name, base_path, adapter_path, family, parent_id, origin_job, now(), json.dumps(meta or {})],
-    )
-    return cursor.lastrowid
+    """Register a model, or find the one registered for the same paths and the same weights; return its id.
+
+    The weights are told apart by their fingerprint (``ivt_core.fingerprint``). New weights at registered paths
+    (retrained into the same folder, a shipped toy replaced) are a new model under ``name``; the model registered
+    before is renamed "NAME (weights of DATE)", so its runs are never shown as runs of the new weights. A model
+    registered before fingerprints existed keeps its id when its files are no newer than its registration, and is
+    treated as earlier weights otherwise.
+    """
+    from ivt_core.fingerprint import newest_change, weights_fingerprint
+    from ivt_core.store.db import write_transaction
+
+    fingerprint = weights_fingerprint(base_path, adapter_path)
+    with write_transaction(db):
+        rows = list(db.query(
+            "SELECT id, name, fingerprint, created_at FROM models WHERE base_path = ? AND adapter_path = ? "
+            "ORDER BY id DESC", [base_path, adapter_path]))
+        for row in rows:
+            if row["fingerprint"] == fingerprint:
+                return row["id"]
+        legacy = [r for r in rows if r["fingerprint"] == ""]
+        if legacy and fingerprint and newest_change(base_path, adapter_path) <= _epoch(legacy[0]["created_at"]) + 1:
+            db.execute("UPDATE models SET fingerprint = ? WHERE id = ?", [fingerprint, legacy[0]["id"]])
+            return legacy[0]["id"]
+        for row in rows:
+            if " (weights of " not in row["name"]:
+                db.execute("UPDATE models SET name = ? WHERE id = ?",
+                           [f"{row['name']} (weights of {row['created_at'][:10]})", row["id"]])
+        cursor = db.execute(
+            "INSERT INTO models (name, base_path, adapter_path, family, parent_id, origin_job, created_at, meta, "
+            "fingerprint) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [name, base_path, adapter_path, family, parent_id, origin_job, now(), json.dumps(meta or {}),
+             fingerprint],
+        )
+        return cursor.lastrowid
+
+
+def _epoch(timestamp: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(timestamp).timestamp()
+
+
+def weights_changed(db: Database, model_id: int) -> str:
+    """"" when the weights at a registered model's paths are still the ones registered; else one line saying
+    what changed (for refusing to resume a run with other weights)."""
+    from ivt_core.fingerprint import weights_fingerprint
+
+    model = get_model(db, model_id)
+    if not model["fingerprint"]:
+        return ""
+    now_print = weights_fingerprint(model["base_path"], model["adapter_path"])
+    if now_print == model["fingerprint"]:
+        return ""
+    where = model["base_path"] + (f" + {model['adapter_path']}" if model["adapter_path"] else "")
+    found = f"weights {now_print}" if now_print else "no weights"
+    return (f"the weights at {where} changed since model {model_id} ({model['name']}) was registered "
+            f"(fingerprint {model['fingerprint']}, now {found})")
 
 
 def get_model(db: Database, model_id: int) -> dict:

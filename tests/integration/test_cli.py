@@ -60,7 +60,7 @@ def test_text_summary_and_runs_listing(ready, capsys):
     out = capsys.readouterr().out
     assert "step 0" in out and "oracle (uses ground truth)" in out and "stop: converged" in out
     assert main(["runs", "--workspace", str(ws)]) == 0
-    assert "shapes/test" in capsys.readouterr().out
+    assert f"   1  {model.name}  shapes/test" in capsys.readouterr().out  # which model made the run
 
 
 def test_missing_image(ready, capsys):
@@ -128,6 +128,28 @@ def test_crash_mid_run_keeps_finished_batches_and_resumes(ready):
     result = evaluate(workspace, ScriptedGrounder(lambda t, s: "[0, 0, 10, 10]"), "/m", request, resume_run=1)
     run = get_run(workspace.connect(), result.run_id)
     assert result.run_id == 1 and run["status"] == "done" and run["n_samples"] == 4 and run["metrics"]["n"] == 4
+
+
+def test_resuming_after_the_weights_changed_is_refused_and_keeps_the_run(ready, capsys, tmp_path):
+    from ivt_core.evaluate import EvalRequest, evaluate
+    from ivt_core.loop import LoopConfig
+    from ivt_core.store.runs import get_run
+    from ivt_core.workspace import Workspace
+    from tests.fakes import ScriptedGrounder
+
+    ws, _ = ready
+    checkpoint = tmp_path / "retrained"
+    checkpoint.mkdir()
+    (checkpoint / "model.safetensors").write_bytes(b"first weights" * 1000)
+    workspace = Workspace.open(ws)
+    request = EvalRequest("shapes", "test", LoopConfig(steps=0, batch_size=1))
+    with pytest.raises(RuntimeError):
+        evaluate(workspace, ScriptedGrounder(lambda t, s: "[0, 0, 10, 10]", fail_on_call=3), checkpoint, request)
+    (checkpoint / "model.safetensors").write_bytes(b"other weights" * 1000)  # retrained into the same folder
+    assert main(["eval", "--workspace", str(ws), "--resume-run", "1"]) == 2
+    _one_line_error(capsys, f"cannot resume run 1: the weights at {checkpoint} changed since model 1")
+    run = get_run(workspace.connect(), 1)
+    assert run["status"] == "failed" and run["n_samples"] == 2
 
 
 def test_scripted_run_metrics_are_stored(ready):
