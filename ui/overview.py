@@ -13,7 +13,7 @@ from ivt_core.data.sample import load_image
 from ivt_core.errors import IVTError
 from ivt_core.render import RenderStyle, render_box
 from ivt_core.store.jobs import get_job
-from ivt_core.store.models import get_model, list_models
+from ivt_core.store.models import get_model, list_models, weights_changed
 from ivt_core.store.runs import list_runs
 from ivt_core.store.samples import get_samples, list_datasets
 from ui.choices import model_choices, parse_split_choice, refreshed, split_choices
@@ -57,6 +57,10 @@ def model_card(ctx: AppContext, model_id) -> str:
         return str(exc)
     adapters = [p for p in (row["adapter_path"] or "").split(",") if p]
     folder = Path(adapters[-1] if adapters else row["base_path"])
+    changed = weights_changed(ctx.db(), row["id"])
+    if changed:  # the card in the folder describes the weights there now, not this model's
+        return _no_autolinks(f"**{row['name']}**: {changed}; the model card in `{folder}` describes those, so it "
+                             "is not shown here.\n\n" + _runs_of(ctx, row))
     card = folder / "README.md"
     text = None
     if card.is_file():

@@ -34,26 +34,36 @@ def register_model(
     fingerprint = weights_fingerprint(base_path, adapter_path)
     with write_transaction(db):
         rows = list(db.query(
-            "SELECT id, name, fingerprint, created_at FROM models WHERE base_path = ? AND adapter_path = ? "
+            "SELECT id, name, fingerprint, created_at, meta FROM models WHERE base_path = ? AND adapter_path = ? "
             "ORDER BY id DESC", [base_path, adapter_path]))
-        for row in rows:
-            if row["fingerprint"] == fingerprint:
-                return row["id"]
+        current = next((r["id"] for r in rows if r["fingerprint"] == fingerprint), None)
         legacy = [r for r in rows if r["fingerprint"] == ""]
-        if legacy and fingerprint and newest_change(base_path, adapter_path) <= _epoch(legacy[0]["created_at"]) + 1:
-            db.execute("UPDATE models SET fingerprint = ? WHERE id = ?", [fingerprint, legacy[0]["id"]])
-            return legacy[0]["id"]
+        if current is None and legacy and fingerprint and \
+                newest_change(base_path, adapter_path) <= _epoch(legacy[0]["created_at"]) + 1:
+            current = legacy[0]["id"]
+            db.execute("UPDATE models SET fingerprint = ? WHERE id = ?", [fingerprint, current])
+        if current is None:
+            current = db.execute(
+                "INSERT INTO models (name, base_path, adapter_path, family, parent_id, origin_job, created_at, "
+                "meta, fingerprint) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [name, base_path, adapter_path, family, parent_id, origin_job, now(), json.dumps(meta or {}),
+                 fingerprint],
+            ).lastrowid
         for row in rows:
-            if " (weights of " not in row["name"]:
-                db.execute("UPDATE models SET name = ? WHERE id = ?",
-                           [f"{row['name']} (weights of {row['created_at'][:10]})", row["id"]])
-        cursor = db.execute(
-            "INSERT INTO models (name, base_path, adapter_path, family, parent_id, origin_job, created_at, meta, "
-            "fingerprint) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [name, base_path, adapter_path, family, parent_id, origin_job, now(), json.dumps(meta or {}),
-             fingerprint],
-        )
-        return cursor.lastrowid
+            if row["id"] != current:
+                _retire(db, row, current)
+            elif "weights_now_model" in json.loads(row["meta"]):  # its weights are back
+                meta = {k: v for k, v in json.loads(row["meta"]).items() if k != "weights_now_model"}
+                db.execute("UPDATE models SET meta = ? WHERE id = ?", [json.dumps(meta), current])
+        return current
+
+
+def _retire(db: Database, row: dict, current: int) -> None:
+    """Mark a model whose weights are no longer at its paths: "NAME (weights of DATE)", and in its meta the model
+    registered for the weights there now."""
+    name = row["name"] if " (weights of " in row["name"] else f"{row['name']} (weights of {row['created_at'][:10]})"
+    meta = {**json.loads(row["meta"]), "weights_now_model": current}
+    db.execute("UPDATE models SET name = ?, meta = ? WHERE id = ?", [name, json.dumps(meta), row["id"]])
 
 
 def _epoch(timestamp: str) -> float:
@@ -64,19 +74,21 @@ def _epoch(timestamp: str) -> float:
 
 def weights_changed(db: Database, model_id: int) -> str:
     """"" when the weights at a registered model's paths are still the ones registered; else one line saying
-    what changed (for refusing to resume a run with other weights)."""
+    what changed (for refusing to resume a run with other weights, and for not showing another model's card)."""
     from ivt_core.fingerprint import weights_fingerprint
 
     model = get_model(db, model_id)
+    where = model["base_path"] + (f" + {model['adapter_path']}" if model["adapter_path"] else "")
+    since = f"since model {model_id} ({model['name']}) was registered"
+    if "weights_now_model" in model["meta"]:
+        return f"the weights at {where} changed {since} (they are model {model['meta']['weights_now_model']} now)"
     if not model["fingerprint"]:
         return ""
     now_print = weights_fingerprint(model["base_path"], model["adapter_path"])
     if now_print == model["fingerprint"]:
         return ""
-    where = model["base_path"] + (f" + {model['adapter_path']}" if model["adapter_path"] else "")
     found = f"weights {now_print}" if now_print else "no weights"
-    return (f"the weights at {where} changed since model {model_id} ({model['name']}) was registered "
-            f"(fingerprint {model['fingerprint']}, now {found})")
+    return f"the weights at {where} changed {since} (fingerprint {model['fingerprint']}, now {found})"
 
 
 def get_model(db: Database, model_id: int) -> dict:

@@ -56,7 +56,11 @@ def test_new_weights_at_a_registered_path_are_a_new_model(db, tmp_path):
 
     _checkpoint(tmp_path / "m", seed=1)  # the first weights back: their model, not a third one
     assert register_model(db, "m", path, "qwen3_vl") == first
-    assert get_model(db, first)["name"] == old["name"]
+    assert get_model(db, first)["name"] == old["name"] and weights_changed(db, first) == ""
+    second_row = get_model(db, second)
+    assert second_row["name"].startswith("m (weights of ") and second_row["meta"]["weights_now_model"] == first
+    assert weights_changed(db, second).endswith(f"changed since model {second} ({second_row['name']}) was "
+                                                f"registered (they are model {first} now)")
 
 
 def test_a_registration_from_before_fingerprints(db, tmp_path):
@@ -75,6 +79,7 @@ def test_a_registration_from_before_fingerprints(db, tmp_path):
     old = legacy(replaced, "2026-01-01T00:00:00+00:00")
     new = register_model(db, "old", replaced, "f")
     assert new != old and get_model(db, old)["name"] == "old (weights of 2026-01-01)"
+    assert weights_changed(db, old).endswith(f"(they are model {new} now)")  # known although never fingerprinted
 
 
 def test_resuming_a_run_whose_weights_changed_is_refused(db, tmp_path):

@@ -87,6 +87,28 @@ def test_the_model_card_is_the_model_s_own_or_says_where_it_came_from(workspace,
     assert "No models registered" in model_card(ctx, None)
 
 
+def test_a_model_whose_weights_were_replaced_does_not_show_the_new_weights_card(workspace, tmp_path):
+    """The shipped toys replaced in place: the card in the folder describes the new weights, so the earlier
+    model's card says so (and lists its own runs) instead of showing it."""
+    from ivt_core.store.models import register_model
+    from ui.context import AppContext
+    from ui.overview import model_card
+
+    folder = tmp_path / "toy"
+    folder.mkdir()
+    (folder / "model.safetensors").write_bytes(b"first" * 100)
+    (folder / "README.md").write_text("# The new toy's card\n")
+    with workspace.connect() as db:
+        old = register_model(db, "toy", str(folder), "qwen3_vl")
+        (folder / "model.safetensors").write_bytes(b"second" * 100)
+        new = register_model(db, "toy", str(folder), "qwen3_vl")
+    ctx = AppContext(workspace)
+    assert model_card(ctx, new).startswith("# The new toy's card")
+    card = model_card(ctx, old)
+    assert "The new toy's card" not in card and f"they are model {new} now" in card
+    assert "is not shown here" in card and "*No runs of toy (weights of " in card
+
+
 def test_the_model_card_lists_the_model_s_runs_with_their_numbers(workspace):
     """Under the card: the model's runs in this workspace, step 0, final and oracle Acc@0.5 (its numbers as of
     now; a card written at training time has none)."""
