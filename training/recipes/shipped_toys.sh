@@ -18,7 +18,7 @@
 #                                                        # (the SFT stage then starts from assets/toy-model)
 #
 # Longer than one 600 s device call: TIME_LIMIT=S stops a training stage after S seconds (and saves it); run the
-# script again and it goes on where it stopped (stage.sh). GRPO is not resumable: give its call ~10 minutes.
+# script again and it goes on where it stopped (stage.sh; GRPO from its last checkpoint, saved when it is stopped).
 # Writes OUT/toy-model, OUT/toy-model-sft, OUT/toy-model-grpo (as shipped), OUT/eval_*.json and
 # OUT/paper_table.txt. GPU training is not bit-reproducible: expect numbers of the model cards' shape, not bits.
 set -euo pipefail
@@ -55,10 +55,20 @@ stage training/recipes/toy_own_verdicts_v3.json "$out/toy-model-sft" --init-from
 echo "== 3. the GRPO toy"
 if [ ! -f "$out/toy-model-grpo/adapter_model.safetensors" ]; then
     grpo_ws="$out/grpo-workspace"
-    rm -rf "$grpo_ws"
-    ivt data shapes --workspace "$grpo_ws" --split train --n "$n_grpo" --seed 0 --world shapes-v2 --name shapes2
-    "$py" -m training.grpo --workspace "$grpo_ws" --base "$out/toy-model-sft" --dataset shapes2 --split train \
-        --steps 2 --train-turns refinement --reward improvement "${grpo[@]}" --out "$grpo_ws/models/toy-model-grpo"
+    if [ ! -f "$grpo_ws/models/toy-model-grpo/checkpoint/state.pt" ]; then  # else: go on from its checkpoint
+        rm -rf "$grpo_ws"
+        ivt data shapes --workspace "$grpo_ws" --split train --n "$n_grpo" --seed 0 --world shapes-v2 --name shapes2
+    fi
+    # TIME_LIMIT: SIGTERM after S seconds; training.grpo saves a checkpoint at the end of its step and stops
+    grpo_limit=(); [ -n "${TIME_LIMIT:-}" ] && grpo_limit=(timeout -s TERM "$TIME_LIMIT")
+    rc=0
+    "${grpo_limit[@]}" "$py" -m training.grpo --workspace "$grpo_ws" --base "$out/toy-model-sft" --dataset shapes2 \
+        --split train --steps 2 --train-turns refinement --reward improvement "${grpo[@]}" \
+        --out "$grpo_ws/models/toy-model-grpo" || rc=$?
+    if [ ! -f "$grpo_ws/models/toy-model-grpo/adapter/adapter_model.safetensors" ]; then
+        [ "$rc" = 124 ] && { echo "GRPO stopped at the time limit; run this script again to go on"; exit 0; }
+        exit "$rc"
+    fi
     mkdir -p "$out/toy-model-grpo"
     cp "$grpo_ws/models/toy-model-grpo/adapter/adapter_config.json" \
        "$grpo_ws/models/toy-model-grpo/adapter/adapter_model.safetensors" \
