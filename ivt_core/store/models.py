@@ -62,14 +62,21 @@ def _retire(db: Database, row: dict, current: int) -> None:
     """Mark a model whose weights are no longer at its paths: "NAME (weights of DATE)", and in its meta the model
     registered for the weights there now."""
     name = row["name"] if " (weights of " in row["name"] else f"{row['name']} (weights of {row['created_at'][:10]})"
-    meta = {**json.loads(row["meta"]), "weights_now_model": current}
-    db.execute("UPDATE models SET name = ?, meta = ? WHERE id = ?", [name, json.dumps(meta), row["id"]])
+    meta = json.loads(row["meta"])
+    if name != row["name"] or meta.get("weights_now_model") != current:  # no write when marked already
+        meta["weights_now_model"] = current
+        db.execute("UPDATE models SET name = ?, meta = ? WHERE id = ?", [name, json.dumps(meta), row["id"]])
 
 
 def _epoch(timestamp: str) -> float:
+    """Seconds since the epoch of a stored ``created_at``; 0 for one that cannot be read (then any file is newer:
+    the registration is taken for earlier weights, the safe side)."""
     from datetime import datetime
 
-    return datetime.fromisoformat(timestamp).timestamp()
+    try:
+        return datetime.fromisoformat(timestamp).timestamp()
+    except ValueError:
+        return 0.0
 
 
 def weights_changed(db: Database, model_id: int) -> str:
