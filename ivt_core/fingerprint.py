@@ -53,8 +53,6 @@ def weight_files(base_path: str, adapter_path: str = "") -> list[Path]:
 def weights_fingerprint(base_path: str, adapter_path: str = "") -> str:
     """16 hex digits naming the weights at ``base_path`` (+ ``adapter_path``, comma-separated folders); "" for a
     server's URL or a path with no weight files (nothing to tell apart)."""
-    if base_path.startswith(("http://", "https://")):
-        return ""
     files = weight_files(base_path, adapter_path)
     if not any(f.name.endswith(WEIGHT_SUFFIXES) for f in files):
         return ""

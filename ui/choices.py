@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from ivt_core.store.models import list_models
+from ivt_core.store.models import list_models, model_names
 from ivt_core.store.runs import list_runs, run_loop_text
 from ivt_core.store.samples import list_datasets
 from ui.context import AppContext
@@ -37,6 +37,6 @@ def model_choices(ctx: AppContext) -> list[tuple[str, int]]:
 
 def run_choices(ctx: AppContext) -> list[tuple[str, int]]:
     """The runs, newest first, labelled with their model."""
-    names = {m["id"]: m["name"] for m in list_models(ctx.db())}
+    names = model_names(ctx.db())
     return [(f"run {r['id']}: {names.get(r['model_id'], 'model ?')} on {r['dataset']}/{r['split']} {run_loop_text(r)} "
              f"({r['status']}, {r['n_samples']} samples)", r["id"]) for r in list_runs(ctx.db())]

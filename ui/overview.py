@@ -13,7 +13,7 @@ from ivt_core.data.sample import load_image
 from ivt_core.errors import IVTError
 from ivt_core.render import RenderStyle, render_box
 from ivt_core.store.jobs import get_job
-from ivt_core.store.models import get_model, list_models, weights_changed
+from ivt_core.store.models import get_model, list_models, model_names, weights_changed
 from ivt_core.store.runs import list_runs
 from ivt_core.store.samples import get_samples, list_datasets
 from ui.choices import model_choices, parse_split_choice, refreshed, split_choices
@@ -38,7 +38,7 @@ def _short(paths: str) -> str:
 
 
 def models_frame(ctx: AppContext) -> pd.DataFrame:
-    names = {m["id"]: m["name"] for m in list_models(ctx.db())}
+    names = model_names(ctx.db())
     rows = [{"model": m["id"], "name": m["name"], "adapter": _short(m["adapter_path"]) or "-",
              "parent": names.get(m["parent_id"], "-"), "family": m["family"], "path": _short(m["base_path"])}
             for m in list_models(ctx.db())]
@@ -111,7 +111,7 @@ def _no_autolinks(markdown: str) -> str:
 
 def runs_frame(ctx: AppContext) -> pd.DataFrame:
     rows = []
-    names = {m["id"]: m["name"] for m in list_models(ctx.db())}
+    names = model_names(ctx.db())
     for run in list_runs(ctx.db()):
         m = run["metrics"] or {}
         row = {"run": run["id"], "model": names.get(run["model_id"], "?"), "data": f"{run['dataset']}/{run['split']}",

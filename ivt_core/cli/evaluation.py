@@ -297,7 +297,7 @@ def cmd_verifier(args: argparse.Namespace) -> int:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    from ivt_core.store.models import list_models
+    from ivt_core.store.models import model_names
     from ivt_core.store.runs import list_runs, run_loop_text
     from ivt_core.workspace import Workspace
 
@@ -305,7 +305,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
     runs = list_runs(db)
     if not runs:
         print("no runs in this workspace yet (`ivt eval --dataset shapes --split val` makes one)")
-    names = {m["id"]: m["name"] for m in list_models(db)}
+    names = model_names(db)
     width = max((len(names.get(r["model_id"], "?")) for r in runs), default=0)
     for run in runs:
         m = run["metrics"] or {}

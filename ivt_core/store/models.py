@@ -52,8 +52,8 @@ def register_model(
         for row in rows:
             if row["id"] != current:
                 _retire(db, row, current)
-            elif "weights_now_model" in json.loads(row["meta"]):  # its weights are back
-                meta = {k: v for k, v in json.loads(row["meta"]).items() if k != "weights_now_model"}
+            elif "weights_now_model" in (meta := json.loads(row["meta"])):  # its weights are back
+                del meta["weights_now_model"]
                 db.execute("UPDATE models SET meta = ? WHERE id = ?", [json.dumps(meta), current])
         return current
 
@@ -107,6 +107,11 @@ def get_model(db: Database, model_id: int) -> dict:
 
 def list_models(db: Database) -> list[dict]:
     return [{**r, "meta": json.loads(r["meta"])} for r in db.query("SELECT * FROM models ORDER BY id")]
+
+
+def model_names(db: Database) -> dict[int, str]:
+    """{model id: name} of every registered model (how run lists label a run's model)."""
+    return {m["id"]: m["name"] for m in db.query("SELECT id, name FROM models")}
 
 
 def model_of_jobs(db: Database, job_ids: list[int]) -> dict | None:
