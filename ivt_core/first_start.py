@@ -20,7 +20,7 @@ FIRST_SYNTH = {"steps": 2, "include_zero": True, "keep_ratio": 0.2}
 
 
 # the verdicts each shipped model is evaluated with (default: its own): the name-first SFT toy with both, the GRPO
-# toy with the derived one only (with its own it keeps every box: docs/LOG.md, session 24)
+# toy with the derived one only (with its own it keeps almost every box: docs/LOG.md, sessions 24 and 26)
 FIRST_VERDICTS = {"toy-model-sft": ("own", "derived"), "toy-model-grpo": ("derived",)}
 
 

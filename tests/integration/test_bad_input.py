@@ -34,7 +34,9 @@ def prepared(tmp_path_factory):
     ws = root / "ws"
     assert main(["data", "shapes", "--workspace", str(ws), "--split", "val", "--n", "6", "--name", "mini"]) == 0
     assert main(["eval", "--workspace", str(ws), "--dataset", "mini", "--split", "val", "--steps", "1"]) == 0
-    assert main(["synth", "--workspace", str(ws), "--run", "1", "--include-zero", "--keep-ratio", "1"]) == 0
+    # counterfactual traces too: the fixture needs a trace whether or not the toy errs on these six scenes
+    assert main(["synth", "--workspace", str(ws), "--run", "1", "--include-zero", "--keep-ratio", "1",
+                 "--counterfactual", "1"]) == 0
     files = root / "files"
     files.mkdir()
     from PIL import Image

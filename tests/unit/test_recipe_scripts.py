@@ -74,7 +74,8 @@ def test_the_shipped_toys_grpo_stage_goes_on_from_its_checkpoint_after_a_time_li
     fake, calls, out = tmp_path / "fakepython", tmp_path / "calls.txt", tmp_path / "toys"
     fake.write_text(FAKE_GRPO_PYTHON)
     fake.chmod(0o755)
-    for done in ("toy-base-v1", "toy-colour-focus", "toy-model", "toy-model-sft"):  # the stages before, finished
+    # the stages before, finished
+    for done in ("toy-base-v1", "toy-colour-focus", "toy-base-v3", "toy-model", "toy-model-sft"):
         (out / done).mkdir(parents=True)
         (out / done / "config.json").write_text("{}")
 

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The three shipped toy models, each from the one before, then the paper's table on shapes-v2 test (issue 15):
-#   1. the base toy (assets/toy-model, "v3"): the first toy (single-shot grounding from scratch; `first_toy` in
-#      stage.sh: from the repository's history, or trained), then two stages of continued pretraining that bind
-#      the colour word and bring multi-turn conversations and naming (toy_colour_focus.json, toy_base_v3.json);
+#   1. the base toy (assets/toy-model): the first toy (single-shot grounding from scratch; `first_toy` in
+#      stage.sh: from the repository's history, or trained), then three stages of continued pretraining that bind
+#      the colour word, bring multi-turn conversations and naming (toy_colour_focus.json, toy_base_v3.json), and
+#      the loop's refinement sentence asked about other objects over arbitrary boxes, so that the prompt is
+#      familiar but nothing about checking a box is learned (toy_base_v3_refine_wording.json);
 #   2. the SFT toy (assets/toy-model-sft): toy_own_verdicts_v3.json from it: name-first verdict turns ("It is on
 #      the small red square. Wrong colour." and the box) on the base's own mined errors and right answers,
 #      counterfactual boxes and the loop's second refinement turn;
@@ -13,7 +15,8 @@
 # greedy), and `ivt paper-table`.
 #
 #   bash training/recipes/shipped_toys.sh OUT            # on a GPU: ~35 minutes on one H200 (colour focus ~4-8,
-#                                                        # v3 ~8, SFT ~6, GRPO ~10, evaluations ~2)
+#                                                        # v3 ~8, refine wording ~3, SFT ~6, GRPO ~6,
+#                                                        # evaluations ~2)
 #   SMOKE=1 bash training/recipes/shipped_toys.sh OUT    # a few steps of each on a CPU: the commands chain
 #                                                        # (the SFT stage then starts from assets/toy-model)
 #
@@ -47,7 +50,8 @@ fi
 echo "== 1. the base toy"
 first_toy "$out/toy-base-v1" "${small[@]}"
 stage training/recipes/toy_colour_focus.json "$out/toy-colour-focus" --init-from "$out/toy-base-v1" "${small[@]}"
-stage training/recipes/toy_base_v3.json "$out/toy-model" --init-from "$out/toy-colour-focus" "${small[@]}"
+stage training/recipes/toy_base_v3.json "$out/toy-base-v3" --init-from "$out/toy-colour-focus" "${small[@]}"
+stage training/recipes/toy_base_v3_refine_wording.json "$out/toy-model" --init-from "$out/toy-base-v3" "${small[@]}"
 
 echo "== 2. the SFT toy"
 stage training/recipes/toy_own_verdicts_v3.json "$out/toy-model-sft" --init-from "$sft_from" "${small[@]}" "${mine[@]}"
