@@ -29,8 +29,8 @@ def start_first_jobs(workspace: Workspace, models: dict[str, int]) -> list[int]:
     shot on train samples and traces synthesized from those mistakes (Traces: training data comes from the train
     split only), and evaluations of each other shipped model on the same val samples (Compare): the SFT toy with
     its own verdicts and with the verdict its name implies (``--verdict derived``: where the toy's loop gains),
-    the GRPO toy with the derived verdict (its own keeps every box). Returns the job ids, or [] when the
-    workspace already has runs or jobs."""
+    the GRPO toy with the derived verdict (with its own it keeps almost every box). Returns the job ids, or []
+    when the workspace already has runs or jobs."""
     with workspace.connect() as db:
         if list_runs(db) or list_jobs(db, limit=1):
             return []
