@@ -47,7 +47,7 @@ from ivt_core.evaluate import (
     EvalResult,
     load_eval_samples,
     marks_run_end,
-    refuse_changed_weights,
+    reopen_run,
     start_run,
 )
 from ivt_core.metrics import run_metrics
@@ -128,12 +128,8 @@ def evaluate_launched(
     db = workspace.connect()
     try:
         if resume_run is not None:
-            run = get_run(db, resume_run)
-            if run["status"] == "done":
-                raise InvalidInputError(f"run {resume_run} is complete; nothing to resume")
-            refuse_changed_weights(db, run)
+            reopen_run(db, resume_run, job_id=job_id)
             run_id = resume_run
-            set_run_status(db, run_id, "running", pid=os.getpid(), job_id=job_id)
         else:
             name, family = describe_model(model_path, adapter_path, coords)
             run_id = start_run(db, name, family, model_path, request, adapter_path, job_id)
@@ -280,10 +276,8 @@ def _prepare(workspace: Workspace, db, resolve: Callable[[], Resolved], resume_r
     request, model_path, adapter_path, coords = resolve()
     samples = load_eval_samples(workspace, request)
     if resume_run is not None:
-        if get_run(db, resume_run)["status"] == "done":
-            raise InvalidInputError(f"run {resume_run} is complete; nothing to resume")
+        reopen_run(db, resume_run)
         run_id = resume_run
-        set_run_status(db, run_id, "running", pid=os.getpid())
         _import_shards(workspace, db, run_id)
     else:
         from ivt_core.grounders.transformers_grounder import describe_model

@@ -125,6 +125,16 @@ def refuse_changed_weights(db, run: dict) -> None:
         raise InvalidInputError(f"cannot resume run {run['id']}: {changed}; start a new run with these weights")
 
 
+def reopen_run(db, run_id: int, **fields) -> None:
+    """Mark stored run ``run_id`` running again in this process (and ``fields``, e.g. its job), to resume it. Raises
+    InvalidInputError when it is complete or when its model's weights changed since it started."""
+    run = get_run(db, run_id)
+    if run["status"] == "done":
+        raise InvalidInputError(f"run {run_id} is complete; nothing to resume")
+    refuse_changed_weights(db, run)
+    set_run_status(db, run_id, "running", pid=os.getpid(), **fields)
+
+
 def is_endpoint(model_path: str | Path) -> bool:
     """Whether a run's model is a server's URL (``ivt eval --endpoint``) rather than a checkpoint folder."""
     return isinstance(model_path, str) and model_path.startswith(("http://", "https://"))
@@ -153,12 +163,8 @@ def evaluate(
     db = workspace.connect()
     try:
         if resume_run is not None:
-            run = get_run(db, resume_run)
-            if run["status"] == "done":
-                raise InvalidInputError(f"run {resume_run} is complete; nothing to resume")
-            refuse_changed_weights(db, run)
+            reopen_run(db, resume_run, job_id=job_id)
             run_id = resume_run
-            set_run_status(db, run_id, "running", pid=os.getpid(), job_id=job_id)
             done = done_sample_ids(db, run_id)
         else:
             run_id = start_run(db, grounder.name, grounder.family, model_path, request, adapter_path, job_id,
