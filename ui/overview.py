@@ -38,10 +38,11 @@ def _short(paths: str) -> str:
 
 
 def models_frame(ctx: AppContext) -> pd.DataFrame:
-    names = model_names(ctx.db())
+    models = list_models(ctx.db())
+    names = {m["id"]: m["name"] for m in models}
     rows = [{"model": m["id"], "name": m["name"], "adapter": _short(m["adapter_path"]) or "-",
              "parent": names.get(m["parent_id"], "-"), "family": m["family"], "path": _short(m["base_path"])}
-            for m in list_models(ctx.db())]
+            for m in models]
     return pd.DataFrame(rows or [{"model": "(none registered)"}])
 
 
