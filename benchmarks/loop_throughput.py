@@ -99,12 +99,14 @@ def _run_mode(grounder, mode: str, samples, images, steps: int, batch: int, new_
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
     _sync(device)
+    allocator = _allocator_counts(device)
     sampler = UtilisationSampler(device)
     start = time.perf_counter()
     trajectories = run_samples(grounder, samples, config, images, engine=engines)
     _sync(device)
     elapsed = time.perf_counter() - start
     utilisation = sampler.stop()
+    allocator = {k: v - allocator[k] for k, v in _allocator_counts(device).items()}
     steps_done = [s for t in trajectories for s in t.steps]
     generated = sum(s.tokens_out for s in steps_done)
     stats = {key: sum(engine.stats.get(key, 0) for engine in engines)
@@ -123,6 +125,16 @@ def _run_mode(grounder, mode: str, samples, images, steps: int, batch: int, new_
         # of the prefill's time, the CPU's reading of images chunk by chunk (hidden behind the GPU's work on the
         # previous chunk, but for each step's first chunk)
         breakdown["pixels"] = 1000 * stats["pixels_s"] / len(samples)
+        # the clock outside every lane's turn on the GPU (nothing queued there: each turn ends reading its tokens
+        # back): before the first turn (the first step's preparation), between turns, after the last
+        exclusive = len(engines) == 1 or all(engine.stream is not None for engine in engines)  # lanes on a GPU
+        first = min(engine.stats["turn_first"] for engine in engines if engine.stats["turn_first"])
+        last = max(engine.stats["turn_last"] for engine in engines if engine.stats["turn_last"])
+        turns = sum(engine.stats["turn_s"] for engine in engines)
+        breakdown["outside_turns"] = None if not exclusive else {
+            name: 1000 * value / len(samples)
+            for name, value in (("before", first - start), ("between", last - first - turns),
+                                ("after", start + elapsed - last))}
     return {
         "breakdown_ms_per_sample": breakdown, "gpu_utilisation": utilisation, "lanes": lanes if engines else None,
         "decode_steps": stats["decode_steps"] if stats else None,
@@ -132,6 +144,7 @@ def _run_mode(grounder, mode: str, samples, images, steps: int, batch: int, new_
                                         stats["vision_patches"] if stats else None,
                                         stats["vision_images"] if stats else None)
         if FLOOR else None,
+        "allocator": allocator,  # the caching allocator's counts during the run (CUDA: ``_allocator_counts``)
         "graphs": sum(engine.stats.get("graphs", 0) for engine in engines) if engines else None,  # decode graphs
         "graph_error": next((engine.stats["graph_error"] for engine in engines if "graph_error" in engine.stats),
                             None) if engines else None,  # the last capture that failed (then retried or eager)
@@ -141,6 +154,19 @@ def _run_mode(grounder, mode: str, samples, images, steps: int, batch: int, new_
         "prefill_tok_s": prefill_tokens / prefill_s if prefill_s else None,
         "peak_mem_mb": _peak_mb(device), "answers": {t.sample_id: [s.raw_text for s in t.steps] for t in trajectories},
     }
+
+
+def _allocator_counts(device: str) -> dict:
+    """What the CUDA caching allocator did so far: memory mapped from the driver and given back (``cudaMalloc`` /
+    ``cudaFree``, or expandable segments' maps), retries after freeing its cache (each waits for the GPU), and
+    waits for every stream; empty on the CPU."""
+    import torch
+
+    if device != "cuda":
+        return {}
+    stats = torch.cuda.memory_stats()
+    return {key: stats.get(key, 0) for key in ("num_device_alloc", "num_device_free", "num_alloc_retries",
+                                                "num_sync_all_streams")}
 
 
 class UtilisationSampler:
@@ -279,6 +305,8 @@ def main() -> None:
     parser.add_argument("--switch-interval", type=float, default=None,
                         help="experiment: Python's thread switch interval in seconds (sys.setswitchinterval; 0.005 "
                         "by default): how long a lane's thread may wait for the GIL while the other lane runs Python")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="measured runs of the T-step loop for each lane count (the machine's run-to-run spread)")
     parser.add_argument("--out", default="build/bench/loop_throughput.json")
     args = parser.parse_args()
     FLOOR.update(peak_tflops=args.peak_tflops, hbm_tbs=args.hbm_tbs)
@@ -329,9 +357,11 @@ def main() -> None:
             many = min(args.plain_batched_samples or args.samples, args.samples)
             rows.append(run_mode(grounder, f"plain-{batch}", samples[:many], images[:many], steps, batch,
                                  args.new_tokens, device))
-        for count in lanes:
-            rows.append(run_mode(grounder, "engine" if count == 1 else f"engine-L{count}", samples, images, steps,
-                                 args.batch_size, args.new_tokens, device, count))
+        for repeat in range(args.repeat if steps else 1):
+            for count in lanes:
+                rows.append(run_mode(grounder, ("engine" if count == 1 else f"engine-L{count}")
+                                     + (f"#{repeat + 1}" if repeat else ""), samples, images, steps,
+                                     args.batch_size, args.new_tokens, device, count))
     by = {(r["mode"], r["steps"]): r for r in rows}
     for r in rows:
         if r["steps"]:
@@ -365,9 +395,23 @@ def main() -> None:
                   + (f"{util:>9.0f}%" if util is not None else f"{'-':>10}") + f"{b['pixels']:>8.1f}")
     print("(pixels: of the prefill, the CPU reading each chunk's images, overlapped with the previous chunk's "
           "GPU work)")
+    for r in rows:
+        outside = (r["breakdown_ms_per_sample"] or {}).get("outside_turns")
+        if outside:
+            print(f"{r['mode']:<12}{r['steps']:>3}  outside the GPU turns (ms/sample): "
+                  + ", ".join(f"{k} {v:.2f}" for k, v in outside.items())
+                  + "; allocator: " + ", ".join(f"{k.removeprefix('num_')} {v}" for k, v in r["allocator"].items()))
     speedups = {mode: by[(mode, args.steps)]["ms_per_sample"] / engine_loop["ms_per_sample"]
                 for mode, steps in by if steps == args.steps and mode != engine_loop["mode"]
                 and not mode.startswith("cold")}
+    if args.repeat > 1:  # every measured run, not only the best: the spread is the machine's
+        import statistics
+
+        for count in lanes:
+            name = "engine" if count == 1 else f"engine-L{count}"
+            runs = [r["ms_per_sample"] for r in rows if r["steps"] == args.steps and r["mode"].split("#")[0] == name]
+            print(f"{name} T={args.steps}, {len(runs)} runs: " + ", ".join(f"{v:.1f}" for v in runs)
+                  + f" ms/sample (median {statistics.median(runs):.1f})")
     print(f"{engine_loop['mode']} vs " + ", ".join(f"{mode}: {x:.2f}x faster" for mode, x in speedups.items()))
     if plain_one:
         print(f"same answers as plain-1 (greedy): {same} of {len(plain_one['answers'])} samples")

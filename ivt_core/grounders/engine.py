@@ -64,6 +64,10 @@ CHECK_EVERY = 4  # decode steps between two reads of whether every row has ended
 # with the GPU drained meanwhile: docs/LOG.md, session 15); the padding costs a few masked slots per row
 BLOCK_STEP = 16
 CAPACITY_STEP = 128
+# memory mapped ahead during a decode for the next step's larger cache (``CachedEngine._map_ahead``): at most this
+# much per decode step, leaving at least this share of the GPU's memory free
+MAP_AHEAD_CHUNK = 512 * 2**20
+MAP_AHEAD_SPARE = 0.08
 
 
 def supports(grounder) -> str | None:
@@ -156,6 +160,7 @@ class CachedEngine:
         self.attend = None  # cache slots the next forward's queries may attend to (None: all; ``RowsLayer``)
         self.end = 0  # the first free slot of every row
         self.live = None  # [rows, capacity] bool: the slots a query may attend to
+        self.grew = 0  # bytes the last compaction added to the cache: about what the next one adds again
         self.graphs = str(device).startswith("cuda") and use_graphs
         # a lane (``loop._in_lanes``) runs on its own CUDA stream and waits only for it; nothing of its
         # preparation runs on the GPU outside its turn (``_GPU_TURN``): its pixels are patchified in the turn
@@ -170,7 +175,7 @@ class CachedEngine:
         self.stats = {"prefill_tokens": 0, "vision_patches": 0, "vision_images": 0, "decode_steps": 0,
                       "decode_kv_tokens": 0, "generated_tokens": 0, "cut_back": 0, "forwards": 0,
                       "prepare_s": 0.0, "pixels_s": 0.0, "compact_s": 0.0, "prefill_s": 0.0, "decode_s": 0.0,
-                      "turn_wait_s": 0.0}
+                      "turn_wait_s": 0.0, "turn_s": 0.0, "turn_first": None, "turn_last": None}
 
     # -- conversation bookkeeping -------------------------------------------------------------------------
     def release(self, key: Hashable) -> None:
@@ -299,11 +304,22 @@ class CachedEngine:
             state.fed = state.fed[:keep]
             if keep == 0:
                 state.row = None
+        # what the GPU part needs from the CPU, made now: with lanes, while another lane has the GPU
+        width = _round_up(max(len(n) for n in news), BLOCK_STEP)
+        staged = _Staged(self._plan_compaction(states, width + sampling.max_new_tokens),
+                         *self._block(news, positions, width),
+                         image_prefill.pinned(torch.stack([p[:, -1] + 1 for p in positions], dim=1), self.on_gpu))
         prepared = time.perf_counter()
         self.stats["prepare_s"] += prepared - start
         with self._turn():
-            self.stats["turn_wait_s"] += time.perf_counter() - prepared  # another lane's turn on the GPU
-            generated = self._on_gpu(states, news, positions, row_pixels, row_grids, row_keys, sampling)
+            got = time.perf_counter()
+            self.stats["turn_wait_s"] += got - prepared  # another lane's turn on the GPU
+            generated = self._on_gpu(states, news, staged, row_pixels, row_grids, row_keys, sampling)
+            released = time.perf_counter()
+        # the turns on the clock (lanes' turns never overlap): outside every lane's turn the GPU has nothing queued
+        self.stats["turn_s"] += released - got
+        self.stats["turn_first"] = self.stats["turn_first"] or got
+        self.stats["turn_last"] = released
         elapsed_ms = (time.perf_counter() - start) * 1000 / max(1, len(requests))
         results = []
         for ids, full in zip(generated, fulls, strict=True):
@@ -317,19 +333,19 @@ class CachedEngine:
         """A lane's turn on the GPU (``_GPU_TURN``); nothing to wait for without lanes."""
         return _GPU_TURN if self.stream is not None else nullcontext()
 
-    def _on_gpu(self, states, news, positions, row_pixels, row_grids, row_keys, sampling: Sampling
+    def _on_gpu(self, states, news, staged: _Staged, row_pixels, row_grids, row_keys, sampling: Sampling
                 ) -> list[list[int]]:
         """The step's GPU part: compaction, prefill and decode; the generated ids of each row. Nothing in it waits
         for the GPU but the decode's reads (``_read_back``): inputs go to the GPU from page-locked memory without
-        waiting (``_to_device``) and the parts are timed with CUDA events, so the CPU queues the prefill while the
-        compaction runs and captures the decode graph while the prefill runs."""
+        waiting (``_to_device``; made before the turn, ``_Staged``) and the parts are timed with CUDA events, so
+        the CPU queues the prefill while the compaction runs and captures the decode graph while the prefill runs."""
         marks = [self._mark()]
-        width = _round_up(max(len(n) for n in news), BLOCK_STEP)
-        self._compact(states, width + sampling.max_new_tokens)
+        self._compact(states, staged.compaction)
         marks.append(self._mark())
-        block_cpu, block_mask, block_pos, last = self._block(news, positions, width)
-        block = self._to_device(block_cpu)
-        self.live[:, self.end:self.end + width] = block_mask.bool()
+        block_cpu = staged.block
+        width = block_cpu.shape[1]
+        block, block_pos, last = (self._to_device(t) for t in (block_cpu, staged.positions, staged.last))
+        self.live[:, self.end:self.end + width] = self._to_device(staged.mask)
         slots = torch.arange(self.live.shape[1], device=self.device)
         causal = slots[None, :] <= (self.end + torch.arange(width, device=self.device))[:, None]  # [width, capacity]
         encoded, copy_of = self._distinct_rows(row_keys)
@@ -363,7 +379,7 @@ class CachedEngine:
         for state, new in zip(states, news, strict=True):
             state.fed.extend(new)
         self.stats["prefill_tokens"] += sum(len(news[row]) for row in encoded)
-        next_cpu = torch.stack([p[:, -1] + 1 for p in positions], dim=1)  # [3, rows]
+        next_cpu = staged.next_positions  # [3, rows]
         marks.append(self._mark())
         generated = self._decode(states, logits, self._to_device(next_cpu), sampling)
         marks.append(self._mark())
@@ -409,24 +425,42 @@ class CachedEngine:
         _read_back(end.synchronize)
         return begin.elapsed_time(end) / 1000
 
-    def _compact(self, states: list[_Conversation], room: int) -> None:
-        """Rebuild the cache with one row per request (in request order): each row's live entries gathered to
-        the left-padded front, and at least ``room`` free slots after them (the step's new tokens and its
-        answers; the capacity rounded up to ``CAPACITY_STEP``). Conversations not in this step lose their rows
-        (they are encoded whole if they come back). Which slots of the old rows are live is read on the GPU (a
-        rank of each live slot, scattered to its new column), so nothing waits for the previous step's mask."""
+    def _plan_compaction(self, states: list[_Conversation], room: int) -> _Compaction:
+        """What ``_compact`` needs from the CPU, made before the GPU turn: each row's kept length, the new rows'
+        live slots and the old row each new one comes from (in page-locked memory on a GPU)."""
         lengths = [len(s.fed) if s.row is not None else 0 for s in states]
         width = max(lengths, default=0)
-        rows, capacity = len(states), _round_up(width + room, CAPACITY_STEP)
+        capacity = _round_up(width + room, CAPACITY_STEP)
         kept = torch.tensor(lengths)
         columns = torch.arange(capacity)
-        live = self._to_device((columns >= width - kept[:, None]) & (columns < width))  # right-aligned at width
+        live = (columns >= width - kept[:, None]) & (columns < width)  # right-aligned at width
+        src_rows = torch.tensor([s.row if length else 0 for s, length in zip(states, lengths, strict=True)])
+        return _Compaction(width, capacity, *(image_prefill.pinned(t, self.on_gpu) for t in (kept, live, src_rows)))
+
+    def _compact(self, states: list[_Conversation], plan: _Compaction) -> None:
+        """Rebuild the cache with one row per request (in request order): each row's live entries gathered to
+        the left-padded front, and at least the plan's room free slots after them (the step's new tokens and its
+        answers; the capacity rounded up to ``CAPACITY_STEP``). Conversations not in this step lose their rows
+        (they are encoded whole if they come back). Which slots of the old rows are live is read on the GPU (a
+        rank of each live slot, scattered to its new column), so nothing waits for the previous step's mask.
+
+        Layer by layer: each old layer is let go as soon as its slots are gathered, so the next layer's buffers
+        reuse its memory (the allocator's, on this stream: the gather that reads it runs first). Rebuilding the
+        whole cache before letting the old one go held both (4B shape, 2 lanes x 256 rows, T=2: ~48 GB new beside
+        ~34 GB old per lane) and had the allocator map fresh memory for all of the new one, with the GPU idle
+        while the CPU did it (docs/LOG.md, session 27)."""
+        width, capacity = plan.width, plan.capacity
+        rows = len(states)
+        before = sum(t.numel() * t.element_size() for layer in self.cache.layers
+                     for t in (layer.keys, layer.values)) if self.cache is not None else 0
+        live = self._to_device(plan.live)
         gather = bool(width and self.cache is not None)
-        cache = self._new_cache(rows, capacity, filled=width if gather else 0)
-        if gather:  # every slot before ``width`` is written (left padding: a copy of some slot, never attended to)
-            src_rows = self._to_device(torch.tensor([s.row if length else 0 for s, length in
-                                                     zip(states, lengths, strict=True)]))
-            length = self._to_device(kept)[:, None]
+        if not gather:
+            self.cache = None  # nothing is kept: the old rows' memory is free for the new ones
+            cache = self._new_cache(rows, capacity)
+        else:  # every slot before ``width`` is written (left padding: a copy of some slot, never attended to)
+            src_rows = self._to_device(plan.src_rows)
+            length = self._to_device(plan.kept)[:, None]
             old_live = self.live[src_rows]  # [rows, old capacity]
             rank = old_live.cumsum(1)  # of each live slot among its row's, from 1
             taken = old_live & (rank <= length)  # a row cut back keeps its first ``length`` live slots
@@ -435,9 +469,18 @@ class CachedEngine:
             src_cols = torch.zeros(rows, width + 1, dtype=torch.long, device=self.device)
             src_cols.scatter_(1, to, torch.arange(old_live.shape[1], device=self.device).expand(rows, -1))
             src_cols = src_cols[:, :width]
-            for layer, old in zip(cache.layers, self.cache.layers, strict=True):
-                cache_gather.gather_slots((layer.keys, layer.values), (old.keys, old.values), src_rows, src_cols)
+            old_layers, self.cache = self.cache.layers, None  # a failure below leaves no half-gathered cache
+            buffers = []
+            for index in range(len(old_layers)):
+                new = (self._new_buffer(rows, capacity, width), self._new_buffer(rows, capacity, width))
+                old = old_layers[index]
+                cache_gather.gather_slots(new, (old.keys, old.values), src_rows, src_cols)
+                old_layers[index] = old = None  # its buffers go back to the allocator for the next layers'
+                buffers.append(new)
+            cache = self._cache_over(buffers)
         self.cache, self.live, self.end = cache, live, width
+        self.grew = max(0, sum(t.numel() * t.element_size() for layer in cache.layers
+                               for t in (layer.keys, layer.values)) - before)
         for index, state in enumerate(states):
             state.row = index
         kept_states = {id(state) for state in states}
@@ -445,23 +488,25 @@ class CachedEngine:
             if id(other) not in kept_states:        # when it comes back
                 other.row, other.fed, other.positions = None, [], other.positions[:, :0]
 
-    def _new_cache(self, rows: int, capacity: int, filled: int = 0):
-        """A cache of ``rows`` x ``capacity`` slots per layer (``RowsLayer``), zeroed from slot ``filled`` on (the
-        caller writes the slots before it). Slots no query may attend to are still read by the prefill's attention,
-        which weighs them by zero: they must hold finite numbers, not whatever memory held before."""
+    def _new_cache(self, rows: int, capacity: int):
+        """A zeroed cache of ``rows`` x ``capacity`` slots per layer (``RowsLayer``)."""
+        layers = self.model.config.get_text_config().num_hidden_layers
+        return self._cache_over([(self._new_buffer(rows, capacity), self._new_buffer(rows, capacity))
+                                 for _ in range(layers)])
+
+    def _new_buffer(self, rows: int, capacity: int, filled: int = 0) -> torch.Tensor:
+        """One layer's keys (or values): [rows, key/value heads, ``capacity``, head dim], zeroed from slot
+        ``filled`` on (the caller writes the slots before it). Slots no query may attend to are still read by the
+        prefill's attention, which weighs them by zero: they must hold finite numbers, not whatever memory held
+        before."""
         text = self.model.config.get_text_config()
-        heads = text.num_key_value_heads
         dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
-        dtype = self.lm_head.weight.dtype
-
-        def buffer() -> torch.Tensor:
-            if not filled:
-                return torch.zeros(rows, heads, capacity, dim, dtype=dtype, device=self.device)
-            empty = torch.empty(rows, heads, capacity, dim, dtype=dtype, device=self.device)
-            empty[:, :, filled:].zero_()
-            return empty
-
-        return self._cache_over([(buffer(), buffer()) for _ in range(text.num_hidden_layers)])
+        shape = (rows, text.num_key_value_heads, capacity, dim)
+        if not filled:
+            return torch.zeros(shape, dtype=self.lm_head.weight.dtype, device=self.device)
+        empty = torch.empty(shape, dtype=self.lm_head.weight.dtype, device=self.device)
+        empty[:, :, filled:].zero_()
+        return empty
 
     def _rows_of(self, cache, start: int, stop: int):
         """``cache`` restricted to rows ``start:stop``: views of its buffers (what the forward writes lands in them)."""
@@ -533,8 +578,8 @@ class CachedEngine:
         return replay
 
     def _block(self, news: list[list[int]], positions: list[torch.Tensor], width: int):
-        """The step's new tokens, right-padded to ``width`` in one block (on the CPU), with their mask, positions and
-        last index (on the device)."""
+        """The step's new tokens, right-padded to ``width`` in one block, with their mask (bool), positions and
+        last index: on the CPU (page-locked on a GPU), made before the turn."""
         rows = len(news)
         block = torch.full((rows, width), self.pad_id, dtype=torch.long)
         mask = torch.zeros(rows, width, dtype=torch.long)
@@ -544,8 +589,8 @@ class CachedEngine:
             mask[index, :len(new)] = 1
             pos[:, index, :len(new)] = p
             pos[:, index, len(new):] = p[:, -1:]  # padding repeats the last position (never attended to)
-        last = self._to_device(torch.tensor([len(n) - 1 for n in news]))
-        return block, self._to_device(mask), self._to_device(pos), last
+        last = torch.tensor([len(n) - 1 for n in news])
+        return tuple(image_prefill.pinned(t, self.on_gpu) for t in (block, mask.bool(), pos, last))
 
     def _prefill(self, cache, block_cpu, block, positions, last, live, causal, pixels, grids) -> torch.Tensor:
         """Encode one chunk of rows' new tokens into ``cache`` (views of those rows); the logits at each row's last
@@ -576,6 +621,31 @@ class CachedEngine:
         # logits of each row's last real token only (all positions x a 150k vocabulary would not fit)
         return self.lm_head(out.last_hidden_state[torch.arange(len(block), device=self.device), last])
 
+    def _map_ahead(self, mapped: list[torch.Tensor]):
+        """A function the decode calls after queueing each step: it takes one more ``MAP_AHEAD_CHUNK`` of memory
+        into ``mapped`` until about ``grew`` bytes are held (what the last compaction added; the next one adds about
+        as much), leaving ``MAP_AHEAD_SPARE`` of the GPU's memory free. The decode lets them go at its end, so the
+        next compaction's buffers come from memory already mapped. The allocator maps fresh memory on the CPU, and a
+        compaction that needs it keeps the GPU idle meanwhile (4B shape, 2 lanes x 256 rows, T=2: ~0.5 ms/sample,
+        docs/LOG.md, session 27); during the decode the GPU has replays queued. Only with PyTorch's expandable
+        segments (``PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True``), where freed blocks merge and any larger
+        buffer can be made from them; None otherwise, or when there is nothing to map."""
+        if not (self.on_gpu and self.grew and _expandable_segments()):
+            return None
+        free, total = torch.cuda.mem_get_info(self.device)
+        left = min(self.grew, free - int(MAP_AHEAD_SPARE * total))
+        if left <= 0:
+            return None
+
+        def one_more() -> None:
+            nonlocal left
+            if left > 0:
+                size = min(MAP_AHEAD_CHUNK, left)
+                mapped.append(torch.empty(size, dtype=torch.uint8, device=self.device))
+                left -= size
+
+        return one_more
+
     def _decode(self, states, logits, next_pos, sampling: Sampling) -> list[list[int]]:
         """Generate for every row until each has ended (an end token, or ``max_new_tokens``). The chosen tokens
         and which rows have ended stay on the device; whether all have ended is read every ``CHECK_EVERY`` steps
@@ -601,6 +671,8 @@ class CachedEngine:
         done = torch.zeros(rows, dtype=torch.bool, device=self.device)  # ended before the current token
         chosen_steps = fed_steps = 0
         check = None  # on a GPU: whether every row has ended, as of the previous check (``_later``)
+        mapped: list[torch.Tensor] = []
+        map_ahead = self._map_ahead(mapped) if forward else None
         for step in range(limit):
             if step < self.min_new_tokens:  # as generate's min_new_tokens: no end of answer before that
                 logits = logits.index_fill(-1, eos, float("-inf"))
@@ -622,6 +694,8 @@ class CachedEngine:
             self.write_at.fill_(self.end)
             self.live[:, self.end] = ~done  # a row that had ended: its slot is masked
             logits = forward() if forward else self._step_logits(token_in, position_in, mask)
+            if map_ahead:
+                map_ahead()
             self.end += 1
             position_in.add_(1)
             done = ended
@@ -629,6 +703,7 @@ class CachedEngine:
             self.stats["decode_steps"] += 1
             self.stats["decode_kv_tokens"] += attended + rows * (step + 1)
             self.stats["forwards"] += 1
+        mapped.clear()  # back to the allocator, mapped: the next compaction's buffers are made from it
         generated = []
         for state, row in zip(states, _read_back(tokens[:, :chosen_steps].tolist), strict=True):
             stop = next((i for i, t in enumerate(row) if t in self.eos), None)
@@ -665,6 +740,32 @@ def _grouped_query_attention(enabled: bool):
             os.environ.pop(FORCE_GQA, None)
         else:
             os.environ[FORCE_GQA] = before
+
+
+@dataclass(frozen=True)
+class _Compaction:
+    """``CachedEngine._plan_compaction``: the new rows' history width and capacity, each row's kept length
+    [rows], its live slots [rows, capacity] and its old row [rows]."""
+
+    width: int
+    capacity: int
+    kept: torch.Tensor
+    live: torch.Tensor
+    src_rows: torch.Tensor
+
+
+@dataclass(frozen=True)
+class _Staged:
+    """A step's inputs made on the CPU before its GPU turn (``CachedEngine._step``): the compaction's plan, the
+    block of new tokens [rows, width], its mask, rotary positions [3, rows, width] and each row's last index,
+    and the positions of the first answer token [3, rows]."""
+
+    compaction: _Compaction
+    block: torch.Tensor
+    mask: torch.Tensor
+    positions: torch.Tensor
+    last: torch.Tensor
+    next_positions: torch.Tensor
 
 
 class _PendingPixels:
@@ -712,6 +813,12 @@ def prefill_chunks(lengths: list[int], tokens: int) -> list[tuple[int, int]]:
     fit = max(1, tokens // max(1, max(lengths)))
     per = min(len(lengths), 1 << (fit.bit_length() - 1))
     return [(start, min(start + per, len(lengths))) for start in range(0, len(lengths), per)]
+
+
+def _expandable_segments() -> bool:
+    """Whether PyTorch's CUDA allocator was set to expandable segments (its environment settings)."""
+    settings = os.environ.get("PYTORCH_CUDA_ALLOC_CONF", "") + "," + os.environ.get("PYTORCH_ALLOC_CONF", "")
+    return "expandable_segments:true" in settings.replace(" ", "").lower()
 
 
 def _read_back(read):

@@ -140,13 +140,19 @@ class ImagePrefill:
                              deepstack_visual_embeds=deepstack, **language_kwargs)
 
 
+def pinned(tensor: torch.Tensor, on_gpu: bool) -> torch.Tensor:
+    """``tensor`` in page-locked memory when it is going to a GPU (``to_device`` then copies it without pinning
+    again), else as it is."""
+    return tensor.pin_memory() if on_gpu else tensor
+
+
 def to_device(tensor: torch.Tensor, device) -> torch.Tensor:
     """A CPU tensor on ``device``; to a GPU through page-locked memory, without waiting: a plain ``.to("cuda")`` of
     pageable memory waits until the stream has run everything queued before it (on an H200 the engine's first such
     copy in a step waited for the whole compaction, with the CPU's next work not yet queued)."""
     if torch.device(device).type != "cuda":
         return tensor.to(device)
-    return tensor.pin_memory().to(device, non_blocking=True)
+    return (tensor if tensor.is_pinned() else tensor.pin_memory()).to(device, non_blocking=True)
 
 
 def _deepstack_by_index(self, hidden_states, visual_pos_masks, visual_embeds):

@@ -303,6 +303,47 @@ def test_cuda_engine_step_waits_for_the_gpu_only_in_its_reads_and_captures_keep_
     assert engine.stats["compact_s"] > 0 and engine.stats["prefill_s"] > 0 and engine.stats["decode_s"] > 0
 
 
+def test_cuda_compaction_holds_the_old_cache_and_a_layer_of_the_new_one_not_both_whole():
+    """The compaction of a step with history, on the GPU: its peak is the old cache plus the growth plus about a
+    layer of the new one (each old layer let go once gathered), not the old and the new cache whole; with
+    expandable segments it maps no memory (the decode before mapped it ahead). The answers are the plain loop's
+    (the float32 tests above)."""
+    from ivt_core.bootstrap import toy_model_path
+    from ivt_core.data.shapes import ShapesConfig, make_sample
+    from ivt_core.grounders import engine as engine_module
+    from ivt_core.grounders.base import Sampling
+    from ivt_core.grounders.engine import CachedEngine
+    from ivt_core.grounders.transformers_grounder import TransformersGrounder
+
+    g = TransformersGrounder.load(toy_model_path(), device="cuda")
+    engine = CachedEngine(g.model, g.processor, g.device)
+    requests = []
+    for index in range(16):
+        image = make_sample(ShapesConfig(), 0, "test", index).image
+        requests.append((index, [{"role": "user", "content": [{"type": "image", "image": image},
+                                                             {"type": "text", "text": "Where is it?"}]}]))
+    sampling = Sampling(max_new_tokens=30)
+    answers = engine.step(requests, sampling)
+    states = [engine.conversations[key] for key, _ in requests]
+    # about as much room again as the first step's: what its decode mapped ahead (``_map_ahead``) covers it
+    plan = engine._plan_compaction(states, engine.cache.layers[0].keys.shape[2] - 64)
+    old = sum(t.numel() * t.element_size() for layer in engine.cache.layers for t in (layer.keys, layer.values))
+    torch.cuda.synchronize()
+    before = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    large = "reserved_bytes.large_pool.current"  # the allocator's memory for buffers of 1 MB and more
+    mapped = torch.cuda.memory_stats()[large]
+    engine._compact(states, plan)
+    torch.cuda.synchronize()
+    if engine_module._expandable_segments():  # the decode mapped the memory the compaction needed
+        assert torch.cuda.memory_stats()[large] == mapped
+    new = sum(t.numel() * t.element_size() for layer in engine.cache.layers for t in (layer.keys, layer.values))
+    layer = new // len(engine.cache.layers)
+    assert new > old and all(answer.tokens_out for answer in answers)
+    assert torch.cuda.max_memory_allocated() - before <= new - old + 2 * layer + 2**20  # the masks, the indices
+    assert torch.cuda.memory_allocated() - before <= new - old + 2**20
+
+
 def test_cuda_decode_kernel_gives_the_same_answers_and_is_used(monkeypatch):
     """The toy (float32, CUDA graphs) answers the same through the loop with the decode kernel as with SDPA, and the
     kernel did run (it is called while the decode graph is captured)."""

@@ -193,6 +193,42 @@ def test_a_conversation_left_out_of_a_step_is_answered_afresh_when_it_comes_back
     assert again.text == fresh.text and again.token_ids == fresh.token_ids
 
 
+def test_the_compaction_lets_each_old_layer_go_before_the_next_layers_buffers_are_made(chatty_tiny, shapes_ws,
+                                                                                        monkeypatch):
+    """At a step with history the cache is rebuilt layer by layer: when a layer's new buffers are made, the old
+    layers before the previous one are gone (their memory is the allocator's again), so the step holds the old
+    cache and a layer or two of the new one, not both caches whole (which on a GPU also had the allocator map
+    fresh memory for all of the new one while the GPU waited). The answers are the plain loop's (other tests)."""
+    import gc
+    import weakref
+
+    from ivt_core.grounders.engine import CachedEngine
+
+    grounder = TransformersGrounder.load(chatty_tiny, device="cpu")
+    samples = get_samples(shapes_ws.connect(), "shapes", "test")[:2]
+    images = [load_image(shapes_ws.resolve(s.image_path)) for s in samples]
+    engine = CachedEngine(grounder.model, grounder.processor, "cpu")
+    conversations = {s.id: [{"role": "user", "content": [{"type": "image", "image": image},
+                                                          {"type": "text", "text": f"Find {s.expression}."}]}]
+                     for s, image in zip(samples, images, strict=True)}
+    sampling = Sampling(max_new_tokens=6)
+    for conversation, answer in zip(conversations.values(), engine.step(list(conversations.items()), sampling),
+                                    strict=True):
+        conversation += [{"role": "assistant", "content": [{"type": "text", "text": answer.text}]},
+                         {"role": "user", "content": [{"type": "text", "text": "Check the box."}]}]
+    old = [weakref.ref(layer.keys) for layer in engine.cache.layers]
+    alive_at = []  # at each new buffer made: how many old layers' keys are still alive
+    make = engine._new_buffer
+    monkeypatch.setattr(engine, "_new_buffer", lambda *a, **k: (
+        gc.collect(), alive_at.append(sum(ref() is not None for ref in old)), make(*a, **k))[2])
+    engine.step(list(conversations.items()), sampling)
+    layers = len(old)
+    assert layers >= 2 and len(alive_at) == 2 * layers
+    # the buffers of new layer i are made while old layers i.. (and none before i - 0) are alive
+    assert alive_at == [layers - i for i in range(layers) for _ in range(2)]
+    assert all(ref() is None for ref in old)
+
+
 def test_prefill_chunks_cover_the_rows_in_order_in_equal_parts_of_about_the_token_budget():
     from ivt_core.grounders.engine import prefill_chunks
 
