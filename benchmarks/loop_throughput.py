@@ -305,8 +305,6 @@ def main() -> None:
     parser.add_argument("--switch-interval", type=float, default=None,
                         help="experiment: Python's thread switch interval in seconds (sys.setswitchinterval; 0.005 "
                         "by default): how long a lane's thread may wait for the GIL while the other lane runs Python")
-    parser.add_argument("--no-map-ahead", action="store_true",
-                        help="experiment: the decode does not map the next cache's memory ahead (engine._map_ahead)")
     parser.add_argument("--repeat", type=int, default=1,
                         help="measured runs of the T-step loop for each lane count (the machine's run-to-run spread)")
     parser.add_argument("--out", default="build/bench/loop_throughput.json")
@@ -318,10 +316,6 @@ def main() -> None:
         from ivt_core.grounders import engine
 
         engine.PREFILL_CHUNK_TOKENS = args.chunk_tokens
-    if args.no_map_ahead:
-        from ivt_core.grounders import engine
-
-        engine._expandable_segments = lambda: False  # what ``_map_ahead`` asks first
     if args.no_cudnn_attention:
         torch.backends.cuda.enable_cudnn_sdp(False)
     if not args.shape and not args.model:

@@ -64,10 +64,6 @@ CHECK_EVERY = 4  # decode steps between two reads of whether every row has ended
 # with the GPU drained meanwhile: docs/LOG.md, session 15); the padding costs a few masked slots per row
 BLOCK_STEP = 16
 CAPACITY_STEP = 128
-# memory mapped ahead during a decode for the next step's larger cache (``CachedEngine._map_ahead``): at most this
-# much per decode step, leaving at least this share of the GPU's memory free
-MAP_AHEAD_CHUNK = 512 * 2**20
-MAP_AHEAD_SPARE = 0.08
 
 
 def supports(grounder) -> str | None:
@@ -160,7 +156,6 @@ class CachedEngine:
         self.attend = None  # cache slots the next forward's queries may attend to (None: all; ``RowsLayer``)
         self.end = 0  # the first free slot of every row
         self.live = None  # [rows, capacity] bool: the slots a query may attend to
-        self.grew = 0  # bytes the last compaction added to the cache: about what the next one adds again
         self.graphs = str(device).startswith("cuda") and use_graphs
         # a lane (``loop._in_lanes``) runs on its own CUDA stream and waits only for it; nothing of its
         # preparation runs on the GPU outside its turn (``_GPU_TURN``): its pixels are patchified in the turn
@@ -449,10 +444,28 @@ class CachedEngine:
         whole cache before letting the old one go held both (4B shape, 2 lanes x 256 rows, T=2: ~48 GB new beside
         ~34 GB old per lane) and had the allocator map fresh memory for all of the new one, with the GPU idle
         while the CPU did it (docs/LOG.md, session 27)."""
+        try:
+            self._rebuild(states, plan)
+        except BaseException:  # the old cache is partly let go: every conversation is encoded afresh next time
+            self.cache = None
+            self._forget(self.conversations.values())
+            raise
+        for index, state in enumerate(states):
+            state.row = index
+        kept_states = {id(state) for state in states}
+        # left out of this step: its row is gone; encoded afresh when it comes back
+        self._forget(other for other in self.conversations.values() if id(other) not in kept_states)
+
+    @staticmethod
+    def _forget(conversations) -> None:
+        """These conversations have no row any more: encoded afresh (images included) at their next step."""
+        for conversation in conversations:
+            conversation.row, conversation.fed, conversation.positions = None, [], conversation.positions[:, :0]
+
+    def _rebuild(self, states: list[_Conversation], plan: _Compaction) -> None:
+        """``_compact``'s new cache, live slots and end."""
         width, capacity = plan.width, plan.capacity
         rows = len(states)
-        before = sum(t.numel() * t.element_size() for layer in self.cache.layers
-                     for t in (layer.keys, layer.values)) if self.cache is not None else 0
         live = self._to_device(plan.live)
         gather = bool(width and self.cache is not None)
         if not gather:
@@ -469,7 +482,7 @@ class CachedEngine:
             src_cols = torch.zeros(rows, width + 1, dtype=torch.long, device=self.device)
             src_cols.scatter_(1, to, torch.arange(old_live.shape[1], device=self.device).expand(rows, -1))
             src_cols = src_cols[:, :width]
-            old_layers, self.cache = self.cache.layers, None  # a failure below leaves no half-gathered cache
+            old_layers, self.cache = self.cache.layers, None
             buffers = []
             for index in range(len(old_layers)):
                 new = (self._new_buffer(rows, capacity, width), self._new_buffer(rows, capacity, width))
@@ -479,14 +492,6 @@ class CachedEngine:
                 buffers.append(new)
             cache = self._cache_over(buffers)
         self.cache, self.live, self.end = cache, live, width
-        self.grew = max(0, sum(t.numel() * t.element_size() for layer in cache.layers
-                               for t in (layer.keys, layer.values)) - before)
-        for index, state in enumerate(states):
-            state.row = index
-        kept_states = {id(state) for state in states}
-        for other in self.conversations.values():  # left out of this step: its row is gone; encoded afresh
-            if id(other) not in kept_states:        # when it comes back
-                other.row, other.fed, other.positions = None, [], other.positions[:, :0]
 
     def _new_cache(self, rows: int, capacity: int):
         """A zeroed cache of ``rows`` x ``capacity`` slots per layer (``RowsLayer``)."""
@@ -621,31 +626,6 @@ class CachedEngine:
         # logits of each row's last real token only (all positions x a 150k vocabulary would not fit)
         return self.lm_head(out.last_hidden_state[torch.arange(len(block), device=self.device), last])
 
-    def _map_ahead(self, mapped: list[torch.Tensor]):
-        """A function the decode calls after queueing each step: it takes one more ``MAP_AHEAD_CHUNK`` of memory
-        into ``mapped`` until about ``grew`` bytes are held (what the last compaction added; the next one adds about
-        as much), leaving ``MAP_AHEAD_SPARE`` of the GPU's memory free. The decode lets them go at its end, so the
-        next compaction's buffers come from memory already mapped. The allocator maps fresh memory on the CPU, and a
-        compaction that needs it keeps the GPU idle meanwhile (4B shape, 2 lanes x 256 rows, T=2: ~0.5 ms/sample,
-        docs/LOG.md, session 27); during the decode the GPU has replays queued. Only with PyTorch's expandable
-        segments (``PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True``), where freed blocks merge and any larger
-        buffer can be made from them; None otherwise, or when there is nothing to map."""
-        if not (self.on_gpu and self.grew and _expandable_segments()):
-            return None
-        free, total = torch.cuda.mem_get_info(self.device)
-        left = min(self.grew, free - int(MAP_AHEAD_SPARE * total))
-        if left <= 0:
-            return None
-
-        def one_more() -> None:
-            nonlocal left
-            if left > 0:
-                size = min(MAP_AHEAD_CHUNK, left)
-                mapped.append(torch.empty(size, dtype=torch.uint8, device=self.device))
-                left -= size
-
-        return one_more
-
     def _decode(self, states, logits, next_pos, sampling: Sampling) -> list[list[int]]:
         """Generate for every row until each has ended (an end token, or ``max_new_tokens``). The chosen tokens
         and which rows have ended stay on the device; whether all have ended is read every ``CHECK_EVERY`` steps
@@ -671,8 +651,6 @@ class CachedEngine:
         done = torch.zeros(rows, dtype=torch.bool, device=self.device)  # ended before the current token
         chosen_steps = fed_steps = 0
         check = None  # on a GPU: whether every row has ended, as of the previous check (``_later``)
-        mapped: list[torch.Tensor] = []
-        map_ahead = self._map_ahead(mapped) if forward else None
         for step in range(limit):
             if step < self.min_new_tokens:  # as generate's min_new_tokens: no end of answer before that
                 logits = logits.index_fill(-1, eos, float("-inf"))
@@ -694,8 +672,6 @@ class CachedEngine:
             self.write_at.fill_(self.end)
             self.live[:, self.end] = ~done  # a row that had ended: its slot is masked
             logits = forward() if forward else self._step_logits(token_in, position_in, mask)
-            if map_ahead:
-                map_ahead()
             self.end += 1
             position_in.add_(1)
             done = ended
@@ -703,7 +679,6 @@ class CachedEngine:
             self.stats["decode_steps"] += 1
             self.stats["decode_kv_tokens"] += attended + rows * (step + 1)
             self.stats["forwards"] += 1
-        mapped.clear()  # back to the allocator, mapped: the next compaction's buffers are made from it
         generated = []
         for state, row in zip(states, _read_back(tokens[:, :chosen_steps].tolist), strict=True):
             stop = next((i for i, t in enumerate(row) if t in self.eos), None)
@@ -813,12 +788,6 @@ def prefill_chunks(lengths: list[int], tokens: int) -> list[tuple[int, int]]:
     fit = max(1, tokens // max(1, max(lengths)))
     per = min(len(lengths), 1 << (fit.bit_length() - 1))
     return [(start, min(start + per, len(lengths))) for start in range(0, len(lengths), per)]
-
-
-def _expandable_segments() -> bool:
-    """Whether PyTorch's CUDA allocator was set to expandable segments (its environment settings)."""
-    settings = os.environ.get("PYTORCH_CUDA_ALLOC_CONF", "") + "," + os.environ.get("PYTORCH_ALLOC_CONF", "")
-    return "expandable_segments:true" in settings.replace(" ", "").lower()
 
 
 def _read_back(read):

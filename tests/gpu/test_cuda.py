@@ -305,12 +305,10 @@ def test_cuda_engine_step_waits_for_the_gpu_only_in_its_reads_and_captures_keep_
 
 def test_cuda_compaction_holds_the_old_cache_and_a_layer_of_the_new_one_not_both_whole():
     """The compaction of a step with history, on the GPU: its peak is the old cache plus the growth plus about a
-    layer of the new one (each old layer let go once gathered), not the old and the new cache whole; with
-    expandable segments it maps no memory (the decode before mapped it ahead). The answers are the plain loop's
-    (the float32 tests above)."""
+    layer of the new one (each old layer let go once gathered), not the old and the new cache whole; the answers
+    are the plain loop's (the float32 tests above)."""
     from ivt_core.bootstrap import toy_model_path
     from ivt_core.data.shapes import ShapesConfig, make_sample
-    from ivt_core.grounders import engine as engine_module
     from ivt_core.grounders.base import Sampling
     from ivt_core.grounders.engine import CachedEngine
     from ivt_core.grounders.transformers_grounder import TransformersGrounder
@@ -325,18 +323,13 @@ def test_cuda_compaction_holds_the_old_cache_and_a_layer_of_the_new_one_not_both
     sampling = Sampling(max_new_tokens=30)
     answers = engine.step(requests, sampling)
     states = [engine.conversations[key] for key, _ in requests]
-    # about as much room again as the first step's: what its decode mapped ahead (``_map_ahead``) covers it
-    plan = engine._plan_compaction(states, engine.cache.layers[0].keys.shape[2] - 64)
+    plan = engine._plan_compaction(states, 200 + sampling.max_new_tokens)
     old = sum(t.numel() * t.element_size() for layer in engine.cache.layers for t in (layer.keys, layer.values))
     torch.cuda.synchronize()
     before = torch.cuda.memory_allocated()
     torch.cuda.reset_peak_memory_stats()
-    large = "reserved_bytes.large_pool.current"  # the allocator's memory for buffers of 1 MB and more
-    mapped = torch.cuda.memory_stats()[large]
     engine._compact(states, plan)
     torch.cuda.synchronize()
-    if engine_module._expandable_segments():  # the decode mapped the memory the compaction needed
-        assert torch.cuda.memory_stats()[large] == mapped
     new = sum(t.numel() * t.element_size() for layer in engine.cache.layers for t in (layer.keys, layer.values))
     layer = new // len(engine.cache.layers)
     assert new > old and all(answer.tokens_out for answer in answers)

@@ -229,6 +229,41 @@ def test_the_compaction_lets_each_old_layer_go_before_the_next_layers_buffers_ar
     assert all(ref() is None for ref in old)
 
 
+def test_a_compaction_that_fails_halfway_leaves_every_conversation_to_be_encoded_afresh(chatty_tiny, shapes_ws,
+                                                                                       monkeypatch):
+    """The compaction lets the old layers go as it gathers them; if it fails halfway (out of memory), the engine
+    must not answer the next step from a cache it no longer has: the step raises, and the next one answers as a
+    fresh engine does."""
+    from ivt_core.grounders.engine import CachedEngine
+
+    grounder = TransformersGrounder.load(chatty_tiny, device="cpu")
+    samples = get_samples(shapes_ws.connect(), "shapes", "test")[:2]
+    images = [load_image(shapes_ws.resolve(s.image_path)) for s in samples]
+    engine = CachedEngine(grounder.model, grounder.processor, "cpu")
+    conversations = {s.id: [{"role": "user", "content": [{"type": "image", "image": image},
+                                                          {"type": "text", "text": f"Find {s.expression}."}]}]
+                     for s, image in zip(samples, images, strict=True)}
+    sampling = Sampling(max_new_tokens=6)
+    for conversation, answer in zip(conversations.values(), engine.step(list(conversations.items()), sampling),
+                                    strict=True):
+        conversation += [{"role": "assistant", "content": [{"type": "text", "text": answer.text}]},
+                         {"role": "user", "content": [{"type": "text", "text": "Check the box."}]}]
+    make, made = engine._new_buffer, []
+
+    def out_of_memory(*args, **kwargs):
+        made.append(1)
+        if len(made) == 3:  # the second layer's keys
+            raise torch.OutOfMemoryError("out of memory (test)")
+        return make(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "_new_buffer", out_of_memory)
+    with pytest.raises(torch.OutOfMemoryError):
+        engine.step(list(conversations.items()), sampling)
+    again = engine.step(list(conversations.items()), sampling)
+    fresh = CachedEngine(grounder.model, grounder.processor, "cpu").step(list(conversations.items()), sampling)
+    assert [a.token_ids for a in again] == [f.token_ids for f in fresh]
+
+
 def test_prefill_chunks_cover_the_rows_in_order_in_equal_parts_of_about_the_token_budget():
     from ivt_core.grounders.engine import prefill_chunks
 
