@@ -142,11 +142,9 @@ def test_the_prefill_attends_up_to_its_block_and_the_decode_to_whole_rows(chatty
     assert again.token_ids == answer.token_ids
 
 
-def test_engine_keeps_each_conversations_rotary_positions_as_the_whole_conversation_gives_them(chatty_tiny,
-                                                                                                shapes_ws):
-    """Only the new part's positions are computed at each step (after the kept part's, by ``ivt_core.rope``);
-    they must equal the model's own rope index over the whole conversation, also after a cut back (answers that
-    re-tokenize differently, which the chatty model gives) and with the answer tokens fed back during decoding."""
+def _two_conversations(chatty_tiny, shapes_ws):
+    """A fresh engine on the chatty tiny model and two conversations' first turns: (engine, conversations by
+    sample id, their images)."""
     from ivt_core.grounders.engine import CachedEngine
 
     grounder = TransformersGrounder.load(chatty_tiny, device="cpu")
@@ -156,6 +154,15 @@ def test_engine_keeps_each_conversations_rotary_positions_as_the_whole_conversat
     conversations = {s.id: [{"role": "user", "content": [{"type": "image", "image": image},
                                                           {"type": "text", "text": f"Find {s.expression}."}]}]
                      for s, image in zip(samples, images, strict=True)}
+    return engine, conversations, images
+
+
+def test_engine_keeps_each_conversations_rotary_positions_as_the_whole_conversation_gives_them(chatty_tiny,
+                                                                                                shapes_ws):
+    """Only the new part's positions are computed at each step (after the kept part's, by ``ivt_core.rope``);
+    they must equal the model's own rope index over the whole conversation, also after a cut back (answers that
+    re-tokenize differently, which the chatty model gives) and with the answer tokens fed back during decoding."""
+    engine, conversations, images = _two_conversations(chatty_tiny, shapes_ws)
     for turn in range(3):
         answers = engine.step(list(conversations.items()), Sampling(max_new_tokens=6 + 5 * turn))
         for (key, conversation), answer, image in zip(conversations.items(), answers, images, strict=True):
@@ -193,6 +200,18 @@ def test_a_conversation_left_out_of_a_step_is_answered_afresh_when_it_comes_back
     assert again.text == fresh.text and again.token_ids == fresh.token_ids
 
 
+def _after_one_step(chatty_tiny, shapes_ws):
+    """An engine on the chatty tiny model after one step of two conversations, each given its answer and a next
+    turn: (engine, conversations, sampling)."""
+    engine, conversations, _ = _two_conversations(chatty_tiny, shapes_ws)
+    sampling = Sampling(max_new_tokens=6)
+    for conversation, answer in zip(conversations.values(), engine.step(list(conversations.items()), sampling),
+                                    strict=True):
+        conversation += [{"role": "assistant", "content": [{"type": "text", "text": answer.text}]},
+                         {"role": "user", "content": [{"type": "text", "text": "Check the box."}]}]
+    return engine, conversations, sampling
+
+
 def test_the_compaction_lets_each_old_layer_go_before_the_next_layers_buffers_are_made(chatty_tiny, shapes_ws,
                                                                                         monkeypatch):
     """At a step with history the cache is rebuilt layer by layer: when a layer's new buffers are made, the old
@@ -202,20 +221,7 @@ def test_the_compaction_lets_each_old_layer_go_before_the_next_layers_buffers_ar
     import gc
     import weakref
 
-    from ivt_core.grounders.engine import CachedEngine
-
-    grounder = TransformersGrounder.load(chatty_tiny, device="cpu")
-    samples = get_samples(shapes_ws.connect(), "shapes", "test")[:2]
-    images = [load_image(shapes_ws.resolve(s.image_path)) for s in samples]
-    engine = CachedEngine(grounder.model, grounder.processor, "cpu")
-    conversations = {s.id: [{"role": "user", "content": [{"type": "image", "image": image},
-                                                          {"type": "text", "text": f"Find {s.expression}."}]}]
-                     for s, image in zip(samples, images, strict=True)}
-    sampling = Sampling(max_new_tokens=6)
-    for conversation, answer in zip(conversations.values(), engine.step(list(conversations.items()), sampling),
-                                    strict=True):
-        conversation += [{"role": "assistant", "content": [{"type": "text", "text": answer.text}]},
-                         {"role": "user", "content": [{"type": "text", "text": "Check the box."}]}]
+    engine, conversations, sampling = _after_one_step(chatty_tiny, shapes_ws)
     old = [weakref.ref(layer.keys) for layer in engine.cache.layers]
     alive_at = []  # at each new buffer made: how many old layers' keys are still alive
     make = engine._new_buffer
@@ -236,18 +242,7 @@ def test_a_compaction_that_fails_halfway_leaves_every_conversation_to_be_encoded
     fresh engine does."""
     from ivt_core.grounders.engine import CachedEngine
 
-    grounder = TransformersGrounder.load(chatty_tiny, device="cpu")
-    samples = get_samples(shapes_ws.connect(), "shapes", "test")[:2]
-    images = [load_image(shapes_ws.resolve(s.image_path)) for s in samples]
-    engine = CachedEngine(grounder.model, grounder.processor, "cpu")
-    conversations = {s.id: [{"role": "user", "content": [{"type": "image", "image": image},
-                                                          {"type": "text", "text": f"Find {s.expression}."}]}]
-                     for s, image in zip(samples, images, strict=True)}
-    sampling = Sampling(max_new_tokens=6)
-    for conversation, answer in zip(conversations.values(), engine.step(list(conversations.items()), sampling),
-                                    strict=True):
-        conversation += [{"role": "assistant", "content": [{"type": "text", "text": answer.text}]},
-                         {"role": "user", "content": [{"type": "text", "text": "Check the box."}]}]
+    engine, conversations, sampling = _after_one_step(chatty_tiny, shapes_ws)
     make, made = engine._new_buffer, []
 
     def out_of_memory(*args, **kwargs):
@@ -260,7 +255,7 @@ def test_a_compaction_that_fails_halfway_leaves_every_conversation_to_be_encoded
     with pytest.raises(torch.OutOfMemoryError):
         engine.step(list(conversations.items()), sampling)
     again = engine.step(list(conversations.items()), sampling)
-    fresh = CachedEngine(grounder.model, grounder.processor, "cpu").step(list(conversations.items()), sampling)
+    fresh = CachedEngine(engine.model, engine.processor, "cpu").step(list(conversations.items()), sampling)
     assert [a.token_ids for a in again] == [f.token_ids for f in fresh]
 
 
