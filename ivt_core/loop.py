@@ -306,7 +306,7 @@ def _continuous(grounder: Grounder, items: Iterable[tuple[Sample, Image.Image]],
     take samples from one queue as their rows free up, so the one that ends early takes more. Answers do not
     depend on the lane (each conversation is its own row; greedy answers are the same as in one lane, tested in
     float32)."""
-    from ivt_core.grounders.engine import auto_batch_size
+    from ivt_core.grounders.batch_size import auto_batch_size
 
     queue = enumerate(items)
     first = next(queue, None)

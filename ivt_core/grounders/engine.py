@@ -39,11 +39,10 @@ penalty).
 from __future__ import annotations
 
 import functools
-import os
 import threading
 import time
 from collections.abc import Hashable
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import torch
@@ -52,10 +51,10 @@ from ivt_core import rope
 from ivt_core.families import FAMILIES
 from ivt_core.grounders import cache_gather, graph_capture, image_prefill, prefill_attention
 from ivt_core.grounders.base import Generation, Sampling, chat_text, conversation_images
+from ivt_core.grounders.deferred_pixels import PendingPixels, PendingRow, resolved
 
 # the model types of the families the engine runs (``Family.cached_engine``)
 SUPPORTED_MODEL_TYPES = tuple(t for family in FAMILIES.values() if family.cached_engine for t in family.model_types)
-FORCE_GQA = "TRANSFORMERS_SDPA_FORCE_GQA"
 GRAPH_MIN_TOKENS = 16  # below this many decode steps per call, capturing a graph costs more than it saves
 PREFILL_CHUNK_TOKENS = 16384  # new tokens per prefill forward (``prefill_chunks``): enough to keep an H200 busy
 CHECK_EVERY = 4  # decode steps between two reads of whether every row has ended (each read waits for the GPU)
@@ -199,16 +198,16 @@ class CachedEngine:
         """The pixel rows of each of ``images`` and their grids, as the processor gives them (on a GPU, patchified
         there: ``supervision.image_inputs``). On a GPU, images at the processor's own size (one grid cell per
         patch) get their grids now and their rows only when the prefill of their chunk needs them
-        (``_PendingPixels``): a chunk's images are read while the previous chunk's prefill runs on the GPU, and a
+        (``PendingPixels``): a chunk's images are read while the previous chunk's prefill runs on the GPU, and a
         lane's in its turn."""
         from ivt_core.grounders.processing import resized_size
 
         patch = getattr(self.processor.image_processor, "patch_size", None)
         if self.defer_pixels and patch and all(resized_size(self.processor, *image.size) == image.size
                                                for image in images):
-            pending = _PendingPixels(functools.partial(self._compute_pixels, device=self.device), images)
+            pending = PendingPixels(functools.partial(self._compute_pixels, device=self.device), images)
             grids = [torch.tensor([1, image.height // patch, image.width // patch]) for image in images]
-            return [_Row(pending, index) for index in range(len(images))], grids
+            return [PendingRow(pending, index) for index in range(len(images))], grids
         # now, outside the GPU turn: a lane's on the CPU
         return self._compute_pixels(images, self.device if self.on_gpu and self.stream is None else None)
 
@@ -355,7 +354,7 @@ class CachedEngine:
         for start, stop in prefill_chunks(lengths, PREFILL_CHUNK_TOKENS):
             # the chunk's pixels are read now: on a GPU, while the previous chunk's prefill runs
             pixels_start = time.perf_counter()
-            pixels = _resolved([p for row in encoded[start:stop] for p in row_pixels[row]])
+            pixels = resolved([p for row in encoded[start:stop] for p in row_pixels[row]])
             self.stats["pixels_s"] += time.perf_counter() - pixels_start
             grids = [g for row in encoded[start:stop] for g in row_grids[row]]
             self.stats["vision_patches"] += sum(int(g.prod()) for g in grids)  # the vision tower's tokens
@@ -610,7 +609,7 @@ class CachedEngine:
         rows = prefill_attention.PrefillRows.of(live, self.end)
         pixels = [p.to(self.device, non_blocking=True) for p in pixels]  # from the CPU (a lane's): staged at once
         try:
-            with _grouped_query_attention(self.on_gpu):
+            with prefill_attention.grouped_query_attention(self.on_gpu):
                 if self.image_prefill is not None:
                     out = self.image_prefill.forward(block_cpu, block, pixels, grids, attention_mask=mask,
                                                      position_ids=positions, past_key_values=cache, use_cache=True,
@@ -696,27 +695,6 @@ class CachedEngine:
 _GPU_TURN = threading.Lock()
 
 
-@contextmanager
-def _grouped_query_attention(enabled: bool):
-    """Within: transformers' SDPA attention hands the key/value heads to SDPA as they are (``enable_gqa``) even
-    with a mask, instead of repeating each one for its query heads (its default whenever a mask is given).
-    transformers' own switch, ``TRANSFORMERS_SDPA_FORCE_GQA``; on CUDA only, where SDPA's masked kernels take
-    grouped heads. Measured on an H200 (docs/LOG.md): one layer's prefill attention 10.9 -> 7.0 ms. The switch is
-    the process's environment: lanes set it only in their turn on the GPU (``_GPU_TURN``), one at a time."""
-    if not enabled:
-        yield
-        return
-    before = os.environ.get(FORCE_GQA)
-    os.environ[FORCE_GQA] = "1"
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop(FORCE_GQA, None)
-        else:
-            os.environ[FORCE_GQA] = before
-
-
 @dataclass(frozen=True)
 class _Compaction:
     """``CachedEngine._plan_compaction``: the new rows' history width and capacity, each row's kept length
@@ -741,39 +719,6 @@ class _Staged:
     positions: torch.Tensor
     last: torch.Tensor
     next_positions: torch.Tensor
-
-
-class _PendingPixels:
-    """Images whose pixel rows are computed only when a prefill chunk needs them (``CachedEngine._pixels``): the
-    pending images of a chunk's rows in one call, each once."""
-
-    def __init__(self, compute, images: list):
-        self.compute, self.images, self.rows = compute, images, {}
-
-    def fill(self, indices: list[int]) -> None:
-        missing = sorted({index for index in indices if index not in self.rows})
-        if missing:
-            rows, _ = self.compute([self.images[index] for index in missing])
-            self.rows.update(zip(missing, rows, strict=True))
-
-
-@dataclass(frozen=True)
-class _Row:
-    """One image of a ``_PendingPixels``: its pixel rows once its chunk has computed them."""
-
-    pending: _PendingPixels
-    index: int
-
-
-def _resolved(entries: list) -> list[torch.Tensor]:
-    """The pixel rows of ``entries`` (tensors, or ``_Row`` of pending images: computed now, one call per group)."""
-    wanted: dict[int, tuple[_PendingPixels, list[int]]] = {}
-    for entry in entries:
-        if isinstance(entry, _Row):
-            wanted.setdefault(id(entry.pending), (entry.pending, []))[1].append(entry.index)
-    for pending, indices in wanted.values():
-        pending.fill(indices)
-    return [entry.pending.rows[entry.index] if isinstance(entry, _Row) else entry for entry in entries]
 
 
 def prefill_chunks(lengths: list[int], tokens: int) -> list[tuple[int, int]]:
@@ -840,28 +785,3 @@ def _inner_model(model):
         if inner is not None and hasattr(inner, "get_rope_index"):
             return inner
     raise AttributeError("no get_rope_index on this model")
-
-
-def auto_batch_size(model, processor, image_size: tuple[int, int], steps: int, max_new_tokens: int, device: str,
-                    fraction: float = 0.5, most: int = 256) -> int:
-    """How many conversations to keep in flight: on a GPU, as many as ``fraction`` of its free memory holds
-    (each one's KV cache at its longest, (T+1) x (image tokens + ~64 text tokens + the answer), counted 2.5
-    times: the compaction copy and the prefill's activations); on a CPU, 16."""
-    if not str(device).startswith("cuda"):
-        return 16
-    text = model.config.get_text_config()
-    dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
-    width = model.get_output_embeddings().weight.element_size()
-    per_token = 2 * text.num_hidden_layers * text.num_key_value_heads * dim * width
-    grid = processor.image_processor(images=[_blank(image_size)], return_tensors="pt")["image_grid_thw"][0]
-    image_tokens = int(grid.prod()) // processor.image_processor.merge_size**2
-    tokens = (steps + 1) * (image_tokens + 64 + max_new_tokens)
-    free, _ = torch.cuda.mem_get_info(torch.device(device))
-    return max(1, min(most, int(fraction * free / (2.5 * per_token * tokens))))
-
-
-def _blank(size: tuple[int, int]):
-    from PIL import Image
-
-    return Image.new("RGB", size)
-

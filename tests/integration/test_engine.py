@@ -287,7 +287,7 @@ def test_engine_choice(tiny_models):
 
 
 def test_auto_batch_size(chatty_tiny, shapes_ws):
-    from ivt_core.grounders.engine import auto_batch_size
+    from ivt_core.grounders.batch_size import auto_batch_size
 
     grounder = TransformersGrounder.load(chatty_tiny, device="cpu")
     assert auto_batch_size(grounder.model, grounder.processor, (224, 224), 2, 60, "cpu") == 16
@@ -413,7 +413,9 @@ def test_deferred_images_are_read_chunk_by_chunk_with_the_same_rows(tiny_models)
     computed at once."""
     from PIL import Image
 
-    from ivt_core.grounders.engine import CachedEngine, _resolved, _Row
+    from ivt_core.grounders.deferred_pixels import PendingRow as _Row
+    from ivt_core.grounders.deferred_pixels import resolved as _resolved
+    from ivt_core.grounders.engine import CachedEngine
 
     grounder = TransformersGrounder.load(tiny_models["qwen3_vl"], device="cpu")
     images = [Image.new("RGB", (64, 96), (10 * i, 40, 200 - 10 * i)) for i in range(3)]
