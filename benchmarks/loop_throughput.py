@@ -111,7 +111,7 @@ def _run_mode(grounder, mode: str, samples, images, steps: int, batch: int, new_
     generated = sum(s.tokens_out for s in steps_done)
     stats = {key: sum(engine.stats.get(key, 0) for engine in engines)
              for key in ("prefill_tokens", "prefill_s", "prepare_s", "compact_s", "decode_s", "decode_steps",
-                         "decode_kv_tokens", "turn_wait_s", "vision_patches", "vision_images", "pixels_s")
+                         "decode_kv_tokens", "turn_wait_s", "vision_patches", "vision_images", "pixels_s", "capture_s")
              } if engines else None
     if stats:
         prefill_tokens, prefill_s = stats["prefill_tokens"], stats["prefill_s"]  # lanes' prefills take turns
@@ -125,6 +125,8 @@ def _run_mode(grounder, mode: str, samples, images, steps: int, batch: int, new_
         # of the prefill's time, the CPU's reading of images chunk by chunk (hidden behind the GPU's work on the
         # previous chunk, but for each step's first chunk)
         breakdown["pixels"] = 1000 * stats["pixels_s"] / len(samples)
+        # the CPU capturing the decode graphs (the GPU meanwhile runs what is queued of the prefill)
+        breakdown["capture"] = 1000 * stats["capture_s"] / len(samples)
         # the clock outside every lane's turn on the GPU (nothing queued there: each turn ends reading its tokens
         # back): before the first turn (the first step's preparation), between turns, after the last
         exclusive = len(engines) == 1 or all(engine.stream is not None for engine in engines)  # lanes on a GPU
@@ -384,7 +386,7 @@ def main() -> None:
     print(f"\nwhere the engine's time goes (ms per sample; floor at {args.peak_tflops:.0f} TFLOP/s and "
           f"{args.hbm_tbs} TB/s)")
     print(f"{'mode':<12}{'T':>3}{'prepare':>9}{'compact':>9}{'prefill':>9}{'decode':>9}{'wait':>9}{'loop':>8}{'total':>8}{'floor':>8}"
-          f"{'x floor':>9}{'GPU util':>10}{'pixels':>8}")
+          f"{'x floor':>9}{'GPU util':>10}{'pixels':>8}{'capture':>9}")
     for r in rows:
         if r["breakdown_ms_per_sample"]:
             b, util = r["breakdown_ms_per_sample"], r["gpu_utilisation"]
@@ -392,9 +394,10 @@ def main() -> None:
                   + "".join(f"{b[k]:>9.1f}" for k in ("prepare", "compact", "prefill", "decode", "turn_wait"))
                   + f"{b['loop']:>8.1f}{r['ms_per_sample']:>8.1f}{r['floor_ms_per_sample']:>8.1f}"
                   f"{r['ms_per_sample'] / r['floor_ms_per_sample']:>8.1f}x"
-                  + (f"{util:>9.0f}%" if util is not None else f"{'-':>10}") + f"{b['pixels']:>8.1f}")
+                  + (f"{util:>9.0f}%" if util is not None else f"{'-':>10}") + f"{b['pixels']:>8.1f}"
+                  + f"{b.get('capture', 0.0):>9.1f}")
     print("(pixels: of the prefill, the CPU reading each chunk's images, overlapped with the previous chunk's "
-          "GPU work)")
+          "GPU work; capture: the CPU capturing the decode graphs, overlapped with the prefill's queued tail)")
     for r in rows:
         outside = (r["breakdown_ms_per_sample"] or {}).get("outside_turns")
         if outside:

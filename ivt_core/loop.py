@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import os
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent import futures
@@ -159,8 +160,8 @@ def run_batch(
         answers = grounder.predict([item.conversation for item in active], config.sampling)
         answers = _with_verdicts(active, answers, config,
                                  lambda rows, conversations: grounder.predict(conversations, config.sampling))
-        active = [item for item, answer in zip(active, answers, strict=True)
-                  if _advance(item, answer, grounder, config, prompts, keep_conversations)]
+        going = _advance_all(active, answers, grounder, config, prompts, keep_conversations)
+        active = [item for item, goes in zip(active, going, strict=True) if goes]
     return [item.trajectory for item in live]
 
 
@@ -202,9 +203,42 @@ def _start(sample: Sample, image: Image.Image, prompts) -> _Live:
     return _Live(sample, image, [_user(image, prompts.ground_text(sample.expression))], Trajectory(sample.id))
 
 
+def _advance_all(items: list[_Live], answers: list[Generation], grounder: Grounder, config: LoopConfig, prompts,
+                 keep_conversations: bool) -> list[bool]:
+    """``_advance`` on a step's items; then the next turn of each that goes on, its box drawn (``_draw_all``)."""
+    going = [_advance(item, answer, grounder, config, prompts, keep_conversations)
+             for item, answer in zip(items, answers, strict=True)]
+    on = [item for item, goes in zip(items, going, strict=True) if goes]
+    drawn = _draw_all([(item.image, _latest_box(item.trajectory)) for item in on], config.render)
+    for item, image in zip(on, drawn, strict=True):
+        item.conversation.append(_user(image, prompts.refine_text(item.sample.expression)))
+    return going
+
+
+DRAW_THREADS = 8  # at most; one per CPU core below that
+PARALLEL_DRAW = 16  # fewer images than this are drawn in the caller's thread
+_DRAW_POOL: list = []  # ``_draw_all``'s threads, made once
+_DRAW_POOL_LOCK = threading.Lock()
+
+
+def _draw_all(jobs: list[tuple[Image.Image, Box | None]], style: RenderStyle) -> list[Image.Image]:
+    """``render_box`` of each (image, box), in order, on a few threads when there are many. A drawn box is a copy of
+    the image: ~1 ms of the CPU for 640x480, most of it the first touch of the copy's fresh memory, which Pillow
+    does without the GIL. With one lane the GPU waits for the step's drawing (505 rows: ~0.4 s a step on the H200
+    machine's CPU, docs/LOG.md session 28); on threads the copies run side by side."""
+    if len(jobs) < PARALLEL_DRAW:
+        return [render_box(image, box, style) for image, box in jobs]
+    with _DRAW_POOL_LOCK:
+        if not _DRAW_POOL:
+            workers = max(1, min(DRAW_THREADS, os.cpu_count() or 1))
+            _DRAW_POOL.append(futures.ThreadPoolExecutor(workers, thread_name_prefix="ivt-draw"))
+    return list(_DRAW_POOL[0].map(lambda job: render_box(job[0], job[1], style), jobs))
+
+
 def _advance(item: _Live, answer: Generation, grounder: Grounder, config: LoopConfig, prompts,
              keep_conversations: bool) -> bool:
-    """Record ``answer`` as the item's current step; True if it goes on (its next turn is appended)."""
+    """Record ``answer`` as the item's current step; True if it goes on (the caller appends its next user turn:
+    ``_advance_all``)."""
     item.trajectory.steps.append(_record(item, item.step, answer, grounder))
     item.trajectory.stop_step = item.step
     reply = assistant_message(answer.text)
@@ -218,8 +252,6 @@ def _advance(item: _Live, answer: Generation, grounder: Grounder, config: LoopCo
             item.trajectory.conversation = item.conversation
         return False
     item.conversation.append(reply)
-    rendered = render_box(item.image, _latest_box(item.trajectory), config.render)
-    item.conversation.append(_user(rendered, prompts.refine_text(item.sample.expression)))
     item.step += 1
     return True
 
@@ -317,7 +349,8 @@ def _continuous(grounder: Grounder, items: Iterable[tuple[Sample, Image.Image]],
     limit = config.batch_size  # conversations in flight in all lanes together
     if not limit:  # auto: sized from the first image and the device's free memory
         limit = auto_batch_size(grounder.model, grounder.processor, first[1][1].size, config.steps,
-                                config.sampling.max_new_tokens, grounder.device, most=256 * lanes)
+                                config.sampling.max_new_tokens, grounder.device, most=512 * lanes)
+        log.info("--batch-size auto: %d conversations in flight", limit)
     engines = engines or lane_engines(grounder, lanes)
 
     def take():
@@ -363,8 +396,9 @@ def _lane(grounder: Grounder, take: Callable, config: LoopConfig, keep_conversat
         answers = _with_verdicts([live for _, live in active], answers, config, functools.partial(
             _step_rows, engine, keys, config.sampling))
         still, ended = [], []
-        for (index, live), answer in zip(active, answers, strict=True):
-            if _advance(live, answer, grounder, config, prompts, keep_conversations):
+        going = _advance_all([live for _, live in active], answers, grounder, config, prompts, keep_conversations)
+        for (index, live), goes in zip(active, going, strict=True):
+            if goes:
                 still.append((index, live))
             else:
                 engine.release(index)

@@ -81,8 +81,9 @@ class EvalConfig(ModelSettings):
                           "supported", choices=ENGINES)
     lanes: int = setting(1, "the cached engine's lanes: the --batch-size conversations split between engines that "
                          "take turns on the GPU, so one lane's CPU work (answers read, boxes drawn, tokens) overlaps "
-                         "the other's GPU work; answers do not change. Worth it on a GPU with the memory for a batch "
-                         "twice one lane's (4B, H200: --lanes 2 --batch-size 512 52 ms/sample, one lane of 384 55)",
+                         "the other's GPU work; answers do not change. Each lane decodes half the batch, so one "
+                         "lane is faster where the GPU holds a large batch (4B, H200, 505 samples: one lane of 512 "
+                         "33.8-34.8 ms/sample, --lanes 2 34.4-35.9)",
                          min=1, max=8)
     gpus: int = setting(1, "spread the samples over N GPUs of this machine under accelerate launch (with --device "
                         "cpu: N CPU processes); the merged run is stored as one. More machines: run `accelerate "

@@ -169,7 +169,8 @@ class CachedEngine:
         self.stats = {"prefill_tokens": 0, "vision_patches": 0, "vision_images": 0, "decode_steps": 0,
                       "decode_kv_tokens": 0, "generated_tokens": 0, "cut_back": 0, "forwards": 0,
                       "prepare_s": 0.0, "pixels_s": 0.0, "compact_s": 0.0, "prefill_s": 0.0, "decode_s": 0.0,
-                      "turn_wait_s": 0.0, "turn_s": 0.0, "turn_first": None, "turn_last": None}
+                      "turn_wait_s": 0.0, "turn_s": 0.0, "turn_first": None, "turn_last": None,
+                      "capture_s": 0.0}
 
     # -- conversation bookkeeping -------------------------------------------------------------------------
     def release(self, key: Hashable) -> None:
@@ -645,7 +646,11 @@ class CachedEngine:
         # cache entries the rows attend to now, each row's fed tokens (each decode step reads them, and the new
         # one of every row: ``decode_kv_tokens``, for the memory floor); counted on the CPU, which knows them
         attended = sum(len(state.fed) for state in states)
-        forward = self._graphed(token_in, position_in, mask) if (self.graphs and limit >= GRAPH_MIN_TOKENS) else None
+        forward = None
+        if self.graphs and limit >= GRAPH_MIN_TOKENS:
+            began = time.perf_counter()
+            forward = self._graphed(token_in, position_in, mask)
+            self.stats["capture_s"] += time.perf_counter() - began  # the CPU's; the GPU runs the prefill meanwhile
         tokens = torch.zeros(rows, limit, dtype=torch.long, device=self.device)
         done = torch.zeros(rows, dtype=torch.bool, device=self.device)  # ended before the current token
         chosen_steps = fed_steps = 0

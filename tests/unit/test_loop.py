@@ -60,6 +60,35 @@ def test_qwen25_resized_pixels_are_rescaled():
     assert _run(g, n=1, steps=0)[0].steps[0].box == Box(0, 0, 100, 50)
 
 
+def test_a_steps_boxes_are_drawn_on_several_threads_each_on_its_own_row(monkeypatch):
+    """With many rows, the refine turns' boxes are drawn on the loop's drawing threads (a drawn box is a copy of the
+    image; with one lane the GPU waits for the step's drawing), and each row still gets its own box."""
+    import re
+    import threading
+
+    from ivt_core import loop
+
+    draw, threads = loop.render_box, set()
+
+    def spy(*args, **kwargs):
+        threads.add(threading.current_thread().name)
+        return draw(*args, **kwargs)
+
+    def answer(text, step):  # row k's box: 0 to 100 + 40 k of 1000
+        right = int(re.search(r"thing (\d+)", text)[1]) * 40 + 100
+        return f'{{"bbox_2d": [0, 0, {right}, 500]}}'
+
+    monkeypatch.setattr(loop, "render_box", spy)
+    n = loop.PARALLEL_DRAW + 4
+    g = ScriptedGrounder(answer)
+    _run(g, n=n, steps=1)
+    assert threads and all(name.startswith("ivt-draw") for name in threads), threads
+    for row, conversation in enumerate(g.calls[1]):
+        right = (row * 40 + 100) * 200 // 1000  # the row's box's right edge, in pixels
+        shown = conversation[2]["content"][0]["image"]
+        assert shown.getpixel((right - 1, 20)) == (255, 0, 0) and shown.getpixel((right + 4, 20)) == (255, 255, 255)
+
+
 def test_unparsable_step0_shows_plain_image():
     g = ScriptedGrounder(lambda t, s: "I don't know")
     _run(g, n=1, steps=1)
