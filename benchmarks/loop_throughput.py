@@ -287,7 +287,8 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=64)
     parser.add_argument("--plain-samples", type=int, default=8, help="samples for the one-at-a-time plain loop")
     parser.add_argument("--steps", type=int, default=2)
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--batch-size", default="16",
+                        help="conversations in flight, or auto (as ``ivt eval --batch-size auto`` sizes it)")
     parser.add_argument("--image", default=None, help="WxH (default: 640x480 with --shape, 224x224 otherwise)")
     parser.add_argument("--new-tokens", type=int, default=60)
     parser.add_argument("--plain-batch-size", type=int, default=None, help="batch of plain-B (default: --batch-size)")
@@ -341,6 +342,13 @@ def main() -> None:
     samples, images = _samples(args.samples, size)
     few = min(args.plain_samples, args.samples)
     lanes = [int(v) for v in args.lanes.split(",")]
+    if args.batch_size == "auto":  # sized as the loop sizes it, from the free memory with the model loaded
+        from ivt_core.grounders.batch_size import auto_batch_size
+
+        args.batch_size = auto_batch_size(grounder.model, grounder.processor, size, args.steps, args.new_tokens,
+                                          device, most=512 * max(lanes))
+        print(f"--batch-size auto: {args.batch_size}", flush=True)
+    args.batch_size = int(args.batch_size)
     # a first run of each lane count at the measured batch and T, reported as "cold": Triton compiles its kernels
     # for the shapes it meets (the decode kernel is split on few rows, not on many) and cuDNN builds an attention
     # plan per shape, in each lane's thread (``loop.lane_thread``: the same threads in the measured run). A warm-up
