@@ -224,8 +224,8 @@ _DRAW_POOL_LOCK = threading.Lock()
 def _draw_all(jobs: list[tuple[Image.Image, Box | None]], style: RenderStyle) -> list[Image.Image]:
     """``render_box`` of each (image, box), in order, on a few threads when there are many. A drawn box is a copy of
     the image: ~1 ms of the CPU for 640x480, most of it the first touch of the copy's fresh memory, which Pillow
-    does without the GIL. With one lane the GPU waits for the step's drawing (505 rows: ~0.4 s a step on the H200
-    machine's CPU, docs/LOG.md session 28); on threads the copies run side by side."""
+    does without the GIL. With one lane the GPU waits for the step's drawing; on threads the copies run side by
+    side (505 rows on the H200 machine: 0.1-0.2 s less GPU idle time a step, docs/LOG.md session 28)."""
     if len(jobs) < PARALLEL_DRAW:
         return [render_box(image, box, style) for image, box in jobs]
     with _DRAW_POOL_LOCK:

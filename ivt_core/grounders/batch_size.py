@@ -17,8 +17,8 @@ def auto_batch_size(model, processor, image_size: tuple[int, int], steps: int, m
     """How many conversations to keep in flight: on a GPU, as many as ``fraction`` of its free memory holds (each
     one's KV cache at its longest, (T+1) x (image tokens + ~64 text tokens + the answer), counted
     ``PER_CONVERSATION`` times), at most ``most``; on a CPU, 16. Until session 28 it counted each cache 2.5 times
-    in half the free memory (a whole copy during the compaction), which kept a 4B model on an H200 at ~130
-    conversations, far slower per sample than the ~450 that fit (the decode reads the weights once per step for
+    in half the free memory (a whole copy during the compaction), which kept a 4B model on an H200 at ~150
+    conversations, far slower per sample than the ~480 that fit (the decode reads the weights once per step for
     all of them)."""
     if not str(device).startswith("cuda"):
         return 16
