@@ -83,7 +83,7 @@ class EvalConfig(ModelSettings):
                          "take turns on the GPU, so one lane's CPU work (answers read, boxes drawn, tokens) overlaps "
                          "the other's GPU work; answers do not change. Each lane decodes half the batch, so one "
                          "lane is faster where the GPU holds a large batch (4B, H200, 505 samples: one lane of 512 "
-                         "33.8-34.8 ms/sample, --lanes 2 34.4-35.9)",
+                         "33.8-34.8 ms/sample, --lanes 2 35.3-35.9)",
                          min=1, max=8)
     gpus: int = setting(1, "spread the samples over N GPUs of this machine under accelerate launch (with --device "
                         "cpu: N CPU processes); the merged run is stored as one. More machines: run `accelerate "
