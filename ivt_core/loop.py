@@ -209,7 +209,7 @@ def _advance_all(items: list[_Live], answers: list[Generation], grounder: Ground
     going = [_advance(item, answer, grounder, config, prompts, keep_conversations)
              for item, answer in zip(items, answers, strict=True)]
     on = [item for item, goes in zip(items, going, strict=True) if goes]
-    drawn = _draw_all([(item.image, _latest_box(item.trajectory)) for item in on], config.render)
+    drawn = _draw_all([item.image for item in on], [_latest_box(item.trajectory) for item in on], config.render)
     for item, image in zip(on, drawn, strict=True):
         item.conversation.append(_user(image, prompts.refine_text(item.sample.expression)))
     return going
@@ -217,22 +217,18 @@ def _advance_all(items: list[_Live], answers: list[Generation], grounder: Ground
 
 DRAW_THREADS = 8  # at most; one per CPU core below that
 PARALLEL_DRAW = 16  # fewer images than this are drawn in the caller's thread
-_DRAW_POOL: list = []  # ``_draw_all``'s threads, made once
-_DRAW_POOL_LOCK = threading.Lock()
+# ``_draw_all``'s threads (an executor starts its threads on its first use, not here)
+_DRAW_POOL = futures.ThreadPoolExecutor(max(1, min(DRAW_THREADS, os.cpu_count() or 1)), thread_name_prefix="ivt-draw")
 
 
-def _draw_all(jobs: list[tuple[Image.Image, Box | None]], style: RenderStyle) -> list[Image.Image]:
-    """``render_box`` of each (image, box), in order, on a few threads when there are many. A drawn box is a copy of
-    the image: ~1 ms of the CPU for 640x480, most of it the first touch of the copy's fresh memory, which Pillow
-    does without the GIL. With one lane the GPU waits for the step's drawing; on threads the copies run side by
-    side (505 rows on the H200 machine: 0.1-0.2 s less GPU idle time a step, docs/LOG.md session 28)."""
-    if len(jobs) < PARALLEL_DRAW:
-        return [render_box(image, box, style) for image, box in jobs]
-    with _DRAW_POOL_LOCK:
-        if not _DRAW_POOL:
-            workers = max(1, min(DRAW_THREADS, os.cpu_count() or 1))
-            _DRAW_POOL.append(futures.ThreadPoolExecutor(workers, thread_name_prefix="ivt-draw"))
-    return list(_DRAW_POOL[0].map(lambda job: render_box(job[0], job[1], style), jobs))
+def _draw_all(images: list[Image.Image], boxes: list[Box | None], style: RenderStyle) -> list[Image.Image]:
+    """``render_box`` of each image with its box, in order, on a few threads when there are many. A drawn box is a
+    copy of the image: ~1 ms of the CPU for 640x480, most of it the first touch of the copy's fresh memory, which
+    Pillow does without the GIL. With one lane the GPU waits for the step's drawing; on threads the copies run side
+    by side (505 rows on the H200 machine: 0.1-0.2 s less GPU idle time a step, docs/LOG.md session 28)."""
+    if len(images) < PARALLEL_DRAW:
+        return [render_box(image, box, style) for image, box in zip(images, boxes, strict=True)]
+    return list(_DRAW_POOL.map(render_box, images, boxes, itertools.repeat(style, len(images))))
 
 
 def _advance(item: _Live, answer: Generation, grounder: Grounder, config: LoopConfig, prompts,
